@@ -1,0 +1,403 @@
+//! Checkpoint: merge the memtable into bucket pages and extents copy-on-write, split and merge
+//! buckets, resize the directory, write the directory, free lists and WAL map, then publish the
+//! new root — the one atomic step. Nothing the previous root references is overwritten.
+
+use super::array::{self, Shape};
+use super::memtable::{Delta, Memtable};
+use super::pages::PageBatch;
+use super::source::{settled, Source};
+use super::state::State;
+use super::valueset::Values;
+use super::wal::Cursor;
+use crate::error::{Error, Result};
+use crate::format::bucket::{self, page_bytes, Entry};
+use crate::format::hash::{dir_index, prefix};
+use crate::format::layout::{BLOB_CHUNK, PAGE, ROOT_SLOT};
+use crate::format::page::{HEADER, MAGIC_BUCKET};
+use crate::format::root::{dir_entry, entry_depth, entry_offset, Root};
+use crate::store::{Ds, WriterFile};
+use crate::Key;
+use std::collections::HashMap;
+
+/// Directory offset of a bucket rebuilt by the running checkpoint and not yet written.
+const PENDING: u64 = 1;
+/// Deepest split: beyond it more than a page of keys share 32 hash bits (a crafted key set).
+const MAX_DEPTH: u32 = 32;
+/// A bucket this small (bytes) looks for its buddy to merge with …
+const MERGE_BELOW: usize = PAGE / 4;
+/// … and merges when both together need at most this.
+const MERGE_UPTO: usize = PAGE / 2;
+
+pub struct Checkpoint<'a> {
+    file: &'a mut WriterFile,
+    st: &'a mut State,
+    epoch: u64,
+    batch: PageBatch,
+    pending: HashMap<(u64, u32), Vec<Entry>>,
+    dir_resized: bool,
+    keys: i64,
+    values: i64,
+    buckets: i64,
+    extents: i64,
+}
+
+/// Runs a checkpoint of `mem`; `wal` is the log after the last commit and `wal_bytes` the
+/// capacity the log must have afterwards. On success the log restarts (new generation, pos 0).
+pub fn run(
+    file: &mut WriterFile,
+    st: &mut State,
+    mem: &Memtable,
+    wal: &mut Cursor,
+    wal_bytes: u64,
+    sync: bool,
+) -> Result<()> {
+    let epoch = st.root.epoch + 1;
+    let mut cp = Checkpoint {
+        file,
+        st,
+        epoch,
+        batch: PageBatch::default(),
+        pending: HashMap::new(),
+        dir_resized: false,
+        keys: 0,
+        values: 0,
+        buckets: 0,
+        extents: 0,
+    };
+    cp.rebuild(mem)?;
+    cp.merge_small()?;
+    cp.write_buckets()?;
+    cp.halve();
+    let wal_grew = cp.ensure_wal(wal_bytes)?;
+    let root = cp.write_metadata(wal, wal_grew)?;
+    cp.publish(root, sync)?;
+    *wal = Cursor {
+        gen: wal.gen + 1,
+        lsn: wal.lsn,
+        pos: 0,
+    };
+    Ok(())
+}
+
+impl Checkpoint<'_> {
+    fn gd(&self) -> u32 {
+        self.st.root.global_depth
+    }
+
+    /// Applies the memtable bucket by bucket, in hash order.
+    fn rebuild(&mut self, mem: &Memtable) -> Result<()> {
+        let items = mem.sorted();
+        let mut i = 0;
+        while i < items.len() {
+            let h = items[i].0;
+            let e = self.st.dir[dir_index(h, self.gd()) as usize];
+            let (depth, off) = (entry_depth(e), entry_offset(e));
+            let pfx = prefix(h, depth);
+            let run = items[i..]
+                .iter()
+                .take_while(|it| prefix(it.0, depth) == pfx)
+                .count();
+            let old = self.take_bucket(off, depth, pfx)?;
+            let merged = self.merge(old, &items[i..i + run])?;
+            self.split(merged, pfx, depth)?;
+            i += run;
+        }
+        Ok(())
+    }
+
+    /// The entries of a bucket about to be replaced; its page is freed.
+    fn take_bucket(&mut self, off: u64, depth: u32, pfx: u64) -> Result<Vec<Entry>> {
+        let entries = self.read_bucket(off, depth, pfx)?;
+        if off != 0 {
+            self.st.pages.freed.push(off);
+            self.buckets -= 1;
+        }
+        Ok(entries)
+    }
+
+    fn read_bucket(&self, off: u64, depth: u32, pfx: u64) -> Result<Vec<Entry>> {
+        if off == 0 {
+            return Ok(Vec::new());
+        }
+        let max = self.st.root.epoch;
+        let p = settled(self.file.page(off, MAGIC_BUCKET, max, "bucket page"))?;
+        let (d, _, p_pfx) = bucket::header(&p);
+        if d != depth || p_pfx != pfx {
+            return Err(Error::corrupt(
+                "bucket page",
+                off,
+                format!("page is depth {d} prefix {p_pfx:#x}, directory says depth {depth} prefix {pfx:#x}"),
+            ));
+        }
+        bucket::decode(&p, off)
+    }
+
+    /// Merge-join of a bucket's entries with the memtable items that fall into it.
+    fn merge(&mut self, old: Vec<Entry>, items: &[(u64, &Key, &Delta)]) -> Result<Vec<Entry>> {
+        let mut out = Vec::with_capacity(old.len() + items.len());
+        let mut old = old.into_iter().peekable();
+        let mut vals = Values {
+            file: self.file,
+            alloc: &mut self.st.extents,
+        };
+        for &(h, k, d) in items {
+            while let Some(e) = old.next_if(|e| (e.hash, &e.key) < (h, k)) {
+                out.push(e);
+            }
+            let existing = old.next_if(|e| &e.key == k);
+            let before = existing.as_ref().map_or(0, |e| e.set.count());
+            let set = vals.apply(h, existing.as_ref().map(|e| &e.set), d)?;
+            let after = set.as_ref().map_or(0, |s| s.count());
+            self.keys += i64::from(after > 0) - i64::from(before > 0);
+            self.values += after as i64 - before as i64;
+            self.extents += i64::from(is_extent(set.as_ref())) - i64::from(is_extent(existing.as_ref().map(|e| &e.set)));
+            if let Some(set) = set {
+                out.push(Entry {
+                    hash: h,
+                    key: *k,
+                    set,
+                });
+            }
+        }
+        out.extend(old);
+        Ok(out)
+    }
+
+    /// Splits entries into buckets that fit a page, deepening as needed.
+    fn split(&mut self, entries: Vec<Entry>, pfx: u64, depth: u32) -> Result<()> {
+        if bucket::fits(&entries) {
+            self.put_pending(pfx, depth, entries);
+            return Ok(());
+        }
+        if depth >= MAX_DEPTH {
+            return Err(Error::InvalidArgument(format!(
+                "more keys than fit a page share the hash prefix {pfx:#x}/{depth}"
+            )));
+        }
+        let bit = 1u64 << (63 - depth);
+        let (right, left): (Vec<Entry>, Vec<Entry>) =
+            entries.into_iter().partition(|e| e.hash & bit != 0);
+        self.split(left, pfx, depth + 1)?;
+        self.split(right, pfx | bit, depth + 1)
+    }
+
+    fn put_pending(&mut self, pfx: u64, depth: u32, entries: Vec<Entry>) {
+        while self.gd() < depth {
+            self.double();
+        }
+        self.set_range(pfx, depth, dir_entry(depth, PENDING));
+        self.pending.insert((pfx, depth), entries);
+    }
+
+    fn double(&mut self) {
+        self.st.dir = self.st.dir.iter().flat_map(|e| [*e, *e]).collect();
+        self.st.root.global_depth += 1;
+        self.dir_resized = true;
+    }
+
+    fn halve(&mut self) {
+        while self.gd() > 0 && self.st.dir.iter().all(|e| entry_depth(*e) < self.gd()) {
+            self.st.dir = self.st.dir.iter().step_by(2).copied().collect();
+            self.st.root.global_depth -= 1;
+            self.dir_resized = true;
+        }
+    }
+
+    /// Points every directory slot under (pfx, depth) at `entry`.
+    fn set_range(&mut self, pfx: u64, depth: u32, entry: u64) {
+        let gd = self.gd();
+        let start = dir_index(pfx, gd) as usize;
+        let n = 1usize << (gd - depth);
+        self.st.dir[start..start + n].fill(entry);
+        if !self.dir_resized {
+            let leaf = crate::format::array::LEAF;
+            for l in start / leaf..=(start + n - 1) / leaf {
+                self.st.dir_dirty[l] = true;
+            }
+        }
+    }
+
+    /// Merges small rebuilt buckets with their buddies while the pair fits half a page.
+    fn merge_small(&mut self) -> Result<()> {
+        let mut work: Vec<(u64, u32)> = self
+            .pending
+            .iter()
+            .filter(|(_, es)| page_bytes(es) <= MERGE_BELOW)
+            .map(|(k, _)| *k)
+            .collect();
+        while let Some((pfx, d)) = work.pop() {
+            if d == 0 || !self.pending.contains_key(&(pfx, d)) {
+                continue;
+            }
+            let bpfx = pfx ^ (1u64 << (64 - d));
+            let be = self.st.dir[dir_index(bpfx, self.gd()) as usize];
+            if entry_depth(be) != d {
+                continue;
+            }
+            let boff = entry_offset(be);
+            let buddy = match boff {
+                PENDING => self.pending[&(bpfx, d)].clone(),
+                _ => self.read_bucket(boff, d, bpfx)?,
+            };
+            if page_bytes(&self.pending[&(pfx, d)]) + page_bytes(&buddy) - HEADER > MERGE_UPTO {
+                continue;
+            }
+            if boff != PENDING && boff != 0 {
+                self.st.pages.freed.push(boff);
+                self.buckets -= 1;
+            }
+            self.pending.remove(&(bpfx, d));
+            let mine = self.pending.remove(&(pfx, d)).unwrap_or_default();
+            let (mut lo, hi) = if pfx < bpfx { (mine, buddy) } else { (buddy, mine) };
+            lo.extend(hi);
+            let parent = prefix(pfx, d - 1);
+            if page_bytes(&lo) <= MERGE_BELOW {
+                work.push((parent, d - 1));
+            }
+            self.put_pending(parent, d - 1, lo);
+        }
+        Ok(())
+    }
+
+    /// Writes every rebuilt bucket (empty ones get no page) and points the directory at it.
+    fn write_buckets(&mut self) -> Result<()> {
+        let mut keys: Vec<(u64, u32)> = self.pending.keys().copied().collect();
+        keys.sort_unstable();
+        for (pfx, depth) in keys {
+            let entries = self.pending.remove(&(pfx, depth)).unwrap_or_default();
+            let off = if entries.is_empty() {
+                0
+            } else {
+                let off = self.st.pages.alloc(self.file)?;
+                let page = bucket::encode(&entries, depth, pfx, self.epoch);
+                self.batch.push(off, page);
+                self.buckets += 1;
+                off
+            };
+            self.set_range(pfx, depth, dir_entry(depth, off));
+        }
+        Ok(())
+    }
+
+    /// Grows the WAL to hold `bytes`; true when its chunk list changed.
+    fn ensure_wal(&mut self, bytes: u64) -> Result<bool> {
+        let want = bytes.div_ceil(BLOB_CHUNK).max(1);
+        if (self.st.wal_chunks.len() as u64) >= want {
+            return Ok(false);
+        }
+        self.file.grow(Ds::Wal, want)?;
+        self.st.wal_chunks = self.file.chunks(Ds::Wal).to_vec();
+        Ok(true)
+    }
+
+    /// Writes the directory, WAL map and free lists; returns the root that publishes them.
+    fn write_metadata(&mut self, wal: &Cursor, wal_grew: bool) -> Result<Root> {
+        let epoch = self.epoch;
+        let mut freed = Vec::new();
+        let dirty = (!self.dir_resized).then_some(&self.st.dir_dirty[..]);
+        let (file, pages) = (&mut *self.file, &mut self.st.pages);
+        let (dir_ref, dir_shape) = array::store(
+            &self.st.dir,
+            &self.st.dir_shape,
+            dirty,
+            epoch,
+            &mut || pages.alloc(file),
+            &mut self.batch,
+            &mut freed,
+        )?;
+        let mut root = self.st.root.clone();
+        if wal_grew {
+            let (r, s) = array::store(
+                &self.st.wal_chunks,
+                &self.st.wal_map_shape,
+                None,
+                epoch,
+                &mut || pages.alloc(file),
+                &mut self.batch,
+                &mut freed,
+            )?;
+            root.wal_map = r;
+            self.st.wal_map_shape = s;
+        }
+        self.st.dir_shape = dir_shape;
+        self.st.dir_dirty = vec![false; self.st.dir_shape.leaves.len()];
+        // The free lists describe themselves: their old pages are free in the new root, their
+        // new pages come from the end of the dataset so writing them changes no free list.
+        for shape in [&self.st.free_pages_shape, &self.st.free_extents_shape] {
+            freed.extend(shape_pages(shape));
+        }
+        pages.freed.append(&mut freed);
+        let ext_items = self.st.extents.items();
+        let (fe_ref, fe_shape) = store_fresh(&ext_items, epoch, file, pages, &mut self.batch)?;
+        let page_items: Vec<u64> = pages.free.iter().chain(&pages.freed).copied().collect();
+        let (fp_ref, fp_shape) = store_fresh(&page_items, epoch, file, pages, &mut self.batch)?;
+        self.st.free_extents_shape = fe_shape;
+        self.st.free_pages_shape = fp_shape;
+        root.epoch = epoch;
+        root.dir = dir_ref;
+        root.free_pages = fp_ref;
+        root.free_extents = fe_ref;
+        root.wal_gen = wal.gen + 1;
+        root.wal_lsn = wal.lsn;
+        root.pages_hw = pages.hw;
+        root.values_hw = self.st.extents.hw;
+        root.keys = add(root.keys, self.keys);
+        root.values = add(root.values, self.values);
+        root.buckets = add(root.buckets, self.buckets);
+        root.extents = add(root.extents, self.extents);
+        Ok(root)
+    }
+
+    /// Writes the pages, then flips the root: the commit point of the checkpoint.
+    fn publish(&mut self, root: Root, sync: bool) -> Result<()> {
+        self.batch.write(self.file)?;
+        if sync {
+            self.file.sync()?;
+        }
+        let slot = self.file.root_offset() + (root.epoch % 2) * ROOT_SLOT as u64;
+        self.file.write_at(slot, &root.encode())?;
+        if sync {
+            self.file.sync()?;
+        }
+        self.st.root = root;
+        self.st.pages.publish();
+        self.st.extents.publish();
+        Ok(())
+    }
+}
+
+fn is_extent(s: Option<&crate::format::bucket::Set>) -> bool {
+    matches!(s, Some(crate::format::bucket::Set::Extent(_)))
+}
+
+fn add(v: u64, d: i64) -> u64 {
+    v.wrapping_add_signed(d)
+}
+
+fn shape_pages(s: &Shape) -> impl Iterator<Item = u64> + '_ {
+    s.leaves
+        .iter()
+        .map(|l| l.0)
+        .chain(s.nodes.iter().copied())
+        .filter(|o| *o != 0)
+}
+
+/// Writes an array into pages from the end of the dataset only.
+fn store_fresh(
+    items: &[u64],
+    epoch: u64,
+    file: &mut WriterFile,
+    pages: &mut super::pages::PageAlloc,
+    batch: &mut PageBatch,
+) -> Result<(crate::format::array::ArrayRef, Shape)> {
+    let mut unused = Vec::new();
+    array::store(
+        items,
+        &Shape::default(),
+        None,
+        epoch,
+        &mut || pages.bump(file),
+        batch,
+        &mut unused,
+    )
+}

@@ -1,0 +1,177 @@
+//! Value extents: runs of 16-byte value slots in the value shard datasets. Allocation by
+//! power-of-two size with buddy alignment (so an extent never straddles a chunk unless it spans
+//! whole, file-contiguous chunks), reading with CRC validation, and the free list.
+
+use super::source::{Fault, Res, Source};
+use crate::error::{Error, Result};
+use crate::format::layout::{BLOB_CHUNK, VALUE_SHARDS};
+use crate::store::{Ds, WriterFile};
+use crate::Value;
+use std::collections::HashMap;
+
+/// Smallest extent, in values.
+pub const MIN_CAP: u32 = 8;
+
+/// Capacity for a set of `n` values: room to grow before the next copy.
+pub fn cap_for(n: usize) -> u32 {
+    let cap = (n as u64 + 1).next_power_of_two().max(MIN_CAP as u64);
+    u32::try_from(cap).unwrap_or(u32::MAX)
+}
+
+pub fn shard_of(hash: u64) -> usize {
+    (hash % VALUE_SHARDS as u64) as usize
+}
+
+const GROW_MIN: u64 = 4;
+const GROW_MAX: u64 = 1024;
+
+#[derive(Default)]
+pub struct ExtentAlloc {
+    /// Reusable extents by (shard, byte length).
+    pub free: HashMap<(usize, u64), Vec<u64>>,
+    /// Freed by the running checkpoint: reusable after its root is published.
+    pub freed: Vec<(usize, u64, u64)>,
+    /// Bytes handed out from the end of each shard.
+    pub hw: [u64; VALUE_SHARDS],
+}
+
+impl ExtentAlloc {
+    /// Rebuilds the allocator from the root's free list items (offset, shard << 56 | length).
+    pub fn from_items(items: &[u64], hw: [u64; VALUE_SHARDS]) -> Result<ExtentAlloc> {
+        let mut a = ExtentAlloc {
+            hw,
+            ..ExtentAlloc::default()
+        };
+        for pair in items.chunks_exact(2) {
+            let (shard, len) = ((pair[1] >> 56) as usize, pair[1] & ((1 << 56) - 1));
+            if shard >= VALUE_SHARDS || !len.is_power_of_two() {
+                return Err(Error::corrupt("free extent list", pair[0], "bad entry"));
+            }
+            a.free.entry((shard, len)).or_default().push(pair[0]);
+        }
+        Ok(a)
+    }
+
+    /// The free list as root items, what this checkpoint freed included.
+    pub fn items(&self) -> Vec<u64> {
+        let mut out = Vec::new();
+        for ((shard, len), offs) in &self.free {
+            for off in offs {
+                out.extend([*off, (*shard as u64) << 56 | len]);
+            }
+        }
+        for (shard, off, len) in &self.freed {
+            out.extend([*off, (*shard as u64) << 56 | len]);
+        }
+        out
+    }
+
+    pub fn alloc(&mut self, file: &mut WriterFile, shard: usize, cap: u32) -> Result<u64> {
+        let len = cap as u64 * 16;
+        if let Some(off) = self.free.get_mut(&(shard, len)).and_then(Vec::pop) {
+            return Ok(off);
+        }
+        for _ in 0..4 {
+            if let Some(off) = self.bump(file, shard, len)? {
+                return Ok(off);
+            }
+        }
+        Err(Error::Hdf5 {
+            op: "allocate value extent",
+            detail: format!("no file-contiguous run of {len} bytes in value shard {shard}"),
+        })
+    }
+
+    /// Takes `len` bytes from the end of the shard, aligned to min(len, chunk). The skipped
+    /// alignment gap goes to the free list as aligned power-of-two pieces.
+    fn bump(&mut self, file: &mut WriterFile, shard: usize, len: u64) -> Result<Option<u64>> {
+        let ds = Ds::Values(shard as u8);
+        let align = len.min(BLOB_CHUNK);
+        let start = self.hw[shard].next_multiple_of(align);
+        let end = start + len;
+        let have = file.chunks(ds).len() as u64;
+        let need = end.div_ceil(BLOB_CHUNK);
+        if need > have {
+            let step = (have / 8).clamp(GROW_MIN, GROW_MAX);
+            file.grow(ds, need.max(have + step))?;
+        }
+        let chunks = file.chunks(ds);
+        let first = (start / BLOB_CHUNK) as usize;
+        let last = ((end - 1) / BLOB_CHUNK) as usize;
+        let contiguous = (first..last).all(|c| chunks[c] + BLOB_CHUNK == chunks[c + 1]);
+        let gap = (self.hw[shard], start);
+        self.hw[shard] = end;
+        self.free_gap(chunks, shard, gap);
+        if !contiguous {
+            // Keep the run usable by smaller extents; try again past it.
+            self.free_gap(chunks, shard, (start, end));
+            return Ok(None);
+        }
+        Ok(Some(chunks[first] + start % BLOB_CHUNK))
+    }
+
+    fn free_gap(&mut self, chunks: &[u64], shard: usize, (mut from, to): (u64, u64)) {
+        while from < to {
+            let mut piece = from & from.wrapping_neg();
+            if from == 0 {
+                piece = BLOB_CHUNK;
+            }
+            while from + piece > to || piece > BLOB_CHUNK {
+                piece /= 2;
+            }
+            let phys = chunks[(from / BLOB_CHUNK) as usize] + from % BLOB_CHUNK;
+            self.free.entry((shard, piece)).or_default().push(phys);
+            from += piece;
+        }
+    }
+
+    pub fn free(&mut self, shard: usize, off: u64, cap: u32) {
+        self.freed.push((shard, off, cap as u64 * 16));
+    }
+
+    /// After the root flip: what this checkpoint freed becomes reusable.
+    pub fn publish(&mut self) {
+        for (shard, off, len) in self.freed.drain(..) {
+            self.free.entry((shard, len)).or_default().push(off);
+        }
+    }
+}
+
+/// Converts bytes to values (the byte length is a multiple of 16).
+pub fn to_values(bytes: &[u8]) -> Vec<Value> {
+    bytes
+        .chunks_exact(16)
+        .map(|c| c.try_into().unwrap())
+        .collect()
+}
+
+pub fn to_bytes(values: &[Value]) -> Vec<u8> {
+    values.iter().flatten().copied().collect()
+}
+
+/// The `count` values of an extent, checked against the CRC its bucket entry holds. A mismatch
+/// is `Stale` (the extent may have been reused after the caller's root); callers that cannot be
+/// stale turn it into corruption.
+pub fn read(src: &dyn Source, off: u64, count: u64, crc: u32) -> Res<Vec<Value>> {
+    let bytes_len = usize::try_from(count.saturating_mul(16))
+        .map_err(|_| Error::corrupt("value extent", off, "count too large"))?;
+    let mut bytes = vec![0u8; bytes_len];
+    src.read(off, &mut bytes)?;
+    if crc32c::crc32c(&bytes) != crc {
+        return Err(Fault::Stale);
+    }
+    Ok(to_values(&bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn capacity_leaves_room() {
+        assert_eq!(cap_for(1), 8);
+        assert_eq!(cap_for(8), 16);
+        assert_eq!(cap_for(1000), 1024);
+        assert!(cap_for(1023) > 1023);
+    }
+}

@@ -1,0 +1,24 @@
+//! The engine: one writer, many readers, over the `format` and `store` layers.
+//!
+//! Writer path: ops → WAL frame (`wal`) → commit → `memtable`; `checkpoint` merges the memtable
+//! into bucket pages and value extents (`valueset`, `extents`) copy-on-write and publishes a new
+//! root; `recovery` rebuilds the writer's `state` from the newest root and the WAL.
+//! Reader path: `reader` snapshots a root, caches the directory, tails the WAL.
+
+mod array;
+mod checkpoint;
+mod extents;
+mod memtable;
+mod options;
+mod pages;
+mod reader;
+mod recovery;
+mod source;
+mod state;
+mod valueset;
+mod wal;
+mod writer;
+
+pub use options::{Options, Stats, DEFAULT_CHECKPOINT_BYTES};
+pub use reader::Reader;
+pub use writer::Writer;

@@ -1,0 +1,339 @@
+//! Readers: a snapshot of the newest root (directory cached, WAL tail applied as an overlay),
+//! lookups by copying pages out of a read-only mapping and validating them — no HDF5 call and no
+//! global lock on the lookup path. A page or extent that fails validation because the writer
+//! reused it after this snapshot's root makes the reader refresh and retry.
+
+use super::array::{self, Shape};
+use super::extents;
+use super::memtable::{Delta, Memtable};
+use super::options::{Options, Stats};
+use super::source::{Fault, Res, Source};
+use super::wal::{self, Cursor};
+use crate::error::{Error, Result};
+use crate::format::array::LEAF;
+use crate::format::bucket::{self, Set};
+use crate::format::hash::{dir_index, key_hash, prefix};
+use crate::format::layout::{PAGE, ROOT_SLOT};
+use crate::format::page::MAGIC_BUCKET;
+use crate::format::root::{self, entry_depth, entry_offset, Root};
+use crate::store::{Mmap, ReadFile};
+use crate::{Key, Value};
+use parking_lot::{Mutex, RwLock};
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Tries per key before a page that keeps failing validation is reported as corrupt.
+const RETRIES: usize = 4;
+
+struct Leaf {
+    id: (u64, u64),
+    items: Vec<u64>,
+}
+
+/// One consistent state: a root, its directory, and the WAL frames that followed it.
+struct Snap {
+    map: Arc<Mmap>,
+    root: Root,
+    dir: Vec<Arc<Leaf>>,
+    wal_chunks: Arc<Vec<u64>>,
+    wal: Cursor,
+    /// Deltas from the WAL tail, oldest first; sizes shrink geometrically.
+    overlay: Vec<Arc<Memtable>>,
+}
+
+pub struct Reader {
+    file: ReadFile,
+    snap: RwLock<Arc<Snap>>,
+    refreshing: Mutex<()>,
+    interval_ms: u64,
+    born: Instant,
+    last_refresh_ms: AtomicU64,
+}
+
+impl Reader {
+    pub fn open(path: &Path, opts: &Options) -> Result<Reader> {
+        let file = ReadFile::open(path)?;
+        let snap = load(&file, None).map_err(|f| stale_to_corrupt(f, "root"))?;
+        Ok(Reader {
+            file,
+            snap: RwLock::new(Arc::new(snap)),
+            refreshing: Mutex::new(()),
+            interval_ms: opts.refresh_interval_ms as u64,
+            born: Instant::now(),
+            last_refresh_ms: AtomicU64::new(0),
+        })
+    }
+
+    fn snapshot(&self) -> Arc<Snap> {
+        self.snap.read().clone()
+    }
+
+    /// Moves to the newest committed state: a new root if there is one, then the WAL tail.
+    pub fn refresh(&self) -> Result<()> {
+        let _one_at_a_time = self.refreshing.lock();
+        self.refresh_locked()
+    }
+
+    fn refresh_locked(&self) -> Result<()> {
+        let mut last = Fault::Stale;
+        for _ in 0..RETRIES {
+            let cur = self.snapshot();
+            match load(&self.file, Some(&cur)) {
+                Ok(next) => {
+                    *self.snap.write() = Arc::new(next);
+                    let now = self.born.elapsed().as_millis() as u64;
+                    self.last_refresh_ms.store(now, Ordering::Relaxed);
+                    return Ok(());
+                }
+                Err(f @ Fault::Stale) => last = f,
+                Err(Fault::Fail(e)) => return Err(e),
+            }
+        }
+        Err(stale_to_corrupt(last, "directory"))
+    }
+
+    /// Refreshes when the automatic interval has passed, unless another thread is at it.
+    fn maybe_refresh(&self) -> Result<()> {
+        if self.interval_ms == 0 {
+            return Ok(());
+        }
+        let now = self.born.elapsed().as_millis() as u64;
+        if now - self.last_refresh_ms.load(Ordering::Relaxed) < self.interval_ms {
+            return Ok(());
+        }
+        match self.refreshing.try_lock() {
+            Some(_g) => self.refresh_locked(),
+            None => Ok(()),
+        }
+    }
+
+    /// Runs `f` on the current snapshot, refreshing and retrying while it finds stale pages.
+    fn retry<T>(&self, snap: &mut Arc<Snap>, mut f: impl FnMut(&Snap) -> Res<T>) -> Result<T> {
+        let mut last = Fault::Stale;
+        for _ in 0..RETRIES {
+            match f(snap) {
+                Ok(v) => return Ok(v),
+                Err(Fault::Fail(e)) => return Err(e),
+                Err(Fault::Stale) => {
+                    self.refresh()?;
+                    *snap = self.snapshot();
+                    last = Fault::Stale;
+                }
+            }
+        }
+        Err(stale_to_corrupt(last, "page or extent"))
+    }
+
+    pub fn lookup(&self, keys: &[Key], first: &mut [Value], found: &mut [u8]) -> Result<()> {
+        if first.len() < keys.len() || found.len() < keys.len() {
+            return Err(Error::InvalidArgument("output arrays shorter than keys".into()));
+        }
+        self.maybe_refresh()?;
+        let mut snap = self.snapshot();
+        for (i, k) in keys.iter().enumerate() {
+            let v = self.retry(&mut snap, |s| s.first(k))?;
+            found[i] = u8::from(v.is_some());
+            first[i] = v.unwrap_or_default();
+        }
+        Ok(())
+    }
+
+    pub fn get(&self, keys: &[Key], values: &mut [Value], counts: &mut [u64]) -> Result<usize> {
+        if counts.len() < keys.len() {
+            return Err(Error::InvalidArgument("counts shorter than keys".into()));
+        }
+        self.maybe_refresh()?;
+        let mut snap = self.snapshot();
+        let mut set = Vec::new();
+        let mut total = 0usize;
+        for (i, k) in keys.iter().enumerate() {
+            set = self.retry(&mut snap, |s| s.all(k))?;
+            counts[i] = set.len() as u64;
+            if let Some(out) = values.get_mut(total..total + set.len()) {
+                out.copy_from_slice(&set);
+            }
+            total += set.len();
+        }
+        drop(set);
+        if total > values.len() {
+            return Err(Error::BufferTooSmall {
+                needed: total,
+                capacity: values.len(),
+            });
+        }
+        Ok(total)
+    }
+
+    pub fn stats(&self) -> Result<Stats> {
+        let s = self.snapshot();
+        Ok(Stats::of(&s.root, s.map.len() as u64, s.wal.pos))
+    }
+}
+
+fn stale_to_corrupt(f: Fault, what: &'static str) -> Error {
+    match f {
+        Fault::Fail(e) => e,
+        Fault::Stale => Error::corrupt(what, 0, "still failing validation after refreshing"),
+    }
+}
+
+/// The newest state of the file, reusing what `cur` already has.
+fn load(file: &ReadFile, cur: Option<&Snap>) -> Res<Snap> {
+    let map = file.map()?;
+    let root = read_root(&map, file.root_offset())?;
+    if let Some(cur) = cur.filter(|c| c.root.epoch == root.epoch) {
+        return Ok(tail(cur, map)?);
+    }
+    let shape = array::shape(&*map, root.dir, root.epoch)?;
+    let dir = dir_leaves(&map, &root, &shape, cur)?;
+    let (chunks, _) = array::load(&*map, root.wal_map, root.epoch)?;
+    let base = Snap {
+        map: map.clone(),
+        wal: Cursor {
+            gen: root.wal_gen,
+            lsn: root.wal_lsn,
+            pos: 0,
+        },
+        root,
+        dir,
+        wal_chunks: Arc::new(chunks),
+        overlay: Vec::new(),
+    };
+    Ok(tail(&base, map)?)
+}
+
+fn read_root(map: &Mmap, at: u64) -> Res<Root> {
+    let mut slots = vec![0u8; 2 * ROOT_SLOT];
+    map.read(at, &mut slots)?;
+    root::newest(&slots[..ROOT_SLOT], &slots[ROOT_SLOT..])
+        .map_err(|why| Fault::Fail(Error::corrupt("root", at, why)))
+}
+
+fn dir_leaves(map: &Mmap, root: &Root, shape: &Shape, cur: Option<&Snap>) -> Res<Vec<Arc<Leaf>>> {
+    let known: HashMap<(u64, u64), &Arc<Leaf>> = cur
+        .map(|c| c.dir.iter().filter(|l| l.id.0 != 0 && l.id.1 != 0).map(|l| (l.id, l)).collect())
+        .unwrap_or_default();
+    let mut out = Vec::with_capacity(shape.leaves.len());
+    for (i, id) in shape.leaves.iter().enumerate() {
+        if let Some(l) = known.get(id) {
+            out.push(Arc::clone(l));
+            continue;
+        }
+        let items = array::read_leaf(map, root.dir.len, i, *id, root.epoch)?;
+        out.push(Arc::new(Leaf { id: *id, items }));
+    }
+    Ok(out)
+}
+
+/// `snap` with the WAL frames written after its cursor applied.
+fn tail(snap: &Snap, map: Arc<Mmap>) -> Result<Snap> {
+    let mut layer = Memtable::default();
+    let end = wal::scan(&*map, &snap.wal_chunks, snap.wal, |ops| {
+        ops.for_each(|op| layer.apply(&op))
+    })?;
+    let mut overlay = snap.overlay.clone();
+    if end != snap.wal {
+        overlay.push(Arc::new(layer));
+        compact(&mut overlay);
+    }
+    Ok(Snap {
+        map,
+        root: snap.root.clone(),
+        dir: snap.dir.clone(),
+        wal_chunks: snap.wal_chunks.clone(),
+        wal: end,
+        overlay,
+    })
+}
+
+/// Merges the newest layers while a layer is at least half its predecessor's size, keeping
+/// the layer count logarithmic and each merge's cost proportional to what it merges.
+fn compact(overlay: &mut Vec<Arc<Memtable>>) {
+    while overlay.len() >= 2 {
+        let n = overlay.len();
+        if overlay[n - 1].len() * 2 < overlay[n - 2].len() {
+            break;
+        }
+        let newer = overlay.pop().unwrap();
+        let older = overlay.pop().unwrap();
+        let mut merged = Arc::unwrap_or_clone(older);
+        merged.absorb(&newer);
+        overlay.push(Arc::new(merged));
+    }
+}
+
+impl Snap {
+    fn dir_entry(&self, idx: u64) -> u64 {
+        let i = idx as usize;
+        self.dir[i / LEAF].items[i % LEAF]
+    }
+
+    /// The key's set as of the root.
+    fn base(&self, h: u64, key: &Key) -> Res<Option<Set>> {
+        let e = self.dir_entry(dir_index(h, self.root.global_depth));
+        let (depth, off) = (entry_depth(e), entry_offset(e));
+        if off == 0 {
+            return Ok(None);
+        }
+        let mut page = [0u8; PAGE];
+        self.map.page_into(off, MAGIC_BUCKET, self.root.epoch, "bucket page", &mut page)?;
+        let (d, _, pfx) = bucket::header(&page);
+        if d != depth || pfx != prefix(h, depth) {
+            return Err(Fault::Stale);
+        }
+        Ok(bucket::find(&page, h, key, off)?)
+    }
+
+    /// The key's delta over the root, all overlay layers composed.
+    fn delta(&self, key: &Key) -> Option<Delta> {
+        let mut out: Option<Delta> = None;
+        for layer in &self.overlay {
+            if let Some(d) = layer.get(key) {
+                out.get_or_insert_with(Delta::default).then(d);
+            }
+        }
+        out
+    }
+
+    fn values(&self, set: &Set) -> Res<Vec<Value>> {
+        match set {
+            Set::Inline { n, vals } => Ok(vals[..*n as usize].to_vec()),
+            Set::Extent(x) => extents::read(&*self.map, x.offset, x.count, x.crc),
+        }
+    }
+
+    fn first(&self, key: &Key) -> Res<Option<Value>> {
+        let h = key_hash(key);
+        let Some(d) = self.delta(key) else {
+            return Ok(self.base(h, key)?.map(|s| s.first()));
+        };
+        if let Some(v) = d.adds.first() {
+            return Ok(Some(v));
+        }
+        if d.cleared {
+            return Ok(None);
+        }
+        match self.base(h, key)? {
+            None => Ok(None),
+            Some(s) if !d.dels.contains(&s.first()) => Ok(Some(s.first())),
+            Some(s) => Ok(self.values(&s)?.into_iter().find(|v| !d.dels.contains(v))),
+        }
+    }
+
+    fn all(&self, key: &Key) -> Res<Vec<Value>> {
+        let h = key_hash(key);
+        let d = self.delta(key);
+        let base = match (&d, self.base(h, key)?) {
+            (Some(d), _) if d.cleared => Vec::new(),
+            (_, Some(s)) => self.values(&s)?,
+            (_, None) => Vec::new(),
+        };
+        Ok(match d {
+            Some(d) => d.resolve(&base),
+            None => base,
+        })
+    }
+}

@@ -1,0 +1,64 @@
+//! Reading validated pages from the writer's fd or a reader's mapping.
+
+use crate::error::{Error, Result};
+use crate::format::layout::PAGE;
+use crate::format::page::{check, Check, Page};
+use crate::store::{Mmap, WriterFile};
+
+/// A failed read: `Stale` (the page was reused after the caller's root; refresh and retry)
+/// or a real error.
+#[derive(Debug)]
+pub enum Fault {
+    Stale,
+    Fail(Error),
+}
+
+impl From<Error> for Fault {
+    fn from(e: Error) -> Fault {
+        Fault::Fail(e)
+    }
+}
+
+pub type Res<T> = std::result::Result<T, Fault>;
+
+/// Positional reads of file bytes.
+pub trait Source {
+    fn read(&self, off: u64, buf: &mut [u8]) -> Result<()>;
+
+    /// Reads the page at `off` into `p`, checked against `magic` and `max_epoch`.
+    fn page_into(&self, off: u64, magic: u32, max_epoch: u64, what: &'static str, p: &mut Page) -> Res<()> {
+        self.read(off, &mut p[..])?;
+        match check(p, magic, max_epoch) {
+            Check::Ok => Ok(()),
+            Check::Stale => Err(Fault::Stale),
+            Check::Bad(why) => Err(Fault::Fail(Error::corrupt(what, off, why))),
+        }
+    }
+
+    /// The page at `off`, checked as `page_into` does.
+    fn page(&self, off: u64, magic: u32, max_epoch: u64, what: &'static str) -> Res<Box<Page>> {
+        let mut p = Box::new([0u8; PAGE]);
+        self.page_into(off, magic, max_epoch, what, &mut p)?;
+        Ok(p)
+    }
+}
+
+impl Source for WriterFile {
+    fn read(&self, off: u64, buf: &mut [u8]) -> Result<()> {
+        self.read_at(off, buf)
+    }
+}
+
+impl Source for Mmap {
+    fn read(&self, off: u64, buf: &mut [u8]) -> Result<()> {
+        Mmap::read(self, off, buf)
+    }
+}
+
+/// For the writer, which never reads under an old root: a stale page is damage.
+pub fn settled<T>(r: Res<T>) -> Result<T> {
+    r.map_err(|f| match f {
+        Fault::Stale => Error::corrupt("page", 0, "page newer than the newest root"),
+        Fault::Fail(e) => e,
+    })
+}

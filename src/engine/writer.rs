@@ -1,0 +1,160 @@
+//! The single writer: batches ops into a WAL frame, commits it, checkpoints when the log is full.
+
+use super::checkpoint;
+use super::memtable::Memtable;
+use super::options::{Options, Stats};
+use super::recovery;
+use super::state::{initial_root, State};
+use super::wal::{self, Cursor};
+use crate::error::{Error, Result};
+use crate::format::wal::{FrameBuf, Op};
+use crate::store::WriterFile;
+use crate::{Key, Value};
+use std::path::Path;
+
+pub struct Writer {
+    file: WriterFile,
+    sync: bool,
+    checkpoint_bytes: u64,
+    st: State,
+    mem: Memtable,
+    wal: Cursor,
+    batch: FrameBuf,
+}
+
+impl Writer {
+    /// Opens (creating if asked) and recovers: newest valid root, then the WAL's valid prefix.
+    pub fn open(path: &Path, opts: &Options) -> Result<Writer> {
+        let init = initial_root().encode();
+        let file = WriterFile::open(path, opts.create.then_some(&init[..]))?;
+        let (st, mem, wal) = recovery::recover(&file)?;
+        let mut w = Writer {
+            file,
+            sync: opts.sync_commit,
+            checkpoint_bytes: opts.checkpoint_bytes(),
+            st,
+            mem,
+            wal,
+            batch: FrameBuf::new(),
+        };
+        if wal::capacity(&w.st.wal_chunks) < w.log_room(0) {
+            w.checkpoint_now(0)?;
+        }
+        Ok(w)
+    }
+
+    /// WAL capacity a checkpoint sets up: a full log's worth plus the batch that triggers it.
+    fn log_room(&self, frame: usize) -> u64 {
+        self.checkpoint_bytes + frame as u64
+    }
+
+    pub fn insert(&mut self, keys: &[Key], values: &[Value]) -> Result<()> {
+        same_len(keys, values)?;
+        self.push_all(keys.len(), keys.iter().zip(values).map(|(k, v)| Op::Insert(*k, *v)))
+    }
+
+    pub fn delete_keys(&mut self, keys: &[Key]) -> Result<()> {
+        self.push_all(keys.len(), keys.iter().map(|k| Op::DeleteKey(*k)))
+    }
+
+    pub fn delete_pairs(&mut self, keys: &[Key], values: &[Value]) -> Result<()> {
+        same_len(keys, values)?;
+        self.push_all(
+            keys.len(),
+            keys.iter().zip(values).map(|(k, v)| Op::DeletePair(*k, *v)),
+        )
+    }
+
+    fn push_all(&mut self, n: usize, ops: impl Iterator<Item = Op>) -> Result<()> {
+        if !self.batch.reserve(n) {
+            return Err(Error::InvalidArgument(format!(
+                "batch too large: {n} more ops would exceed 4 GiB in one commit; commit more often"
+            )));
+        }
+        ops.for_each(|op| self.batch.push(&op));
+        Ok(())
+    }
+
+    /// Makes the pending batch durable (WAL) and visible, atomically; checkpoints when the log
+    /// has reached `checkpoint_bytes`.
+    pub fn commit(&mut self) -> Result<()> {
+        if self.batch.is_empty() {
+            return Ok(());
+        }
+        let len = self.batch.frame_len();
+        if self.wal.pos + len as u64 > wal::capacity(&self.st.wal_chunks) {
+            self.checkpoint_now(len)?;
+        }
+        let frame = self.batch.finish(self.wal.gen, self.wal.lsn);
+        wal::append(&self.file, &self.st.wal_chunks, &mut self.wal, frame)?;
+        if self.sync {
+            self.file.sync()?;
+        }
+        for op in self.batch.iter() {
+            self.mem.apply(&op);
+        }
+        self.batch.clear();
+        if self.wal.pos >= self.checkpoint_bytes {
+            // The batch is committed whatever happens here; a failed checkpoint is retried at
+            // the next commit, and the log still has room for the next batches or says so.
+            let _ = self.checkpoint_now(0);
+        }
+        Ok(())
+    }
+
+    /// Merges everything committed into the pages and publishes a new root.
+    pub fn checkpoint(&mut self) -> Result<()> {
+        self.checkpoint_now(0)
+    }
+
+    fn checkpoint_now(&mut self, frame: usize) -> Result<()> {
+        let room = self.log_room(frame);
+        let idle = self.mem.is_empty() && self.wal.pos == 0;
+        if idle && wal::capacity(&self.st.wal_chunks) >= room {
+            return Ok(());
+        }
+        let r = checkpoint::run(
+            &mut self.file,
+            &mut self.st,
+            &self.mem,
+            &mut self.wal,
+            room,
+            self.sync,
+        );
+        match r {
+            Ok(()) => {
+                self.mem.clear();
+                Ok(())
+            }
+            Err(e) => {
+                // The in-memory state may be half-changed: rebuild it from the file, which
+                // still holds the previous root and every committed batch.
+                let (st, mem, wal) = recovery::recover(&self.file)?;
+                (self.st, self.mem, self.wal) = (st, mem, wal);
+                Err(e)
+            }
+        }
+    }
+
+    pub fn stats(&self) -> Result<Stats> {
+        Ok(Stats::of(&self.st.root, self.file.file_len()?, self.wal.pos))
+    }
+
+    /// Commits, checkpoints and releases the file.
+    pub fn close(mut self) -> Result<()> {
+        self.commit()?;
+        self.checkpoint()?;
+        self.file.close()
+    }
+}
+
+fn same_len(keys: &[Key], values: &[Value]) -> Result<()> {
+    if keys.len() != values.len() {
+        return Err(Error::InvalidArgument(format!(
+            "{} keys but {} values",
+            keys.len(),
+            values.len()
+        )));
+    }
+    Ok(())
+}

@@ -1,0 +1,95 @@
+//! The one error type of the library; `ffi` maps each variant to a status code.
+
+use std::fmt;
+use std::path::PathBuf;
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+#[derive(Debug)]
+pub enum Error {
+    /// A caller passed something unusable (NULL, bad size, bad option).
+    InvalidArgument(String),
+    /// An operating-system call failed.
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// An HDF5 call failed.
+    Hdf5 { op: &'static str, detail: String },
+    /// A checksum or structural check failed.
+    Corrupt {
+        what: &'static str,
+        offset: u64,
+        detail: String,
+    },
+    /// The file is not HDF5, not a hashdir file, or of an unknown format version.
+    NotHashdir { path: PathBuf, reason: String },
+    /// Another writer holds the file.
+    Locked { path: PathBuf },
+    /// The file does not exist and creation was not asked for.
+    NotFound { path: PathBuf },
+    /// `get`'s output buffer holds fewer values than the keys have.
+    BufferTooSmall { needed: usize, capacity: usize },
+}
+
+impl Error {
+    pub fn corrupt(what: &'static str, offset: u64, detail: impl Into<String>) -> Error {
+        Error::Corrupt {
+            what,
+            offset,
+            detail: detail.into(),
+        }
+    }
+
+    pub fn io(op: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Error {
+        Error::Io {
+            op,
+            path: path.into(),
+            source,
+        }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::InvalidArgument(m) => write!(f, "invalid argument: {m}"),
+            Error::Io { op, path, source } => {
+                write!(f, "I/O error in {op} on {}: {source}", path.display())
+            }
+            Error::Hdf5 { op, detail } => write!(f, "HDF5 error in {op}: {detail}"),
+            Error::Corrupt {
+                what,
+                offset,
+                detail,
+            } => write!(f, "corrupt {what} at file offset {offset}: {detail}"),
+            Error::NotHashdir { path, reason } => {
+                write!(f, "{} is not a hashdir file: {reason}", path.display())
+            }
+            Error::Locked { path } => write!(
+                f,
+                "{} is locked: another writer has it open",
+                path.display()
+            ),
+            Error::NotFound { path } => write!(
+                f,
+                "{} does not exist (pass HASHDIR_CREATE to create it)",
+                path.display()
+            ),
+            Error::BufferTooSmall { needed, capacity } => write!(
+                f,
+                "value buffer too small: {needed} values needed, capacity {capacity}"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Io { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}

@@ -1,0 +1,277 @@
+//! Bucket pages: the leaves of the extendible hash.
+//!
+//! Kind fields (page bytes 16..32): depth u8 | 0 u8 | n u16 | 0 u32 | prefix u64 (the `depth`
+//! leading hash bits every key of the page shares, left-aligned).
+//! Body (from byte 32): tags [u16; n] (low 16 hash bits, for a fast scan), offsets [u16; n]
+//! (page offset of each entry), then the entries, in hash order:
+//!   key [16] | c u8 | c = 1..=INLINE_MAX: c values [16] each
+//!                   | c = EXTENT: count u64 | first value [16] | offset u64 | cap u32 | crc u32
+//! An extent is `cap` 16-byte value slots at file `offset`; the first `count` hold the set and
+//! `crc` is the CRC32C of those `count * 16` bytes.
+
+use super::bytes::*;
+use super::hash::{key_hash, prefix as hash_prefix};
+use super::layout::PAGE;
+use super::page::{seal, Page, HEADER, MAGIC_BUCKET};
+use crate::error::{Error, Result};
+use crate::{Key, Value};
+
+pub const INLINE_MAX: usize = 4;
+pub const EXTENT: u8 = 0xFF;
+const EXTENT_BODY: usize = 8 + 16 + 8 + 4 + 4;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ExtentRef {
+    pub count: u64,
+    pub first: Value,
+    pub offset: u64,
+    pub cap: u32,
+    pub crc: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Set {
+    Inline { n: u8, vals: [Value; INLINE_MAX] },
+    Extent(ExtentRef),
+}
+
+impl Set {
+    pub fn inline(values: &[Value]) -> Set {
+        debug_assert!(!values.is_empty() && values.len() <= INLINE_MAX);
+        let mut vals = [[0u8; 16]; INLINE_MAX];
+        vals[..values.len()].copy_from_slice(values);
+        Set::Inline {
+            n: values.len() as u8,
+            vals,
+        }
+    }
+
+    pub fn count(&self) -> u64 {
+        match self {
+            Set::Inline { n, .. } => *n as u64,
+            Set::Extent(e) => e.count,
+        }
+    }
+
+    pub fn first(&self) -> Value {
+        match self {
+            Set::Inline { vals, .. } => vals[0],
+            Set::Extent(e) => e.first,
+        }
+    }
+
+    fn body_size(&self) -> usize {
+        match self {
+            Set::Inline { n, .. } => *n as usize * 16,
+            Set::Extent(_) => EXTENT_BODY,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Entry {
+    pub hash: u64,
+    pub key: Key,
+    pub set: Set,
+}
+
+impl Entry {
+    /// Bytes the entry takes in a page, its tag and offset included.
+    pub fn size(&self) -> usize {
+        4 + 16 + 1 + self.set.body_size()
+    }
+}
+
+/// Bytes a page holding `entries` needs.
+pub fn page_bytes(entries: &[Entry]) -> usize {
+    HEADER + entries.iter().map(Entry::size).sum::<usize>()
+}
+
+pub fn fits(entries: &[Entry]) -> bool {
+    page_bytes(entries) <= PAGE
+}
+
+/// Encodes entries (sorted by hash, all under `prefix`/`depth`) into a sealed page.
+pub fn encode(entries: &[Entry], depth: u32, prefix: u64, epoch: u64) -> Box<Page> {
+    assert!(fits(entries), "bucket overflow passed to encode");
+    let mut p = Box::new([0u8; PAGE]);
+    let n = entries.len();
+    p[16] = depth as u8;
+    put_u16(&mut p[..], 18, n as u16);
+    put_u64(&mut p[..], 24, prefix);
+    let mut at = HEADER + 4 * n;
+    for (i, e) in entries.iter().enumerate() {
+        debug_assert_eq!(hash_prefix(e.hash, depth), prefix);
+        put_u16(&mut p[..], HEADER + 2 * i, e.hash as u16);
+        put_u16(&mut p[..], HEADER + 2 * n + 2 * i, at as u16);
+        at = put_entry(&mut p[..], at, e);
+    }
+    seal(&mut p, MAGIC_BUCKET, epoch);
+    p
+}
+
+fn put_entry(p: &mut [u8], mut at: usize, e: &Entry) -> usize {
+    p[at..at + 16].copy_from_slice(&e.key);
+    at += 16;
+    match &e.set {
+        Set::Inline { n, vals } => {
+            p[at] = *n;
+            at += 1;
+            for v in &vals[..*n as usize] {
+                p[at..at + 16].copy_from_slice(v);
+                at += 16;
+            }
+        }
+        Set::Extent(x) => {
+            p[at] = EXTENT;
+            put_u64(p, at + 1, x.count);
+            p[at + 9..at + 25].copy_from_slice(&x.first);
+            put_u64(p, at + 25, x.offset);
+            put_u32(p, at + 33, x.cap);
+            put_u32(p, at + 37, x.crc);
+            at += 1 + EXTENT_BODY;
+        }
+    }
+    at
+}
+
+/// Depth, entry count and prefix of a (validated) bucket page.
+pub fn header(p: &Page) -> (u32, usize, u64) {
+    (p[16] as u32, get_u16(p, 18) as usize, get_u64(p, 24))
+}
+
+fn bad(offset: u64, why: &str) -> Error {
+    Error::corrupt("bucket page", offset, why.to_string())
+}
+
+/// Reads the entry at `at`; `offset` (the page's file offset) only labels errors.
+fn entry_at(p: &Page, at: usize, offset: u64) -> Result<(Key, Set)> {
+    if at + 17 > PAGE {
+        return Err(bad(offset, "entry beyond page end"));
+    }
+    let key = get_16(p, at);
+    let c = p[at + 16];
+    let body = at + 17;
+    let set = match c {
+        EXTENT => {
+            if body + EXTENT_BODY > PAGE {
+                return Err(bad(offset, "extent entry beyond page end"));
+            }
+            let x = ExtentRef {
+                count: get_u64(p, body),
+                first: get_16(p, body + 8),
+                offset: get_u64(p, body + 24),
+                cap: get_u32(p, body + 32),
+                crc: get_u32(p, body + 36),
+            };
+            if x.count == 0 || x.count > x.cap as u64 {
+                return Err(bad(offset, "extent count outside 1..=cap"));
+            }
+            Set::Extent(x)
+        }
+        1..=4 => {
+            let n = c as usize;
+            if body + 16 * n > PAGE {
+                return Err(bad(offset, "inline values beyond page end"));
+            }
+            let mut vals = [[0u8; 16]; INLINE_MAX];
+            for (i, v) in vals[..n].iter_mut().enumerate() {
+                *v = get_16(p, body + 16 * i);
+            }
+            Set::Inline { n: c, vals }
+        }
+        _ => return Err(bad(offset, "bad value count byte")),
+    };
+    Ok((key, set))
+}
+
+fn count_checked(p: &Page, offset: u64) -> Result<usize> {
+    let n = get_u16(p, 18) as usize;
+    if HEADER + 4 * n > PAGE {
+        return Err(bad(offset, "entry count too large"));
+    }
+    Ok(n)
+}
+
+/// Decodes every entry of a validated bucket page.
+pub fn decode(p: &Page, offset: u64) -> Result<Vec<Entry>> {
+    let n = count_checked(p, offset)?;
+    let mut out = Vec::with_capacity(n);
+    for i in 0..n {
+        let at = get_u16(p, HEADER + 2 * n + 2 * i) as usize;
+        let (key, set) = entry_at(p, at, offset)?;
+        out.push(Entry {
+            hash: key_hash(&key),
+            key,
+            set,
+        });
+    }
+    Ok(out)
+}
+
+/// Finds `key` (whose hash is `hash`) in a validated bucket page without decoding the rest.
+pub fn find(p: &Page, hash: u64, key: &Key, offset: u64) -> Result<Option<Set>> {
+    let n = count_checked(p, offset)?;
+    let tag = hash as u16;
+    let tags = &p[HEADER..HEADER + 2 * n];
+    for i in 0..n {
+        if get_u16(tags, 2 * i) != tag {
+            continue;
+        }
+        let at = get_u16(p, HEADER + 2 * n + 2 * i) as usize;
+        let (k, set) = entry_at(p, at, offset)?;
+        if &k == key {
+            return Ok(Some(set));
+        }
+    }
+    Ok(None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::page::{check, Check};
+
+    fn entry(i: u8, nvals: usize) -> Entry {
+        let key = [i; 16];
+        let vals: Vec<Value> = (0..nvals).map(|j| [j as u8 + 1; 16]).collect();
+        Entry {
+            hash: key_hash(&key),
+            key,
+            set: Set::inline(&vals),
+        }
+    }
+
+    #[test]
+    fn round_trip_inline_and_extent() {
+        let mut es = vec![entry(1, 1), entry(2, 4), entry(3, 2)];
+        es.push(Entry {
+            hash: key_hash(&[9; 16]),
+            key: [9; 16],
+            set: Set::Extent(ExtentRef {
+                count: 100,
+                first: [7; 16],
+                offset: 1 << 40,
+                cap: 128,
+                crc: 0xabcd,
+            }),
+        });
+        es.sort_by_key(|e| e.hash);
+        let p = encode(&es, 0, 0, 5);
+        assert_eq!(check(&p, MAGIC_BUCKET, 5), Check::Ok);
+        assert_eq!(check(&p, MAGIC_BUCKET, 4), Check::Stale);
+        assert_eq!(decode(&p, 0).unwrap(), es);
+        for e in &es {
+            assert_eq!(find(&p, e.hash, &e.key, 0).unwrap(), Some(e.set.clone()));
+        }
+        assert_eq!(find(&p, key_hash(&[5; 16]), &[5; 16], 0).unwrap(), None);
+    }
+
+    #[test]
+    fn flipped_bit_fails_the_check() {
+        let es = vec![entry(1, 1)];
+        let mut p = encode(&es, 0, 0, 1);
+        p[40] ^= 1;
+        assert_eq!(check(&p, MAGIC_BUCKET, 9), Check::Bad("page checksum"));
+    }
+}

@@ -1,0 +1,10 @@
+//! Bytes only: layout constants, root slots, pages, WAL frames, checksums. No I/O.
+
+pub mod array;
+pub mod bucket;
+pub mod bytes;
+pub mod hash;
+pub mod layout;
+pub mod page;
+pub mod root;
+pub mod wal;

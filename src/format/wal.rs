@@ -1,0 +1,197 @@
+//! WAL frames: one frame per committed batch, appended to the `wal` dataset's chunks.
+//!
+//! Frame: magic "HDWL" u32 | crc32c u32 of bytes 8..len | gen u64 | lsn u64 | len u32 (whole
+//! frame, a multiple of 8) | n_ops u32 | ops | zero padding. An op is a tag byte then a key, and
+//! for inserts and pair deletes a value: 1 = insert, 2 = delete pair, 3 = delete key.
+//! A frame counts only whole: the CRC covers all of it, so a torn batch is no batch.
+
+use super::bytes::*;
+use crate::{Key, Value};
+
+pub const HEADER: usize = 32;
+pub const MAGIC: u32 = u32::from_le_bytes(*b"HDWL");
+const INSERT: u8 = 1;
+const DELETE_PAIR: u8 = 2;
+const DELETE_KEY: u8 = 3;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Op {
+    Insert(Key, Value),
+    DeletePair(Key, Value),
+    DeleteKey(Key),
+}
+
+/// The batch being built by the writer: header space first, so finishing needs no copy.
+#[derive(Default)]
+pub struct FrameBuf {
+    bytes: Vec<u8>,
+    ops: u32,
+}
+
+impl FrameBuf {
+    pub fn new() -> FrameBuf {
+        FrameBuf {
+            bytes: vec![0; HEADER],
+            ops: 0,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ops == 0
+    }
+
+    pub fn ops(&self) -> u32 {
+        self.ops
+    }
+
+    /// Bytes the frame will take once finished.
+    pub fn frame_len(&self) -> usize {
+        self.bytes.len().next_multiple_of(8)
+    }
+
+    /// Room for `n` more ops of the largest kind; false when the frame would outgrow u32.
+    pub fn reserve(&mut self, n: usize) -> bool {
+        let need = n.saturating_mul(33);
+        if self.bytes.len().saturating_add(need) > u32::MAX as usize - 8 {
+            return false;
+        }
+        self.bytes.reserve(need);
+        true
+    }
+
+    pub fn push(&mut self, op: &Op) {
+        match op {
+            Op::Insert(k, v) => self.push_pair(INSERT, k, v),
+            Op::DeletePair(k, v) => self.push_pair(DELETE_PAIR, k, v),
+            Op::DeleteKey(k) => {
+                self.bytes.push(DELETE_KEY);
+                self.bytes.extend_from_slice(k);
+            }
+        }
+        self.ops += 1;
+    }
+
+    fn push_pair(&mut self, tag: u8, k: &Key, v: &Value) {
+        self.bytes.push(tag);
+        self.bytes.extend_from_slice(k);
+        self.bytes.extend_from_slice(v);
+    }
+
+    /// Seals the frame for (gen, lsn) and returns its bytes; `clear` starts the next batch.
+    pub fn finish(&mut self, gen: u64, lsn: u64) -> &[u8] {
+        let len = self.frame_len();
+        self.bytes.resize(len, 0);
+        let b = &mut self.bytes;
+        put_u32(b, 0, MAGIC);
+        put_u64(b, 8, gen);
+        put_u64(b, 16, lsn);
+        put_u32(b, 24, len as u32);
+        put_u32(b, 28, self.ops);
+        let crc = crc32c::crc32c(&b[8..]);
+        put_u32(b, 4, crc);
+        &self.bytes
+    }
+
+    pub fn clear(&mut self) {
+        self.bytes.truncate(HEADER);
+        self.bytes[..HEADER].fill(0);
+        self.ops = 0;
+    }
+
+    /// The ops pushed so far.
+    pub fn iter(&self) -> OpIter<'_> {
+        OpIter {
+            b: &self.bytes[..],
+            at: HEADER,
+            left: self.ops,
+        }
+    }
+}
+
+/// Length of the frame whose header is `hdr` if the header belongs to (gen, lsn); the caller
+/// then reads `len` bytes and calls [`validate`].
+pub fn header_len(hdr: &[u8], gen: u64, lsn: u64) -> Option<usize> {
+    if hdr.len() < HEADER || get_u32(hdr, 0) != MAGIC {
+        return None;
+    }
+    if get_u64(hdr, 8) != gen || get_u64(hdr, 16) != lsn {
+        return None;
+    }
+    let len = get_u32(hdr, 24) as usize;
+    (len >= HEADER && len % 8 == 0).then_some(len)
+}
+
+/// The ops of a whole frame, if its checksum and op encoding hold.
+pub fn validate(frame: &[u8]) -> Option<OpIter<'_>> {
+    if frame.len() < HEADER || crc32c::crc32c(&frame[8..]) != get_u32(frame, 4) {
+        return None;
+    }
+    let it = OpIter {
+        b: frame,
+        at: HEADER,
+        left: get_u32(frame, 28),
+    };
+    // A frame with a good CRC but ops running past its end was not written by us.
+    let mut probe = it.clone();
+    while probe.next().is_some() {}
+    (probe.left == 0).then_some(it)
+}
+
+#[derive(Clone)]
+pub struct OpIter<'a> {
+    b: &'a [u8],
+    at: usize,
+    left: u32,
+}
+
+impl Iterator for OpIter<'_> {
+    type Item = Op;
+
+    fn next(&mut self) -> Option<Op> {
+        if self.left == 0 {
+            return None;
+        }
+        let b = self.b;
+        let tag = *b.get(self.at)?;
+        let need = if tag == DELETE_KEY { 17 } else { 33 };
+        if self.at + need > b.len() {
+            return None;
+        }
+        let k = get_16(b, self.at + 1);
+        let op = match tag {
+            INSERT => Op::Insert(k, get_16(b, self.at + 17)),
+            DELETE_PAIR => Op::DeletePair(k, get_16(b, self.at + 17)),
+            DELETE_KEY => Op::DeleteKey(k),
+            _ => return None,
+        };
+        self.at += need;
+        self.left -= 1;
+        Some(op)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frame_round_trip_and_torn_frame() {
+        let mut f = FrameBuf::new();
+        let ops = [
+            Op::Insert([1; 16], [2; 16]),
+            Op::DeleteKey([3; 16]),
+            Op::DeletePair([4; 16], [5; 16]),
+        ];
+        ops.iter().for_each(|o| f.push(o));
+        let bytes = f.finish(7, 42).to_vec();
+        assert_eq!(header_len(&bytes, 7, 42), Some(bytes.len()));
+        assert_eq!(header_len(&bytes, 8, 42), None);
+        assert_eq!(header_len(&bytes, 7, 43), None);
+        assert_eq!(validate(&bytes).unwrap().collect::<Vec<_>>(), ops);
+        let mut torn = bytes.clone();
+        torn[40] ^= 0x10;
+        assert!(validate(&torn).is_none());
+        f.clear();
+        assert!(f.is_empty());
+    }
+}

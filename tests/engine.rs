@@ -1,0 +1,462 @@
+//! Engine semantics through the Rust API, against a model, with real files and processes.
+
+mod common;
+
+use common::{child_role, k, spawn_child, Rng, TempDir};
+use hashdir::{Error, Key, Options, Reader, Value, Writer};
+use std::collections::{BTreeSet, HashMap};
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+
+type Model = HashMap<Key, BTreeSet<Value>>;
+
+fn opts() -> Options {
+    Options::default()
+}
+
+fn small_log() -> Options {
+    Options {
+        checkpoint_bytes: 64 << 10,
+        ..Options::default()
+    }
+}
+
+fn get_all(r: &Reader, key: &Key) -> BTreeSet<Value> {
+    let mut counts = [0u64; 1];
+    let mut buf = vec![[0u8; 16]; 8];
+    loop {
+        match r.get(std::slice::from_ref(key), &mut buf, &mut counts) {
+            Ok(n) => return buf[..n].iter().copied().collect(),
+            Err(Error::BufferTooSmall { needed, .. }) => buf.resize(needed, [0; 16]),
+            Err(e) => panic!("get failed: {e}"),
+        }
+    }
+}
+
+fn check_model(r: &Reader, model: &Model, probes: &[Key]) {
+    for key in model.keys().chain(probes) {
+        let want = model.get(key).cloned().unwrap_or_default();
+        assert_eq!(get_all(r, key), want, "values of key {key:?}");
+        let (mut first, mut found) = ([[0u8; 16]; 1], [9u8; 1]);
+        r.lookup(std::slice::from_ref(key), &mut first, &mut found).unwrap();
+        assert_eq!(found[0] == 1, !want.is_empty(), "found flag of {key:?}");
+        if found[0] == 1 {
+            assert!(want.contains(&first[0]), "first value of {key:?} is in the set");
+        }
+    }
+}
+
+#[test]
+fn set_semantics_and_both_deletes() {
+    let d = TempDir::new("sets");
+    let path = d.file("t.h5");
+    let mut w = Writer::open(&path, &opts()).unwrap();
+    let (a, b, c) = (k(1), k(2), k(3));
+    w.insert(&[a, a, a, b], &[k(10), k(10), k(11), k(20)]).unwrap();
+    w.commit().unwrap();
+    let r = Reader::open(&path, &opts()).unwrap();
+    assert_eq!(get_all(&r, &a), BTreeSet::from([k(10), k(11)]));
+    assert_eq!(get_all(&r, &c), BTreeSet::new());
+    w.delete_pairs(&[a, c], &[k(10), k(99)]).unwrap();
+    w.delete_keys(&[b]).unwrap();
+    w.insert(&[b], &[k(21)]).unwrap();
+    // Uncommitted: invisible even after a refresh.
+    r.refresh().unwrap();
+    assert_eq!(get_all(&r, &a), BTreeSet::from([k(10), k(11)]));
+    w.commit().unwrap();
+    r.refresh().unwrap();
+    assert_eq!(get_all(&r, &a), BTreeSet::from([k(11)]));
+    assert_eq!(get_all(&r, &b), BTreeSet::from([k(21)]));
+    w.checkpoint().unwrap();
+    r.refresh().unwrap();
+    assert_eq!(get_all(&r, &a), BTreeSet::from([k(11)]));
+    assert_eq!(get_all(&r, &b), BTreeSet::from([k(21)]));
+    let s = w.stats().unwrap();
+    assert_eq!((s.keys, s.values), (2, 2));
+    w.close().unwrap();
+}
+
+#[test]
+fn growth_splits_and_shrink_merges() {
+    let d = TempDir::new("split");
+    let path = d.file("t.h5");
+    let mut w = Writer::open(&path, &small_log()).unwrap();
+    let n = 60_000u64;
+    let keys: Vec<Key> = (0..n).map(k).collect();
+    let vals: Vec<Value> = (0..n).map(|i| k(i * 7)).collect();
+    for (ks, vs) in keys.chunks(5000).zip(vals.chunks(5000)) {
+        w.insert(ks, vs).unwrap();
+        w.commit().unwrap();
+    }
+    w.checkpoint().unwrap();
+    let grown = w.stats().unwrap();
+    assert_eq!((grown.keys, grown.values), (n, n));
+    assert!(grown.buckets > 300, "{grown:?}");
+    assert!(grown.global_depth >= 9, "{grown:?}");
+    // Sequential keys spread: the directory is at most a few times the bucket count.
+    assert!((1u64 << grown.global_depth) <= grown.buckets * 8, "{grown:?}");
+    let r = Reader::open(&path, &opts()).unwrap();
+    let mut first = vec![[0u8; 16]; n as usize];
+    let mut found = vec![0u8; n as usize];
+    r.lookup(&keys, &mut first, &mut found).unwrap();
+    assert!(found.iter().all(|f| *f == 1));
+    assert_eq!(first, vals);
+    w.delete_keys(&keys[100..]).unwrap();
+    w.commit().unwrap();
+    w.checkpoint().unwrap();
+    let shrunk = w.stats().unwrap();
+    assert_eq!((shrunk.keys, shrunk.values), (100, 100));
+    assert!(shrunk.buckets < 10, "{shrunk:?}");
+    assert!(shrunk.global_depth < grown.global_depth, "{shrunk:?}");
+    r.refresh().unwrap();
+    r.lookup(&keys, &mut first, &mut found).unwrap();
+    assert!(found[..100].iter().all(|f| *f == 1) && found[100..].iter().all(|f| *f == 0));
+    w.close().unwrap();
+}
+
+#[test]
+fn promotion_demotion_and_a_big_set() {
+    let d = TempDir::new("promote");
+    let path = d.file("t.h5");
+    let mut w = Writer::open(&path, &opts()).unwrap();
+    let key = k(42);
+    let small: Vec<Value> = (0..3).map(k).collect();
+    w.insert(&[key; 3], &small).unwrap();
+    w.commit().unwrap();
+    w.checkpoint().unwrap();
+    assert_eq!(w.stats().unwrap().extents, 0);
+    let more: Vec<Value> = (3..100).map(k).collect();
+    w.insert(&vec![key; more.len()], &more).unwrap();
+    w.commit().unwrap();
+    w.checkpoint().unwrap();
+    assert_eq!(w.stats().unwrap().extents, 1, "promoted");
+    let r = Reader::open(&path, &opts()).unwrap();
+    assert_eq!(get_all(&r, &key).len(), 100);
+    // Appends in place and copies to a larger extent, across several checkpoints.
+    let big = 300_000u64;
+    for chunk in (100..big).collect::<Vec<_>>().chunks(50_000) {
+        let vs: Vec<Value> = chunk.iter().map(|i| k(*i)).collect();
+        w.insert(&vec![key; vs.len()], &vs).unwrap();
+        w.commit().unwrap();
+        w.checkpoint().unwrap();
+    }
+    r.refresh().unwrap();
+    let all = get_all(&r, &key);
+    assert_eq!(all.len() as u64, big);
+    assert!(all.contains(&k(big - 1)) && all.contains(&k(0)));
+    // Shrink to two values: demoted back inline.
+    let gone: Vec<Value> = (2..big).map(k).collect();
+    w.delete_pairs(&vec![key; gone.len()], &gone).unwrap();
+    w.commit().unwrap();
+    w.checkpoint().unwrap();
+    let s = w.stats().unwrap();
+    assert_eq!((s.extents, s.values), (0, 2), "demoted");
+    r.refresh().unwrap();
+    assert_eq!(get_all(&r, &key), BTreeSet::from([k(0), k(1)]));
+    w.close().unwrap();
+}
+
+#[test]
+fn structured_keys_spread_like_random_ones() {
+    let d = TempDir::new("structured");
+    let path = d.file("t.h5");
+    let mut w = Writer::open(&path, &opts()).unwrap();
+    let n = 40_000u64;
+    let mut keys: Vec<Key> = Vec::new();
+    for i in 0..n {
+        let mut shared = [0xAB; 16]; // 12 shared bytes
+        shared[12..].copy_from_slice(&(i as u32).to_le_bytes());
+        keys.push(shared);
+    }
+    keys.push([0; 16]);
+    let vals: Vec<Value> = (0..keys.len() as u64).map(k).collect();
+    w.insert(&keys, &vals).unwrap();
+    w.commit().unwrap();
+    w.checkpoint().unwrap();
+    let s = w.stats().unwrap();
+    assert_eq!(s.keys, n + 1);
+    assert!((1u64 << s.global_depth) <= s.buckets * 8, "{s:?}");
+    let r = Reader::open(&path, &opts()).unwrap();
+    let mut first = vec![[0u8; 16]; keys.len()];
+    let mut found = vec![0u8; keys.len()];
+    r.lookup(&keys, &mut first, &mut found).unwrap();
+    assert_eq!(first, vals);
+    w.close().unwrap();
+}
+
+#[test]
+fn reopen_keeps_everything_and_replays_the_log() {
+    let d = TempDir::new("reopen");
+    let path = d.file("t.h5");
+    let mut w = Writer::open(&path, &opts()).unwrap();
+    w.insert(&[k(1)], &[k(2)]).unwrap();
+    w.commit().unwrap();
+    w.checkpoint().unwrap();
+    w.insert(&[k(3)], &[k(4)]).unwrap();
+    w.commit().unwrap();
+    drop(w); // no close: the second batch lives only in the WAL
+    let w = Writer::open(&path, &opts()).unwrap();
+    let r = Reader::open(&path, &opts()).unwrap();
+    assert_eq!(get_all(&r, &k(1)), BTreeSet::from([k(2)]));
+    assert_eq!(get_all(&r, &k(3)), BTreeSet::from([k(4)]));
+    w.close().unwrap();
+    let w = Writer::open(&path, &Options { create: false, ..opts() }).unwrap();
+    assert_eq!(w.stats().unwrap().keys, 2);
+    w.close().unwrap();
+}
+
+#[test]
+fn open_errors_leave_files_alone() {
+    let d = TempDir::new("errors");
+    let missing = d.file("missing.h5");
+    let no_create = Options { create: false, ..opts() };
+    assert!(matches!(Writer::open(&missing, &no_create), Err(Error::NotFound { .. })));
+    assert!(matches!(Reader::open(&missing, &opts()), Err(Error::NotFound { .. })));
+    assert!(!missing.exists());
+    let foreign = d.file("foreign.h5");
+    let bytes: Vec<u8> = (0..10_000u32).map(|i| (i * 31) as u8).collect();
+    std::fs::write(&foreign, &bytes).unwrap();
+    assert!(matches!(Writer::open(&foreign, &opts()), Err(Error::NotHashdir { .. })));
+    assert!(matches!(Reader::open(&foreign, &opts()), Err(Error::NotHashdir { .. })));
+    assert_eq!(std::fs::read(&foreign).unwrap(), bytes);
+    let path = d.file("t.h5");
+    let w = Writer::open(&path, &opts()).unwrap();
+    assert!(matches!(Writer::open(&path, &opts()), Err(Error::Locked { .. })));
+    w.close().unwrap();
+    Writer::open(&path, &opts()).unwrap().close().unwrap();
+}
+
+#[test]
+fn reader_threads_share_one_handle() {
+    let d = TempDir::new("threads");
+    let path = d.file("t.h5");
+    let mut w = Writer::open(&path, &small_log()).unwrap();
+    let keys: Vec<Key> = (0..20_000).map(k).collect();
+    w.insert(&keys, &keys).unwrap();
+    w.commit().unwrap();
+    let r = Reader::open(&path, &opts()).unwrap();
+    std::thread::scope(|s| {
+        for t in 0..4 {
+            let (r, keys) = (&r, &keys);
+            s.spawn(move || {
+                for round in 0..20 {
+                    if t == 0 {
+                        r.refresh().unwrap();
+                    }
+                    let mut first = vec![[0u8; 16]; keys.len()];
+                    let mut found = vec![0u8; keys.len()];
+                    r.lookup(keys, &mut first, &mut found).unwrap();
+                    assert!(found.iter().all(|f| *f == 1), "round {round}");
+                    assert_eq!(&first, keys);
+                }
+            });
+        }
+        // Meanwhile the writer keeps checkpointing and reusing pages.
+        for i in 0..10u64 {
+            w.insert(&[k(1_000_000 + i)], &[k(i)]).unwrap();
+            w.commit().unwrap();
+            w.checkpoint().unwrap();
+        }
+    });
+    w.close().unwrap();
+}
+
+#[test]
+fn random_ops_match_the_model() {
+    let mut rng = Rng::seeded("random_ops_match_the_model");
+    let d = TempDir::new("model");
+    let path = d.file("t.h5");
+    let mut w = Writer::open(&path, &small_log()).unwrap();
+    let r = Reader::open(&path, &opts()).unwrap();
+    let mut model = Model::new();
+    let key_space = 3000;
+    for step in 0..300 {
+        let n = rng.below(200) as usize + 1;
+        let mut pending = model.clone();
+        for _ in 0..n {
+            let key = k(rng.below(key_space));
+            match rng.below(10) {
+                0 => {
+                    w.delete_keys(&[key]).unwrap();
+                    pending.remove(&key);
+                }
+                1 | 2 => {
+                    let v = k(rng.below(8));
+                    w.delete_pairs(&[key], &[v]).unwrap();
+                    if let Some(s) = pending.get_mut(&key) {
+                        s.remove(&v);
+                        if s.is_empty() {
+                            pending.remove(&key);
+                        }
+                    }
+                }
+                _ => {
+                    // Skewed: a few keys get many values.
+                    let v = if key == k(7) { k(rng.below(5000)) } else { k(rng.below(8)) };
+                    w.insert(&[key], &[v]).unwrap();
+                    pending.entry(key).or_default().insert(v);
+                }
+            }
+        }
+        w.commit().unwrap();
+        model = pending;
+        match rng.below(20) {
+            0 => w.checkpoint().unwrap(),
+            1 => {
+                w.close().unwrap();
+                w = Writer::open(&path, &small_log()).unwrap();
+            }
+            _ => {}
+        }
+        if step % 25 == 0 {
+            r.refresh().unwrap();
+            check_model(&r, &model, &[k(key_space + 1)]);
+        }
+    }
+    w.checkpoint().unwrap();
+    let s = w.stats().unwrap();
+    assert_eq!(s.keys, model.len() as u64);
+    assert_eq!(s.values, model.values().map(|v| v.len() as u64).sum::<u64>());
+    r.refresh().unwrap();
+    check_model(&r, &model, &[]);
+    w.close().unwrap();
+}
+
+/// Child roles: a reader process, a second writer, a writer killed mid-run.
+#[test]
+fn child_process_roles() {
+    let Some((role, arg)) = child_role() else {
+        return;
+    };
+    let path = Path::new(&arg);
+    match role.as_str() {
+        "reader" => {
+            let r = Reader::open(path, &Options { refresh_interval_ms: 1, ..opts() }).unwrap();
+            println!("@ready");
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+            loop {
+                let (mut first, mut found) = ([[0u8; 16]; 1], [0u8; 1]);
+                r.lookup(&[k(77)], &mut first, &mut found).unwrap();
+                if found[0] == 1 {
+                    assert_eq!(first[0], k(78));
+                    println!("@seen");
+                    return;
+                }
+                assert!(std::time::Instant::now() < deadline, "commit never seen");
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+        }
+        "writer" => match Writer::open(path, &opts()) {
+            Err(Error::Locked { .. }) => println!("@locked"),
+            Err(e) => println!("@error {e}"),
+            Ok(_) => println!("@opened"),
+        },
+        "crasher" => {
+            // Commits batches of 1000 pairs (batch b: keys b*1000.., value b) and reports each
+            // acknowledged batch; the parent kills it at a random moment.
+            let mut w = Writer::open(path, &small_log()).unwrap();
+            for b in 0u64.. {
+                let keys: Vec<Key> = (b * 1000..b * 1000 + 1000).map(k).collect();
+                w.insert(&keys, &vec![k(b); 1000]).unwrap();
+                w.commit().unwrap();
+                println!("@acked {b}");
+            }
+        }
+        _ => panic!("unknown role {role}"),
+    }
+}
+
+/// The next message a child role printed (after an '@'; the test harness prints other lines).
+fn next_msg(out: &mut impl BufRead) -> String {
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if out.read_line(&mut line).unwrap() == 0 {
+            return String::new();
+        }
+        // libtest may print "test name ... " on the same line first.
+        if let Some(at) = line.find('@') {
+            return line[at + 1..].trim().to_string();
+        }
+    }
+}
+
+#[test]
+fn reader_process_sees_a_commit() {
+    let d = TempDir::new("xproc");
+    let path = d.file("t.h5");
+    let mut w = Writer::open(&path, &opts()).unwrap();
+    w.commit().unwrap();
+    let mut child = spawn_child("child_process_roles", "reader", path.to_str().unwrap());
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    assert_eq!(next_msg(&mut out), "ready");
+    w.insert(&[k(77)], &[k(78)]).unwrap();
+    w.commit().unwrap();
+    assert_eq!(next_msg(&mut out), "seen");
+    assert!(child.wait().unwrap().success());
+    w.close().unwrap();
+}
+
+#[test]
+fn second_writer_process_is_refused() {
+    let d = TempDir::new("locked");
+    let path = d.file("t.h5");
+    let w = Writer::open(&path, &opts()).unwrap();
+    let before = std::fs::read(&path).unwrap();
+    let mut child = spawn_child("child_process_roles", "writer", path.to_str().unwrap());
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    assert_eq!(next_msg(&mut out), "locked");
+    assert!(child.wait().unwrap().success());
+    assert_eq!(std::fs::read(&path).unwrap(), before, "refused writer left the file alone");
+    w.close().unwrap();
+}
+
+#[test]
+fn sigkill_keeps_every_acknowledged_batch() {
+    let mut rng = Rng::seeded("sigkill_keeps_every_acknowledged_batch");
+    let d = TempDir::new("kill");
+    let path = d.file("t.h5");
+    Writer::open(&path, &opts()).unwrap().close().unwrap();
+    for round in 0..3 {
+        let mut child = spawn_child("child_process_roles", "crasher", path.to_str().unwrap());
+        let mut out = BufReader::new(child.stdout.take().unwrap());
+        let want = 20 + rng.below(150);
+        let mut acked = None;
+        while acked.is_none_or(|a| a < want) {
+            let msg = next_msg(&mut out);
+            let Some(b) = msg.strip_prefix("acked ") else {
+                break;
+            };
+            acked = Some(b.parse::<u64>().unwrap());
+        }
+        unsafe_free_kill(child.id());
+        child.wait().unwrap();
+        let acked = acked.expect("child acknowledged nothing");
+        let w = Writer::open(&path, &small_log()).unwrap();
+        let r = Reader::open(&path, &opts()).unwrap();
+        // Every acknowledged batch is whole; the batch after it is whole or absent.
+        for b in 0..=acked + 1 {
+            let keys: Vec<Key> = (b * 1000..b * 1000 + 1000).map(k).collect();
+            let mut first = vec![[0u8; 16]; 1000];
+            let mut found = vec![0u8; 1000];
+            r.lookup(&keys, &mut first, &mut found).unwrap();
+            let present = found.iter().filter(|f| **f == 1).count();
+            if b <= acked {
+                assert_eq!(present, 1000, "round {round}: acknowledged batch {b} lost");
+                assert!(first.iter().all(|v| *v == k(b)), "round {round}: batch {b} values");
+            } else {
+                assert!(present == 0 || present == 1000, "round {round}: batch {b} partial");
+            }
+        }
+        w.close().unwrap();
+    }
+}
+
+/// SIGKILL through the kill(1) command, keeping this test file free of `unsafe`.
+fn unsafe_free_kill(pid: u32) {
+    let st = std::process::Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+}
