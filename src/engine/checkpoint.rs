@@ -3,7 +3,8 @@
 //! new root — the one atomic step. Nothing the previous root references is overwritten.
 
 use super::array::{self, Shape};
-use super::memtable::{Delta, Memtable};
+use super::memtable::Delta;
+use super::oplog::OpLog;
 use super::pages::PageBatch;
 use super::source::{settled, Source};
 use super::state::State;
@@ -17,7 +18,7 @@ use crate::format::page::{HEADER, MAGIC_BUCKET};
 use crate::format::root::{dir_entry, entry_depth, entry_offset, Root};
 use crate::store::{Ds, WriterFile};
 use crate::Key;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 /// Directory offset of a bucket rebuilt by the running checkpoint and not yet written.
 const PENDING: u64 = 1;
@@ -33,7 +34,10 @@ pub struct Checkpoint<'a> {
     st: &'a mut State,
     epoch: u64,
     batch: PageBatch,
+    /// Small rebuilt buckets, kept back for the merge pass.
     pending: HashMap<(u64, u32), Vec<Entry>>,
+    /// Pages this checkpoint wrote (not readable until it publishes).
+    written: HashSet<u64>,
     dir_resized: bool,
     keys: i64,
     values: i64,
@@ -46,7 +50,7 @@ pub struct Checkpoint<'a> {
 pub fn run(
     file: &mut WriterFile,
     st: &mut State,
-    mem: &Memtable,
+    mem: &mut OpLog,
     wal: &mut Cursor,
     wal_bytes: u64,
     sync: bool,
@@ -58,6 +62,7 @@ pub fn run(
         epoch,
         batch: PageBatch::default(),
         pending: HashMap::new(),
+        written: HashSet::new(),
         dir_resized: false,
         keys: 0,
         values: 0,
@@ -85,22 +90,22 @@ impl Checkpoint<'_> {
     }
 
     /// Applies the memtable bucket by bucket, in hash order.
-    fn rebuild(&mut self, mem: &Memtable) -> Result<()> {
-        let items = mem.sorted();
-        let mut i = 0;
-        while i < items.len() {
-            let h = items[i].0;
+    fn rebuild(&mut self, mem: &mut OpLog) -> Result<()> {
+        let mut items = mem.deltas().peekable();
+        let mut run: Vec<(u64, Key, Delta)> = Vec::new();
+        while let Some(item) = items.next() {
+            let h = item.0;
             let e = self.st.dir[dir_index(h, self.gd()) as usize];
             let (depth, off) = (entry_depth(e), entry_offset(e));
             let pfx = prefix(h, depth);
-            let run = items[i..]
-                .iter()
-                .take_while(|it| prefix(it.0, depth) == pfx)
-                .count();
+            run.clear();
+            run.push(item);
+            while let Some(x) = items.next_if(|x| prefix(x.0, depth) == pfx) {
+                run.push(x);
+            }
             let old = self.take_bucket(off, depth, pfx)?;
-            let merged = self.merge(old, &items[i..i + run])?;
-            self.split(merged, pfx, depth)?;
-            i += run;
+            let merged = self.merge(old, &run)?;
+            self.split(&merged, pfx, depth)?;
         }
         Ok(())
     }
@@ -133,14 +138,15 @@ impl Checkpoint<'_> {
     }
 
     /// Merge-join of a bucket's entries with the memtable items that fall into it.
-    fn merge(&mut self, old: Vec<Entry>, items: &[(u64, &Key, &Delta)]) -> Result<Vec<Entry>> {
+    fn merge(&mut self, old: Vec<Entry>, items: &[(u64, Key, Delta)]) -> Result<Vec<Entry>> {
         let mut out = Vec::with_capacity(old.len() + items.len());
         let mut old = old.into_iter().peekable();
         let mut vals = Values {
             file: self.file,
             alloc: &mut self.st.extents,
         };
-        for &(h, k, d) in items {
+        for (h, k, d) in items {
+            let h = *h;
             while let Some(e) = old.next_if(|e| (e.hash, &e.key) < (h, k)) {
                 out.push(e);
             }
@@ -163,11 +169,10 @@ impl Checkpoint<'_> {
         Ok(out)
     }
 
-    /// Splits entries into buckets that fit a page, deepening as needed.
-    fn split(&mut self, entries: Vec<Entry>, pfx: u64, depth: u32) -> Result<()> {
-        if bucket::fits(&entries) {
-            self.put_pending(pfx, depth, entries);
-            return Ok(());
+    /// Splits hash-sorted entries into buckets that fit a page, deepening as needed.
+    fn split(&mut self, entries: &[Entry], pfx: u64, depth: u32) -> Result<()> {
+        if bucket::fits(entries) {
+            return self.place(pfx, depth, entries.to_vec());
         }
         if depth >= MAX_DEPTH {
             return Err(Error::InvalidArgument(format!(
@@ -175,18 +180,38 @@ impl Checkpoint<'_> {
             )));
         }
         let bit = 1u64 << (63 - depth);
-        let (right, left): (Vec<Entry>, Vec<Entry>) =
-            entries.into_iter().partition(|e| e.hash & bit != 0);
-        self.split(left, pfx, depth + 1)?;
-        self.split(right, pfx | bit, depth + 1)
+        let mid = entries.partition_point(|e| e.hash & bit == 0);
+        self.split(&entries[..mid], pfx, depth + 1)?;
+        self.split(&entries[mid..], pfx | bit, depth + 1)
     }
 
-    fn put_pending(&mut self, pfx: u64, depth: u32, entries: Vec<Entry>) {
+    /// Writes a rebuilt bucket now, or keeps it back when it is small enough to merge.
+    fn place(&mut self, pfx: u64, depth: u32, entries: Vec<Entry>) -> Result<()> {
         while self.gd() < depth {
             self.double();
         }
+        if page_bytes(&entries) > MERGE_BELOW {
+            return self.write_bucket(pfx, depth, &entries);
+        }
         self.set_range(pfx, depth, dir_entry(depth, PENDING));
         self.pending.insert((pfx, depth), entries);
+        Ok(())
+    }
+
+    /// Writes a bucket (an empty one gets no page) and points the directory at it.
+    fn write_bucket(&mut self, pfx: u64, depth: u32, entries: &[Entry]) -> Result<()> {
+        let mut off = 0;
+        if !entries.is_empty() {
+            off = self.st.pages.alloc(self.file)?;
+            self.batch.push(off, bucket::encode(entries, depth, pfx, self.epoch));
+            self.written.insert(off);
+            self.buckets += 1;
+            if self.batch.is_full() {
+                self.batch.write(self.file)?;
+            }
+        }
+        self.set_range(pfx, depth, dir_entry(depth, off));
+        Ok(())
     }
 
     fn double(&mut self) {
@@ -235,6 +260,9 @@ impl Checkpoint<'_> {
                 continue;
             }
             let boff = entry_offset(be);
+            if self.written.contains(&boff) {
+                continue; // a large bucket rebuilt just now: no merge
+            }
             let buddy = match boff {
                 PENDING => self.pending[&(bpfx, d)].clone(),
                 _ => self.read_bucket(boff, d, bpfx)?,
@@ -254,27 +282,18 @@ impl Checkpoint<'_> {
             if page_bytes(&lo) <= MERGE_BELOW {
                 work.push((parent, d - 1));
             }
-            self.put_pending(parent, d - 1, lo);
+            self.place(parent, d - 1, lo)?;
         }
         Ok(())
     }
 
-    /// Writes every rebuilt bucket (empty ones get no page) and points the directory at it.
+    /// Writes the buckets kept back for the merge pass.
     fn write_buckets(&mut self) -> Result<()> {
         let mut keys: Vec<(u64, u32)> = self.pending.keys().copied().collect();
         keys.sort_unstable();
         for (pfx, depth) in keys {
             let entries = self.pending.remove(&(pfx, depth)).unwrap_or_default();
-            let off = if entries.is_empty() {
-                0
-            } else {
-                let off = self.st.pages.alloc(self.file)?;
-                let page = bucket::encode(&entries, depth, pfx, self.epoch);
-                self.batch.push(off, page);
-                self.buckets += 1;
-                off
-            };
-            self.set_range(pfx, depth, dir_entry(depth, off));
+            self.write_bucket(pfx, depth, &entries)?;
         }
         Ok(())
     }

@@ -44,11 +44,12 @@ impl BuildHasher for KeyBuild {
 pub type KeyMap<V> = HashMap<Key, V, KeyBuild>;
 pub type ValueHashSet = HashSet<Value, KeyBuild>;
 
-/// Small sets as a vector (most keys have a few values), large ones hashed.
+/// One value without allocating (the common case), small sets as a vector, large ones hashed.
 #[derive(Clone, Debug, Default)]
 pub enum ValSet {
     #[default]
     Empty,
+    One(Value),
     Small(Vec<Value>),
     Big(ValueHashSet),
 }
@@ -59,18 +60,16 @@ impl ValSet {
     pub fn len(&self) -> usize {
         match self {
             ValSet::Empty => 0,
+            ValSet::One(_) => 1,
             ValSet::Small(v) => v.len(),
             ValSet::Big(s) => s.len(),
         }
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     pub fn contains(&self, v: &Value) -> bool {
         match self {
             ValSet::Empty => false,
+            ValSet::One(x) => x == v,
             ValSet::Small(s) => s.contains(v),
             ValSet::Big(s) => s.contains(v),
         }
@@ -78,7 +77,9 @@ impl ValSet {
 
     pub fn insert(&mut self, v: Value) {
         match self {
-            ValSet::Empty => *self = ValSet::Small(vec![v]),
+            ValSet::Empty => *self = ValSet::One(v),
+            ValSet::One(x) if *x == v => {}
+            ValSet::One(x) => *self = ValSet::Small(vec![*x, v]),
             ValSet::Small(s) if s.contains(&v) => {}
             ValSet::Small(s) if s.len() < SMALL_MAX => s.push(v),
             ValSet::Small(s) => {
@@ -95,6 +96,8 @@ impl ValSet {
     pub fn remove(&mut self, v: &Value) {
         match self {
             ValSet::Empty => {}
+            ValSet::One(x) if x == v => *self = ValSet::Empty,
+            ValSet::One(_) => {}
             ValSet::Small(s) => s.retain(|x| x != v),
             ValSet::Big(s) => {
                 s.remove(v);
@@ -105,13 +108,27 @@ impl ValSet {
     pub fn iter(&self) -> Box<dyn Iterator<Item = &Value> + '_> {
         match self {
             ValSet::Empty => Box::new(std::iter::empty()),
+            ValSet::One(x) => Box::new(std::iter::once(x)),
             ValSet::Small(s) => Box::new(s.iter()),
             ValSet::Big(s) => Box::new(s.iter()),
         }
     }
 
     pub fn first(&self) -> Option<Value> {
-        self.iter().next().copied()
+        match self {
+            ValSet::Empty => None,
+            ValSet::One(x) => Some(*x),
+            _ => self.iter().next().copied(),
+        }
+    }
+
+    pub fn to_vec(&self) -> Vec<Value> {
+        match self {
+            ValSet::Empty => Vec::new(),
+            ValSet::One(x) => vec![*x],
+            ValSet::Small(s) => s.clone(),
+            ValSet::Big(s) => s.iter().copied().collect(),
+        }
     }
 }
 
@@ -158,6 +175,9 @@ impl Delta {
 
     /// The final set given the checkpointed one; `base` must be duplicate-free.
     pub fn resolve(&self, base: &[Value]) -> Vec<Value> {
+        if base.is_empty() || self.cleared {
+            return self.adds.to_vec();
+        }
         let mut out: Vec<Value> = if self.cleared {
             Vec::new()
         } else {
@@ -208,20 +228,6 @@ impl Memtable {
         self.map.len()
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
-    }
-
-    pub fn clear(&mut self) {
-        self.map.clear();
-    }
-
-    /// Entries sorted by key hash (the order checkpoints walk buckets in).
-    pub fn sorted(&self) -> Vec<(u64, &Key, &Delta)> {
-        let mut v: Vec<_> = self.map.iter().map(|(k, d)| (key_hash(k), k, d)).collect();
-        v.sort_unstable_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
-        v
-    }
 }
 
 #[cfg(test)]

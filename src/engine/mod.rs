@@ -1,14 +1,16 @@
 //! The engine: one writer, many readers, over the `format` and `store` layers.
 //!
-//! Writer path: ops → WAL frame (`wal`) → commit → `memtable`; `checkpoint` merges the memtable
+//! Writer path: ops → WAL frame (`wal`) → commit → `oplog`; `checkpoint` merges the memtable
 //! into bucket pages and value extents (`valueset`, `extents`) copy-on-write and publishes a new
 //! root; `recovery` rebuilds the writer's `state` from the newest root and the WAL.
-//! Reader path: `reader` snapshots a root, caches the directory, tails the WAL.
+//! Reader path: `reader` snapshots a root, caches the directory, tails the WAL into `memtable`
+//! overlays.
 
 mod array;
 mod checkpoint;
 mod extents;
 mod memtable;
+mod oplog;
 mod options;
 mod pages;
 mod reader;

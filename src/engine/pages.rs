@@ -6,6 +6,9 @@ use crate::format::layout::{PAGE, PAGES_PER_CHUNK};
 use crate::format::page::Page;
 use crate::store::{Ds, WriterFile};
 
+/// Pages a batch holds before its owner should write it out (8 MiB).
+const WINDOW: usize = 2048;
+
 /// Pages waiting to be written; written sorted by offset, adjacent ones in one call.
 #[derive(Default)]
 pub struct PageBatch {
@@ -17,12 +20,9 @@ impl PageBatch {
         self.pages.push((off, page));
     }
 
-    pub fn len(&self) -> usize {
-        self.pages.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.pages.is_empty()
+    /// Enough pages gathered to write them out now, bounding memory.
+    pub fn is_full(&self) -> bool {
+        self.pages.len() >= WINDOW
     }
 
     pub fn write(&mut self, file: &WriterFile) -> Result<()> {
@@ -85,5 +85,11 @@ impl PageAlloc {
     /// After the root flip: what this checkpoint freed becomes reusable.
     pub fn publish(&mut self) {
         self.free.append(&mut self.freed);
+        self.order();
+    }
+
+    /// Sorts the free list so pops hand out ascending offsets and page writes coalesce.
+    pub fn order(&mut self) {
+        self.free.sort_unstable_by(|a, b| b.cmp(a));
     }
 }

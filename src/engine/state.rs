@@ -67,12 +67,14 @@ impl State {
             ));
         }
         let dir_dirty = vec![false; dir_shape.leaves.len()];
+        let mut pages = PageAlloc {
+            free: free_pages,
+            freed: Vec::new(),
+            hw: root.pages_hw,
+        };
+        pages.order();
         Ok(State {
-            pages: PageAlloc {
-                free: free_pages,
-                freed: Vec::new(),
-                hw: root.pages_hw,
-            },
+            pages,
             extents: ExtentAlloc::from_items(&free_ext, root.values_hw)?,
             root,
             dir,

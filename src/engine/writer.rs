@@ -1,7 +1,7 @@
 //! The single writer: batches ops into a WAL frame, commits it, checkpoints when the log is full.
 
 use super::checkpoint;
-use super::memtable::Memtable;
+use super::oplog::OpLog;
 use super::options::{Options, Stats};
 use super::recovery;
 use super::state::{initial_root, State};
@@ -17,7 +17,7 @@ pub struct Writer {
     sync: bool,
     checkpoint_bytes: u64,
     st: State,
-    mem: Memtable,
+    mem: OpLog,
     wal: Cursor,
     batch: FrameBuf,
 }
@@ -116,7 +116,7 @@ impl Writer {
         let r = checkpoint::run(
             &mut self.file,
             &mut self.st,
-            &self.mem,
+            &mut self.mem,
             &mut self.wal,
             room,
             self.sync,

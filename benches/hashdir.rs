@@ -1,0 +1,272 @@
+//! The hashdir benchmark and demo: a writer process loads N keys in batches, then reader
+//! processes look keys up while the writer keeps committing. Prints one JSON object per line
+//! (`{"metric": ..., "value": ..., ...}`) so runs can be compared by machine.
+//!
+//!   cargo bench --bench hashdir -- [--keys N] [--values-per-key K] [--batch B]
+//!       [--lookups L] [--threads T] [--sync] [--checkpoint-mb M] [--dir DIR] [--keep]
+
+use hashdir::{Key, Options, Reader, Value, Writer};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+#[derive(Clone, Debug)]
+struct Args {
+    keys: u64,
+    values_per_key: u64,
+    batch: u64,
+    lookups: u64,
+    threads: u64,
+    sync: bool,
+    checkpoint_mb: u64,
+    dir: PathBuf,
+    keep: bool,
+    role: Option<String>,
+    file: Option<PathBuf>,
+}
+
+fn parse() -> Args {
+    let mut a = Args {
+        keys: 10_000_000,
+        values_per_key: 1,
+        batch: 100_000,
+        lookups: 1_000_000,
+        threads: 1,
+        sync: false,
+        checkpoint_mb: 0,
+        dir: std::env::temp_dir(),
+        keep: false,
+        role: None,
+        file: None,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut num = |name: &str| -> u64 {
+            let v = it.next().unwrap_or_else(|| die(&format!("{name} needs a value")));
+            parse_num(&v).unwrap_or_else(|| die(&format!("{name}: not a number: {v}")))
+        };
+        match flag.as_str() {
+            "--keys" => a.keys = num("--keys"),
+            "--values-per-key" => a.values_per_key = num("--values-per-key").max(1),
+            "--batch" => a.batch = num("--batch").max(1),
+            "--lookups" => a.lookups = num("--lookups"),
+            "--threads" => a.threads = num("--threads").max(1),
+            "--checkpoint-mb" => a.checkpoint_mb = num("--checkpoint-mb"),
+            "--sync" => a.sync = true,
+            "--keep" => a.keep = true,
+            "--dir" => a.dir = it.next().map(PathBuf::from).unwrap_or_else(|| die("--dir needs a path")),
+            "--role" => a.role = it.next(),
+            "--file" => a.file = it.next().map(PathBuf::from),
+            "--bench" => {} // cargo bench passes it
+            "--help" | "-h" => {
+                println!("usage: cargo bench --bench hashdir -- [--keys N] [--values-per-key K] [--batch B] [--lookups L] [--threads T] [--sync] [--checkpoint-mb M] [--dir DIR] [--keep]\n  N, B, L accept suffixes k, M, G (e.g. --keys 10M)");
+                std::process::exit(0);
+            }
+            other => die(&format!("unknown argument {other} (try --help)")),
+        }
+    }
+    a
+}
+
+fn parse_num(s: &str) -> Option<u64> {
+    let (digits, mul) = match s.chars().last()? {
+        'k' | 'K' => (&s[..s.len() - 1], 1_000),
+        'M' => (&s[..s.len() - 1], 1_000_000),
+        'G' => (&s[..s.len() - 1], 1_000_000_000),
+        _ => (s, 1),
+    };
+    digits.parse::<u64>().ok().map(|n| n * mul)
+}
+
+fn die(msg: &str) -> ! {
+    eprintln!("hashdir bench: {msg}");
+    std::process::exit(2)
+}
+
+/// Key i: a mixed-up counter, so keys look random but are reproducible in every process.
+fn key(i: u64) -> Key {
+    let mut x = i.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ 0x5851_f42d_4c95_7f2d;
+    x ^= x >> 29;
+    let mut k = [0u8; 16];
+    k[..8].copy_from_slice(&x.to_le_bytes());
+    k[8..].copy_from_slice(&i.to_le_bytes());
+    k
+}
+
+fn value(i: u64, j: u64) -> Value {
+    let mut v = [0u8; 16];
+    v[..8].copy_from_slice(&i.to_le_bytes());
+    v[8..].copy_from_slice(&j.to_le_bytes());
+    v
+}
+
+fn emit(metric: &str, value: f64, a: &Args, extra: &str) {
+    println!(
+        "{{\"metric\":\"{metric}\",\"value\":{value:.3},\"keys\":{},\"values_per_key\":{},\"batch\":{},\"sync\":{}{extra}}}",
+        a.keys, a.values_per_key, a.batch, a.sync
+    );
+}
+
+fn opts(a: &Args) -> Options {
+    Options {
+        create: true,
+        sync_commit: a.sync,
+        checkpoint_bytes: a.checkpoint_mb << 20,
+        refresh_interval_ms: 0,
+    }
+}
+
+/// Bytes this process wrote to storage so far (/proc/self/io `wchar`: what it handed the OS).
+fn written_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/io")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("wchar: ").and_then(|v| v.trim().parse().ok()))
+        })
+        .unwrap_or(0)
+}
+
+fn load(a: &Args, path: &Path) -> Writer {
+    let mut w = Writer::open(path, &opts(a)).unwrap_or_else(|e| die(&e.to_string()));
+    let pairs = a.keys * a.values_per_key;
+    let wrote0 = written_bytes();
+    let t = Instant::now();
+    let (mut keys, mut vals) = (Vec::with_capacity(a.batch as usize), Vec::with_capacity(a.batch as usize));
+    let mut done = 0u64;
+    let mut last_report = Instant::now();
+    while done < pairs {
+        keys.clear();
+        vals.clear();
+        for p in done..(done + a.batch).min(pairs) {
+            let (i, j) = (p / a.values_per_key, p % a.values_per_key);
+            keys.push(key(i));
+            vals.push(value(i, j));
+        }
+        w.insert(&keys, &vals).unwrap_or_else(|e| die(&e.to_string()));
+        w.commit().unwrap_or_else(|e| die(&e.to_string()));
+        done += keys.len() as u64;
+        if last_report.elapsed() > Duration::from_secs(5) {
+            eprintln!("  loaded {done}/{pairs} pairs, {:.2} M pairs/s", done as f64 / t.elapsed().as_secs_f64() / 1e6);
+            last_report = Instant::now();
+        }
+    }
+    w.checkpoint().unwrap_or_else(|e| die(&e.to_string()));
+    let secs = t.elapsed().as_secs_f64();
+    let s = w.stats().unwrap();
+    emit("insert_pairs_per_s", pairs as f64 / secs, a, &format!(",\"seconds\":{secs:.3}"));
+    emit("write_bytes_per_pair", (written_bytes() - wrote0) as f64 / pairs as f64, a, "");
+    emit("disk_bytes_per_pair", s.file_bytes as f64 / pairs as f64, a, &format!(",\"file_bytes\":{},\"buckets\":{},\"global_depth\":{}", s.file_bytes, s.buckets, s.global_depth));
+    w
+}
+
+fn percentile(sorted: &[f64], q: f64) -> f64 {
+    sorted[((sorted.len() as f64 * q) as usize).min(sorted.len() - 1)]
+}
+
+/// Reader role: single-key lookups and gets at random keys; latency in µs.
+fn reader_role(a: &Args) {
+    let path = a.file.clone().unwrap_or_else(|| die("--file missing"));
+    let r = Reader::open(&path, &Options::default()).unwrap_or_else(|e| die(&e.to_string()));
+    let per_thread = a.lookups / a.threads;
+    let t = Instant::now();
+    let lat: Vec<Vec<f64>> = std::thread::scope(|s| {
+        let hs: Vec<_> = (0..a.threads)
+            .map(|th| {
+                let r = &r;
+                s.spawn(move || lookups(r, a, per_thread, th))
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let wall = t.elapsed().as_secs_f64();
+    let mut all: Vec<f64> = lat.into_iter().flatten().collect();
+    report_latency("lookup", &mut all, a, wall);
+    if a.values_per_key > 1 {
+        let mut g = gets(&r, a, per_thread.min(200_000));
+        report_latency("get", &mut g, a, 0.0);
+    }
+}
+
+fn lookups(r: &Reader, a: &Args, n: u64, seed: u64) -> Vec<f64> {
+    let mut rng = seed.wrapping_mul(0x2545_f491_4f6c_dd1d) | 1;
+    let mut out = Vec::with_capacity(n as usize);
+    let (mut first, mut found) = ([[0u8; 16]; 1], [0u8; 1]);
+    for _ in 0..n {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        let i = rng % a.keys;
+        let k = key(i);
+        let t = Instant::now();
+        r.lookup(&[k], &mut first, &mut found).unwrap_or_else(|e| die(&e.to_string()));
+        out.push(t.elapsed().as_nanos() as f64 / 1000.0);
+        if found[0] != 1 || first[0][..8] != i.to_le_bytes() {
+            die(&format!("key {i} not found or wrong value"));
+        }
+    }
+    out
+}
+
+fn gets(r: &Reader, a: &Args, n: u64) -> Vec<f64> {
+    let mut out = Vec::with_capacity(n as usize);
+    let mut buf = vec![[0u8; 16]; a.values_per_key as usize];
+    let mut counts = [0u64; 1];
+    for x in 0..n {
+        let i = x.wrapping_mul(0x9e37_79b9_7f4a_7c15) % a.keys;
+        let t = Instant::now();
+        let got = r.get(&[key(i)], &mut buf, &mut counts).unwrap_or_else(|e| die(&e.to_string()));
+        out.push(t.elapsed().as_nanos() as f64 / 1000.0);
+        if got as u64 != a.values_per_key {
+            die(&format!("key {i}: {got} values, expected {}", a.values_per_key));
+        }
+    }
+    out
+}
+
+fn report_latency(what: &str, lat: &mut [f64], a: &Args, wall: f64) {
+    lat.sort_by(|x, y| x.total_cmp(y));
+    let avg = lat.iter().sum::<f64>() / lat.len() as f64;
+    let extra = format!(",\"threads\":{},\"ops\":{}", a.threads, lat.len());
+    emit(&format!("{what}_avg_us"), avg, a, &extra);
+    emit(&format!("{what}_p50_us"), percentile(lat, 0.5), a, &extra);
+    emit(&format!("{what}_p99_us"), percentile(lat, 0.99), a, &extra);
+    emit(&format!("{what}_p999_us"), percentile(lat, 0.999), a, &extra);
+    if wall > 0.0 {
+        emit(&format!("{what}s_per_s"), lat.len() as f64 / wall, a, &extra);
+    }
+}
+
+/// Runs the reader role in a separate process, forwarding its lines.
+fn reader_process(a: &Args, path: &Path) {
+    let exe = std::env::current_exe().unwrap();
+    let mut cmd = Command::new(exe);
+    cmd.args(["--role", "reader", "--file"]).arg(path);
+    for (flag, v) in [("--keys", a.keys), ("--values-per-key", a.values_per_key), ("--batch", a.batch), ("--lookups", a.lookups), ("--threads", a.threads)] {
+        cmd.args([flag, &v.to_string()]);
+    }
+    if a.sync {
+        cmd.arg("--sync");
+    }
+    let st = cmd.stdout(Stdio::inherit()).status().unwrap();
+    if !st.success() {
+        die("reader process failed");
+    }
+}
+
+fn main() {
+    let a = parse();
+    if a.role.as_deref() == Some("reader") {
+        return reader_role(&a);
+    }
+    std::fs::create_dir_all(&a.dir).unwrap_or_else(|e| die(&format!("{}: {e}", a.dir.display())));
+    let path = a.dir.join(format!("hashdir-bench-{}.h5", std::process::id()));
+    eprintln!("hashdir bench: {} keys x {} values, batches of {}, file {}", a.keys, a.values_per_key, a.batch, path.display());
+    let w = load(&a, &path);
+    // Readers run in their own processes while the writer holds the file open.
+    reader_process(&a, &path);
+    w.close().unwrap_or_else(|e| die(&e.to_string()));
+    if !a.keep {
+        let _ = std::fs::remove_file(&path);
+    }
+}

@@ -1,0 +1,99 @@
+//! The writer's memtable: committed ops in commit order, appended without any lookup, sorted by
+//! key hash and folded into one delta per key only when a checkpoint merges them.
+
+use super::memtable::Delta;
+use crate::format::hash::key_hash;
+use crate::format::wal::Op;
+use crate::{Key, Value};
+
+const INSERT: u8 = 0;
+const DELETE_PAIR: u8 = 1;
+const DELETE_KEY: u8 = 2;
+
+#[derive(Clone, Copy)]
+struct Rec {
+    hash: u64,
+    key: Key,
+    val: Value,
+    op: u8,
+}
+
+#[derive(Default)]
+pub struct OpLog {
+    recs: Vec<Rec>,
+}
+
+impl OpLog {
+    pub fn apply(&mut self, op: &Op) {
+        let (key, val, op) = match *op {
+            Op::Insert(k, v) => (k, v, INSERT),
+            Op::DeletePair(k, v) => (k, v, DELETE_PAIR),
+            Op::DeleteKey(k) => (k, [0; 16], DELETE_KEY),
+        };
+        self.recs.push(Rec {
+            hash: key_hash(&key),
+            key,
+            val,
+            op,
+        });
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.recs.is_empty()
+    }
+
+    pub fn clear(&mut self) {
+        self.recs = Vec::new();
+    }
+
+    /// Orders the ops by (hash, key), keeping commit order within a key: a stable counting
+    /// sort on the leading hash bits, then a stable sort of each (small) bucket.
+    fn sort(&mut self) {
+        let n = self.recs.len();
+        let bits = (usize::BITS - (n / 16).leading_zeros()).min(16);
+        if bits == 0 {
+            self.recs.sort_by(|a, b| (a.hash, a.key).cmp(&(b.hash, b.key)));
+            return;
+        }
+        let shift = 64 - bits;
+        let mut starts = vec![0usize; (1 << bits) + 1];
+        for r in &self.recs {
+            starts[(r.hash >> shift) as usize + 1] += 1;
+        }
+        for i in 1..starts.len() {
+            starts[i] += starts[i - 1];
+        }
+        let bounds = starts.clone();
+        // Every slot is overwritten below; the clone only sizes the vector without unsafe.
+        let mut out = self.recs.clone();
+        for r in &self.recs {
+            let b = (r.hash >> shift) as usize;
+            out[starts[b]] = *r;
+            starts[b] += 1;
+        }
+        for w in bounds.windows(2) {
+            out[w[0]..w[1]].sort_by(|a, b| (a.hash, a.key).cmp(&(b.hash, b.key)));
+        }
+        self.recs = out;
+    }
+
+    /// Each key's ops folded into a delta, in (hash, key) order.
+    pub fn deltas(&mut self) -> impl Iterator<Item = (u64, Key, Delta)> + '_ {
+        self.sort();
+        let mut at = 0;
+        let recs = &self.recs;
+        std::iter::from_fn(move || {
+            let first = recs.get(at)?;
+            let mut d = Delta::default();
+            while let Some(r) = recs.get(at).filter(|r| r.hash == first.hash && r.key == first.key) {
+                match r.op {
+                    INSERT => d.insert(r.val),
+                    DELETE_PAIR => d.delete_pair(r.val),
+                    _ => d.delete_key(),
+                }
+                at += 1;
+            }
+            Some((first.hash, first.key, d))
+        })
+    }
+}
