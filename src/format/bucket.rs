@@ -87,8 +87,13 @@ pub fn page_bytes(entries: &[Entry]) -> usize {
     HEADER + entries.iter().map(Entry::size).sum::<usize>()
 }
 
+/// Whether the entries fit one page; stops counting once they don't.
 pub fn fits(entries: &[Entry]) -> bool {
-    page_bytes(entries) <= PAGE
+    let mut bytes = HEADER;
+    entries.iter().all(|e| {
+        bytes += e.size();
+        bytes <= PAGE
+    })
 }
 
 /// Encodes entries (sorted by hash, all under `prefix`/`depth`) into a sealed page.
