@@ -1,0 +1,110 @@
+//! A read-only shared mapping of the file, for readers' lookups without syscalls.
+
+use std::fs::File;
+use std::io;
+use std::os::unix::io::AsRawFd;
+use std::path::Path;
+use std::ptr::NonNull;
+
+use crate::error::{Error, Result};
+
+/// A read-only `MAP_SHARED` mapping of a file prefix; unmapped on drop.
+///
+/// Bytes are only ever copied out (see [`Mmap::read`]): the writer process changes them
+/// underneath us, so handing out `&[u8]` would let a parse see bytes change after their
+/// checksum was verified.
+pub struct Mmap {
+    /// `None` for an empty mapping (mmap refuses length 0).
+    ptr: Option<NonNull<u8>>,
+    len: usize,
+}
+
+// SAFETY: the mapping is read-only and only read through raw-pointer copies, so sharing or
+// moving it between threads cannot create a Rust-visible data race; munmap happens once, on drop.
+unsafe impl Send for Mmap {}
+// SAFETY: as above; `&Mmap` only permits copying bytes out.
+unsafe impl Sync for Mmap {}
+
+impl Mmap {
+    /// Maps the first `len` bytes of `file` (which must be at least that long).
+    pub(super) fn map(file: &File, len: u64, path: &Path) -> Result<Mmap> {
+        let len = usize::try_from(len)
+            .map_err(|_| Error::InvalidArgument(format!("file length {len} exceeds memory")))?;
+        if len == 0 {
+            return Ok(Mmap { ptr: None, len: 0 });
+        }
+        // SAFETY: we request a fresh read-only shared mapping chosen by the kernel (addr null),
+        // so no existing memory is affected; the descriptor is valid for the call.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ,
+                libc::MAP_SHARED,
+                file.as_raw_fd(),
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return Err(Error::io("mmap", path, io::Error::last_os_error()));
+        }
+        Ok(Mmap {
+            ptr: NonNull::new(p.cast()),
+            len,
+        })
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Copies bytes `[off, off + out.len())` into `out`.
+    pub fn read(&self, off: u64, out: &mut [u8]) -> Result<()> {
+        let start = self.check_range(off, out.len())?;
+        let Some(base) = self.ptr else {
+            return Ok(()); // only an empty read fits in an empty mapping
+        };
+        // SAFETY: check_range proved start + out.len() <= self.len, so the source lies inside
+        // our live mapping, and `out` is a distinct, writable Rust buffer of that length.
+        // Another process may write these bytes concurrently; we copy them as plain bytes and
+        // every consumer validates them (CRC) before trusting them.
+        unsafe {
+            std::ptr::copy_nonoverlapping(base.as_ptr().add(start), out.as_mut_ptr(), out.len());
+        }
+        Ok(())
+    }
+
+    fn check_range(&self, off: u64, n: usize) -> Result<usize> {
+        let end = off.checked_add(n as u64);
+        match end {
+            Some(end) if end <= self.len as u64 => Ok(off as usize),
+            _ => Err(Error::corrupt(
+                "file range",
+                off,
+                format!("{n} bytes past the mapped file length {}", self.len),
+            )),
+        }
+    }
+}
+
+impl Drop for Mmap {
+    fn drop(&mut self) {
+        if let Some(p) = self.ptr {
+            // SAFETY: `p`/`len` are exactly what mmap returned, and no reference into the
+            // mapping outlives `self` (reads copy out).
+            unsafe {
+                libc::munmap(p.as_ptr().cast(), self.len);
+            }
+        }
+    }
+}
+
+impl std::fmt::Debug for Mmap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Mmap").field("len", &self.len).finish()
+    }
+}

@@ -5,8 +5,11 @@
 //! hot paths are plain `pwrite`/`pread`/mmap with no HDF5 call and no global lock.
 
 mod file;
+mod h5;
 mod lock;
 mod map;
+
+use crate::format::layout::{BLOB_CHUNK, PAGE, PAGES_PER_CHUNK, VALUE_SHARDS};
 
 pub use file::{ReadFile, WriterFile};
 pub use map::Mmap;
@@ -20,4 +23,40 @@ pub enum Ds {
     Wal,
     /// `/values/shard_NN`: shape [n] u8, chunk [BLOB_CHUNK].
     Values(u8),
+}
+
+impl Ds {
+    /// Every dataset the engine fills, in slot order.
+    pub fn all() -> impl Iterator<Item = Ds> {
+        [Ds::Pages, Ds::Wal]
+            .into_iter()
+            .chain((0..VALUE_SHARDS as u8).map(Ds::Values))
+    }
+
+    /// The dataset's path inside the file.
+    pub fn name(self) -> String {
+        match self {
+            Ds::Pages => "pages".to_owned(),
+            Ds::Wal => "wal".to_owned(),
+            Ds::Values(i) => format!("values/shard_{i:02}"),
+        }
+    }
+
+    /// Dense index of the dataset (position in [`Ds::all`]); `None` for a shard number out of range.
+    pub(crate) fn slot(self) -> Option<usize> {
+        match self {
+            Ds::Pages => Some(0),
+            Ds::Wal => Some(1),
+            Ds::Values(i) if (i as usize) < VALUE_SHARDS => Some(2 + i as usize),
+            Ds::Values(_) => None,
+        }
+    }
+
+    /// Chunk shape: its first dimension is the one that grows.
+    pub(crate) fn chunk_dims(self) -> &'static [u64] {
+        match self {
+            Ds::Pages => &[PAGES_PER_CHUNK, PAGE as u64],
+            Ds::Wal | Ds::Values(_) => &[BLOB_CHUNK],
+        }
+    }
 }
