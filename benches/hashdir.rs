@@ -42,7 +42,9 @@ fn parse() -> Args {
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         let mut num = |name: &str| -> u64 {
-            let v = it.next().unwrap_or_else(|| die(&format!("{name} needs a value")));
+            let v = it
+                .next()
+                .unwrap_or_else(|| die(&format!("{name} needs a value")));
             parse_num(&v).unwrap_or_else(|| die(&format!("{name}: not a number: {v}")))
         };
         match flag.as_str() {
@@ -54,7 +56,12 @@ fn parse() -> Args {
             "--checkpoint-mb" => a.checkpoint_mb = num("--checkpoint-mb"),
             "--sync" => a.sync = true,
             "--keep" => a.keep = true,
-            "--dir" => a.dir = it.next().map(PathBuf::from).unwrap_or_else(|| die("--dir needs a path")),
+            "--dir" => {
+                a.dir = it
+                    .next()
+                    .map(PathBuf::from)
+                    .unwrap_or_else(|| die("--dir needs a path"))
+            }
             "--role" => a.role = it.next(),
             "--file" => a.file = it.next().map(PathBuf::from),
             "--bench" => {} // cargo bench passes it
@@ -121,8 +128,10 @@ fn written_bytes() -> u64 {
     std::fs::read_to_string("/proc/self/io")
         .ok()
         .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("wchar: ").and_then(|v| v.trim().parse().ok()))
+            s.lines().find_map(|l| {
+                l.strip_prefix("wchar: ")
+                    .and_then(|v| v.trim().parse().ok())
+            })
         })
         .unwrap_or(0)
 }
@@ -132,7 +141,10 @@ fn load(a: &Args, path: &Path) -> Writer {
     let pairs = a.keys * a.values_per_key;
     let wrote0 = written_bytes();
     let t = Instant::now();
-    let (mut keys, mut vals) = (Vec::with_capacity(a.batch as usize), Vec::with_capacity(a.batch as usize));
+    let (mut keys, mut vals) = (
+        Vec::with_capacity(a.batch as usize),
+        Vec::with_capacity(a.batch as usize),
+    );
     let mut done = 0u64;
     let mut last_report = Instant::now();
     while done < pairs {
@@ -143,20 +155,42 @@ fn load(a: &Args, path: &Path) -> Writer {
             keys.push(key(i));
             vals.push(value(i, j));
         }
-        w.insert(&keys, &vals).unwrap_or_else(|e| die(&e.to_string()));
+        w.insert(&keys, &vals)
+            .unwrap_or_else(|e| die(&e.to_string()));
         w.commit().unwrap_or_else(|e| die(&e.to_string()));
         done += keys.len() as u64;
         if last_report.elapsed() > Duration::from_secs(5) {
-            eprintln!("  loaded {done}/{pairs} pairs, {:.2} M pairs/s", done as f64 / t.elapsed().as_secs_f64() / 1e6);
+            eprintln!(
+                "  loaded {done}/{pairs} pairs, {:.2} M pairs/s",
+                done as f64 / t.elapsed().as_secs_f64() / 1e6
+            );
             last_report = Instant::now();
         }
     }
     w.checkpoint().unwrap_or_else(|e| die(&e.to_string()));
     let secs = t.elapsed().as_secs_f64();
     let s = w.stats().unwrap();
-    emit("insert_pairs_per_s", pairs as f64 / secs, a, &format!(",\"seconds\":{secs:.3}"));
-    emit("write_bytes_per_pair", (written_bytes() - wrote0) as f64 / pairs as f64, a, "");
-    emit("disk_bytes_per_pair", s.file_bytes as f64 / pairs as f64, a, &format!(",\"file_bytes\":{},\"buckets\":{},\"global_depth\":{}", s.file_bytes, s.buckets, s.global_depth));
+    emit(
+        "insert_pairs_per_s",
+        pairs as f64 / secs,
+        a,
+        &format!(",\"seconds\":{secs:.3}"),
+    );
+    emit(
+        "write_bytes_per_pair",
+        (written_bytes() - wrote0) as f64 / pairs as f64,
+        a,
+        "",
+    );
+    emit(
+        "disk_bytes_per_pair",
+        s.file_bytes as f64 / pairs as f64,
+        a,
+        &format!(
+            ",\"file_bytes\":{},\"buckets\":{},\"global_depth\":{}",
+            s.file_bytes, s.buckets, s.global_depth
+        ),
+    );
     w
 }
 
@@ -199,7 +233,8 @@ fn lookups(r: &Reader, a: &Args, n: u64, seed: u64) -> Vec<f64> {
         let i = rng % a.keys;
         let k = key(i);
         let t = Instant::now();
-        r.lookup(&[k], &mut first, &mut found).unwrap_or_else(|e| die(&e.to_string()));
+        r.lookup(&[k], &mut first, &mut found)
+            .unwrap_or_else(|e| die(&e.to_string()));
         out.push(t.elapsed().as_nanos() as f64 / 1000.0);
         if found[0] != 1 || first[0][..8] != i.to_le_bytes() {
             die(&format!("key {i} not found or wrong value"));
@@ -215,10 +250,15 @@ fn gets(r: &Reader, a: &Args, n: u64) -> Vec<f64> {
     for x in 0..n {
         let i = x.wrapping_mul(0x9e37_79b9_7f4a_7c15) % a.keys;
         let t = Instant::now();
-        let got = r.get(&[key(i)], &mut buf, &mut counts).unwrap_or_else(|e| die(&e.to_string()));
+        let got = r
+            .get(&[key(i)], &mut buf, &mut counts)
+            .unwrap_or_else(|e| die(&e.to_string()));
         out.push(t.elapsed().as_nanos() as f64 / 1000.0);
         if got as u64 != a.values_per_key {
-            die(&format!("key {i}: {got} values, expected {}", a.values_per_key));
+            die(&format!(
+                "key {i}: {got} values, expected {}",
+                a.values_per_key
+            ));
         }
     }
     out
@@ -231,9 +271,19 @@ fn report_latency(what: &str, lat: &mut [f64], a: &Args, wall: f64) {
     emit(&format!("{what}_avg_us"), avg, a, &extra);
     emit(&format!("{what}_p50_us"), percentile(lat, 0.5), a, &extra);
     emit(&format!("{what}_p99_us"), percentile(lat, 0.99), a, &extra);
-    emit(&format!("{what}_p999_us"), percentile(lat, 0.999), a, &extra);
+    emit(
+        &format!("{what}_p999_us"),
+        percentile(lat, 0.999),
+        a,
+        &extra,
+    );
     if wall > 0.0 {
-        emit(&format!("{what}s_per_s"), lat.len() as f64 / wall, a, &extra);
+        emit(
+            &format!("{what}s_per_s"),
+            lat.len() as f64 / wall,
+            a,
+            &extra,
+        );
     }
 }
 
@@ -242,7 +292,13 @@ fn reader_process(a: &Args, path: &Path) {
     let exe = std::env::current_exe().unwrap();
     let mut cmd = Command::new(exe);
     cmd.args(["--role", "reader", "--file"]).arg(path);
-    for (flag, v) in [("--keys", a.keys), ("--values-per-key", a.values_per_key), ("--batch", a.batch), ("--lookups", a.lookups), ("--threads", a.threads)] {
+    for (flag, v) in [
+        ("--keys", a.keys),
+        ("--values-per-key", a.values_per_key),
+        ("--batch", a.batch),
+        ("--lookups", a.lookups),
+        ("--threads", a.threads),
+    ] {
         cmd.args([flag, &v.to_string()]);
     }
     if a.sync {
@@ -260,8 +316,16 @@ fn main() {
         return reader_role(&a);
     }
     std::fs::create_dir_all(&a.dir).unwrap_or_else(|e| die(&format!("{}: {e}", a.dir.display())));
-    let path = a.dir.join(format!("hashdir-bench-{}.h5", std::process::id()));
-    eprintln!("hashdir bench: {} keys x {} values, batches of {}, file {}", a.keys, a.values_per_key, a.batch, path.display());
+    let path = a
+        .dir
+        .join(format!("hashdir-bench-{}.h5", std::process::id()));
+    eprintln!(
+        "hashdir bench: {} keys x {} values, batches of {}, file {}",
+        a.keys,
+        a.values_per_key,
+        a.batch,
+        path.display()
+    );
     let w = load(&a, &path);
     // Readers run in their own processes while the writer holds the file open.
     reader_process(&a, &path);

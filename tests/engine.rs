@@ -38,10 +38,14 @@ fn check_model(r: &Reader, model: &Model, probes: &[Key]) {
         let want = model.get(key).cloned().unwrap_or_default();
         assert_eq!(get_all(r, key), want, "values of key {key:?}");
         let (mut first, mut found) = ([[0u8; 16]; 1], [9u8; 1]);
-        r.lookup(std::slice::from_ref(key), &mut first, &mut found).unwrap();
+        r.lookup(std::slice::from_ref(key), &mut first, &mut found)
+            .unwrap();
         assert_eq!(found[0] == 1, !want.is_empty(), "found flag of {key:?}");
         if found[0] == 1 {
-            assert!(want.contains(&first[0]), "first value of {key:?} is in the set");
+            assert!(
+                want.contains(&first[0]),
+                "first value of {key:?} is in the set"
+            );
         }
     }
 }
@@ -52,7 +56,8 @@ fn set_semantics_and_both_deletes() {
     let path = d.file("t.h5");
     let mut w = Writer::open(&path, &opts()).unwrap();
     let (a, b, c) = (k(1), k(2), k(3));
-    w.insert(&[a, a, a, b], &[k(10), k(10), k(11), k(20)]).unwrap();
+    w.insert(&[a, a, a, b], &[k(10), k(10), k(11), k(20)])
+        .unwrap();
     w.commit().unwrap();
     let r = Reader::open(&path, &opts()).unwrap();
     assert_eq!(get_all(&r, &a), BTreeSet::from([k(10), k(11)]));
@@ -94,7 +99,10 @@ fn growth_splits_and_shrink_merges() {
     assert!(grown.buckets > 300, "{grown:?}");
     assert!(grown.global_depth >= 9, "{grown:?}");
     // Sequential keys spread: the directory is at most a few times the bucket count.
-    assert!((1u64 << grown.global_depth) <= grown.buckets * 8, "{grown:?}");
+    assert!(
+        (1u64 << grown.global_depth) <= grown.buckets * 8,
+        "{grown:?}"
+    );
     let r = Reader::open(&path, &opts()).unwrap();
     let mut first = vec![[0u8; 16]; n as usize];
     let mut found = vec![0u8; n as usize];
@@ -200,7 +208,14 @@ fn reopen_keeps_everything_and_replays_the_log() {
     assert_eq!(get_all(&r, &k(1)), BTreeSet::from([k(2)]));
     assert_eq!(get_all(&r, &k(3)), BTreeSet::from([k(4)]));
     w.close().unwrap();
-    let w = Writer::open(&path, &Options { create: false, ..opts() }).unwrap();
+    let w = Writer::open(
+        &path,
+        &Options {
+            create: false,
+            ..opts()
+        },
+    )
+    .unwrap();
     assert_eq!(w.stats().unwrap().keys, 2);
     w.close().unwrap();
 }
@@ -209,19 +224,37 @@ fn reopen_keeps_everything_and_replays_the_log() {
 fn open_errors_leave_files_alone() {
     let d = TempDir::new("errors");
     let missing = d.file("missing.h5");
-    let no_create = Options { create: false, ..opts() };
-    assert!(matches!(Writer::open(&missing, &no_create), Err(Error::NotFound { .. })));
-    assert!(matches!(Reader::open(&missing, &opts()), Err(Error::NotFound { .. })));
+    let no_create = Options {
+        create: false,
+        ..opts()
+    };
+    assert!(matches!(
+        Writer::open(&missing, &no_create),
+        Err(Error::NotFound { .. })
+    ));
+    assert!(matches!(
+        Reader::open(&missing, &opts()),
+        Err(Error::NotFound { .. })
+    ));
     assert!(!missing.exists());
     let foreign = d.file("foreign.h5");
     let bytes: Vec<u8> = (0..10_000u32).map(|i| (i * 31) as u8).collect();
     std::fs::write(&foreign, &bytes).unwrap();
-    assert!(matches!(Writer::open(&foreign, &opts()), Err(Error::NotHashdir { .. })));
-    assert!(matches!(Reader::open(&foreign, &opts()), Err(Error::NotHashdir { .. })));
+    assert!(matches!(
+        Writer::open(&foreign, &opts()),
+        Err(Error::NotHashdir { .. })
+    ));
+    assert!(matches!(
+        Reader::open(&foreign, &opts()),
+        Err(Error::NotHashdir { .. })
+    ));
     assert_eq!(std::fs::read(&foreign).unwrap(), bytes);
     let path = d.file("t.h5");
     let w = Writer::open(&path, &opts()).unwrap();
-    assert!(matches!(Writer::open(&path, &opts()), Err(Error::Locked { .. })));
+    assert!(matches!(
+        Writer::open(&path, &opts()),
+        Err(Error::Locked { .. })
+    ));
     w.close().unwrap();
     Writer::open(&path, &opts()).unwrap().close().unwrap();
 }
@@ -292,7 +325,11 @@ fn random_ops_match_the_model() {
                 }
                 _ => {
                     // Skewed: a few keys get many values.
-                    let v = if key == k(7) { k(rng.below(5000)) } else { k(rng.below(8)) };
+                    let v = if key == k(7) {
+                        k(rng.below(5000))
+                    } else {
+                        k(rng.below(8))
+                    };
                     w.insert(&[key], &[v]).unwrap();
                     pending.entry(key).or_default().insert(v);
                 }
@@ -316,7 +353,10 @@ fn random_ops_match_the_model() {
     w.checkpoint().unwrap();
     let s = w.stats().unwrap();
     assert_eq!(s.keys, model.len() as u64);
-    assert_eq!(s.values, model.values().map(|v| v.len() as u64).sum::<u64>());
+    assert_eq!(
+        s.values,
+        model.values().map(|v| v.len() as u64).sum::<u64>()
+    );
     r.refresh().unwrap();
     check_model(&r, &model, &[]);
     w.close().unwrap();
@@ -331,7 +371,14 @@ fn child_process_roles() {
     let path = Path::new(&arg);
     match role.as_str() {
         "reader" => {
-            let r = Reader::open(path, &Options { refresh_interval_ms: 1, ..opts() }).unwrap();
+            let r = Reader::open(
+                path,
+                &Options {
+                    refresh_interval_ms: 1,
+                    ..opts()
+                },
+            )
+            .unwrap();
             println!("@ready");
             let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
             loop {
@@ -407,7 +454,11 @@ fn second_writer_process_is_refused() {
     let mut out = BufReader::new(child.stdout.take().unwrap());
     assert_eq!(next_msg(&mut out), "locked");
     assert!(child.wait().unwrap().success());
-    assert_eq!(std::fs::read(&path).unwrap(), before, "refused writer left the file alone");
+    assert_eq!(
+        std::fs::read(&path).unwrap(),
+        before,
+        "refused writer left the file alone"
+    );
     w.close().unwrap();
 }
 
@@ -443,9 +494,15 @@ fn sigkill_keeps_every_acknowledged_batch() {
             let present = found.iter().filter(|f| **f == 1).count();
             if b <= acked {
                 assert_eq!(present, 1000, "round {round}: acknowledged batch {b} lost");
-                assert!(first.iter().all(|v| *v == k(b)), "round {round}: batch {b} values");
+                assert!(
+                    first.iter().all(|v| *v == k(b)),
+                    "round {round}: batch {b} values"
+                );
             } else {
-                assert!(present == 0 || present == 1000, "round {round}: batch {b} partial");
+                assert!(
+                    present == 0 || present == 1000,
+                    "round {round}: batch {b} partial"
+                );
             }
         }
         w.close().unwrap();

@@ -28,7 +28,15 @@ pub fn leaf_len(len: u64, i: usize) -> usize {
 pub fn shape(src: &dyn Source, aref: ArrayRef, max_epoch: u64) -> Res<Shape> {
     let mut s = Shape::default();
     if aref.levels > 0 {
-        walk(src, aref, aref.levels - 1, 0, (aref.top, 0), max_epoch, &mut s)?;
+        walk(
+            src,
+            aref,
+            aref.levels - 1,
+            0,
+            (aref.top, 0),
+            max_epoch,
+            &mut s,
+        )?;
     }
     if s.leaves.len() != leaf_count(aref.len) {
         return Err(Fault::Fail(Error::corrupt(
@@ -51,7 +59,8 @@ fn walk(
 ) -> Res<()> {
     let covered = ArrayRef::span(level).min(aref.len - first);
     if off == 0 {
-        s.leaves.extend(std::iter::repeat_n((0, 0), leaf_count(covered)));
+        s.leaves
+            .extend(std::iter::repeat_n((0, 0), leaf_count(covered)));
         return Ok(());
     }
     if level == 0 {
@@ -71,7 +80,15 @@ fn walk(
     s.nodes.push(off);
     for (i, pair) in words.chunks_exact(2).enumerate() {
         let child_first = first + i as u64 * child_span;
-        walk(src, aref, level - 1, child_first, (pair[0], pair[1]), max_epoch, s)?;
+        walk(
+            src,
+            aref,
+            level - 1,
+            child_first,
+            (pair[0], pair[1]),
+            max_epoch,
+            s,
+        )?;
     }
     Ok(())
 }

@@ -156,7 +156,8 @@ impl Checkpoint<'_> {
             let after = set.as_ref().map_or(0, |s| s.count());
             self.keys += i64::from(after > 0) - i64::from(before > 0);
             self.values += after as i64 - before as i64;
-            self.extents += i64::from(is_extent(set.as_ref())) - i64::from(is_extent(existing.as_ref().map(|e| &e.set)));
+            self.extents += i64::from(is_extent(set.as_ref()))
+                - i64::from(is_extent(existing.as_ref().map(|e| &e.set)));
             if let Some(set) = set {
                 out.push(Entry {
                     hash: h,
@@ -203,7 +204,8 @@ impl Checkpoint<'_> {
         let mut off = 0;
         if !entries.is_empty() {
             off = self.st.pages.alloc(self.file)?;
-            self.batch.push(off, bucket::encode(entries, depth, pfx, self.epoch));
+            self.batch
+                .push(off, bucket::encode(entries, depth, pfx, self.epoch));
             self.written.insert(off);
             self.buckets += 1;
             if self.batch.is_full() {
@@ -276,7 +278,11 @@ impl Checkpoint<'_> {
             }
             self.pending.remove(&(bpfx, d));
             let mine = self.pending.remove(&(pfx, d)).unwrap_or_default();
-            let (mut lo, hi) = if pfx < bpfx { (mine, buddy) } else { (buddy, mine) };
+            let (mut lo, hi) = if pfx < bpfx {
+                (mine, buddy)
+            } else {
+                (buddy, mine)
+            };
             lo.extend(hi);
             let parent = prefix(pfx, d - 1);
             if page_bytes(&lo) <= MERGE_BELOW {

@@ -181,7 +181,10 @@ impl Delta {
         let mut out: Vec<Value> = if self.cleared {
             Vec::new()
         } else {
-            base.iter().filter(|v| !self.dels.contains(v)).copied().collect()
+            base.iter()
+                .filter(|v| !self.dels.contains(v))
+                .copied()
+                .collect()
         };
         let fresh: Vec<Value> = if self.cleared || self.adds.len() * base.len() <= 4096 {
             self.adds
@@ -191,7 +194,11 @@ impl Delta {
                 .collect()
         } else {
             let have: ValueHashSet = base.iter().copied().collect();
-            self.adds.iter().filter(|v| !have.contains(*v)).copied().collect()
+            self.adds
+                .iter()
+                .filter(|v| !have.contains(*v))
+                .copied()
+                .collect()
         };
         out.extend(fresh);
         out
@@ -227,7 +234,6 @@ impl Memtable {
     pub fn len(&self) -> usize {
         self.map.len()
     }
-
 }
 
 #[cfg(test)]

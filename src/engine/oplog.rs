@@ -52,7 +52,8 @@ impl OpLog {
         let n = self.recs.len();
         let bits = (usize::BITS - (n / 16).leading_zeros()).min(16);
         if bits == 0 {
-            self.recs.sort_by(|a, b| (a.hash, a.key).cmp(&(b.hash, b.key)));
+            self.recs
+                .sort_by(|a, b| (a.hash, a.key).cmp(&(b.hash, b.key)));
             return;
         }
         let shift = 64 - bits;
@@ -85,7 +86,10 @@ impl OpLog {
         std::iter::from_fn(move || {
             let first = recs.get(at)?;
             let mut d = Delta::default();
-            while let Some(r) = recs.get(at).filter(|r| r.hash == first.hash && r.key == first.key) {
+            while let Some(r) = recs
+                .get(at)
+                .filter(|r| r.hash == first.hash && r.key == first.key)
+            {
                 match r.op {
                     INSERT => d.insert(r.val),
                     DELETE_PAIR => d.delete_pair(r.val),

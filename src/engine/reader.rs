@@ -129,7 +129,9 @@ impl Reader {
 
     pub fn lookup(&self, keys: &[Key], first: &mut [Value], found: &mut [u8]) -> Result<()> {
         if first.len() < keys.len() || found.len() < keys.len() {
-            return Err(Error::InvalidArgument("output arrays shorter than keys".into()));
+            return Err(Error::InvalidArgument(
+                "output arrays shorter than keys".into(),
+            ));
         }
         self.maybe_refresh()?;
         let mut snap = self.snapshot();
@@ -214,7 +216,13 @@ fn read_root(map: &Mmap, at: u64) -> Res<Root> {
 
 fn dir_leaves(map: &Mmap, root: &Root, shape: &Shape, cur: Option<&Snap>) -> Res<Vec<Arc<Leaf>>> {
     let known: HashMap<(u64, u64), &Arc<Leaf>> = cur
-        .map(|c| c.dir.iter().filter(|l| l.id.0 != 0 && l.id.1 != 0).map(|l| (l.id, l)).collect())
+        .map(|c| {
+            c.dir
+                .iter()
+                .filter(|l| l.id.0 != 0 && l.id.1 != 0)
+                .map(|l| (l.id, l))
+                .collect()
+        })
         .unwrap_or_default();
     let mut out = Vec::with_capacity(shape.leaves.len());
     for (i, id) in shape.leaves.iter().enumerate() {
@@ -279,7 +287,8 @@ impl Snap {
             return Ok(None);
         }
         let mut page = [0u8; PAGE];
-        self.map.page_into(off, MAGIC_BUCKET, self.root.epoch, "bucket page", &mut page)?;
+        self.map
+            .page_into(off, MAGIC_BUCKET, self.root.epoch, "bucket page", &mut page)?;
         let (d, _, pfx) = bucket::header(&page);
         if d != depth || pfx != prefix(h, depth) {
             return Err(Fault::Stale);

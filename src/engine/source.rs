@@ -26,7 +26,14 @@ pub trait Source {
     fn read(&self, off: u64, buf: &mut [u8]) -> Result<()>;
 
     /// Reads the page at `off` into `p`, checked against `magic` and `max_epoch`.
-    fn page_into(&self, off: u64, magic: u32, max_epoch: u64, what: &'static str, p: &mut Page) -> Res<()> {
+    fn page_into(
+        &self,
+        off: u64,
+        magic: u32,
+        max_epoch: u64,
+        what: &'static str,
+        p: &mut Page,
+    ) -> Res<()> {
         self.read(off, &mut p[..])?;
         match check(p, magic, max_epoch) {
             Check::Ok => Ok(()),

@@ -63,7 +63,10 @@ impl State {
             return Err(Error::corrupt(
                 "root",
                 file.root_offset(),
-                format!("{} pages in use but the file has {page_room}", root.pages_hw),
+                format!(
+                    "{} pages in use but the file has {page_room}",
+                    root.pages_hw
+                ),
             ));
         }
         let dir_dirty = vec![false; dir_shape.leaves.len()];

@@ -50,7 +50,8 @@ impl Values<'_> {
             return Ok(None);
         }
         let tail = to_bytes(&new[base.len()..]);
-        self.file.write_at(x.offset + base.len() as u64 * 16, &tail)?;
+        self.file
+            .write_at(x.offset + base.len() as u64 * 16, &tail)?;
         Ok(Some(Set::Extent(ExtentRef {
             count: new.len() as u64,
             crc: crc32c::crc32c_append(x.crc, &tail),

@@ -21,7 +21,12 @@ pub fn capacity(chunks: &[u64]) -> u64 {
 }
 
 /// Visits the chunk-contiguous pieces of the logical range [pos, pos + len).
-fn pieces(chunks: &[u64], mut pos: u64, len: usize, mut f: impl FnMut(u64, usize, usize) -> Result<()>) -> Result<()> {
+fn pieces(
+    chunks: &[u64],
+    mut pos: u64,
+    len: usize,
+    mut f: impl FnMut(u64, usize, usize) -> Result<()>,
+) -> Result<()> {
     let mut done = 0usize;
     while done < len {
         let chunk = (pos / BLOB_CHUNK) as usize;
@@ -47,7 +52,9 @@ pub fn append(file: &WriterFile, chunks: &[u64], cur: &mut Cursor, frame: &[u8])
 
 fn read(src: &dyn Source, chunks: &[u64], pos: u64, buf: &mut [u8]) -> Result<()> {
     let len = buf.len();
-    pieces(chunks, pos, len, |off, at, n| src.read(off, &mut buf[at..at + n]))
+    pieces(chunks, pos, len, |off, at, n| {
+        src.read(off, &mut buf[at..at + n])
+    })
 }
 
 /// Reads whole frames from `cur` on, handing each frame's ops to `f`; returns the cursor after

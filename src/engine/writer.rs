@@ -50,7 +50,10 @@ impl Writer {
 
     pub fn insert(&mut self, keys: &[Key], values: &[Value]) -> Result<()> {
         same_len(keys, values)?;
-        self.push_all(keys.len(), keys.iter().zip(values).map(|(k, v)| Op::Insert(*k, *v)))
+        self.push_all(
+            keys.len(),
+            keys.iter().zip(values).map(|(k, v)| Op::Insert(*k, *v)),
+        )
     }
 
     pub fn delete_keys(&mut self, keys: &[Key]) -> Result<()> {
@@ -137,7 +140,11 @@ impl Writer {
     }
 
     pub fn stats(&self) -> Result<Stats> {
-        Ok(Stats::of(&self.st.root, self.file.file_len()?, self.wal.pos))
+        Ok(Stats::of(
+            &self.st.root,
+            self.file.file_len()?,
+            self.wal.pos,
+        ))
     }
 
     /// Commits, checkpoints and releases the file.

@@ -139,7 +139,10 @@ mod tests {
             },
             ..Default::default()
         };
-        let b = Root { epoch: 5, ..a.clone() };
+        let b = Root {
+            epoch: 5,
+            ..a.clone()
+        };
         let (ea, mut eb) = (a.encode(), b.encode());
         assert_eq!(newest(&ea, &eb).unwrap(), b);
         eb[300] ^= 1; // torn newer slot: fall back to the older one

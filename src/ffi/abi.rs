@@ -1,0 +1,117 @@
+//! The plain-data types and constants shared with C. Their layout is ABI: the asserts at
+//! the bottom turn an accidental change into a build error.
+
+use crate::{Key, Value};
+use std::mem::{align_of, offset_of, size_of};
+
+/// A key: 16 opaque bytes, compared bytewise.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct hashdir_key {
+    /// The key's bytes; all 2^128 values are valid keys.
+    pub bytes: [u8; 16],
+}
+
+/// A value: 16 opaque bytes, compared bytewise. A key maps to a *set* of values.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct hashdir_value {
+    /// The value's bytes; all 2^128 values are valid values.
+    pub bytes: [u8; 16],
+}
+
+/// What a call returned. `HASHDIR_OK` is 0; on any other status `hashdir_last_error()`
+/// describes the failure.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum hashdir_status {
+    /// Success.
+    HASHDIR_OK = 0,
+    /// A NULL pointer, a bad size, an unknown flag, overlapping buffers, ...; nothing was done.
+    HASHDIR_ERR_INVALID_ARGUMENT = 1,
+    /// The operating system or HDF5 failed to read or write the file.
+    HASHDIR_ERR_IO = 2,
+    /// A checksum or structural check of the file failed.
+    HASHDIR_ERR_CORRUPT = 3,
+    /// The file is not HDF5, not a hashdir file, or of an unknown format version.
+    HASHDIR_ERR_NOT_HASHDIR = 4,
+    /// Another writer has the file open.
+    HASHDIR_ERR_LOCKED = 5,
+    /// The file does not exist (and, for a writer, `HASHDIR_CREATE` was not given).
+    HASHDIR_ERR_NOT_FOUND = 6,
+    /// `hashdir_reader_get`'s value buffer is too small; the counts and total are filled.
+    HASHDIR_ERR_BUFFER_TOO_SMALL = 7,
+    /// The library panicked (a bug); the message says where. A writer that panicked
+    /// refuses further calls, so that a half-applied change is never committed.
+    HASHDIR_ERR_PANIC = 8,
+}
+
+// The `u32` suffixes make cbindgen write `1u`, unsigned like the `flags` field.
+/// Writer flag: create the file if it does not exist. Set by `hashdir_options_init`.
+pub const HASHDIR_CREATE: u32 = 1u32;
+/// Writer flag: fsync the file at every commit (durable commits, slower).
+pub const HASHDIR_SYNC_COMMIT: u32 = 2u32;
+
+/// Options for `hashdir_writer_open` and `hashdir_reader_open`.
+///
+/// Call `hashdir_options_init` first, then change fields. `struct_size` lets the library
+/// and the caller be built against different versions of this header: the library reads
+/// only the fields that lie wholly within `struct_size` (missing ones take their
+/// defaults), and accepts a larger struct only when the bytes it does not know are all
+/// zero. A `struct_size` below 8 or above 4096 is rejected.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct hashdir_options {
+    /// `sizeof(hashdir_options)` as the caller was compiled; set by `hashdir_options_init`.
+    pub struct_size: u32,
+    /// `HASHDIR_CREATE` | `HASHDIR_SYNC_COMMIT`; other bits are rejected. Readers ignore both.
+    pub flags: u32,
+    /// Writer: WAL size in bytes that triggers a checkpoint; 0 = the library default.
+    pub checkpoint_bytes: u64,
+    /// Reader: refresh automatically every this many milliseconds; 0 = only on
+    /// `hashdir_reader_refresh`.
+    pub refresh_interval_ms: u32,
+}
+
+/// Counters of an open file, filled by `hashdir_writer_stats` / `hashdir_reader_stats`.
+///
+/// Set `struct_size` to `sizeof(hashdir_stats)` before the call: the library writes only
+/// the fields that lie wholly within it and leaves the rest of the caller's struct alone,
+/// so a caller built against an older header keeps working. New fields are appended.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct hashdir_stats {
+    /// Set by the caller: the size of its struct. Not written by the library.
+    pub struct_size: u32,
+    /// Bits of key hash that select a directory slot.
+    pub global_depth: u32,
+    /// Distinct keys as of the last checkpoint (`epoch`).
+    pub keys: u64,
+    /// Key-value pairs as of the last checkpoint (`epoch`).
+    pub values: u64,
+    /// Buckets in the directory.
+    pub buckets: u64,
+    /// Size of the file in bytes.
+    pub file_bytes: u64,
+    /// Number of the last checkpoint.
+    pub epoch: u64,
+    /// WAL bytes committed since the last checkpoint (for a reader: those its view has
+    /// applied).
+    pub wal_bytes: u64,
+    /// Value sets large enough to live in extents of their own rather than inline in
+    /// their bucket.
+    pub extents: u64,
+}
+
+// The arrays of keys and values C passes are read as `&[Key]` / `&[Value]` in place.
+const _: () = assert!(size_of::<hashdir_key>() == size_of::<Key>());
+const _: () = assert!(align_of::<hashdir_key>() == align_of::<Key>());
+const _: () = assert!(size_of::<hashdir_value>() == size_of::<Value>());
+const _: () = assert!(align_of::<hashdir_value>() == align_of::<Value>());
+// v1 layouts as published in the header; growing them is fine, moving a field is not.
+const _: () = assert!(size_of::<hashdir_options>() == 24);
+const _: () = assert!(offset_of!(hashdir_options, checkpoint_bytes) == 8);
+const _: () = assert!(offset_of!(hashdir_options, refresh_interval_ms) == 16);
+const _: () = assert!(size_of::<hashdir_stats>() == 64);
+const _: () = assert!(offset_of!(hashdir_stats, keys) == 8);
+const _: () = assert!(offset_of!(hashdir_stats, wal_bytes) == 48);

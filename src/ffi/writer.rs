@@ -1,0 +1,325 @@
+//! `hashdir_writer`: the one writer of a file, behind a lock so C may call it from any
+//! thread.
+
+use super::abi::{hashdir_key, hashdir_options, hashdir_stats, hashdir_status, hashdir_value};
+use super::args::{self, handle, out_init, slice_in};
+use super::call::{ffi_call, CallResult, Failure};
+use super::{options, stats};
+use crate::{Key, Value, Writer};
+use parking_lot::Mutex;
+use std::ffi::c_char;
+use std::ptr;
+
+/// An open writer. Opaque: create with `hashdir_writer_open`, free with
+/// `hashdir_writer_close`.
+pub struct hashdir_writer {
+    slot: Mutex<Slot>,
+}
+
+struct Slot {
+    writer: Writer,
+    /// Set when a call panicked mid-change: the writer's memory may then hold half an
+    /// insert, which must never reach the file by a later commit.
+    poisoned: bool,
+}
+
+/// Marks the slot poisoned if dropped during a panic (`parking_lot` locks do not poison).
+struct PoisonOnUnwind<'a>(&'a mut bool);
+
+impl Drop for PoisonOnUnwind<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            *self.0 = true;
+        }
+    }
+}
+
+const POISONED: &str = "the writer panicked earlier and refuses further calls; close it";
+const POISONED_CLOSE: &str = "the writer had panicked earlier; closed without committing";
+
+impl hashdir_writer {
+    fn with<T>(&self, op: impl FnOnce(&mut Writer) -> crate::Result<T>) -> CallResult<T> {
+        let mut slot = self.slot.lock();
+        let Slot { writer, poisoned } = &mut *slot;
+        if *poisoned {
+            return Err(Failure::panic(POISONED));
+        }
+        let _poison = PoisonOnUnwind(poisoned);
+        Ok(op(writer)?)
+    }
+}
+
+// Writer calls from several C threads are serialised by the lock above.
+const _: () = {
+    const fn send_sync<T: Send + Sync>() {}
+    send_sync::<hashdir_writer>();
+};
+
+/// Borrows the writer behind a handle argument.
+///
+/// # Safety
+/// `w` is NULL or a live writer handle.
+unsafe fn writer<'a>(w: *const hashdir_writer) -> CallResult<&'a hashdir_writer> {
+    // SAFETY: passed on from this function's contract.
+    unsafe { handle(w, "writer") }
+}
+
+/// Opens (or, with `HASHDIR_CREATE`, creates) the file at `path` for writing, and
+/// recovers committed changes a crashed writer left in its WAL.
+///
+/// `opts` may be NULL for the defaults (see `hashdir_options_init`); readers' fields are
+/// ignored.
+///
+/// # Errors
+/// `HASHDIR_ERR_INVALID_ARGUMENT` for a NULL/empty path, NULL `out`, bad `opts`;
+/// `HASHDIR_ERR_NOT_FOUND` if the file is missing and `HASHDIR_CREATE` is not set;
+/// `HASHDIR_ERR_NOT_HASHDIR` if the file is something else (it is left unchanged);
+/// `HASHDIR_ERR_LOCKED` if another writer, in this or another process, has it open;
+/// `HASHDIR_ERR_IO`, `HASHDIR_ERR_CORRUPT`.
+///
+/// # Threads
+/// Any thread. The returned handle may be used from any thread.
+///
+/// # Safety
+/// `path` is NULL or a NUL-terminated string; `opts` is NULL or points at
+/// `opts->struct_size` readable bytes; `out` is NULL or writable. On success `*out` owns
+/// a handle to pass to `hashdir_writer_close` exactly once; on failure `*out` is NULL.
+#[no_mangle]
+pub unsafe extern "C" fn hashdir_writer_open(
+    path: *const c_char,
+    opts: *const hashdir_options,
+    out: *mut *mut hashdir_writer,
+) -> hashdir_status {
+    ffi_call("hashdir_writer_open", || {
+        // SAFETY: `out` is NULL or writable, by contract.
+        let out = unsafe { out_init(out, ptr::null_mut(), "out") }?;
+        // SAFETY: `path` is NULL or NUL-terminated, by contract.
+        let path = unsafe { args::path(path) }?;
+        // SAFETY: `opts` is NULL or `struct_size` readable bytes, by contract.
+        let options = unsafe { options::decode(opts) }?;
+        let writer = Writer::open(path, &options)?;
+        let slot = Mutex::new(Slot {
+            writer,
+            poisoned: false,
+        });
+        *out = Box::into_raw(Box::new(hashdir_writer { slot }));
+        Ok(())
+    })
+}
+
+/// Adds the pairs `(keys[i], values[i])`, `i < n`. A key maps to a set, so inserting a
+/// pair that is already there changes nothing. Visible to readers after
+/// `hashdir_writer_commit` and their next refresh.
+///
+/// # Errors
+/// `HASHDIR_ERR_INVALID_ARGUMENT` for a NULL writer, or NULL arrays with `n > 0`;
+/// `HASHDIR_ERR_IO`; `HASHDIR_ERR_PANIC` if this writer panicked before.
+///
+/// # Threads
+/// Any thread; calls on one writer are serialised.
+///
+/// # Safety
+/// `w` is NULL or a live writer handle; `keys` and `values` each hold `n` elements
+/// (either may be NULL when `n == 0`). The arrays stay owned by the caller.
+#[no_mangle]
+pub unsafe extern "C" fn hashdir_writer_insert(
+    w: *mut hashdir_writer,
+    keys: *const hashdir_key,
+    values: *const hashdir_value,
+    n: usize,
+) -> hashdir_status {
+    ffi_call("hashdir_writer_insert", || {
+        // SAFETY: `w` is NULL or live, by contract.
+        let w = unsafe { writer(w) }?;
+        // SAFETY: `n` keys by contract; `hashdir_key` has `Key`'s layout (abi.rs).
+        let keys = unsafe { slice_in(keys.cast::<Key>(), n, "keys") }?;
+        // SAFETY: `n` values by contract; `hashdir_value` has `Value`'s layout (abi.rs).
+        let values = unsafe { slice_in(values.cast::<Value>(), n, "values") }?;
+        w.with(|w| w.insert(keys, values))
+    })
+}
+
+/// Removes the keys `keys[i]`, `i < n`, with all their values. Keys that are not there
+/// are ignored. Visible after commit, like `hashdir_writer_insert`.
+///
+/// # Errors
+/// As `hashdir_writer_insert`.
+///
+/// # Threads
+/// Any thread; calls on one writer are serialised.
+///
+/// # Safety
+/// `w` is NULL or a live writer handle; `keys` holds `n` elements (NULL when `n == 0`).
+#[no_mangle]
+pub unsafe extern "C" fn hashdir_writer_delete_keys(
+    w: *mut hashdir_writer,
+    keys: *const hashdir_key,
+    n: usize,
+) -> hashdir_status {
+    ffi_call("hashdir_writer_delete_keys", || {
+        // SAFETY: `w` is NULL or live, by contract.
+        let w = unsafe { writer(w) }?;
+        // SAFETY: `n` keys by contract; `hashdir_key` has `Key`'s layout (abi.rs).
+        let keys = unsafe { slice_in(keys.cast::<Key>(), n, "keys") }?;
+        w.with(|w| w.delete_keys(keys))
+    })
+}
+
+/// Removes the pairs `(keys[i], values[i])`, `i < n`; a key whose last value goes is
+/// removed. Pairs that are not there are ignored. Visible after commit.
+///
+/// # Errors
+/// As `hashdir_writer_insert`.
+///
+/// # Threads
+/// Any thread; calls on one writer are serialised.
+///
+/// # Safety
+/// As `hashdir_writer_insert`.
+#[no_mangle]
+pub unsafe extern "C" fn hashdir_writer_delete_pairs(
+    w: *mut hashdir_writer,
+    keys: *const hashdir_key,
+    values: *const hashdir_value,
+    n: usize,
+) -> hashdir_status {
+    ffi_call("hashdir_writer_delete_pairs", || {
+        // SAFETY: `w` is NULL or live, by contract.
+        let w = unsafe { writer(w) }?;
+        // SAFETY: `n` keys by contract; `hashdir_key` has `Key`'s layout (abi.rs).
+        let keys = unsafe { slice_in(keys.cast::<Key>(), n, "keys") }?;
+        // SAFETY: `n` values by contract; `hashdir_value` has `Value`'s layout (abi.rs).
+        let values = unsafe { slice_in(values.cast::<Value>(), n, "values") }?;
+        w.with(|w| w.delete_pairs(keys, values))
+    })
+}
+
+/// Makes every change since the last commit durable in the WAL (fsynced with
+/// `HASHDIR_SYNC_COMMIT`) and visible to readers at their next refresh. May checkpoint
+/// when the WAL has grown past `checkpoint_bytes`.
+///
+/// # Errors
+/// `HASHDIR_ERR_INVALID_ARGUMENT` for a NULL writer; `HASHDIR_ERR_IO`;
+/// `HASHDIR_ERR_PANIC` if this writer panicked before.
+///
+/// # Threads
+/// Any thread; calls on one writer are serialised.
+///
+/// # Safety
+/// `w` is NULL or a live writer handle.
+#[no_mangle]
+pub unsafe extern "C" fn hashdir_writer_commit(w: *mut hashdir_writer) -> hashdir_status {
+    ffi_call("hashdir_writer_commit", || {
+        // SAFETY: `w` is NULL or live, by contract.
+        unsafe { writer(w) }?.with(Writer::commit)
+    })
+}
+
+/// Commits, then folds the WAL into the hash directory and starts a new epoch, so the
+/// WAL is empty and the counts in `hashdir_stats` are current.
+///
+/// # Errors
+/// As `hashdir_writer_commit`.
+///
+/// # Threads
+/// Any thread; calls on one writer are serialised.
+///
+/// # Safety
+/// `w` is NULL or a live writer handle.
+#[no_mangle]
+pub unsafe extern "C" fn hashdir_writer_checkpoint(w: *mut hashdir_writer) -> hashdir_status {
+    ffi_call("hashdir_writer_checkpoint", || {
+        // SAFETY: `w` is NULL or live, by contract.
+        unsafe { writer(w) }?.with(Writer::checkpoint)
+    })
+}
+
+/// Fills `*out` with the writer's counters (see `hashdir_stats` for `struct_size`).
+///
+/// # Errors
+/// `HASHDIR_ERR_INVALID_ARGUMENT` for a NULL writer or `out`, or a bad
+/// `out->struct_size`; `HASHDIR_ERR_IO`; `HASHDIR_ERR_PANIC` if this writer panicked
+/// before.
+///
+/// # Threads
+/// Any thread; calls on one writer are serialised.
+///
+/// # Safety
+/// `w` is NULL or a live writer handle; `out` is NULL or points at `out->struct_size`
+/// writable bytes.
+#[no_mangle]
+pub unsafe extern "C" fn hashdir_writer_stats(
+    w: *mut hashdir_writer,
+    out: *mut hashdir_stats,
+) -> hashdir_status {
+    ffi_call("hashdir_writer_stats", || {
+        // SAFETY: `w` is NULL or live, by contract.
+        let s = unsafe { writer(w) }?.with(|w| w.stats())?;
+        // SAFETY: `out` is NULL or `struct_size` writable bytes, by contract.
+        unsafe { stats::write(&s, out) }
+    })
+}
+
+/// Commits, checkpoints, releases the file lock and frees the handle. NULL is a no-op.
+///
+/// The handle is freed even when this fails; the failure says what did not reach the
+/// file. A writer that panicked earlier is closed without committing and reports
+/// `HASHDIR_ERR_PANIC`.
+///
+/// # Errors
+/// `HASHDIR_ERR_IO`, `HASHDIR_ERR_PANIC`.
+///
+/// # Threads
+/// Any thread, once no other call on this writer is running or will start.
+///
+/// # Safety
+/// `w` is NULL or a live writer handle, which this call consumes: do not use it again.
+#[no_mangle]
+pub unsafe extern "C" fn hashdir_writer_close(w: *mut hashdir_writer) -> hashdir_status {
+    ffi_call("hashdir_writer_close", || {
+        if w.is_null() {
+            return Ok(());
+        }
+        // SAFETY: a live handle from `hashdir_writer_open`'s Box::into_raw, handed back
+        // exactly once by this function's contract.
+        let Slot { writer, poisoned } = unsafe { Box::from_raw(w) }.slot.into_inner();
+        if poisoned {
+            drop(writer);
+            return Err(Failure::panic(POISONED_CLOSE));
+        }
+        Ok(writer.close()?)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Options;
+
+    #[test]
+    fn a_panic_poisons_the_writer_until_close() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p.h5");
+        let opened = Writer::open(&path, &Options::default()).unwrap();
+        let slot = Mutex::new(Slot {
+            writer: opened,
+            poisoned: false,
+        });
+        let w = Box::into_raw(Box::new(hashdir_writer { slot }));
+        let status = ffi_call("hashdir_test", || {
+            // SAFETY: `w` is live until the close below.
+            unsafe { writer(w) }?.with(|_| -> crate::Result<()> { panic!("mid-insert") })
+        });
+        assert_eq!(status, hashdir_status::HASHDIR_ERR_PANIC);
+        // SAFETY: `w` is live until the close below.
+        let commit = unsafe { hashdir_writer_commit(w) };
+        assert_eq!(commit, hashdir_status::HASHDIR_ERR_PANIC);
+        // SAFETY: `w` is live and handed back once.
+        let close = unsafe { hashdir_writer_close(w) };
+        assert_eq!(close, hashdir_status::HASHDIR_ERR_PANIC);
+        assert!(
+            Writer::open(&path, &Options::default()).is_ok(),
+            "close released the lock"
+        );
+    }
+}
