@@ -12,6 +12,9 @@ use crate::store::WriterFile;
 use crate::{Key, Value};
 use std::path::Path;
 
+/// Log size of a new file (it doubles as the file grows, up to `checkpoint_bytes`).
+const MIN_LOG: u64 = 4 << 20;
+
 pub struct Writer {
     file: WriterFile,
     sync: bool,
@@ -37,15 +40,22 @@ impl Writer {
             wal,
             batch: FrameBuf::new(),
         };
-        if wal::capacity(&w.st.wal_chunks) < w.log_room(0) {
-            w.checkpoint_now(0)?;
+        if w.st.wal_chunks.is_empty() {
+            w.checkpoint_now(w.grown_log(0))?;
         }
         Ok(w)
     }
 
-    /// WAL capacity a checkpoint sets up: a full log's worth plus the batch that triggers it.
-    fn log_room(&self, frame: usize) -> u64 {
-        self.checkpoint_bytes + frame as u64
+    fn log_capacity(&self) -> u64 {
+        wal::capacity(&self.st.wal_chunks)
+    }
+
+    /// The next log size: doubling from MIN_LOG up to `checkpoint_bytes`, so a small file keeps
+    /// a small log, and never less than the batch that has to fit.
+    fn grown_log(&self, frame: usize) -> u64 {
+        let most = self.checkpoint_bytes.max(frame as u64);
+        let least = MIN_LOG.min(self.checkpoint_bytes);
+        (self.log_capacity() * 2).clamp(least, most).max(frame as u64)
     }
 
     pub fn insert(&mut self, keys: &[Key], values: &[Value]) -> Result<()> {
@@ -85,8 +95,8 @@ impl Writer {
             return Ok(());
         }
         let len = self.batch.frame_len();
-        if self.wal.pos + len as u64 > wal::capacity(&self.st.wal_chunks) {
-            self.checkpoint_now(len)?;
+        if self.wal.pos + len as u64 > self.log_capacity() {
+            self.checkpoint_now(self.grown_log(len))?;
         }
         let frame = self.batch.finish(self.wal.gen, self.wal.lsn);
         wal::append(&self.file, &self.st.wal_chunks, &mut self.wal, frame)?;
@@ -100,20 +110,20 @@ impl Writer {
         if self.wal.pos >= self.checkpoint_bytes {
             // The batch is committed whatever happens here; a failed checkpoint is retried at
             // the next commit, and the log still has room for the next batches or says so.
-            let _ = self.checkpoint_now(0);
+            let _ = self.checkpoint_now(self.grown_log(0));
         }
         Ok(())
     }
 
     /// Merges everything committed into the pages and publishes a new root.
     pub fn checkpoint(&mut self) -> Result<()> {
-        self.checkpoint_now(0)
+        self.checkpoint_now(self.log_capacity())
     }
 
-    fn checkpoint_now(&mut self, frame: usize) -> Result<()> {
-        let room = self.log_room(frame);
+    /// Checkpoints and makes the log at least `room` bytes.
+    fn checkpoint_now(&mut self, room: u64) -> Result<()> {
         let idle = self.mem.is_empty() && self.wal.pos == 0;
-        if idle && wal::capacity(&self.st.wal_chunks) >= room {
+        if idle && self.log_capacity() >= room {
             return Ok(());
         }
         let r = checkpoint::run(
