@@ -22,7 +22,7 @@ pub fn shard_of(hash: u64) -> usize {
     (hash % VALUE_SHARDS as u64) as usize
 }
 
-const GROW_MIN: u64 = 4;
+const GROW_MIN: u64 = 1;
 const GROW_MAX: u64 = 1024;
 
 #[derive(Default)]
@@ -92,7 +92,7 @@ impl ExtentAlloc {
         let have = file.chunks(ds).len() as u64;
         let need = end.div_ceil(BLOB_CHUNK);
         if need > have {
-            let step = (have / 8).clamp(GROW_MIN, GROW_MAX);
+            let step = (have / 4).clamp(GROW_MIN, GROW_MAX);
             file.grow(ds, need.max(have + step))?;
         }
         let chunks = file.chunks(ds);

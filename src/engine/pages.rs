@@ -47,7 +47,7 @@ impl PageBatch {
 }
 
 /// Chunks the pages dataset grows by at least, and at most (bounding preallocation).
-const GROW_MIN: u64 = 16;
+const GROW_MIN: u64 = 1;
 const GROW_MAX: u64 = 1024;
 
 /// Where new pages come from. Pages freed during a checkpoint wait in `freed` until its root is
@@ -73,7 +73,7 @@ impl PageAlloc {
         let chunk = self.hw / PAGES_PER_CHUNK;
         let have = file.chunks(Ds::Pages).len() as u64;
         if chunk >= have {
-            let step = (have / 8).clamp(GROW_MIN, GROW_MAX);
+            let step = (have / 4).clamp(GROW_MIN, GROW_MAX);
             file.grow(Ds::Pages, chunk + step)?;
         }
         let addr = file.chunks(Ds::Pages)[chunk as usize];

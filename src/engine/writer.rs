@@ -55,7 +55,9 @@ impl Writer {
     fn grown_log(&self, frame: usize) -> u64 {
         let most = self.checkpoint_bytes.max(frame as u64);
         let least = MIN_LOG.min(self.checkpoint_bytes);
-        (self.log_capacity() * 2).clamp(least, most).max(frame as u64)
+        (self.log_capacity() * 2)
+            .clamp(least, most)
+            .max(frame as u64)
     }
 
     pub fn insert(&mut self, keys: &[Key], values: &[Value]) -> Result<()> {
