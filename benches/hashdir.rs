@@ -310,10 +310,92 @@ fn reader_process(a: &Args, path: &Path) {
     }
 }
 
+/// Nanoseconds on the wall clock: comparable between the writer and reader processes.
+fn now_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+}
+
+const MARKER: Key = [0xEE; 16];
+const STALENESS_COMMITS: u64 = 2000;
+
+/// Staleness role: polls (refresh + lookup) for the marker key; each value carries the commit
+/// number and the wall-clock time its commit started, so now − that is commit → visible.
+fn staleness_role(a: &Args) {
+    let path = a.file.clone().unwrap_or_else(|| die("--file missing"));
+    let r = Reader::open(&path, &Options::default()).unwrap_or_else(|e| die(&e.to_string()));
+    println!("ready");
+    let (mut first, mut found) = ([[0u8; 16]; 1], [0u8; 1]);
+    let mut seen = u64::MAX;
+    let mut lat = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        r.refresh().unwrap_or_else(|e| die(&e.to_string()));
+        r.lookup(&[MARKER], &mut first, &mut found)
+            .unwrap_or_else(|e| die(&e.to_string()));
+        if found[0] == 0 {
+            continue;
+        }
+        let n = u64::from_le_bytes(first[0][..8].try_into().unwrap());
+        if n != seen {
+            let t = u64::from_le_bytes(first[0][8..].try_into().unwrap());
+            lat.push(now_ns().saturating_sub(t) as f64 / 1000.0);
+            seen = n;
+        }
+        if n + 1 == STALENESS_COMMITS {
+            break;
+        }
+    }
+    if lat.is_empty() {
+        die("reader never saw a commit");
+    }
+    lat.sort_by(|x, y| x.total_cmp(y));
+    let extra = format!(",\"samples\":{}", lat.len());
+    emit("staleness_p50_us", percentile(&lat, 0.5), a, &extra);
+    emit("staleness_p99_us", percentile(&lat, 0.99), a, &extra);
+}
+
+/// Commits the marker key every ~0.5 ms while a reader process polls for it.
+fn staleness(a: &Args, path: &Path, w: &mut Writer) {
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args(["--role", "staleness", "--file"])
+        .arg(path)
+        .args([
+            "--keys",
+            &a.keys.to_string(),
+            "--batch",
+            &a.batch.to_string(),
+        ])
+        .args(["--values-per-key", &a.values_per_key.to_string()])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut out, &mut line).unwrap();
+    for n in 0..STALENESS_COMMITS {
+        let mut v = [0u8; 16];
+        v[..8].copy_from_slice(&n.to_le_bytes());
+        v[8..].copy_from_slice(&now_ns().to_le_bytes());
+        w.delete_keys(&[MARKER]).unwrap();
+        w.insert(&[MARKER], &[v]).unwrap();
+        w.commit().unwrap_or_else(|e| die(&e.to_string()));
+        std::thread::sleep(Duration::from_micros(500));
+    }
+    std::io::copy(&mut out, &mut std::io::stdout()).unwrap();
+    if !child.wait().unwrap().success() {
+        die("staleness reader failed");
+    }
+}
+
 fn main() {
     let a = parse();
-    if a.role.as_deref() == Some("reader") {
-        return reader_role(&a);
+    match a.role.as_deref() {
+        Some("reader") => return reader_role(&a),
+        Some("staleness") => return staleness_role(&a),
+        _ => {}
     }
     std::fs::create_dir_all(&a.dir).unwrap_or_else(|e| die(&format!("{}: {e}", a.dir.display())));
     let path = a
@@ -326,9 +408,10 @@ fn main() {
         a.batch,
         path.display()
     );
-    let w = load(&a, &path);
+    let mut w = load(&a, &path);
     // Readers run in their own processes while the writer holds the file open.
     reader_process(&a, &path);
+    staleness(&a, &path, &mut w);
     w.close().unwrap_or_else(|e| die(&e.to_string()));
     if !a.keep {
         let _ = std::fs::remove_file(&path);

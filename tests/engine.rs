@@ -141,8 +141,8 @@ fn promotion_demotion_and_a_big_set() {
     let r = Reader::open(&path, &opts()).unwrap();
     assert_eq!(get_all(&r, &key).len(), 100);
     // Appends in place and copies to a larger extent, across several checkpoints.
-    let big = 300_000u64;
-    for chunk in (100..big).collect::<Vec<_>>().chunks(50_000) {
+    let big = 1_100_000u64; // a 17.6 MB set: its extent spans many chunks
+    for chunk in (100..big).collect::<Vec<_>>().chunks(200_000) {
         let vs: Vec<Value> = chunk.iter().map(|i| k(*i)).collect();
         w.insert(&vec![key; vs.len()], &vs).unwrap();
         w.commit().unwrap();

@@ -23,7 +23,7 @@ pub type Res<T> = std::result::Result<T, Fault>;
 
 /// Positional reads of file bytes.
 pub trait Source {
-    fn read(&self, off: u64, buf: &mut [u8]) -> Result<()>;
+    fn read(&self, off: u64, buf: &mut [u8]) -> Res<()>;
 
     /// Reads the page at `off` into `p`, checked against `magic` and `max_epoch`.
     fn page_into(
@@ -51,14 +51,21 @@ pub trait Source {
 }
 
 impl Source for WriterFile {
-    fn read(&self, off: u64, buf: &mut [u8]) -> Result<()> {
-        self.read_at(off, buf)
+    fn read(&self, off: u64, buf: &mut [u8]) -> Res<()> {
+        Ok(self.read_at(off, buf)?)
     }
 }
 
 impl Source for Mmap {
-    fn read(&self, off: u64, buf: &mut [u8]) -> Result<()> {
-        Mmap::read(self, off, buf)
+    /// Bytes past the mapping were written after it was made (the file grew): refreshing maps
+    /// them, so the read is stale, not damaged.
+    fn read(&self, off: u64, buf: &mut [u8]) -> Res<()> {
+        match Mmap::read(self, off, buf) {
+            Err(Error::Corrupt {
+                what: "file range", ..
+            }) => Err(Fault::Stale),
+            r => Ok(r?),
+        }
     }
 }
 

@@ -2,8 +2,8 @@
 //! with a new generation after every checkpoint; scanning stops at the first frame that is not
 //! whole, not of this generation or not the next LSN.
 
-use super::source::Source;
-use crate::error::{Error, Result};
+use super::source::{Fault, Source};
+use crate::error::Result;
 use crate::format::layout::BLOB_CHUNK;
 use crate::format::wal::{header_len, validate, OpIter, HEADER};
 use crate::store::WriterFile;
@@ -50,11 +50,20 @@ pub fn append(file: &WriterFile, chunks: &[u64], cur: &mut Cursor, frame: &[u8])
     Ok(())
 }
 
-fn read(src: &dyn Source, chunks: &[u64], pos: u64, buf: &mut [u8]) -> Result<()> {
+/// Reads log bytes; false when they lie past the end of a reader's mapping (the end of the
+/// log as far as that reader can see).
+fn read(src: &dyn Source, chunks: &[u64], pos: u64, buf: &mut [u8]) -> Result<bool> {
     let len = buf.len();
+    let mut visible = true;
     pieces(chunks, pos, len, |off, at, n| {
-        src.read(off, &mut buf[at..at + n])
-    })
+        match src.read(off, &mut buf[at..at + n]) {
+            Ok(()) => {}
+            Err(Fault::Stale) => visible = false,
+            Err(Fault::Fail(e)) => return Err(e),
+        }
+        Ok(())
+    })?;
+    Ok(visible)
 }
 
 /// Reads whole frames from `cur` on, handing each frame's ops to `f`; returns the cursor after
@@ -69,7 +78,7 @@ pub fn scan(
     let mut hdr = [0u8; HEADER];
     let mut frame = Vec::new();
     while cur.pos + HEADER as u64 <= cap {
-        if !readable(read(src, chunks, cur.pos, &mut hdr))? {
+        if !read(src, chunks, cur.pos, &mut hdr)? {
             break;
         }
         let Some(len) = header_len(&hdr, cur.gen, cur.lsn) else {
@@ -79,7 +88,7 @@ pub fn scan(
             break;
         }
         frame.resize(len, 0);
-        if !readable(read(src, chunks, cur.pos, &mut frame))? {
+        if !read(src, chunks, cur.pos, &mut frame)? {
             break;
         }
         let Some(ops) = validate(&frame) else {
@@ -90,15 +99,4 @@ pub fn scan(
         cur.lsn += 1;
     }
     Ok(cur)
-}
-
-/// A range past the end of the mapping is the end of the log, not an error.
-fn readable(r: Result<()>) -> Result<bool> {
-    match r {
-        Ok(()) => Ok(true),
-        Err(Error::Corrupt {
-            what: "file range", ..
-        }) => Ok(false),
-        Err(e) => Err(e),
-    }
 }
