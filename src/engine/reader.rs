@@ -19,6 +19,7 @@ use crate::format::root::{self, entry_depth, entry_offset, Root};
 use crate::store::{Mmap, ReadFile};
 use crate::{Key, Value};
 use parking_lot::{Mutex, RwLock};
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -27,6 +28,13 @@ use std::time::Instant;
 
 /// Tries per key before a page that keeps failing validation is reported as corrupt.
 const RETRIES: usize = 4;
+/// Readers whose snapshot a thread keeps a copy of.
+const CACHED_READERS: usize = 4;
+
+thread_local! {
+    /// (reader id, generation, snapshot) of the readers this thread used last.
+    static SNAPS: RefCell<Vec<(u64, u64, Arc<Snap>)>> = const { RefCell::new(Vec::new()) };
+}
 
 struct Leaf {
     id: (u64, u64),
@@ -45,8 +53,12 @@ struct Snap {
 }
 
 pub struct Reader {
+    /// Unique for the life of the process (addresses are reused after close).
+    id: u64,
     file: ReadFile,
     snap: RwLock<Arc<Snap>>,
+    /// Bumped after `snap` changes; threads keep their copy of `snap` while it is unchanged.
+    gen: AtomicU64,
     refreshing: Mutex<()>,
     interval_ms: u64,
     born: Instant,
@@ -57,9 +69,12 @@ impl Reader {
     pub fn open(path: &Path, opts: &Options) -> Result<Reader> {
         let file = ReadFile::open(path)?;
         let snap = load(&file, None).map_err(|f| stale_to_corrupt(f, "root"))?;
+        static NEXT_ID: AtomicU64 = AtomicU64::new(1);
         Ok(Reader {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             file,
             snap: RwLock::new(Arc::new(snap)),
+            gen: AtomicU64::new(0),
             refreshing: Mutex::new(()),
             interval_ms: opts.refresh_interval_ms as u64,
             born: Instant::now(),
@@ -69,6 +84,58 @@ impl Reader {
 
     fn snapshot(&self) -> Arc<Snap> {
         self.snap.read().clone()
+    }
+
+    /// Runs `f` on this thread's copy of the current snapshot: while the snapshot is unchanged
+    /// a lookup touches no shared cache line (no lock, no reference count), so threads scale.
+    fn with_snap<T>(&self, f: impl FnOnce(&Snap) -> T) -> T {
+        let gen = self.gen.load(Ordering::Acquire);
+        SNAPS.with(|cache| {
+            let mut cache = cache.borrow_mut();
+            let at = match cache.iter().position(|e| e.0 == self.id) {
+                Some(at) if cache[at].1 == gen => at,
+                Some(at) => {
+                    cache[at] = (self.id, gen, self.snapshot());
+                    at
+                }
+                None => {
+                    if cache.len() >= CACHED_READERS {
+                        cache.remove(0);
+                    }
+                    cache.push((self.id, gen, self.snapshot()));
+                    cache.len() - 1
+                }
+            };
+            f(&cache[at].2)
+        })
+    }
+
+    /// Calls `step(snap, i)` for i in 0..n, refreshing and resuming at the same i when a page
+    /// turns out stale.
+    fn each(&self, n: usize, mut step: impl FnMut(&Snap, usize) -> Res<()>) -> Result<()> {
+        self.maybe_refresh()?;
+        let (mut i, mut tries) = (0, 0);
+        while i < n {
+            let fault = self.with_snap(|s| {
+                while i < n {
+                    if let Err(f) = step(s, i) {
+                        return Some(f);
+                    }
+                    i += 1;
+                }
+                None
+            });
+            match fault {
+                None => break,
+                Some(Fault::Fail(e)) => return Err(e),
+                Some(Fault::Stale) if tries < RETRIES => {
+                    tries += 1;
+                    self.refresh()?;
+                }
+                Some(stale) => return Err(stale_to_corrupt(stale, "page or extent")),
+            }
+        }
+        Ok(())
     }
 
     /// Moves to the newest committed state: a new root if there is one, then the WAL tail.
@@ -84,6 +151,7 @@ impl Reader {
             match load(&self.file, Some(&cur)) {
                 Ok(next) => {
                     *self.snap.write() = Arc::new(next);
+                    self.gen.fetch_add(1, Ordering::Release);
                     let now = self.born.elapsed().as_millis() as u64;
                     self.last_refresh_ms.store(now, Ordering::Relaxed);
                     return Ok(());
@@ -110,56 +178,34 @@ impl Reader {
         }
     }
 
-    /// Runs `f` on the current snapshot, refreshing and retrying while it finds stale pages.
-    fn retry<T>(&self, snap: &mut Arc<Snap>, mut f: impl FnMut(&Snap) -> Res<T>) -> Result<T> {
-        let mut last = Fault::Stale;
-        for _ in 0..RETRIES {
-            match f(snap) {
-                Ok(v) => return Ok(v),
-                Err(Fault::Fail(e)) => return Err(e),
-                Err(Fault::Stale) => {
-                    self.refresh()?;
-                    *snap = self.snapshot();
-                    last = Fault::Stale;
-                }
-            }
-        }
-        Err(stale_to_corrupt(last, "page or extent"))
-    }
-
     pub fn lookup(&self, keys: &[Key], first: &mut [Value], found: &mut [u8]) -> Result<()> {
         if first.len() < keys.len() || found.len() < keys.len() {
             return Err(Error::InvalidArgument(
                 "output arrays shorter than keys".into(),
             ));
         }
-        self.maybe_refresh()?;
-        let mut snap = self.snapshot();
-        for (i, k) in keys.iter().enumerate() {
-            let v = self.retry(&mut snap, |s| s.first(k))?;
+        self.each(keys.len(), |s, i| {
+            let v = s.first(&keys[i])?;
             found[i] = u8::from(v.is_some());
             first[i] = v.unwrap_or_default();
-        }
-        Ok(())
+            Ok(())
+        })
     }
 
     pub fn get(&self, keys: &[Key], values: &mut [Value], counts: &mut [u64]) -> Result<usize> {
         if counts.len() < keys.len() {
             return Err(Error::InvalidArgument("counts shorter than keys".into()));
         }
-        self.maybe_refresh()?;
-        let mut snap = self.snapshot();
-        let mut set = Vec::new();
         let mut total = 0usize;
-        for (i, k) in keys.iter().enumerate() {
-            set = self.retry(&mut snap, |s| s.all(k))?;
+        self.each(keys.len(), |s, i| {
+            let set = s.all(&keys[i])?;
             counts[i] = set.len() as u64;
             if let Some(out) = values.get_mut(total..total + set.len()) {
                 out.copy_from_slice(&set);
             }
             total += set.len();
-        }
-        drop(set);
+            Ok(())
+        })?;
         if total > values.len() {
             return Err(Error::BufferTooSmall {
                 needed: total,
@@ -270,6 +316,13 @@ fn compact(overlay: &mut Vec<Arc<Memtable>>) {
         let mut merged = Arc::unwrap_or_clone(older);
         merged.absorb(&newer);
         overlay.push(Arc::new(merged));
+    }
+}
+
+impl Drop for Reader {
+    fn drop(&mut self) {
+        // Other threads' copies go when they use other readers or exit.
+        let _ = SNAPS.try_with(|c| c.borrow_mut().retain(|e| e.0 != self.id));
     }
 }
 

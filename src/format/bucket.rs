@@ -16,7 +16,7 @@ use super::page::{seal, Page, HEADER, MAGIC_BUCKET};
 use crate::error::{Error, Result};
 use crate::{Key, Value};
 
-pub const INLINE_MAX: usize = 4;
+pub const INLINE_MAX: usize = 8;
 pub const EXTENT: u8 = 0xFF;
 const EXTENT_BODY: usize = 8 + 16 + 8 + 4 + 4;
 
@@ -174,7 +174,7 @@ fn entry_at(p: &Page, at: usize, offset: u64) -> Result<(Key, Set)> {
             }
             Set::Extent(x)
         }
-        1..=4 => {
+        c if (1..=INLINE_MAX as u8).contains(&c) => {
             let n = c as usize;
             if body + 16 * n > PAGE {
                 return Err(bad(offset, "inline values beyond page end"));
