@@ -360,6 +360,8 @@ fn random_ops_match_the_model() {
     r.refresh().unwrap();
     check_model(&r, &model, &[]);
     w.close().unwrap();
+    let report = hashdir::verify(&path).unwrap();
+    assert!(report.is_ok(), "{:?}", report.problems);
 }
 
 /// Child roles: a reader process, a second writer, a writer killed mid-run.
@@ -484,6 +486,8 @@ fn sigkill_keeps_every_acknowledged_batch() {
         child.wait().unwrap();
         let acked = acked.expect("child acknowledged nothing");
         let w = Writer::open(&path, &small_log()).unwrap();
+        let report = hashdir::verify(&path).unwrap();
+        assert!(report.is_ok(), "round {round}: {:?}", report.problems);
         let r = Reader::open(&path, &opts()).unwrap();
         // Every acknowledged batch is whole; the batch after it is whole or absent.
         for b in 0..=acked + 1 {
@@ -516,4 +520,152 @@ fn unsafe_free_kill(pid: u32) {
         .status()
         .unwrap();
     assert!(st.success());
+}
+
+fn scan_all(r: &Reader) -> Model {
+    let mut out = Model::new();
+    r.scan(|k, vs| {
+        let fresh = out.insert(*k, vs.iter().copied().collect()).is_none();
+        assert!(fresh, "scan visited {k:?} twice");
+        assert_eq!(out[k].len(), vs.len(), "scan gave duplicate values");
+        true
+    })
+    .unwrap();
+    out
+}
+
+#[test]
+fn scan_verify_and_gc_agree_with_the_model() {
+    let mut rng = Rng::seeded("scan_verify_and_gc_agree_with_the_model");
+    let d = TempDir::new("scan");
+    let path = d.file("t.h5");
+    let mut w = Writer::open(&path, &small_log()).unwrap();
+    let mut model = Model::new();
+    for _ in 0..40 {
+        for _ in 0..300 {
+            let key = k(rng.below(2000));
+            if rng.below(8) == 0 {
+                w.delete_keys(&[key]).unwrap();
+                model.remove(&key);
+            } else {
+                let v = k(rng.below(if key == k(3) { 3000 } else { 12 }));
+                w.insert(&[key], &[v]).unwrap();
+                model.entry(key).or_default().insert(v);
+            }
+        }
+        w.commit().unwrap();
+    }
+    // Part of the state is only in the WAL: the scan merges it with the pages.
+    let r = Reader::open(&path, &opts()).unwrap();
+    assert_eq!(scan_all(&r), model);
+    let mut seen = 0;
+    r.scan(|_, _| {
+        seen += 1;
+        seen < 5
+    })
+    .unwrap();
+    assert_eq!(seen, 5, "scan stops when asked");
+    w.checkpoint().unwrap();
+    let report = hashdir::verify(&path).unwrap();
+    assert!(report.is_ok(), "{:?}", report.problems);
+    assert_eq!(report.keys, model.len() as u64);
+    assert_eq!(
+        report.values,
+        model.values().map(|s| s.len() as u64).sum::<u64>()
+    );
+    assert_eq!(
+        w.gc().unwrap(),
+        hashdir::GcReport::default(),
+        "nothing is orphaned"
+    );
+    r.refresh().unwrap();
+    assert_eq!(scan_all(&r), model);
+    w.close().unwrap();
+}
+
+/// Rewrites the newest root slot with `edit` applied (a test's way to make orphans).
+fn edit_root(path: &Path, edit: impl Fn(&mut hashdir::format::root::Root)) {
+    use hashdir::format::layout::ROOT_SLOT;
+    let bytes = std::fs::read(path).unwrap();
+    let magic = hashdir::format::root::MAGIC;
+    let at = bytes
+        .windows(8)
+        .position(|w| w == magic)
+        .expect("a root slot");
+    let slot0 = &bytes[at..at + ROOT_SLOT];
+    let slot1 = &bytes[at + ROOT_SLOT..at + 2 * ROOT_SLOT];
+    let mut root = hashdir::format::root::newest(slot0, slot1).unwrap();
+    let slot = at as u64 + (root.epoch % 2) * ROOT_SLOT as u64;
+    edit(&mut root);
+    let f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&f, &root.encode(), slot).unwrap();
+}
+
+#[test]
+fn gc_reclaims_orphans_once_and_keeps_data() {
+    let d = TempDir::new("gc");
+    let path = d.file("t.h5");
+    let mut w = Writer::open(&path, &opts()).unwrap();
+    let keys: Vec<Key> = (0..20_000).map(k).collect();
+    for round in 0..3u64 {
+        let vals: Vec<Value> = (0..20_000).map(|i| k(i + round)).collect();
+        w.insert(&keys, &vals).unwrap();
+        w.commit().unwrap();
+        w.checkpoint().unwrap();
+    }
+    w.close().unwrap();
+    let before = hashdir::verify(&path).unwrap();
+    assert!(before.is_ok(), "{:?}", before.problems);
+    // Forget the free-page list: those pages become orphans nothing references.
+    edit_root(&path, |r| r.free_pages = Default::default());
+    assert!(hashdir::verify(&path).unwrap().is_ok());
+    let mut w = Writer::open(&path, &opts()).unwrap();
+    let first = w.gc().unwrap();
+    assert!(first.pages_reclaimed > 100, "{first:?}");
+    assert_eq!(w.gc().unwrap(), hashdir::GcReport::default(), "idempotent");
+    w.close().unwrap();
+    let after = hashdir::verify(&path).unwrap();
+    assert!(after.is_ok(), "{:?}", after.problems);
+    assert_eq!((after.keys, after.values), (20_000, 60_000));
+}
+
+#[test]
+fn verify_and_readers_report_a_damaged_page() {
+    let d = TempDir::new("damage");
+    let path = d.file("t.h5");
+    let mut w = Writer::open(&path, &opts()).unwrap();
+    let keys: Vec<Key> = (0..5_000).map(k).collect();
+    w.insert(&keys, &keys).unwrap();
+    w.close().unwrap(); // one checkpoint: every bucket page in the file is live
+    let mut bytes = std::fs::read(&path).unwrap();
+    let page = (0..bytes.len() / 4096)
+        .map(|i| i * 4096)
+        .find(|at| &bytes[*at..*at + 4] == b"HDBK")
+        .expect("a bucket page");
+    bytes[page + 200] ^= 0x40;
+    std::fs::write(&path, &bytes).unwrap();
+    let report = hashdir::verify(&path).unwrap();
+    assert!(!report.is_ok());
+    assert!(
+        report.problems.iter().any(|p| p.contains("bucket page")),
+        "{:?}",
+        report.problems
+    );
+    let r = Reader::open(&path, &opts()).unwrap();
+    let mut corrupt = 0;
+    for key in &keys {
+        let (mut first, mut found) = ([[0u8; 16]; 1], [0u8; 1]);
+        match r.lookup(std::slice::from_ref(key), &mut first, &mut found) {
+            Ok(()) => assert!(
+                found[0] == 1 && first[0] == *key,
+                "wrong answer, not an error"
+            ),
+            Err(Error::Corrupt { .. }) => corrupt += 1,
+            Err(e) => panic!("unexpected error {e}"),
+        }
+    }
+    assert!(
+        corrupt > 0 && corrupt < keys.len(),
+        "{corrupt} keys reported corrupt"
+    );
 }

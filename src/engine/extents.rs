@@ -101,16 +101,18 @@ impl ExtentAlloc {
         let contiguous = (first..last).all(|c| chunks[c] + BLOB_CHUNK == chunks[c + 1]);
         let gap = (self.hw[shard], start);
         self.hw[shard] = end;
-        self.free_gap(chunks, shard, gap);
+        self.free_range(chunks, shard, gap);
         if !contiguous {
             // Keep the run usable by smaller extents; try again past it.
-            self.free_gap(chunks, shard, (start, end));
+            self.free_range(chunks, shard, (start, end));
             return Ok(None);
         }
         Ok(Some(chunks[first] + start % BLOB_CHUNK))
     }
 
-    fn free_gap(&mut self, chunks: &[u64], shard: usize, (mut from, to): (u64, u64)) {
+    /// Frees the logical byte range [from, to) of a shard (multiples of the smallest extent)
+    /// as aligned power-of-two pieces, reusable at once: nothing a root references is in it.
+    pub fn free_range(&mut self, chunks: &[u64], shard: usize, (mut from, to): (u64, u64)) {
         while from < to {
             let mut piece = from & from.wrapping_neg();
             if from == 0 {

@@ -227,6 +227,10 @@ impl Memtable {
         }
     }
 
+    pub fn keys(&self) -> impl Iterator<Item = &Key> {
+        self.map.keys()
+    }
+
     pub fn get(&self, k: &Key) -> Option<&Delta> {
         self.map.get(k)
     }

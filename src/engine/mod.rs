@@ -9,6 +9,7 @@
 mod array;
 mod checkpoint;
 mod extents;
+mod gc;
 mod memtable;
 mod oplog;
 mod options;
@@ -18,9 +19,13 @@ mod recovery;
 mod source;
 mod state;
 mod valueset;
+mod verify;
 mod wal;
+mod walk;
 mod writer;
 
+pub use gc::GcReport;
 pub use options::{Options, Stats, DEFAULT_CHECKPOINT_BYTES};
 pub use reader::Reader;
+pub use verify::{verify, VerifyReport};
 pub use writer::Writer;

@@ -215,6 +215,24 @@ impl Reader {
         Ok(total)
     }
 
+    /// Calls `f(key, values)` for every key that has values, in hash order, until `f` returns
+    /// false. A scan the writer overtakes (pages reused under it) refreshes and resumes after
+    /// the last bucket it finished, so every key is visited once.
+    pub fn scan(&self, mut f: impl FnMut(&Key, &[Value]) -> bool) -> Result<()> {
+        let mut next = Some(0u64);
+        let mut tries = 0;
+        loop {
+            match self.snapshot().scan_from(&mut next, &mut f) {
+                Ok(()) => return Ok(()),
+                Err(Fault::Stale) if tries < RETRIES => {
+                    tries += 1;
+                    self.refresh()?;
+                }
+                Err(fault) => return Err(stale_to_corrupt(fault, "page or extent")),
+            }
+        }
+    }
+
     pub fn stats(&self) -> Result<Stats> {
         let s = self.snapshot();
         Ok(Stats::of(&s.root, s.map.len() as u64, s.wal.pos))
@@ -332,21 +350,117 @@ impl Snap {
         self.dir[i / LEAF].items[i % LEAF]
     }
 
-    /// The key's set as of the root.
-    fn base(&self, h: u64, key: &Key) -> Res<Option<Set>> {
-        let e = self.dir_entry(dir_index(h, self.root.global_depth));
+    /// Reads the bucket page the directory entry `e` points at, for a key with hash `h`.
+    fn bucket(&self, e: u64, h: u64, page: &mut [u8; PAGE]) -> Res<()> {
         let (depth, off) = (entry_depth(e), entry_offset(e));
-        if off == 0 {
-            return Ok(None);
-        }
-        let mut page = [0u8; PAGE];
         self.map
-            .page_into(off, MAGIC_BUCKET, self.root.epoch, "bucket page", &mut page)?;
-        let (d, _, pfx) = bucket::header(&page);
+            .page_into(off, MAGIC_BUCKET, self.root.epoch, "bucket page", page)?;
+        let (d, _, pfx) = bucket::header(page);
         if d != depth || pfx != prefix(h, depth) {
             return Err(Fault::Stale);
         }
-        Ok(bucket::find(&page, h, key, off)?)
+        Ok(())
+    }
+
+    /// The key's set as of the root.
+    fn base(&self, h: u64, key: &Key) -> Res<Option<Set>> {
+        let e = self.dir_entry(dir_index(h, self.root.global_depth));
+        if entry_offset(e) == 0 {
+            return Ok(None);
+        }
+        let mut page = [0u8; PAGE];
+        self.bucket(e, h, &mut page)?;
+        Ok(bucket::find(&page, h, key, entry_offset(e))?)
+    }
+
+    /// Every key the overlay changes, with its composed delta, in (hash, key) order.
+    fn overlay_keys(&self) -> Vec<(u64, Key, Delta)> {
+        let keys: std::collections::HashSet<Key> = self
+            .overlay
+            .iter()
+            .flat_map(|l| l.keys())
+            .copied()
+            .collect();
+        let mut out: Vec<(u64, Key, Delta)> = keys
+            .into_iter()
+            .filter_map(|k| Some((key_hash(&k), k, self.delta(&k)?)))
+            .collect();
+        out.sort_unstable_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+        out
+    }
+
+    /// Scans buckets from hash `*next` on; leaves `*next` at the first hash not yet visited
+    /// (None when done or when `f` asked to stop).
+    fn scan_from(
+        &self,
+        next: &mut Option<u64>,
+        f: &mut impl FnMut(&Key, &[Value]) -> bool,
+    ) -> Res<()> {
+        let overlay = self.overlay_keys();
+        let gd = self.root.global_depth;
+        while let Some(from) = *next {
+            let e = self.dir_entry(dir_index(from, gd));
+            let depth = entry_depth(e);
+            let lo = prefix(from, depth);
+            let hi = if depth == 0 {
+                u64::MAX
+            } else {
+                lo | (u64::MAX >> depth)
+            };
+            let mut base = Vec::new();
+            if entry_offset(e) != 0 {
+                let mut page = [0u8; PAGE];
+                self.bucket(e, from, &mut page)?;
+                base = bucket::decode(&page, entry_offset(e))?;
+            }
+            let a = overlay.partition_point(|x| x.0 < from);
+            let b = overlay.partition_point(|x| x.0 <= hi);
+            if !self.emit(&base, &overlay[a..b], from, f)? {
+                *next = None;
+                return Ok(());
+            }
+            *next = hi.checked_add(1);
+        }
+        Ok(())
+    }
+
+    /// Hands `f` the keys of one bucket merged with the overlay; false when `f` said stop.
+    fn emit(
+        &self,
+        base: &[bucket::Entry],
+        overlay: &[(u64, Key, Delta)],
+        from: u64,
+        f: &mut impl FnMut(&Key, &[Value]) -> bool,
+    ) -> Res<bool> {
+        let mut base = base.iter().filter(|e| e.hash >= from).peekable();
+        let mut over = overlay.iter().peekable();
+        loop {
+            let take_base = match (base.peek(), over.peek()) {
+                (None, None) => return Ok(true),
+                (Some(_), None) => true,
+                (None, Some(_)) => false,
+                (Some(e), Some(o)) => (e.hash, e.key) <= (o.0, o.1),
+            };
+            let (key, stored, delta) = if take_base {
+                let e = base.next().unwrap();
+                let d = over.next_if(|o| o.1 == e.key).map(|o| &o.2);
+                (e.key, Some(&e.set), d)
+            } else {
+                let o = over.next().unwrap();
+                (o.1, None, Some(&o.2))
+            };
+            let have = match stored {
+                Some(set) if !delta.is_some_and(|d| d.cleared) => self.values(set)?,
+                _ => Vec::new(),
+            };
+            let values = match delta {
+                Some(d) => d.resolve(&have),
+                None => have,
+            };
+            if !values.is_empty() && !f(&key, &values) {
+                return Ok(false);
+            }
+        }
     }
 
     /// The key's delta over the root, all overlay layers composed.

@@ -1,6 +1,7 @@
 //! The single writer: batches ops into a WAL frame, commits it, checkpoints when the log is full.
 
 use super::checkpoint;
+use super::gc::{self, GcReport};
 use super::oplog::OpLog;
 use super::options::{Options, Stats};
 use super::recovery;
@@ -149,6 +150,31 @@ impl Writer {
                 Err(e)
             }
         }
+    }
+
+    /// The full garbage-collection pass: checkpoints what is committed, then reclaims every
+    /// page and extent that the root neither references nor lists as free, and publishes the
+    /// new free lists. The pending (uncommitted) batch is left as it is.
+    pub fn gc(&mut self) -> Result<GcReport> {
+        self.checkpoint()?;
+        let report = gc::collect(&self.file, &mut self.st)?;
+        if report != GcReport::default() {
+            self.publish()?;
+        }
+        Ok(report)
+    }
+
+    /// A checkpoint even when nothing was committed, to make changed free lists durable.
+    fn publish(&mut self) -> Result<()> {
+        let room = self.log_capacity();
+        checkpoint::run(
+            &mut self.file,
+            &mut self.st,
+            &mut self.mem,
+            &mut self.wal,
+            room,
+            self.sync,
+        )
     }
 
     pub fn stats(&self) -> Result<Stats> {
