@@ -265,6 +265,33 @@ static void check_close_and_reopen(const char *path, hashdir_writer *w, hashdir_
   tap_ok(hashdir_reader_close(r2), "close it");
 }
 
+static void check_gc_and_verify(const char *path) {
+  hashdir_options o;
+  hashdir_options_init(&o);
+  hashdir_writer *w = NULL;
+  TAP_REQUIRE(tap_ok(hashdir_writer_open(path, &o, &w), "reopen for gc"));
+  uint64_t pages = 99, bytes = 99;
+  tap_ok(hashdir_writer_gc(w, &pages, &bytes), "writer_gc");
+  tap_check(pages == 0 && bytes == 0, "a sound file has no orphans (%llu pages, %llu bytes)",
+            (unsigned long long)pages, (unsigned long long)bytes);
+  tap_ok(hashdir_writer_gc(w, NULL, NULL), "writer_gc without counters");
+  tap_ok(hashdir_writer_close(w), "close after gc");
+
+  char report[512];
+  uint64_t problems = 99;
+  tap_ok(hashdir_verify(path, report, sizeof report, &problems), "verify a sound file");
+  tap_check(problems == 0 && strncmp(report, "ok: epoch", 9) == 0, "verify report: %s", report);
+  char tiny[4];
+  tap_ok(hashdir_verify(path, tiny, sizeof tiny, NULL), "verify into a tiny buffer");
+  tap_check(strcmp(tiny, "ok:") == 0, "the report is cut and NUL-terminated");
+  tap_fails(hashdir_verify(NULL, report, sizeof report, &problems), HASHDIR_ERR_INVALID_ARGUMENT,
+            "hashdir_verify", NULL, "verify with a NULL path");
+  char missing[4096 + 16];
+  snprintf(missing, sizeof missing, "%s.missing", path);
+  tap_fails(hashdir_verify(missing, NULL, 0, NULL), HASHDIR_ERR_NOT_FOUND, "hashdir_verify",
+            "does not exist", "verify a missing file");
+}
+
 int main(int argc, char **argv) {
   if (argc != 2) {
     fprintf(stderr, "usage: %s <scratch dir>\n", argv[0]);
@@ -293,5 +320,6 @@ int main(int argc, char **argv) {
   check_second_writer(path);
   check_threads(w, r);
   check_close_and_reopen(path, w, r);
+  check_gc_and_verify(path);
   return tap_done();
 }

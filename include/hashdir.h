@@ -239,6 +239,35 @@ const char *hashdir_status_name(uint32_t status);
 void hashdir_options_init(struct hashdir_options *opts);
 
 /**
+ * Checks the file at `path` against every rule of its format: all checksums, directory
+ * against local depths, entry counts against the statistics, extents within the file and
+ * against their checksums, no page referenced twice, free lists disjoint from live space.
+ * Safe while a writer runs (a check the writer overtook is redone on its newer state).
+ *
+ * Writes a NUL-terminated report into `report` (one problem a line, each saying what and
+ * at which file offset, or one `ok: ...` line with the counts), cut to `report_len`
+ * bytes; `report` may be NULL when `report_len` is 0. `*problems` (may be NULL) gets the
+ * number of problems.
+ *
+ * # Errors
+ * `HASHDIR_ERR_CORRUPT` when problems were found (the report lists them, and
+ * `hashdir_last_error` names the first); `HASHDIR_ERR_NOT_FOUND`,
+ * `HASHDIR_ERR_NOT_HASHDIR`, `HASHDIR_ERR_IO` as for opening a reader;
+ * `HASHDIR_ERR_INVALID_ARGUMENT` for a NULL path.
+ *
+ * # Threads
+ * Any thread.
+ *
+ * # Safety
+ * `path` is NULL or a NUL-terminated string; `report` is NULL or `report_len` writable
+ * bytes; `problems` is NULL or writable.
+ */
+enum hashdir_status hashdir_verify(const char *path,
+                                   char *report,
+                                   size_t report_len,
+                                   uint64_t *problems);
+
+/**
  * Opens (or, with `HASHDIR_CREATE`, creates) the file at `path` for writing, and
  * recovers committed changes a crashed writer left in its WAL.
  *
@@ -386,6 +415,26 @@ enum hashdir_status hashdir_writer_stats(struct hashdir_writer *w, struct hashdi
  * `w` is NULL or a live writer handle, which this call consumes: do not use it again.
  */
 enum hashdir_status hashdir_writer_close(struct hashdir_writer *w);
+
+/**
+ * The full garbage-collection pass: checkpoints what is committed, recomputes live space
+ * from the root, returns every page and extent byte that nothing references and no free
+ * list holds to the free lists, and publishes them. Idempotent: a second pass reclaims 0.
+ * Either out-parameter may be NULL.
+ *
+ * # Errors
+ * `HASHDIR_ERR_INVALID_ARGUMENT` for a NULL writer; `HASHDIR_ERR_CORRUPT` when the file
+ * fails verification (nothing is reclaimed then); `HASHDIR_ERR_IO`; `HASHDIR_ERR_PANIC`.
+ *
+ * # Threads
+ * Any thread; calls on one writer are serialised.
+ *
+ * # Safety
+ * `w` is NULL or a live writer handle; each out-parameter is NULL or writable.
+ */
+enum hashdir_status hashdir_writer_gc(struct hashdir_writer *w,
+                                      uint64_t *pages_reclaimed,
+                                      uint64_t *extent_bytes_reclaimed);
 
 /**
  * Opens the file at `path` for reading, seeing the last commit. Any number of readers,

@@ -25,6 +25,7 @@ mod args;
 mod call;
 mod options;
 mod stats;
+mod verify;
 mod writer;
 // Last on purpose: cbindgen lists functions in module order, the writer's first.
 mod reader;
@@ -39,8 +40,9 @@ pub use reader::{
     hashdir_reader, hashdir_reader_close, hashdir_reader_get, hashdir_reader_lookup,
     hashdir_reader_open, hashdir_reader_refresh, hashdir_reader_stats,
 };
+pub use verify::hashdir_verify;
 pub use writer::{
     hashdir_writer, hashdir_writer_checkpoint, hashdir_writer_close, hashdir_writer_commit,
-    hashdir_writer_delete_keys, hashdir_writer_delete_pairs, hashdir_writer_insert,
-    hashdir_writer_open, hashdir_writer_stats,
+    hashdir_writer_delete_keys, hashdir_writer_delete_pairs, hashdir_writer_gc,
+    hashdir_writer_insert, hashdir_writer_open, hashdir_writer_stats,
 };

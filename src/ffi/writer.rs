@@ -323,3 +323,39 @@ mod tests {
         );
     }
 }
+
+/// The full garbage-collection pass: checkpoints what is committed, recomputes live space
+/// from the root, returns every page and extent byte that nothing references and no free
+/// list holds to the free lists, and publishes them. Idempotent: a second pass reclaims 0.
+/// Either out-parameter may be NULL.
+///
+/// # Errors
+/// `HASHDIR_ERR_INVALID_ARGUMENT` for a NULL writer; `HASHDIR_ERR_CORRUPT` when the file
+/// fails verification (nothing is reclaimed then); `HASHDIR_ERR_IO`; `HASHDIR_ERR_PANIC`.
+///
+/// # Threads
+/// Any thread; calls on one writer are serialised.
+///
+/// # Safety
+/// `w` is NULL or a live writer handle; each out-parameter is NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn hashdir_writer_gc(
+    w: *mut hashdir_writer,
+    pages_reclaimed: *mut u64,
+    extent_bytes_reclaimed: *mut u64,
+) -> hashdir_status {
+    ffi_call("hashdir_writer_gc", || {
+        // SAFETY: `w` is NULL or live, by contract.
+        let report = unsafe { writer(w) }?.with(Writer::gc)?;
+        for (ptr, v) in [
+            (pages_reclaimed, report.pages_reclaimed),
+            (extent_bytes_reclaimed, report.extent_bytes_reclaimed),
+        ] {
+            if !ptr.is_null() {
+                // SAFETY: non-NULL out-parameters are writable, by contract.
+                unsafe { out_init(ptr, v, "gc counter") }?;
+            }
+        }
+        Ok(())
+    })
+}
