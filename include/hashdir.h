@@ -367,8 +367,9 @@ enum hashdir_status hashdir_writer_delete_pairs(struct hashdir_writer *w,
 enum hashdir_status hashdir_writer_commit(struct hashdir_writer *w);
 
 /**
- * Commits, then folds the WAL into the hash directory and starts a new epoch, so the
- * WAL is empty and the counts in `hashdir_stats` are current.
+ * Folds everything committed into the hash directory and starts a new epoch, so the WAL
+ * is empty and the counts in `hashdir_stats` are current. Changes not yet committed stay
+ * pending: a checkpoint never splits or commits a batch.
  *
  * # Errors
  * As `hashdir_writer_commit`.

@@ -12,8 +12,9 @@ as_root() {
 
 install_packages() {
   # C toolchain for the bundled HDF5 and the C tests; nm for the symbol checks; pkg-config for
-  # the .pc test; h5dump (hdf5-tools) to show files stay readable by stock HDF5 tools.
-  local need=(build-essential binutils pkg-config hdf5-tools python3-pip curl ca-certificates)
+  # the .pc test; h5dump (hdf5-tools) to show files stay readable by stock HDF5 tools;
+  # gfortran for the Fortran example (tests/examples.rs).
+  local need=(build-essential binutils pkg-config hdf5-tools gfortran python3-pip curl ca-certificates)
   local missing=()
   for p in "${need[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -39,6 +40,20 @@ install_cmake() {
   cmake --version | head -n 1
 }
 
+install_python_packages() {
+  # NumPy and h5py for the Python example and its test (tests/examples.rs), which reads
+  # hashdir files with h5py to show they are ordinary HDF5.
+  if python3 -c 'import numpy, h5py' 2>/dev/null; then
+    return
+  fi
+  if [ "$(id -u)" -eq 0 ]; then
+    python3 -m pip install --quiet --break-system-packages numpy h5py
+  else
+    python3 -m pip install --quiet --user --break-system-packages numpy h5py
+  fi
+  python3 -c 'import numpy, h5py; print("numpy", numpy.__version__, "h5py", h5py.__version__)'
+}
+
 install_rust() {
   # Debian's rustc is too old for this crate; rustup installs the current stable toolchain.
   [ -x "$HOME/.cargo/bin/cargo" ] && PATH="$HOME/.cargo/bin:$PATH"
@@ -52,6 +67,7 @@ install_rust() {
 setup() {
   install_packages
   install_cmake
+  install_python_packages
   install_rust
 }
 

@@ -3,6 +3,7 @@
 //! new root — the one atomic step. Nothing the previous root references is overwritten.
 
 use super::array::{self, Shape};
+use super::failpoint;
 use super::memtable::Delta;
 use super::oplog::OpLog;
 use super::pages::PageBatch;
@@ -75,6 +76,7 @@ pub fn run(
     cp.halve();
     let wal_grew = cp.ensure_wal(wal_bytes)?;
     let root = cp.write_metadata(wal, wal_grew)?;
+    failpoint::hit("checkpoint.metadata_built");
     cp.publish(root, sync)?;
     *wal = Cursor {
         gen: wal.gen + 1,
@@ -180,6 +182,7 @@ impl Checkpoint<'_> {
                 "more keys than fit a page share the hash prefix {pfx:#x}/{depth}"
             )));
         }
+        failpoint::hit("checkpoint.split");
         let bit = 1u64 << (63 - depth);
         let mid = entries.partition_point(|e| e.hash & bit == 0);
         self.split(&entries[..mid], pfx, depth + 1)?;
@@ -217,6 +220,7 @@ impl Checkpoint<'_> {
     }
 
     fn double(&mut self) {
+        failpoint::hit("checkpoint.double");
         self.st.dir = self.st.dir.iter().flat_map(|e| [*e, *e]).collect();
         self.st.root.global_depth += 1;
         self.dir_resized = true;
@@ -224,6 +228,7 @@ impl Checkpoint<'_> {
 
     fn halve(&mut self) {
         while self.gd() > 0 && self.st.dir.iter().all(|e| entry_depth(*e) < self.gd()) {
+            failpoint::hit("checkpoint.halve");
             self.st.dir = self.st.dir.iter().step_by(2).copied().collect();
             self.st.root.global_depth -= 1;
             self.dir_resized = true;
@@ -276,6 +281,7 @@ impl Checkpoint<'_> {
                 self.st.pages.freed.push(boff);
                 self.buckets -= 1;
             }
+            failpoint::hit("checkpoint.merge");
             self.pending.remove(&(bpfx, d));
             let mine = self.pending.remove(&(pfx, d)).unwrap_or_default();
             let (mut lo, hi) = if pfx < bpfx {
@@ -379,8 +385,16 @@ impl Checkpoint<'_> {
         if sync {
             self.file.sync()?;
         }
+        failpoint::hit("checkpoint.pages_written");
         let slot = self.file.root_offset() + (root.epoch % 2) * ROOT_SLOT as u64;
-        self.file.write_at(slot, &root.encode())?;
+        let bytes = root.encode();
+        if cfg!(feature = "failpoints") {
+            // A torn root slot: its first half reaches the file, then the process dies.
+            self.file.write_at(slot, &bytes[..ROOT_SLOT / 2])?;
+            failpoint::hit("checkpoint.root_torn");
+        }
+        self.file.write_at(slot, &bytes)?;
+        failpoint::hit("checkpoint.root_written");
         if sync {
             self.file.sync()?;
         }

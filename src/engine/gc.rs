@@ -29,6 +29,7 @@ pub fn collect(file: &WriterFile, st: &mut State) -> Result<GcReport> {
             format!("gc reclaims nothing from a file that fails verification: {first}"),
         ));
     }
+    super::failpoint::hit("gc.marked");
     let mut report = GcReport::default();
     let used: HashSet<u64> = live
         .pages

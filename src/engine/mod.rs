@@ -9,6 +9,7 @@
 mod array;
 mod checkpoint;
 mod extents;
+pub mod failpoint;
 mod gc;
 mod memtable;
 mod oplog;

@@ -32,6 +32,7 @@ impl PageBatch {
         for (off, page) in self.pages.drain(..) {
             if !run.is_empty() && run_start + run.len() as u64 != off {
                 file.write_at(run_start, &run)?;
+                super::failpoint::hit("checkpoint.pages_partial");
                 run.clear();
             }
             if run.is_empty() {

@@ -16,9 +16,11 @@ pub fn recover(file: &WriterFile) -> Result<(State, OpLog, Cursor)> {
     };
     let mut mem = OpLog::default();
     let end = wal::scan(file, &st.wal_chunks, start, |ops| {
+        super::failpoint::hit("recovery.replaying");
         for op in ops {
             mem.apply(&op);
         }
     })?;
+    super::failpoint::hit("recovery.replayed");
     Ok((st, mem, end))
 }

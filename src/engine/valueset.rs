@@ -3,6 +3,7 @@
 //! when it has not, demoted back inline when it shrinks.
 
 use super::extents::{self, cap_for, shard_of, to_bytes, ExtentAlloc};
+use super::failpoint;
 use super::memtable::Delta;
 use super::source::settled;
 use crate::error::Result;
@@ -39,8 +40,11 @@ impl Values<'_> {
                 return Ok(Some(kept));
             }
             self.alloc.free(shard, x.offset, x.cap);
+            if !new.is_empty() && new.len() <= INLINE_MAX {
+                failpoint::hit("checkpoint.demote");
+            }
         }
-        self.place(shard, &new)
+        self.place(shard, &new, matches!(old, Some(Set::Extent(_))))
     }
 
     /// Writes only the new values into the extent's spare room, when nothing was removed.
@@ -49,6 +53,7 @@ impl Values<'_> {
         if !grows || base.is_empty() || new[..base.len().min(new.len())] != *base {
             return Ok(None);
         }
+        failpoint::hit("checkpoint.append");
         let tail = to_bytes(&new[base.len()..]);
         self.file
             .write_at(x.offset + base.len() as u64 * 16, &tail)?;
@@ -59,13 +64,14 @@ impl Values<'_> {
         })))
     }
 
-    fn place(&mut self, shard: usize, new: &[Value]) -> Result<Option<Set>> {
+    fn place(&mut self, shard: usize, new: &[Value], was_extent: bool) -> Result<Option<Set>> {
         if new.is_empty() {
             return Ok(None);
         }
         if new.len() <= INLINE_MAX {
             return Ok(Some(Set::inline(new)));
         }
+        failpoint::hit(if was_extent { "checkpoint.copy" } else { "checkpoint.promote" });
         let cap = cap_for(new.len());
         let offset = self.alloc.alloc(self.file, shard, cap)?;
         let bytes = to_bytes(new);

@@ -1,6 +1,7 @@
 //! The single writer: batches ops into a WAL frame, commits it, checkpoints when the log is full.
 
 use super::checkpoint;
+use super::failpoint;
 use super::gc::{self, GcReport};
 use super::oplog::OpLog;
 use super::options::{Options, Stats};
@@ -103,9 +104,11 @@ impl Writer {
         }
         let frame = self.batch.finish(self.wal.gen, self.wal.lsn);
         wal::append(&self.file, &self.st.wal_chunks, &mut self.wal, frame)?;
+        failpoint::hit("commit.frame_written");
         if self.sync {
             self.file.sync()?;
         }
+        failpoint::hit("commit.durable");
         for op in self.batch.iter() {
             self.mem.apply(&op);
         }
@@ -158,6 +161,7 @@ impl Writer {
     pub fn gc(&mut self) -> Result<GcReport> {
         self.checkpoint()?;
         let report = gc::collect(&self.file, &mut self.st)?;
+        failpoint::hit("gc.reclaimed");
         if report != GcReport::default() {
             self.publish()?;
         }

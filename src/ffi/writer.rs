@@ -215,8 +215,9 @@ pub unsafe extern "C" fn hashdir_writer_commit(w: *mut hashdir_writer) -> hashdi
     })
 }
 
-/// Commits, then folds the WAL into the hash directory and starts a new epoch, so the
-/// WAL is empty and the counts in `hashdir_stats` are current.
+/// Folds everything committed into the hash directory and starts a new epoch, so the WAL
+/// is empty and the counts in `hashdir_stats` are current. Changes not yet committed stay
+/// pending: a checkpoint never splits or commits a batch.
 ///
 /// # Errors
 /// As `hashdir_writer_commit`.

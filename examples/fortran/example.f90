@@ -1,0 +1,125 @@
+! hashdir from Fortran 2008 through the hashdir module: write a batch, read it back,
+! delete, refresh.
+! Build: gfortran -std=f2008 hashdir.f90 example.f90 -o example $(pkg-config --libs hashdir)
+! Run:   ./example /tmp/example.h5
+! Prints one line per step; stops with a non-zero code (reason on stderr) if a check fails.
+program example
+  use, intrinsic :: iso_c_binding, only: c_int64_t, c_size_t
+  use, intrinsic :: iso_fortran_env, only: error_unit
+  use hashdir
+  implicit none
+
+  type(hd_writer) :: w, second
+  type(hd_reader) :: r, missing
+  type(hashdir_key), allocatable :: keys(:)
+  type(hashdir_value), allocatable :: values(:), buffer(:), first(:)
+  type(hashdir_stats) :: st
+  logical, allocatable :: found(:)
+  integer(c_int64_t) :: counts(4), one_count(1)
+  integer(c_size_t) :: total
+  character(len=:), allocatable :: path
+  character(len=512) :: msg
+  character(len=4096) :: arg
+  integer :: i, stat, unit
+
+  if (command_argument_count() >= 1) then
+    call get_command_argument(1, arg)
+    path = trim(arg)
+  else
+    path = "example.h5"
+  end if
+  open (newunit=unit, file=path, status="old", iostat=stat)
+  if (stat == 0) close (unit, status="delete")
+
+  call w%open(path)                   ! creates the file (HASHDIR_CREATE is the default)
+
+  ! Key 1 gets three values (and the pair (1, 10) twice: a set keeps it once), key 2 one,
+  ! key 3 two, key 4 a hundred.
+  keys = [hd_key([1, 1, 1, 1, 2, 3, 3]), (hd_key(4), i = 1, 100)]
+  values = [hd_value([10, 11, 12, 10, 20, 30, 31]), (hd_value(999 + i), i = 1, 100)]
+  call w%insert(keys, values)
+  call w%commit()
+  print '(a, i0, a)', "inserted ", size(keys), " pairs (106 distinct) and committed"
+
+  call r%open(path)
+  allocate (found(4), first(4))
+  call r%lookup(hd_key([1, 2, 3, 99]), found, first)
+  call expect(all(found .eqv. [.true., .true., .true., .false.]), "lookup found 1, 2, 3, not 99")
+  call expect(first(2) == hd_value(20), "key 2's only value is 20")
+  call expect(any(hd_to_int(first(1)) == [10_c_int64_t, 11_c_int64_t, 12_c_int64_t]), &
+              "key 1's first value is one of its values")
+  print '(a)', "lookup: 1 found, 2 found, 3 found, 99 absent"
+
+  ! get with a buffer of 4 values: the library answers HASHDIR_ERR_BUFFER_TOO_SMALL with
+  ! the total it needs, and r%get calls again with a buffer that size.
+  allocate (buffer(4))
+  call r%get(hd_key([1, 99, 3, 4]), counts, buffer, total)
+  call expect(all(counts == [3, 0, 2, 100]), "get counts 3 0 2 100")
+  call expect(total == 105 .and. size(buffer) == 105, "the buffer grew to the 105 values")
+  call expect(same_set(buffer(1:3), [10, 11, 12]), "key 1 values")
+  call expect(same_set(buffer(4:5), [30, 31]), "key 3 values")
+  call expect(same_set(buffer(6:105), [(999 + i, i = 1, 100)]), "key 4 values")
+  print '(a)', "get: counts 3 0 2 100 (105 values, first buffer held 4)"
+
+  ! One writer per file: a second one, here or in another process, is refused.
+  call second%open(path, stat=stat, errmsg=msg)
+  call expect(stat == HASHDIR_ERR_LOCKED, "second writer: HASHDIR_ERR_LOCKED")
+  call expect(index(msg, "is locked: another writer has it open") > 0, "the message says why")
+  call expect(.not. second%is_open(), "no handle for the refused writer")
+  print '(a, a)', "second writer refused: ", hd_status_name(stat)
+  print '(2x, a)', trim(msg)
+
+  ! Delete key 2, and pairs (1, 11), (3, 30), (3, 31) and (5, 50), which is not there.
+  call w%delete_keys([hd_key(2)])
+  call w%delete_pairs(hd_key([1, 3, 3, 5]), hd_value([11, 30, 31, 50]))
+  call w%commit()
+  call r%lookup([hd_key(2)], found(1:1))
+  call expect(found(1), "the reader's view is unchanged until refresh")
+  print '(a)', "before refresh: key 2 still found"
+
+  call r%refresh()
+  call r%lookup(hd_key([1, 2, 3, 99]), found)
+  call expect(all(found .eqv. [.true., .false., .false., .false.]), &
+              "after refresh: 1 found, 2 and 3 absent")
+  call r%get([hd_key(1)], one_count, buffer, total)
+  call expect(one_count(1) == 2 .and. same_set(buffer(1:2), [10, 12]), "key 1 is {10, 12}")
+  print '(a)', "after refresh: 1 found, 2 absent, 3 absent; key 1 values {10, 12}"
+
+  call w%checkpoint()                 ! stats count as of the last checkpoint
+  call w%stats(st)
+  call expect(st%keys == 2 .and. st%values == 102, "2 keys (1 and 4), 102 values")
+  print '(a, i0, a, i0)', "stats: keys ", st%keys, " values ", st%values
+
+  call missing%open(path // ".missing", stat=stat, errmsg=msg)
+  call expect(stat == HASHDIR_ERR_NOT_FOUND, "missing file: HASHDIR_ERR_NOT_FOUND")
+  call expect(index(msg, "does not exist") > 0, "the message says why")
+  print '(a, a)', "missing file: ", hd_status_name(stat)
+  print '(2x, a)', trim(msg)
+
+  call r%close()
+  call w%close()                      ! commits, checkpoints, releases the lock
+  print '(a)', "all checks passed"
+
+contains
+
+  subroutine expect(ok, what)
+    logical, intent(in) :: ok
+    character(len=*), intent(in) :: what
+    if (.not. ok) then
+      write (error_unit, '(a, a)') "check failed: ", what
+      error stop 1
+    end if
+  end subroutine expect
+
+  !> Whether `got` holds exactly the values made from `want`, in any order.
+  logical function same_set(got, want)
+    type(hashdir_value), intent(in) :: got(:)
+    integer, intent(in) :: want(:)
+    integer :: j
+    same_set = size(got) == size(want)
+    do j = 1, size(want)
+      same_set = same_set .and. any(got == hd_value(want(j)))
+    end do
+  end function same_set
+
+end program example

@@ -1,0 +1,616 @@
+! hashdir.f90: Fortran 2008 bindings for libhashdir (include/hashdir.h).
+!
+! Two layers:
+! - the C API itself, as bind(C) interfaces and interoperable derived types
+!   (hashdir_key, hashdir_value: integer(c_int8_t) :: bytes(16); hashdir_options;
+!   hashdir_stats) - every function returns an integer(c_int) status;
+! - handle types hd_writer and hd_reader with type-bound procedures. Each takes optional
+!   `stat` and `errmsg` arguments, like ALLOCATE: with `stat` present a failure is
+!   returned there, and its message (from hashdir_last_error) in `errmsg`, a character
+!   variable of any length (character(len=512) holds every message hashdir makes; longer
+!   ones are cut); without `stat` a failure prints the message and stops the program
+!   (ERROR STOP).
+!
+! Build: gfortran -std=f2008 hashdir.f90 prog.f90 $(pkg-config --libs hashdir)
+!
+! Threads: a reader may be used by many threads at once; a writer's calls are
+! serialised by the library. Close every handle exactly once.
+!
+! SPDX-License-Identifier: MIT OR Apache-2.0
+module hashdir
+  use, intrinsic :: iso_c_binding
+  use, intrinsic :: iso_fortran_env, only: error_unit
+  implicit none
+  private
+
+  ! Status codes (enum hashdir_status).
+  integer(c_int), parameter, public :: HASHDIR_OK = 0
+  integer(c_int), parameter, public :: HASHDIR_ERR_INVALID_ARGUMENT = 1
+  integer(c_int), parameter, public :: HASHDIR_ERR_IO = 2
+  integer(c_int), parameter, public :: HASHDIR_ERR_CORRUPT = 3
+  integer(c_int), parameter, public :: HASHDIR_ERR_NOT_HASHDIR = 4
+  integer(c_int), parameter, public :: HASHDIR_ERR_LOCKED = 5
+  integer(c_int), parameter, public :: HASHDIR_ERR_NOT_FOUND = 6
+  integer(c_int), parameter, public :: HASHDIR_ERR_BUFFER_TOO_SMALL = 7
+  integer(c_int), parameter, public :: HASHDIR_ERR_PANIC = 8
+
+  ! Writer flags.
+  integer(c_int32_t), parameter, public :: HASHDIR_CREATE = 1
+  integer(c_int32_t), parameter, public :: HASHDIR_SYNC_COMMIT = 2
+
+  !> A key: 16 opaque bytes, compared bytewise.
+  type, bind(C), public :: hashdir_key
+    integer(c_int8_t) :: bytes(16)
+  end type hashdir_key
+
+  !> A value: 16 opaque bytes. A key maps to a set of values.
+  type, bind(C), public :: hashdir_value
+    integer(c_int8_t) :: bytes(16)
+  end type hashdir_value
+
+  !> Options for opening; fill with hashdir_options_init (hd_options() does).
+  type, bind(C), public :: hashdir_options
+    integer(c_int32_t) :: struct_size = 0
+    integer(c_int32_t) :: flags = 0
+    integer(c_int64_t) :: checkpoint_bytes = 0
+    integer(c_int32_t) :: refresh_interval_ms = 0
+  end type hashdir_options
+
+  !> Counters of an open file. struct_size must be set before the call (the handle
+  !> types' stats procedures do it).
+  type, bind(C), public :: hashdir_stats
+    integer(c_int32_t) :: struct_size = 0
+    integer(c_int32_t) :: global_depth = 0
+    integer(c_int64_t) :: keys = 0
+    integer(c_int64_t) :: values = 0
+    integer(c_int64_t) :: buckets = 0
+    integer(c_int64_t) :: file_bytes = 0
+    integer(c_int64_t) :: epoch = 0
+    integer(c_int64_t) :: wal_bytes = 0
+    integer(c_int64_t) :: extents = 0
+  end type hashdir_stats
+
+  ! ---------------------------------------------------------------------------------
+  ! The C API, one interface per function of hashdir.h.
+  public :: hashdir_version, hashdir_last_error, hashdir_status_name, hashdir_options_init
+  public :: hashdir_writer_open, hashdir_writer_insert, hashdir_writer_delete_keys
+  public :: hashdir_writer_delete_pairs, hashdir_writer_commit, hashdir_writer_checkpoint
+  public :: hashdir_writer_stats, hashdir_writer_close
+  public :: hashdir_reader_open, hashdir_reader_refresh, hashdir_reader_lookup
+  public :: hashdir_reader_get, hashdir_reader_stats, hashdir_reader_close
+
+  interface
+    function hashdir_version() bind(C, name="hashdir_version")
+      import :: c_ptr
+      type(c_ptr) :: hashdir_version
+    end function hashdir_version
+
+    function hashdir_last_error() bind(C, name="hashdir_last_error")
+      import :: c_ptr
+      type(c_ptr) :: hashdir_last_error
+    end function hashdir_last_error
+
+    function hashdir_status_name(status) bind(C, name="hashdir_status_name")
+      import :: c_ptr, c_int32_t
+      integer(c_int32_t), value :: status
+      type(c_ptr) :: hashdir_status_name
+    end function hashdir_status_name
+
+    subroutine hashdir_options_init(opts) bind(C, name="hashdir_options_init")
+      import :: hashdir_options
+      type(hashdir_options), intent(out) :: opts
+    end subroutine hashdir_options_init
+
+    function hashdir_writer_open(path, opts, out) bind(C, name="hashdir_writer_open")
+      import :: c_char, c_ptr, c_int, hashdir_options
+      character(kind=c_char), intent(in) :: path(*)
+      type(hashdir_options), intent(in) :: opts
+      type(c_ptr), intent(out) :: out
+      integer(c_int) :: hashdir_writer_open
+    end function hashdir_writer_open
+
+    function hashdir_writer_insert(w, keys, values, n) bind(C, name="hashdir_writer_insert")
+      import :: c_ptr, c_int, c_size_t, hashdir_key, hashdir_value
+      type(c_ptr), value :: w
+      type(hashdir_key), intent(in) :: keys(*)
+      type(hashdir_value), intent(in) :: values(*)
+      integer(c_size_t), value :: n
+      integer(c_int) :: hashdir_writer_insert
+    end function hashdir_writer_insert
+
+    function hashdir_writer_delete_keys(w, keys, n) bind(C, name="hashdir_writer_delete_keys")
+      import :: c_ptr, c_int, c_size_t, hashdir_key
+      type(c_ptr), value :: w
+      type(hashdir_key), intent(in) :: keys(*)
+      integer(c_size_t), value :: n
+      integer(c_int) :: hashdir_writer_delete_keys
+    end function hashdir_writer_delete_keys
+
+    function hashdir_writer_delete_pairs(w, keys, values, n) &
+        bind(C, name="hashdir_writer_delete_pairs")
+      import :: c_ptr, c_int, c_size_t, hashdir_key, hashdir_value
+      type(c_ptr), value :: w
+      type(hashdir_key), intent(in) :: keys(*)
+      type(hashdir_value), intent(in) :: values(*)
+      integer(c_size_t), value :: n
+      integer(c_int) :: hashdir_writer_delete_pairs
+    end function hashdir_writer_delete_pairs
+
+    function hashdir_writer_commit(w) bind(C, name="hashdir_writer_commit")
+      import :: c_ptr, c_int
+      type(c_ptr), value :: w
+      integer(c_int) :: hashdir_writer_commit
+    end function hashdir_writer_commit
+
+    function hashdir_writer_checkpoint(w) bind(C, name="hashdir_writer_checkpoint")
+      import :: c_ptr, c_int
+      type(c_ptr), value :: w
+      integer(c_int) :: hashdir_writer_checkpoint
+    end function hashdir_writer_checkpoint
+
+    function hashdir_writer_stats(w, out) bind(C, name="hashdir_writer_stats")
+      import :: c_ptr, c_int, hashdir_stats
+      type(c_ptr), value :: w
+      type(hashdir_stats), intent(inout) :: out
+      integer(c_int) :: hashdir_writer_stats
+    end function hashdir_writer_stats
+
+    function hashdir_writer_close(w) bind(C, name="hashdir_writer_close")
+      import :: c_ptr, c_int
+      type(c_ptr), value :: w
+      integer(c_int) :: hashdir_writer_close
+    end function hashdir_writer_close
+
+    function hashdir_reader_open(path, opts, out) bind(C, name="hashdir_reader_open")
+      import :: c_char, c_ptr, c_int, hashdir_options
+      character(kind=c_char), intent(in) :: path(*)
+      type(hashdir_options), intent(in) :: opts
+      type(c_ptr), intent(out) :: out
+      integer(c_int) :: hashdir_reader_open
+    end function hashdir_reader_open
+
+    function hashdir_reader_refresh(r) bind(C, name="hashdir_reader_refresh")
+      import :: c_ptr, c_int
+      type(c_ptr), value :: r
+      integer(c_int) :: hashdir_reader_refresh
+    end function hashdir_reader_refresh
+
+    function hashdir_reader_lookup(r, keys, n, first_values, found) &
+        bind(C, name="hashdir_reader_lookup")
+      import :: c_ptr, c_int, c_size_t, c_int8_t, hashdir_key, hashdir_value
+      type(c_ptr), value :: r
+      type(hashdir_key), intent(in) :: keys(*)
+      integer(c_size_t), value :: n
+      type(hashdir_value), intent(out) :: first_values(*)
+      integer(c_int8_t), intent(out) :: found(*)
+      integer(c_int) :: hashdir_reader_lookup
+    end function hashdir_reader_lookup
+
+    function hashdir_reader_get(r, keys, n, values, capacity, counts, total) &
+        bind(C, name="hashdir_reader_get")
+      import :: c_ptr, c_int, c_size_t, c_int64_t, hashdir_key, hashdir_value
+      type(c_ptr), value :: r
+      type(hashdir_key), intent(in) :: keys(*)
+      integer(c_size_t), value :: n
+      type(hashdir_value), intent(inout) :: values(*)
+      integer(c_size_t), value :: capacity
+      integer(c_int64_t), intent(out) :: counts(*)
+      integer(c_size_t), intent(out) :: total
+      integer(c_int) :: hashdir_reader_get
+    end function hashdir_reader_get
+
+    function hashdir_reader_stats(r, out) bind(C, name="hashdir_reader_stats")
+      import :: c_ptr, c_int, hashdir_stats
+      type(c_ptr), value :: r
+      type(hashdir_stats), intent(inout) :: out
+      integer(c_int) :: hashdir_reader_stats
+    end function hashdir_reader_stats
+
+    function hashdir_reader_close(r) bind(C, name="hashdir_reader_close")
+      import :: c_ptr, c_int
+      type(c_ptr), value :: r
+      integer(c_int) :: hashdir_reader_close
+    end function hashdir_reader_close
+
+    ! From the C library, to measure the strings hashdir returns.
+    function c_strlen(s) bind(C, name="strlen")
+      import :: c_ptr, c_size_t
+      type(c_ptr), value :: s
+      integer(c_size_t) :: c_strlen
+    end function c_strlen
+  end interface
+
+  ! ---------------------------------------------------------------------------------
+  ! The Fortran layer.
+  public :: hd_options, hd_key, hd_value, hd_to_int, hd_version, hd_status_name
+  public :: hd_error_message
+  public :: operator(==)
+
+  !> The one writer of a file. close() commits, checkpoints and releases the file.
+  type, public :: hd_writer
+    type(c_ptr) :: handle = c_null_ptr
+  contains
+    procedure :: open => writer_open
+    procedure :: insert => writer_insert
+    procedure :: delete_keys => writer_delete_keys
+    procedure :: delete_pairs => writer_delete_pairs
+    procedure :: commit => writer_commit
+    procedure :: checkpoint => writer_checkpoint
+    procedure :: stats => writer_stats
+    procedure :: close => writer_close
+    procedure :: is_open => writer_is_open
+  end type hd_writer
+
+  !> A reader: sees the last commit as of its open or refresh.
+  type, public :: hd_reader
+    type(c_ptr) :: handle = c_null_ptr
+  contains
+    procedure :: open => reader_open
+    procedure :: refresh => reader_refresh
+    procedure :: lookup => reader_lookup
+    procedure :: get => reader_get
+    procedure :: stats => reader_stats
+    procedure :: close => reader_close
+    procedure :: is_open => reader_is_open
+  end type hd_reader
+
+  interface operator(==)
+    module procedure key_eq, value_eq
+  end interface
+
+  !> hd_key(n) / hd_value(n): a key or value holding the integer n little-endian in its
+  !> first 8 bytes, zeros after (handy test data; real keys are usually hashes or UUIDs).
+  interface hd_key
+    module procedure key_of_int, key_of_int64
+  end interface
+  interface hd_value
+    module procedure value_of_int, value_of_int64
+  end interface
+
+contains
+
+  !> Default options (HASHDIR_CREATE on), optionally changed.
+  function hd_options(create, sync_commit, checkpoint_bytes, refresh_interval_ms) result(o)
+    logical, intent(in), optional :: create, sync_commit
+    integer(c_int64_t), intent(in), optional :: checkpoint_bytes
+    integer(c_int32_t), intent(in), optional :: refresh_interval_ms
+    type(hashdir_options) :: o
+    call hashdir_options_init(o)
+    if (present(create)) then
+      if (.not. create) o%flags = iand(o%flags, not(HASHDIR_CREATE))
+    end if
+    if (present(sync_commit)) then
+      if (sync_commit) o%flags = ior(o%flags, HASHDIR_SYNC_COMMIT)
+    end if
+    if (present(checkpoint_bytes)) o%checkpoint_bytes = checkpoint_bytes
+    if (present(refresh_interval_ms)) o%refresh_interval_ms = refresh_interval_ms
+  end function hd_options
+
+  elemental function key_of_int64(n) result(k)
+    integer(c_int64_t), intent(in) :: n
+    type(hashdir_key) :: k
+    k%bytes(1:8) = le_bytes(n)
+    k%bytes(9:16) = 0_c_int8_t
+  end function key_of_int64
+
+  elemental function key_of_int(n) result(k)
+    integer, intent(in) :: n
+    type(hashdir_key) :: k
+    k = key_of_int64(int(n, c_int64_t))
+  end function key_of_int
+
+  elemental function value_of_int64(n) result(v)
+    integer(c_int64_t), intent(in) :: n
+    type(hashdir_value) :: v
+    v%bytes(1:8) = le_bytes(n)
+    v%bytes(9:16) = 0_c_int8_t
+  end function value_of_int64
+
+  elemental function value_of_int(n) result(v)
+    integer, intent(in) :: n
+    type(hashdir_value) :: v
+    v = value_of_int64(int(n, c_int64_t))
+  end function value_of_int
+
+  !> The number in a value's first 8 bytes (the inverse of hd_value).
+  elemental function hd_to_int(v) result(n)
+    type(hashdir_value), intent(in) :: v
+    integer(c_int64_t) :: n
+    integer :: i
+    n = 0
+    do i = 8, 1, -1
+      n = ior(ishft(n, 8), iand(int(v%bytes(i), c_int64_t), 255_c_int64_t))
+    end do
+  end function hd_to_int
+
+  pure function le_bytes(n) result(b)
+    integer(c_int64_t), intent(in) :: n
+    integer(c_int8_t) :: b(8)
+    integer :: i, byte
+    do i = 1, 8
+      byte = int(iand(ishft(n, -8 * (i - 1)), 255_c_int64_t))
+      if (byte > 127) byte = byte - 256
+      b(i) = int(byte, c_int8_t)
+    end do
+  end function le_bytes
+
+  elemental logical function key_eq(a, b)
+    type(hashdir_key), intent(in) :: a, b
+    key_eq = all(a%bytes == b%bytes)
+  end function key_eq
+
+  elemental logical function value_eq(a, b)
+    type(hashdir_value), intent(in) :: a, b
+    value_eq = all(a%bytes == b%bytes)
+  end function value_eq
+
+  !> A C string as a Fortran string.
+  function from_c(p) result(s)
+    type(c_ptr), intent(in) :: p
+    character(len=:), allocatable :: s
+    character(kind=c_char), pointer :: chars(:)
+    integer :: i, n
+    if (.not. c_associated(p)) then
+      s = ""
+      return
+    end if
+    n = int(c_strlen(p))
+    call c_f_pointer(p, chars, [n])
+    allocate (character(len=n) :: s)
+    do i = 1, n
+      s(i:i) = chars(i)
+    end do
+  end function from_c
+
+  function hd_version() result(s)
+    character(len=:), allocatable :: s
+    s = from_c(hashdir_version())
+  end function hd_version
+
+  !> "HASHDIR_ERR_LOCKED", ...
+  function hd_status_name(status) result(s)
+    integer(c_int), intent(in) :: status
+    character(len=:), allocatable :: s
+    s = from_c(hashdir_status_name(int(status, c_int32_t)))
+  end function hd_status_name
+
+  !> The message of this thread's last failed call (hashdir_last_error()).
+  function hd_error_message() result(s)
+    character(len=:), allocatable :: s
+    s = from_c(hashdir_last_error())
+  end function hd_error_message
+
+  !> Hands a status to the caller (stat/errmsg present) or stops on a failure. `message`
+  !> replaces hashdir_last_error() for failures found before calling the library.
+  subroutine finish(status, stat, errmsg, message)
+    integer(c_int), intent(in) :: status
+    integer, intent(out), optional :: stat
+    character(len=*), intent(out), optional :: errmsg
+    character(len=*), intent(in), optional :: message
+    character(len=:), allocatable :: text
+    if (status == HASHDIR_OK) then
+      text = ""
+    else if (present(message)) then
+      text = message
+    else
+      text = hd_error_message()
+    end if
+    if (present(stat)) then
+      stat = int(status)
+      if (present(errmsg)) errmsg = text
+    else if (status /= HASHDIR_OK) then
+      write (error_unit, '(a, ": ", a)') hd_status_name(status), text
+      error stop 1
+    end if
+  end subroutine finish
+
+  ! ---------------------------------------------------------------------------------
+  ! hd_writer
+
+  !> Opens (by default creates) `path` for writing; recovers after a crash.
+  subroutine writer_open(self, path, options, stat, errmsg)
+    class(hd_writer), intent(inout) :: self
+    character(len=*), intent(in) :: path
+    type(hashdir_options), intent(in), optional :: options
+    integer, intent(out), optional :: stat
+    character(len=*), intent(out), optional :: errmsg
+    type(hashdir_options) :: o
+    if (present(options)) then
+      o = options
+    else
+      o = hd_options()
+    end if
+    if (c_associated(self%handle)) then
+      call finish(HASHDIR_ERR_INVALID_ARGUMENT, stat, errmsg, &
+                  "hd_writer%open: this handle is already open; close it first")
+      return
+    end if
+    call finish(hashdir_writer_open(path // c_null_char, o, self%handle), stat, errmsg)
+  end subroutine writer_open
+
+  !> Adds the pairs (keys(i), values(i)); a pair already there changes nothing.
+  subroutine writer_insert(self, keys, values, stat, errmsg)
+    class(hd_writer), intent(inout) :: self
+    type(hashdir_key), intent(in), contiguous :: keys(:)
+    type(hashdir_value), intent(in), contiguous :: values(:)
+    integer, intent(out), optional :: stat
+    character(len=*), intent(out), optional :: errmsg
+    if (size(keys) /= size(values)) then
+      call finish(HASHDIR_ERR_INVALID_ARGUMENT, stat, errmsg, &
+                  "hd_writer%insert: keys and values differ in length")
+      return
+    end if
+    call finish(hashdir_writer_insert(self%handle, keys, values, size(keys, kind=c_size_t)), &
+                stat, errmsg)
+  end subroutine writer_insert
+
+  !> Removes the keys with all their values; absent keys are ignored.
+  subroutine writer_delete_keys(self, keys, stat, errmsg)
+    class(hd_writer), intent(inout) :: self
+    type(hashdir_key), intent(in), contiguous :: keys(:)
+    integer, intent(out), optional :: stat
+    character(len=*), intent(out), optional :: errmsg
+    call finish(hashdir_writer_delete_keys(self%handle, keys, size(keys, kind=c_size_t)), &
+                stat, errmsg)
+  end subroutine writer_delete_keys
+
+  !> Removes the pairs (keys(i), values(i)); absent pairs are ignored.
+  subroutine writer_delete_pairs(self, keys, values, stat, errmsg)
+    class(hd_writer), intent(inout) :: self
+    type(hashdir_key), intent(in), contiguous :: keys(:)
+    type(hashdir_value), intent(in), contiguous :: values(:)
+    integer, intent(out), optional :: stat
+    character(len=*), intent(out), optional :: errmsg
+    if (size(keys) /= size(values)) then
+      call finish(HASHDIR_ERR_INVALID_ARGUMENT, stat, errmsg, &
+                  "hd_writer%delete_pairs: keys and values differ in length")
+      return
+    end if
+    call finish(hashdir_writer_delete_pairs(self%handle, keys, values, &
+                                            size(keys, kind=c_size_t)), stat, errmsg)
+  end subroutine writer_delete_pairs
+
+  !> Makes everything since the last commit one atomic, crash-safe batch.
+  subroutine writer_commit(self, stat, errmsg)
+    class(hd_writer), intent(inout) :: self
+    integer, intent(out), optional :: stat
+    character(len=*), intent(out), optional :: errmsg
+    call finish(hashdir_writer_commit(self%handle), stat, errmsg)
+  end subroutine writer_commit
+
+  !> Commits and folds the WAL into the directory (stats counts become current).
+  subroutine writer_checkpoint(self, stat, errmsg)
+    class(hd_writer), intent(inout) :: self
+    integer, intent(out), optional :: stat
+    character(len=*), intent(out), optional :: errmsg
+    call finish(hashdir_writer_checkpoint(self%handle), stat, errmsg)
+  end subroutine writer_checkpoint
+
+  subroutine writer_stats(self, st, stat, errmsg)
+    class(hd_writer), intent(inout) :: self
+    type(hashdir_stats), intent(out) :: st
+    integer, intent(out), optional :: stat
+    character(len=*), intent(out), optional :: errmsg
+    st%struct_size = int(c_sizeof(st), c_int32_t)
+    call finish(hashdir_writer_stats(self%handle, st), stat, errmsg)
+  end subroutine writer_stats
+
+  !> Commits, checkpoints, releases the file lock. The handle is gone even on failure.
+  subroutine writer_close(self, stat, errmsg)
+    class(hd_writer), intent(inout) :: self
+    integer, intent(out), optional :: stat
+    character(len=*), intent(out), optional :: errmsg
+    integer(c_int) :: status
+    status = hashdir_writer_close(self%handle)
+    self%handle = c_null_ptr
+    call finish(status, stat, errmsg)
+  end subroutine writer_close
+
+  logical function writer_is_open(self)
+    class(hd_writer), intent(in) :: self
+    writer_is_open = c_associated(self%handle)
+  end function writer_is_open
+
+  ! ---------------------------------------------------------------------------------
+  ! hd_reader
+
+  !> Opens `path` for reading, seeing the last commit.
+  subroutine reader_open(self, path, options, stat, errmsg)
+    class(hd_reader), intent(inout) :: self
+    character(len=*), intent(in) :: path
+    type(hashdir_options), intent(in), optional :: options
+    integer, intent(out), optional :: stat
+    character(len=*), intent(out), optional :: errmsg
+    type(hashdir_options) :: o
+    if (present(options)) then
+      o = options
+    else
+      o = hd_options()
+    end if
+    if (c_associated(self%handle)) then
+      call finish(HASHDIR_ERR_INVALID_ARGUMENT, stat, errmsg, &
+                  "hd_reader%open: this handle is already open; close it first")
+      return
+    end if
+    call finish(hashdir_reader_open(path // c_null_char, o, self%handle), stat, errmsg)
+  end subroutine reader_open
+
+  !> Moves the view to the writer's last commit.
+  subroutine reader_refresh(self, stat, errmsg)
+    class(hd_reader), intent(inout) :: self
+    integer, intent(out), optional :: stat
+    character(len=*), intent(out), optional :: errmsg
+    call finish(hashdir_reader_refresh(self%handle), stat, errmsg)
+  end subroutine reader_refresh
+
+  !> found(i): whether keys(i) has a value; first_values(i): one of them if so.
+  subroutine reader_lookup(self, keys, found, first_values, stat, errmsg)
+    class(hd_reader), intent(inout) :: self
+    type(hashdir_key), intent(in), contiguous :: keys(:)
+    logical, intent(out) :: found(:)
+    type(hashdir_value), intent(out), optional :: first_values(:)
+    integer, intent(out), optional :: stat
+    character(len=*), intent(out), optional :: errmsg
+    type(hashdir_value) :: first(size(keys))
+    integer(c_int8_t) :: flags(size(keys))
+    integer(c_int) :: status
+    status = hashdir_reader_lookup(self%handle, keys, size(keys, kind=c_size_t), first, flags)
+    if (status == HASHDIR_OK) then
+      found = flags /= 0
+      if (present(first_values)) first_values = first
+    end if
+    call finish(status, stat, errmsg)
+  end subroutine reader_lookup
+
+  !> All values of each key: counts(i) values of keys(i), stored one key after the other
+  !> in values(1:total). `values` is the buffer to use (keep it to reuse its memory): when
+  !> it is too small (or not allocated) the library answers HASHDIR_ERR_BUFFER_TOO_SMALL
+  !> with the total it needs, and the call is repeated with a buffer of that size.
+  subroutine reader_get(self, keys, counts, values, total, stat, errmsg)
+    class(hd_reader), intent(inout) :: self
+    type(hashdir_key), intent(in), contiguous :: keys(:)
+    integer(c_int64_t), intent(out) :: counts(:)
+    type(hashdir_value), allocatable, intent(inout) :: values(:)
+    integer(c_size_t), intent(out) :: total
+    integer, intent(out), optional :: stat
+    character(len=*), intent(out), optional :: errmsg
+    integer(c_int) :: status
+    integer(c_int64_t) :: c(size(keys))
+    if (.not. allocated(values)) allocate (values(0))
+    do
+      status = hashdir_reader_get(self%handle, keys, size(keys, kind=c_size_t), values, &
+                                  size(values, kind=c_size_t), c, total)
+      if (status /= HASHDIR_ERR_BUFFER_TOO_SMALL) exit
+      ! The view may move between calls with refresh_interval_ms: loop until it fits.
+      deallocate (values)
+      allocate (values(total))
+    end do
+    if (status == HASHDIR_OK) counts = c
+    call finish(status, stat, errmsg)
+  end subroutine reader_get
+
+  subroutine reader_stats(self, st, stat, errmsg)
+    class(hd_reader), intent(inout) :: self
+    type(hashdir_stats), intent(out) :: st
+    integer, intent(out), optional :: stat
+    character(len=*), intent(out), optional :: errmsg
+    st%struct_size = int(c_sizeof(st), c_int32_t)
+    call finish(hashdir_reader_stats(self%handle, st), stat, errmsg)
+  end subroutine reader_stats
+
+  subroutine reader_close(self, stat, errmsg)
+    class(hd_reader), intent(inout) :: self
+    integer, intent(out), optional :: stat
+    character(len=*), intent(out), optional :: errmsg
+    integer(c_int) :: status
+    status = hashdir_reader_close(self%handle)
+    self%handle = c_null_ptr
+    call finish(status, stat, errmsg)
+  end subroutine reader_close
+
+  logical function reader_is_open(self)
+    class(hd_reader), intent(in) :: self
+    reader_is_open = c_associated(self%handle)
+  end function reader_is_open
+
+end module hashdir

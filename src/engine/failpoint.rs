@@ -1,0 +1,57 @@
+//! Named crash points for the crash tests. With the cargo feature `failpoints`,
+//! `HASHDIR_FAILPOINT=name:n` makes the n-th pass through `name` kill the process with SIGKILL,
+//! exactly as an outside kill at that moment would. Without the feature `hit` is empty and
+//! compiles to nothing.
+
+/// Every failpoint the engine has, so the tests can prove each one is reached and survived.
+pub const ALL: &[&str] = &[
+    "commit.half_frame",
+    "commit.frame_written",
+    "commit.durable",
+    "checkpoint.split",
+    "checkpoint.double",
+    "checkpoint.merge",
+    "checkpoint.halve",
+    "checkpoint.promote",
+    "checkpoint.demote",
+    "checkpoint.append",
+    "checkpoint.copy",
+    "checkpoint.pages_partial",
+    "checkpoint.pages_written",
+    "checkpoint.metadata_built",
+    "checkpoint.root_torn",
+    "checkpoint.root_written",
+    "gc.marked",
+    "gc.reclaimed",
+    "recovery.replaying",
+    "recovery.replayed",
+];
+
+#[cfg(feature = "failpoints")]
+pub fn hit(name: &'static str) {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::OnceLock;
+    static ARMED: OnceLock<Option<(String, u64)>> = OnceLock::new();
+    static PASSES: AtomicU64 = AtomicU64::new(0);
+    debug_assert!(ALL.contains(&name), "failpoint {name} is not listed in ALL");
+    let armed = ARMED.get_or_init(|| {
+        let spec = std::env::var("HASHDIR_FAILPOINT").ok()?;
+        let (n, at) = spec.split_once(':').unwrap_or((&spec, "1"));
+        Some((n.to_string(), at.parse().unwrap_or(1)))
+    });
+    let Some((armed_name, at)) = armed else {
+        return;
+    };
+    if armed_name == name && PASSES.fetch_add(1, Ordering::SeqCst) + 1 == *at {
+        // The kill(1) command keeps this crate's unsafe code inside ffi/ and store/.
+        let pid = std::process::id().to_string();
+        let _ = std::process::Command::new("kill").args(["-KILL", &pid]).status();
+        loop {
+            std::thread::sleep(std::time::Duration::from_secs(1));
+        }
+    }
+}
+
+#[cfg(not(feature = "failpoints"))]
+#[inline(always)]
+pub fn hit(_name: &'static str) {}
