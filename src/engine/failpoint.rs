@@ -45,7 +45,9 @@ pub fn hit(name: &'static str) {
     if armed_name == name && PASSES.fetch_add(1, Ordering::SeqCst) + 1 == *at {
         // The kill(1) command keeps this crate's unsafe code inside ffi/ and store/.
         let pid = std::process::id().to_string();
-        let _ = std::process::Command::new("kill").args(["-KILL", &pid]).status();
+        let _ = std::process::Command::new("kill")
+            .args(["-KILL", &pid])
+            .status();
         loop {
             std::thread::sleep(std::time::Duration::from_secs(1));
         }

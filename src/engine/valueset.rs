@@ -71,7 +71,11 @@ impl Values<'_> {
         if new.len() <= INLINE_MAX {
             return Ok(Some(Set::inline(new)));
         }
-        failpoint::hit(if was_extent { "checkpoint.copy" } else { "checkpoint.promote" });
+        failpoint::hit(if was_extent {
+            "checkpoint.copy"
+        } else {
+            "checkpoint.promote"
+        });
         let cap = cap_for(new.len());
         let offset = self.alloc.alloc(self.file, shard, cap)?;
         let bytes = to_bytes(new);

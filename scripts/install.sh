@@ -1,0 +1,132 @@
+#!/usr/bin/env bash
+# Builds and installs hashdir for C/C++/Fortran programs and the shell:
+#   bash scripts/install.sh [--no-cli] [--no-build] [PREFIX]
+#
+#   PREFIX/lib/libhashdir.so.VERSION       the shared library (VERSION = the crate version)
+#   PREFIX/lib/libhashdir.so.0             -> libhashdir.so.VERSION (the soname the loader wants)
+#   PREFIX/lib/libhashdir.so               -> libhashdir.so.0 (what `-lhashdir` links)
+#   PREFIX/lib/libhashdir.a                the static library
+#   PREFIX/include/hashdir.h               the header
+#   PREFIX/lib/pkgconfig/hashdir.pc        pkgconfig/hashdir.pc.in with PREFIX and VERSION
+#   PREFIX/bin/hashdir                     the command-line tool (not with --no-cli)
+#
+# PREFIX is the argument, else $PREFIX, else /usr/local. DESTDIR (staged installs, packaging)
+# is put in front of every path written; the installed files still say PREFIX.
+# --no-build installs what an earlier `cargo build --release` left in the target directory.
+# The build uses cargo's target directory ($CARGO_TARGET_DIR or the project's), so a tree
+# that is already built is only checked, not rebuilt. After a real (non-DESTDIR) install as
+# root into /usr/lib or /usr/local/lib, ldconfig refreshes the loader's cache.
+set -euo pipefail
+
+usage() {
+  echo "usage: bash scripts/install.sh [--no-cli] [--no-build] [PREFIX]   (env: DESTDIR, PREFIX)" >&2
+  exit 2
+}
+
+cli=1
+build=1
+prefix="${PREFIX:-/usr/local}"
+prefix_given=0
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --no-cli) cli=0 ;;
+    --no-build) build=0 ;;
+    -h | --help)
+      sed -n '2,/^set -euo/p' "$0" | sed -e '$d' -e 's/^# \{0,1\}//'
+      exit 0
+      ;;
+    -*) echo "install.sh: unknown option $1" >&2; usage ;;
+    *)
+      [ "$prefix_given" = 0 ] || { echo "install.sh: more than one PREFIX" >&2; usage; }
+      prefix="$1"
+      prefix_given=1
+      ;;
+  esac
+  shift
+done
+case "$prefix" in
+  /*) ;;
+  *) echo "install.sh: PREFIX must be an absolute path, not '$prefix'" >&2; exit 2 ;;
+esac
+prefix="${prefix%/}"
+[ -n "$prefix" ] || prefix=/
+destdir="${DESTDIR:-}"
+destdir="${destdir%/}"
+
+cd "$(dirname "$0")/.."
+cargo="${CARGO:-cargo}"
+
+# The crate version: the first `version = "..."` of the [package] table.
+version="$(awk '
+  /^\[/ { in_package = ($0 == "[package]") }
+  in_package && /^version *=/ { gsub(/.*= *"|".*/, ""); print; exit }
+' Cargo.toml)"
+[ -n "$version" ] || { echo "install.sh: no [package] version in Cargo.toml" >&2; exit 1; }
+
+if [ "$build" = 1 ]; then
+  targets=(--lib)
+  [ "$cli" = 0 ] || targets+=(--bin hashdir)
+  echo "install.sh: $cargo build --release ${targets[*]}" >&2
+  "$cargo" build --release "${targets[@]}"
+fi
+
+target_dir="$("$cargo" metadata --format-version 1 --no-deps |
+  sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')"
+[ -n "$target_dir" ] || { echo "install.sh: cargo metadata gave no target_directory" >&2; exit 1; }
+out="$target_dir/${CARGO_BUILD_TARGET:+$CARGO_BUILD_TARGET/}release"
+
+need() {
+  [ -f "$1" ] || { echo "install.sh: $1 is missing (build first, or drop --no-build)" >&2; exit 1; }
+}
+need "$out/libhashdir.so"
+need "$out/libhashdir.a"
+[ "$cli" = 0 ] || need "$out/hashdir"
+
+# The name the loader looks for is the library's SONAME (set by build.rs).
+soname=""
+if command -v objdump >/dev/null 2>&1; then
+  soname="$(objdump -p "$out/libhashdir.so" | awk '$1 == "SONAME" { print $2 }')"
+fi
+[ -n "$soname" ] || soname="libhashdir.so.${version%%.*}"
+real="libhashdir.so.$version"
+
+root="$destdir$prefix"
+lib="$root/lib"
+installed=()
+put() { # mode source destination
+  install -m "$1" "$2" "$3"
+  installed+=("$3")
+}
+
+install -d "$lib/pkgconfig" "$root/include"
+put 0755 "$out/libhashdir.so" "$lib/$real"
+if [ "$soname" != "$real" ]; then
+  ln -sfn "$real" "$lib/$soname"
+  installed+=("$lib/$soname -> $real")
+fi
+ln -sfn "$soname" "$lib/libhashdir.so"
+installed+=("$lib/libhashdir.so -> $soname")
+put 0644 "$out/libhashdir.a" "$lib/libhashdir.a"
+put 0644 include/hashdir.h "$root/include/hashdir.h"
+
+pc="$(mktemp)"
+trap 'rm -f "$pc"' EXIT
+# The template's comments explain how to render it; the rendered file keeps only the fields.
+prefix_sed="$(printf '%s' "$prefix" | sed 's/[|&\\]/\\&/g')"
+sed -e '/^#/d' -e "s|@PREFIX@|$prefix_sed|g" -e "s|@VERSION@|$version|g" \
+  pkgconfig/hashdir.pc.in >"$pc"
+put 0644 "$pc" "$lib/pkgconfig/hashdir.pc"
+
+if [ "$cli" = 1 ]; then
+  install -d "$root/bin"
+  put 0755 "$out/hashdir" "$root/bin/hashdir"
+fi
+
+if [ -z "$destdir" ] && [ "$(id -u)" -eq 0 ] && command -v ldconfig >/dev/null 2>&1; then
+  case "$prefix" in
+    /usr | /usr/local) ldconfig ;;
+  esac
+fi
+
+printf 'installed hashdir %s:\n' "$version"
+printf '  %s\n' "${installed[@]}"

@@ -1,0 +1,247 @@
+//! `scripts/install.sh` as a user or a packager runs it: into a scratch PREFIX, and staged
+//! under DESTDIR; then examples/c/quickstart.c is built with nothing but the flags of the
+//! installed `hashdir.pc` (shared, and `--static`) and run.
+//!
+//! The script builds with cargo into the directory `tests/common_c` builds the C library in
+//! (`target/<profile>/c-api/`), so after the C API tests it finds everything built.
+
+use std::env;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+const VERSION: &str = env!("CARGO_PKG_VERSION");
+const TARGET: &str = env!("HASHDIR_BUILD_TARGET");
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn check(what: &str, out: &Output) {
+    assert!(
+        out.status.success(),
+        "{what}: {}\n--- stdout\n{}--- stderr\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Runs scripts/install.sh with `args` and `destdir`, building into the C API tests' target
+/// directory (the profile dir of this test binary, then `c-api`).
+fn install(args: &[&str], destdir: Option<&Path>) -> String {
+    let exe = env::current_exe().unwrap();
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>/deps/<exe>");
+    assert_eq!(
+        profile_dir.file_name().unwrap(),
+        "release",
+        "install.sh builds the release profile; run this test with `cargo test --release`"
+    );
+    let mut cmd = Command::new("bash");
+    cmd.arg(root().join("scripts/install.sh"))
+        .args(args)
+        .env("CARGO_TARGET_DIR", profile_dir.join("c-api"))
+        .env_remove("PREFIX")
+        .env_remove("DESTDIR");
+    if profile_dir.parent().and_then(Path::file_name) == Some(TARGET.as_ref()) {
+        cmd.env("CARGO_BUILD_TARGET", TARGET);
+    }
+    if let Some(d) = destdir {
+        cmd.env("DESTDIR", d);
+    }
+    let out = cmd.output().expect("run bash");
+    check(&format!("install.sh {args:?}"), &out);
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// `pkg-config ARGS hashdir` on the .pc files in `pc_dir`; `sysroot` for a staged tree.
+fn pkg_config(pc_dir: &Path, sysroot: Option<&Path>, args: &[&str]) -> Vec<String> {
+    let mut cmd = Command::new("pkg-config");
+    cmd.args(args)
+        .arg("hashdir")
+        .env("PKG_CONFIG_PATH", pc_dir)
+        .env_remove("PKG_CONFIG_LIBDIR")
+        .env_remove("PKG_CONFIG_SYSROOT_DIR");
+    if let Some(s) = sysroot {
+        cmd.env("PKG_CONFIG_SYSROOT_DIR", s);
+    }
+    let out = cmd
+        .output()
+        .expect("run pkg-config (Debian package pkg-config)");
+    check(&format!("pkg-config {args:?}"), &out);
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Compiles examples/c/quickstart.c with `flags` and nothing else.
+fn build_quickstart(flags: &[String], exe: &Path) {
+    let cc = env::var_os("CC").unwrap_or_else(|| "cc".into());
+    let out = Command::new(&cc)
+        .arg(root().join("examples/c/quickstart.c"))
+        .arg("-o")
+        .arg(exe)
+        .args(flags)
+        .output()
+        .expect("run the C compiler (Debian package build-essential)");
+    check(&format!("cc quickstart.c {}", flags.join(" ")), &out);
+}
+
+fn run_quickstart(exe: &Path, lib_dir: Option<&Path>, scratch: &Path) {
+    let mut cmd = Command::new(exe);
+    cmd.arg(scratch.join("quickstart.h5"))
+        .current_dir(scratch)
+        .env_remove("LD_LIBRARY_PATH");
+    if let Some(dir) = lib_dir {
+        cmd.env("LD_LIBRARY_PATH", dir);
+    }
+    let out = cmd.output().expect("run quickstart");
+    check(&format!("running {}", exe.display()), &out);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("key 7 has 10 values, key 12345 has 0"),
+        "{stdout}"
+    );
+}
+
+/// The shared libraries a program needs (`NEEDED` entries of its dynamic section).
+fn needed(exe: &Path) -> Vec<String> {
+    let out = Command::new("objdump")
+        .arg("-p")
+        .arg(exe)
+        .output()
+        .expect("run objdump (Debian package binutils)");
+    check("objdump -p", &out);
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("NEEDED"))
+        .map(|n| n.trim().to_owned())
+        .collect()
+}
+
+fn link_target(path: &Path) -> PathBuf {
+    fs::read_link(path).unwrap_or_else(|e| panic!("{} is not a symlink: {e}", path.display()))
+}
+
+/// Checks the tree under `top` (PREFIX, or DESTDIR/PREFIX) and that its .pc says `prefix`.
+fn check_tree(top: &Path, prefix: &Path, cli: bool) {
+    let lib = top.join("lib");
+    let real = format!("libhashdir.so.{VERSION}");
+    assert!(fs::symlink_metadata(lib.join(&real)).unwrap().is_file());
+    assert_eq!(link_target(&lib.join("libhashdir.so.0")), Path::new(&real));
+    assert_eq!(
+        link_target(&lib.join("libhashdir.so")),
+        Path::new("libhashdir.so.0")
+    );
+    assert!(lib.join("libhashdir.a").is_file());
+    assert_eq!(
+        fs::read(top.join("include/hashdir.h")).unwrap(),
+        fs::read(root().join("include/hashdir.h")).unwrap()
+    );
+    let pc = fs::read_to_string(lib.join("pkgconfig/hashdir.pc")).unwrap();
+    assert!(
+        pc.lines()
+            .any(|l| l == format!("prefix={}", prefix.display())),
+        "{pc}"
+    );
+    assert!(pc.contains(&format!("Version: {VERSION}")), "{pc}");
+    assert!(!pc.contains('@'), "unrendered placeholder in\n{pc}");
+    assert_eq!(top.join("bin/hashdir").exists(), cli);
+}
+
+#[test]
+fn install_into_a_prefix_then_build_with_pkg_config() {
+    let scratch = tempfile::tempdir().unwrap();
+    let prefix = scratch.path().join("usr");
+    let listing = install(&[prefix.to_str().unwrap()], None);
+    assert!(
+        listing.contains(&format!("installed hashdir {VERSION}")),
+        "{listing}"
+    );
+    check_tree(&prefix, &prefix, true);
+
+    let tool = Command::new(prefix.join("bin/hashdir"))
+        .arg("--version")
+        .output()
+        .unwrap();
+    check("hashdir --version", &tool);
+    assert!(String::from_utf8_lossy(&tool.stdout).contains(VERSION));
+
+    let pc_dir = prefix.join("lib/pkgconfig");
+    assert_eq!(
+        pkg_config(&pc_dir, None, &["--modversion"]),
+        [VERSION.to_owned()]
+    );
+    let flags = pkg_config(&pc_dir, None, &["--cflags", "--libs"]);
+    let exe = scratch.path().join("quickstart");
+    build_quickstart(&flags, &exe);
+    assert!(
+        needed(&exe).iter().any(|n| n == "libhashdir.so.0"),
+        "{:?}",
+        needed(&exe)
+    );
+    run_quickstart(&exe, Some(&prefix.join("lib")), scratch.path());
+
+    // Installing again over the same tree works (links replaced, files overwritten).
+    install(&[prefix.to_str().unwrap()], None);
+    check_tree(&prefix, &prefix, true);
+}
+
+/// A staged install: files under DESTDIR, contents naming PREFIX; pkg-config reads the
+/// staged .pc with PKG_CONFIG_SYSROOT_DIR, as cross and package builds do. The static
+/// link uses a copy of the stage without the shared library, because a linker given
+/// `-lhashdir` takes `libhashdir.so` whenever it sits beside `libhashdir.a`.
+#[test]
+fn staged_install_with_destdir_links_statically() {
+    let scratch = tempfile::tempdir().unwrap();
+    let stage = scratch.path().join("stage");
+    let prefix = Path::new("/opt/hashdir-test");
+    let listing = install(&["--no-cli", prefix.to_str().unwrap()], Some(&stage));
+    assert!(
+        listing.contains(&format!("{}", stage.display())),
+        "{listing}"
+    );
+    assert!(!prefix.exists(), "DESTDIR install wrote outside DESTDIR");
+    let top = stage.join(prefix.strip_prefix("/").unwrap());
+    check_tree(&top, prefix, false);
+
+    for so in fs::read_dir(top.join("lib")).unwrap() {
+        let path = so.unwrap().path();
+        if path.to_string_lossy().contains(".so") {
+            fs::remove_file(path).unwrap();
+        }
+    }
+    let pc_dir = top.join("lib/pkgconfig");
+    let flags = pkg_config(&pc_dir, Some(&stage), &["--cflags", "--libs", "--static"]);
+    assert!(
+        flags.contains(&format!("-L{}", top.join("lib").display())),
+        "{flags:?}"
+    );
+    let exe = scratch.path().join("quickstart-static");
+    build_quickstart(&flags, &exe);
+    assert!(
+        !needed(&exe).iter().any(|n| n.starts_with("libhashdir")),
+        "{:?}",
+        needed(&exe)
+    );
+    run_quickstart(&exe, None, scratch.path());
+}
+
+#[test]
+fn bad_arguments_are_refused() {
+    let script = root().join("scripts/install.sh");
+    for args in [&["relative/prefix"][..], &["--frobnicate"], &["/a", "/b"]] {
+        let out = Command::new("bash")
+            .arg(&script)
+            .args(args)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert!(String::from_utf8_lossy(&out.stderr).contains("install.sh"));
+    }
+}
