@@ -669,3 +669,55 @@ fn verify_and_readers_report_a_damaged_page() {
         "{corrupt} keys reported corrupt"
     );
 }
+
+#[test]
+fn churn_at_a_steady_size_plateaus_the_file() {
+    let d = TempDir::new("churn");
+    let path = d.file("t.h5");
+    let mut w = Writer::open(&path, &small_log()).unwrap();
+    let live = 20_000u64;
+    let step = 4_000u64;
+    let ins = |w: &mut Writer, from: u64| {
+        let keys: Vec<Key> = (from..from + step).map(k).collect();
+        // Every fourth key has a set big enough for an extent, so extents churn too.
+        let mut ks = Vec::new();
+        let mut vs = Vec::new();
+        for (i, key) in keys.iter().enumerate() {
+            let n = if i % 4 == 0 { 12 } else { 1 };
+            for j in 0..n {
+                ks.push(*key);
+                vs.push(k(j));
+            }
+        }
+        w.insert(&ks, &vs).unwrap();
+    };
+    for from in (0..live).step_by(step as usize) {
+        ins(&mut w, from);
+    }
+    w.commit().unwrap();
+    w.checkpoint().unwrap();
+    let mut sizes = Vec::new();
+    for round in 0..60u64 {
+        let oldest = round * step;
+        let keys: Vec<Key> = (oldest..oldest + step).map(k).collect();
+        w.delete_keys(&keys).unwrap();
+        ins(&mut w, live + oldest);
+        w.commit().unwrap();
+        w.checkpoint().unwrap();
+        sizes.push(w.stats().unwrap().file_bytes);
+    }
+    let s = w.stats().unwrap();
+    assert_eq!(s.keys, live);
+    println!(
+        "churn file bytes every 10 rounds: {:?}",
+        sizes.iter().step_by(10).collect::<Vec<_>>()
+    );
+    let first_half = *sizes[..30].iter().max().unwrap();
+    let second_half = *sizes[30..].iter().max().unwrap();
+    assert!(
+        second_half <= first_half + first_half / 10,
+        "file keeps growing under churn: {first_half} then {second_half}"
+    );
+    w.close().unwrap();
+    assert!(hashdir::verify(&path).unwrap().is_ok());
+}

@@ -152,15 +152,18 @@ pub fn to_bytes(values: &[Value]) -> Vec<u8> {
 }
 
 /// The `count` values of an extent, checked against the CRC its bucket entry holds. A mismatch
-/// is `Stale` (the extent may have been reused after the caller's root); callers that cannot be
-/// stale turn it into corruption.
+/// is `Suspect`: damage, or an extent reused after a reader's root.
 pub fn read(src: &dyn Source, off: u64, count: u64, crc: u32) -> Res<Vec<Value>> {
     let bytes_len = usize::try_from(count.saturating_mul(16))
         .map_err(|_| Error::corrupt("value extent", off, "count too large"))?;
     let mut bytes = vec![0u8; bytes_len];
     src.read(off, &mut bytes)?;
     if crc32c::crc32c(&bytes) != crc {
-        return Err(Fault::Stale);
+        return Err(Fault::Suspect(Error::corrupt(
+            "value extent",
+            off,
+            "checksum mismatch",
+        )));
     }
     Ok(to_values(&bytes))
 }

@@ -127,12 +127,11 @@ impl Reader {
             });
             match fault {
                 None => break,
-                Some(Fault::Fail(e)) => return Err(e),
-                Some(Fault::Stale) if tries < RETRIES => {
+                Some(f) if f.retryable() && tries < RETRIES => {
                     tries += 1;
                     self.refresh()?;
                 }
-                Some(stale) => return Err(stale_to_corrupt(stale, "page or extent")),
+                Some(f) => return Err(stale_to_corrupt(f, "page or extent")),
             }
         }
         Ok(())
@@ -156,8 +155,8 @@ impl Reader {
                     self.last_refresh_ms.store(now, Ordering::Relaxed);
                     return Ok(());
                 }
-                Err(f @ Fault::Stale) => last = f,
-                Err(Fault::Fail(e)) => return Err(e),
+                Err(f) if f.retryable() => last = f,
+                Err(f) => return Err(stale_to_corrupt(f, "directory")),
             }
         }
         Err(stale_to_corrupt(last, "directory"))
@@ -224,11 +223,11 @@ impl Reader {
         loop {
             match self.snapshot().scan_from(&mut next, &mut f) {
                 Ok(()) => return Ok(()),
-                Err(Fault::Stale) if tries < RETRIES => {
+                Err(f) if f.retryable() && tries < RETRIES => {
                     tries += 1;
                     self.refresh()?;
                 }
-                Err(fault) => return Err(stale_to_corrupt(fault, "page or extent")),
+                Err(f) => return Err(stale_to_corrupt(f, "page or extent")),
             }
         }
     }
@@ -239,9 +238,10 @@ impl Reader {
     }
 }
 
+/// The error a reader reports once refreshing did not cure a fault.
 fn stale_to_corrupt(f: Fault, what: &'static str) -> Error {
     match f {
-        Fault::Fail(e) => e,
+        Fault::Suspect(e) | Fault::Fail(e) => e,
         Fault::Stale => Error::corrupt(what, 0, "still failing validation after refreshing"),
     }
 }

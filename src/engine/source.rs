@@ -5,12 +5,22 @@ use crate::format::layout::PAGE;
 use crate::format::page::{check, Check, Page};
 use crate::store::{Mmap, WriterFile};
 
-/// A failed read: `Stale` (the page was reused after the caller's root; refresh and retry)
-/// or a real error.
+/// A failed read: `Stale` (the page was reused after the caller's root; refresh and retry),
+/// `Suspect` (a check failed: damage, or for a reader a torn read of space the writer is
+/// reusing — a reader retries after refreshing and reports it only if it persists) or a real
+/// error.
 #[derive(Debug)]
 pub enum Fault {
     Stale,
+    Suspect(Error),
     Fail(Error),
+}
+
+impl Fault {
+    /// Whether a reader may cure it by refreshing.
+    pub fn retryable(&self) -> bool {
+        !matches!(self, Fault::Fail(_))
+    }
 }
 
 impl From<Error> for Fault {
@@ -38,7 +48,7 @@ pub trait Source {
         match check(p, magic, max_epoch) {
             Check::Ok => Ok(()),
             Check::Stale => Err(Fault::Stale),
-            Check::Bad(why) => Err(Fault::Fail(Error::corrupt(what, off, why))),
+            Check::Bad(why) => Err(Fault::Suspect(Error::corrupt(what, off, why))),
         }
     }
 
@@ -73,6 +83,6 @@ impl Source for Mmap {
 pub fn settled<T>(r: Res<T>) -> Result<T> {
     r.map_err(|f| match f {
         Fault::Stale => Error::corrupt("page", 0, "page newer than the newest root"),
-        Fault::Fail(e) => e,
+        Fault::Suspect(e) | Fault::Fail(e) => e,
     })
 }

@@ -64,7 +64,7 @@ fn read(src: &dyn Source, chunks: &[u64], pos: u64, buf: &mut [u8]) -> Result<bo
         match src.read(off, &mut buf[at..at + n]) {
             Ok(()) => {}
             Err(Fault::Stale) => visible = false,
-            Err(Fault::Fail(e)) => return Err(e),
+            Err(Fault::Suspect(e) | Fault::Fail(e)) => return Err(e),
         }
         Ok(())
     })?;

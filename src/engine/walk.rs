@@ -35,7 +35,7 @@ impl Live {
 fn describe(f: Fault) -> String {
     match f {
         Fault::Stale => "page newer than the root".into(),
-        Fault::Fail(e) => e.to_string(),
+        Fault::Suspect(e) | Fault::Fail(e) => e.to_string(),
     }
 }
 
@@ -177,13 +177,10 @@ fn check_extent(
     }
     if crcs {
         if let Err(f) = super::extents::read(src, x.offset, x.count, x.crc) {
-            let why = match f {
-                Fault::Stale => "checksum mismatch".to_string(),
-                Fault::Fail(e) => e.to_string(),
-            };
             live.problem(format!(
-                "extent at {} (bucket page {page}): {why}",
-                x.offset
+                "extent at {} (bucket page {page}): {}",
+                x.offset,
+                describe(f)
             ));
         }
     }
