@@ -288,26 +288,90 @@ fn report_latency(what: &str, lat: &mut [f64], a: &Args, wall: f64) {
 }
 
 /// Runs the reader role in a separate process, forwarding its lines.
-fn reader_process(a: &Args, path: &Path) {
-    let exe = std::env::current_exe().unwrap();
-    let mut cmd = Command::new(exe);
-    cmd.args(["--role", "reader", "--file"]).arg(path);
+/// This benchmark run as a child process in `role`, with the same settings.
+fn child(role: &str, a: &Args, path: &Path) -> Command {
+    let mut cmd = Command::new(std::env::current_exe().unwrap());
+    cmd.args(["--role", role, "--file"]).arg(path);
     for (flag, v) in [
         ("--keys", a.keys),
         ("--values-per-key", a.values_per_key),
         ("--batch", a.batch),
         ("--lookups", a.lookups),
         ("--threads", a.threads),
+        ("--checkpoint-mb", a.checkpoint_mb),
     ] {
         cmd.args([flag, &v.to_string()]);
     }
     if a.sync {
         cmd.arg("--sync");
     }
-    let st = cmd.stdout(Stdio::inherit()).status().unwrap();
+    cmd
+}
+
+fn reader_process(a: &Args, path: &Path) {
+    let st = child("reader", a, path)
+        .stdout(Stdio::inherit())
+        .status()
+        .unwrap();
     if !st.success() {
         die("reader process failed");
     }
+}
+
+/// Writer role: loads, then commits more pairs (keys past the loaded ones) until the log
+/// holds 90 % of a checkpoint's worth, says so and waits to be killed, so the parent
+/// measures recovery from the longest log a crash can leave.
+fn writer_role(a: &Args) {
+    let path = a.file.clone().unwrap_or_else(|| die("--file missing"));
+    let mut w = load(a, &path);
+    let full = match a.checkpoint_mb {
+        0 => hashdir::engine::DEFAULT_CHECKPOINT_BYTES,
+        mb => mb << 20,
+    };
+    let mut next = a.keys;
+    while w.stats().unwrap().wal_bytes + a.batch * 33 < full / 10 * 9 {
+        let keys: Vec<Key> = (next..next + a.batch).map(key).collect();
+        let vals: Vec<Value> = (next..next + a.batch).map(|i| value(i, 0)).collect();
+        w.insert(&keys, &vals)
+            .unwrap_or_else(|e| die(&e.to_string()));
+        w.commit().unwrap_or_else(|e| die(&e.to_string()));
+        next += a.batch;
+    }
+    let wal = w.stats().unwrap().wal_bytes;
+    println!("@loaded {wal}");
+    loop {
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
+/// Loads in a writer process, measures readers while it runs, kills it with SIGKILL and
+/// times the recovery of the next writer open.
+fn load_then_crash(a: &Args, path: &Path) -> Writer {
+    let mut writer = child("writer", a, path)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = std::io::BufReader::new(writer.stdout.take().unwrap());
+    let mut wal = 0;
+    for line in std::io::BufRead::lines(out) {
+        let line = line.unwrap();
+        if let Some(n) = line.strip_prefix("@loaded ") {
+            wal = n.parse().unwrap();
+            break;
+        }
+        println!("{line}");
+    }
+    if wal == 0 {
+        die("writer process failed");
+    }
+    reader_process(a, path);
+    writer.kill().unwrap(); // SIGKILL
+    writer.wait().unwrap();
+    let t = Instant::now();
+    let w = Writer::open(path, &opts(a)).unwrap_or_else(|e| die(&e.to_string()));
+    let extra = format!(",\"wal_bytes\":{wal}");
+    emit("recovery_seconds", t.elapsed().as_secs_f64(), a, &extra);
+    w
 }
 
 /// Nanoseconds on the wall clock: comparable between the writer and reader processes.
@@ -359,16 +423,7 @@ fn staleness_role(a: &Args) {
 
 /// Commits the marker key every ~0.5 ms while a reader process polls for it.
 fn staleness(a: &Args, path: &Path, w: &mut Writer) {
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args(["--role", "staleness", "--file"])
-        .arg(path)
-        .args([
-            "--keys",
-            &a.keys.to_string(),
-            "--batch",
-            &a.batch.to_string(),
-        ])
-        .args(["--values-per-key", &a.values_per_key.to_string()])
+    let mut child = child("staleness", a, path)
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
@@ -395,6 +450,7 @@ fn main() {
     match a.role.as_deref() {
         Some("reader") => return reader_role(&a),
         Some("staleness") => return staleness_role(&a),
+        Some("writer") => return writer_role(&a),
         _ => {}
     }
     std::fs::create_dir_all(&a.dir).unwrap_or_else(|e| die(&format!("{}: {e}", a.dir.display())));
@@ -408,9 +464,7 @@ fn main() {
         a.batch,
         path.display()
     );
-    let mut w = load(&a, &path);
-    // Readers run in their own processes while the writer holds the file open.
-    reader_process(&a, &path);
+    let mut w = load_then_crash(&a, &path);
     staleness(&a, &path, &mut w);
     w.close().unwrap_or_else(|e| die(&e.to_string()));
     if !a.keep {
