@@ -30,7 +30,8 @@ use hdf5_sys::h5i::hid_t;
 use hdf5_sys::h5p::{
     H5Pclose, H5Pcreate, H5Pget_chunk, H5Pget_layout, H5Pget_nfilters, H5Pset, H5Pset_alignment,
     H5Pset_alloc_time, H5Pset_chunk, H5Pset_chunk_cache, H5Pset_fclose_degree, H5Pset_file_locking,
-    H5Pset_fill_time, H5Pset_layout, H5Pset_libver_bounds, H5Pset_meta_block_size, H5P_DEFAULT,
+    H5Pset_fill_time, H5Pset_layout, H5Pset_libver_bounds, H5Pset_meta_block_size,
+    H5Pset_metadata_read_attempts, H5P_DEFAULT,
 };
 use hdf5_sys::h5s::{
     H5S_class_t, H5Sclose, H5Screate, H5Screate_simple, H5Sget_simple_extent_dims,
@@ -54,6 +55,8 @@ const META_BLOCK: hsize_t = 1 << 20;
 /// page write never straddles two OS pages (torn writes split at OS page boundaries).
 const ALIGN_THRESHOLD: hsize_t = 2 * ROOT_SLOT as hsize_t;
 const ALIGNMENT: hsize_t = PAGE as hsize_t;
+/// HDF5's SWMR metadata read attempts (see `fapl`).
+const METADATA_READ_ATTEMPTS: std::ffi::c_uint = 24;
 const ROOT_NAME: &CStr = c"root";
 const VALUES_GROUP: &CStr = c"values";
 const ATTR_MAGIC: &CStr = c"hashdir_magic";
@@ -228,6 +231,13 @@ fn fapl(clear_status_flags: bool) -> Result<Hid> {
     // SAFETY: as above.
     call("H5Pset_alignment", || unsafe {
         H5Pset_alignment(p.id(), ALIGN_THRESHOLD, ALIGNMENT)
+    })?;
+    // SWMR reads retry a metadata checksum failure with a sleep that doubles from 1 ns, 100
+    // times by default: on a damaged file that is a hang of centuries. 24 tries wait at most
+    // ~17 ms in all, ample for a writer's flush in flight.
+    // SAFETY: as above.
+    call("H5Pset_metadata_read_attempts", || unsafe {
+        H5Pset_metadata_read_attempts(p.id(), METADATA_READ_ATTEMPTS)
     })?;
     if clear_status_flags {
         let mut yes: hbool_t = 1;
