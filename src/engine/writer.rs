@@ -132,6 +132,12 @@ impl Writer {
         if idle && self.log_capacity() >= room {
             return Ok(());
         }
+        self.run_checkpoint(room)
+    }
+
+    /// Runs a checkpoint (even with nothing committed: it still publishes changed free lists
+    /// and log size); after a failure, rebuilds the in-memory state from the file.
+    fn run_checkpoint(&mut self, room: u64) -> Result<()> {
         let r = checkpoint::run(
             &mut self.file,
             &mut self.st,
@@ -163,22 +169,9 @@ impl Writer {
         let report = gc::collect(&self.file, &mut self.st)?;
         failpoint::hit("gc.reclaimed");
         if report != GcReport::default() {
-            self.publish()?;
+            self.run_checkpoint(self.log_capacity())?;
         }
         Ok(report)
-    }
-
-    /// A checkpoint even when nothing was committed, to make changed free lists durable.
-    fn publish(&mut self) -> Result<()> {
-        let room = self.log_capacity();
-        checkpoint::run(
-            &mut self.file,
-            &mut self.st,
-            &mut self.mem,
-            &mut self.wal,
-            room,
-            self.sync,
-        )
     }
 
     pub fn stats(&self) -> Result<Stats> {
