@@ -125,6 +125,14 @@ fn c_quickstart_example_runs() {
 }
 
 #[test]
+fn c_two_process_example_runs() {
+    let src = root().join("examples/c/follow.c");
+    let out = run_example(src.to_str().unwrap());
+    assert!(out.contains("writer: committed 50 batches"), "{out}");
+    assert!(out.contains("reader: followed the writer to batch 50"), "{out}");
+}
+
+#[test]
 fn readme_quickstart_compiles_and_runs() {
     let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
     let start = readme.find("```c\n").expect("README has a C block") + 5;
