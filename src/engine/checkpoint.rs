@@ -389,8 +389,8 @@ impl Checkpoint<'_> {
         let slot = self.file.root_offset() + (root.epoch % 2) * ROOT_SLOT as u64;
         let bytes = root.encode();
         if cfg!(feature = "failpoints") {
-            // A torn root slot: its first half reaches the file, then the process dies.
-            self.file.write_at(slot, &bytes[..ROOT_SLOT / 2])?;
+            // A torn root slot: its first 128 bytes reach the file, then the process dies.
+            self.file.write_at(slot, &bytes[..ROOT_SLOT / 8])?;
             failpoint::hit("checkpoint.root_torn");
         }
         self.file.write_at(slot, &bytes)?;

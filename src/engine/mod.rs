@@ -28,5 +28,6 @@ mod writer;
 pub use gc::GcReport;
 pub use options::{Options, Stats, DEFAULT_CHECKPOINT_BYTES};
 pub use reader::Reader;
+pub use recovery::RecoveryReport;
 pub use verify::{verify, VerifyReport};
 pub use writer::Writer;

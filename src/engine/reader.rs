@@ -250,6 +250,12 @@ fn stale_to_corrupt(f: Fault, what: &'static str) -> Error {
 fn load(file: &ReadFile, cur: Option<&Snap>) -> Res<Snap> {
     let map = file.map()?;
     let root = read_root(&map, file.root_offset())?;
+    // The two slots are copied one after the other: while the writer publishes two roots in
+    // quick succession the copy can pair an old slot with a torn one and find an older root
+    // than this reader already has. Going back is never right: read again.
+    if cur.is_some_and(|c| root.epoch < c.root.epoch) {
+        return Err(Fault::Stale);
+    }
     if let Some(cur) = cur.filter(|c| c.root.epoch == root.epoch) {
         return Ok(tail(cur, map)?);
     }

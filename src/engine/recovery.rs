@@ -5,9 +5,23 @@ use super::oplog::OpLog;
 use super::state::State;
 use super::wal::{self, Cursor};
 use crate::error::Result;
+use crate::format::layout::ROOT_SLOT;
+use crate::format::root::Root;
 use crate::store::WriterFile;
 
-pub fn recover(file: &WriterFile) -> Result<(State, OpLog, Cursor)> {
+/// What an open found and what it left behind.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RecoveryReport {
+    /// Epoch of the root the writer started from.
+    pub root_epoch: u64,
+    /// Committed batches replayed from the log, and their bytes.
+    pub frames: u64,
+    pub log_bytes: u64,
+    /// What was dropped or ignored: a damaged root slot, an incomplete last batch.
+    pub notes: Vec<String>,
+}
+
+pub fn recover(file: &WriterFile) -> Result<(State, OpLog, Cursor, RecoveryReport)> {
     let st = State::load(file)?;
     let start = Cursor {
         gen: st.root.wal_gen,
@@ -22,5 +36,33 @@ pub fn recover(file: &WriterFile) -> Result<(State, OpLog, Cursor)> {
         }
     })?;
     super::failpoint::hit("recovery.replayed");
-    Ok((st, mem, end))
+    let mut report = RecoveryReport {
+        root_epoch: st.root.epoch,
+        frames: end.lsn - start.lsn,
+        log_bytes: end.pos,
+        notes: slot_notes(file, &st.root)?,
+    };
+    if let Some(len) = wal::torn_tail(file, &st.wal_chunks, end)? {
+        report.notes.push(format!(
+            "dropped an incomplete batch (LSN {}, {len} bytes) at log offset {}: it was never acknowledged",
+            end.lsn, end.pos
+        ));
+    }
+    Ok((st, mem, end, report))
+}
+
+/// A root slot that holds something but not a valid root (a torn or damaged checkpoint).
+fn slot_notes(file: &WriterFile, used: &Root) -> Result<Vec<String>> {
+    let mut slots = vec![0u8; 2 * ROOT_SLOT];
+    file.read_at(file.root_offset(), &mut slots)?;
+    let mut notes = Vec::new();
+    for (i, slot) in slots.chunks(ROOT_SLOT).enumerate() {
+        if let (Err(why), false) = (Root::decode(slot), slot.iter().all(|b| *b == 0)) {
+            notes.push(format!(
+                "root slot {i} ignored ({why}); using the root of epoch {} in the other slot",
+                used.epoch
+            ));
+        }
+    }
+    Ok(notes)
 }

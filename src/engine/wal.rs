@@ -105,3 +105,13 @@ pub fn scan(
     }
     Ok(cur)
 }
+
+/// The length a frame at `cur` claims when its header is whole but the frame is not: a batch
+/// whose write was cut short, which the scan ended at.
+pub fn torn_tail(src: &dyn Source, chunks: &[u64], cur: Cursor) -> Result<Option<usize>> {
+    let mut hdr = [0u8; HEADER];
+    if cur.pos + HEADER as u64 > capacity(chunks) || !read(src, chunks, cur.pos, &mut hdr)? {
+        return Ok(None);
+    }
+    Ok(header_len(&hdr, cur.gen, cur.lsn))
+}

@@ -5,7 +5,7 @@ use super::failpoint;
 use super::gc::{self, GcReport};
 use super::oplog::OpLog;
 use super::options::{Options, Stats};
-use super::recovery;
+use super::recovery::{self, RecoveryReport};
 use super::state::{initial_root, State};
 use super::wal::{self, Cursor};
 use crate::error::{Error, Result};
@@ -25,6 +25,7 @@ pub struct Writer {
     mem: OpLog,
     wal: Cursor,
     batch: FrameBuf,
+    recovered: RecoveryReport,
 }
 
 impl Writer {
@@ -32,7 +33,7 @@ impl Writer {
     pub fn open(path: &Path, opts: &Options) -> Result<Writer> {
         let init = initial_root().encode();
         let file = WriterFile::open(path, opts.create.then_some(&init[..]))?;
-        let (st, mem, wal) = recovery::recover(&file)?;
+        let (st, mem, wal, recovered) = recovery::recover(&file)?;
         let mut w = Writer {
             file,
             sync: opts.sync_commit,
@@ -41,6 +42,7 @@ impl Writer {
             mem,
             wal,
             batch: FrameBuf::new(),
+            recovered,
         };
         if w.st.wal_chunks.is_empty() {
             w.checkpoint_now(w.grown_log(0))?;
@@ -154,7 +156,7 @@ impl Writer {
             Err(e) => {
                 // The in-memory state may be half-changed: rebuild it from the file, which
                 // still holds the previous root and every committed batch.
-                let (st, mem, wal) = recovery::recover(&self.file)?;
+                let (st, mem, wal, _) = recovery::recover(&self.file)?;
                 (self.st, self.mem, self.wal) = (st, mem, wal);
                 Err(e)
             }
@@ -172,6 +174,12 @@ impl Writer {
             self.run_checkpoint(self.log_capacity())?;
         }
         Ok(report)
+    }
+
+    /// What this open recovered: the root it started from, the batches it replayed, and
+    /// what it dropped (a damaged root slot, an incomplete, never acknowledged last batch).
+    pub fn recovery(&self) -> &RecoveryReport {
+        &self.recovered
     }
 
     pub fn stats(&self) -> Result<Stats> {
