@@ -26,6 +26,9 @@ pub struct Writer {
     wal: Cursor,
     batch: FrameBuf,
     recovered: RecoveryReport,
+    /// Why the writer refuses work: a failed checkpoint whose half-made in-memory state could
+    /// not be rebuilt from the file. The file is intact; reopening recovers it.
+    broken: Option<String>,
 }
 
 impl Writer {
@@ -43,6 +46,7 @@ impl Writer {
             wal,
             batch: FrameBuf::new(),
             recovered,
+            broken: None,
         };
         if w.st.wal_chunks.is_empty() {
             w.checkpoint_now(w.grown_log(0))?;
@@ -84,7 +88,22 @@ impl Writer {
         )
     }
 
+    /// Refuses work once the in-memory state is no longer trustworthy.
+    fn usable(&self) -> Result<()> {
+        match &self.broken {
+            None => Ok(()),
+            Some(why) => Err(Error::io(
+                "writer",
+                self.file.path(),
+                std::io::Error::other(format!(
+                    "unusable after a failed checkpoint ({why}); reopen the file: nothing committed is lost"
+                )),
+            )),
+        }
+    }
+
     fn push_all(&mut self, n: usize, ops: impl Iterator<Item = Op>) -> Result<()> {
+        self.usable()?;
         if !self.batch.reserve(n) {
             return Err(Error::InvalidArgument(format!(
                 "batch too large: {n} more ops would exceed 4 GiB in one commit; commit more often"
@@ -97,6 +116,7 @@ impl Writer {
     /// Makes the pending batch durable (WAL) and visible, atomically; checkpoints when the log
     /// has reached `checkpoint_bytes`.
     pub fn commit(&mut self) -> Result<()> {
+        self.usable()?;
         if self.batch.is_empty() {
             return Ok(());
         }
@@ -130,6 +150,7 @@ impl Writer {
 
     /// Checkpoints and makes the log at least `room` bytes.
     fn checkpoint_now(&mut self, room: u64) -> Result<()> {
+        self.usable()?;
         let idle = self.mem.is_empty() && self.wal.pos == 0;
         if idle && self.log_capacity() >= room {
             return Ok(());
@@ -156,8 +177,10 @@ impl Writer {
             Err(e) => {
                 // The in-memory state may be half-changed: rebuild it from the file, which
                 // still holds the previous root and every committed batch.
-                let (st, mem, wal, _) = recovery::recover(&self.file)?;
-                (self.st, self.mem, self.wal) = (st, mem, wal);
+                match recovery::recover(&self.file) {
+                    Ok((st, mem, wal, _)) => (self.st, self.mem, self.wal) = (st, mem, wal),
+                    Err(again) => self.broken = Some(format!("{e}; then {again}")),
+                }
                 Err(e)
             }
         }
