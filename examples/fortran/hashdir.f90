@@ -404,6 +404,17 @@ contains
     end if
   end subroutine finish
 
+  !> The caller's options, or the defaults when none were passed.
+  function options_or_default(options) result(o)
+    type(hashdir_options), intent(in), optional :: options
+    type(hashdir_options) :: o
+    if (present(options)) then
+      o = options
+    else
+      o = hd_options()
+    end if
+  end function options_or_default
+
   ! ---------------------------------------------------------------------------------
   ! hd_writer
 
@@ -414,18 +425,13 @@ contains
     type(hashdir_options), intent(in), optional :: options
     integer, intent(out), optional :: stat
     character(len=*), intent(out), optional :: errmsg
-    type(hashdir_options) :: o
-    if (present(options)) then
-      o = options
-    else
-      o = hd_options()
-    end if
     if (c_associated(self%handle)) then
       call finish(HASHDIR_ERR_INVALID_ARGUMENT, stat, errmsg, &
                   "hd_writer%open: this handle is already open; close it first")
       return
     end if
-    call finish(hashdir_writer_open(path // c_null_char, o, self%handle), stat, errmsg)
+    call finish(hashdir_writer_open(path // c_null_char, options_or_default(options), &
+                                    self%handle), stat, errmsg)
   end subroutine writer_open
 
   !> Adds the pairs (keys(i), values(i)); a pair already there changes nothing.
@@ -521,18 +527,13 @@ contains
     type(hashdir_options), intent(in), optional :: options
     integer, intent(out), optional :: stat
     character(len=*), intent(out), optional :: errmsg
-    type(hashdir_options) :: o
-    if (present(options)) then
-      o = options
-    else
-      o = hd_options()
-    end if
     if (c_associated(self%handle)) then
       call finish(HASHDIR_ERR_INVALID_ARGUMENT, stat, errmsg, &
                   "hd_reader%open: this handle is already open; close it first")
       return
     end if
-    call finish(hashdir_reader_open(path // c_null_char, o, self%handle), stat, errmsg)
+    call finish(hashdir_reader_open(path // c_null_char, options_or_default(options), &
+                                    self%handle), stat, errmsg)
   end subroutine reader_open
 
   !> Moves the view to the writer's last commit.
