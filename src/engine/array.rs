@@ -27,6 +27,13 @@ pub fn leaf_len(len: u64, i: usize) -> usize {
 /// Walks the node pages of an array and returns where its leaves are.
 pub fn shape(src: &dyn Source, aref: ArrayRef, max_epoch: u64) -> Res<Shape> {
     let mut s = Shape::default();
+    if aref.levels != ArrayRef::levels_for(aref.len) {
+        return Err(Fault::Fail(Error::corrupt(
+            "array",
+            aref.top,
+            format!("{} levels for {} items", aref.levels, aref.len),
+        )));
+    }
     if aref.levels > 0 {
         walk(
             src,
@@ -57,12 +64,20 @@ fn walk(
     max_epoch: u64,
     s: &mut Shape,
 ) -> Res<()> {
-    let covered = ArrayRef::span(level).min(aref.len - first);
     if off == 0 {
-        s.leaves
-            .extend(std::iter::repeat_n((0, 0), leaf_count(covered)));
+        // Only a new file's one-leaf directory is a hole; a bigger one would let a damaged
+        // length make us allocate without bound.
+        if level != 0 || aref.len > LEAF as u64 {
+            return Err(Fault::Fail(Error::corrupt(
+                "array",
+                aref.top,
+                "page offset 0 in an array longer than a leaf",
+            )));
+        }
+        s.leaves.push((0, 0));
         return Ok(());
     }
+    let covered = ArrayRef::span(level).min(aref.len - first);
     if level == 0 {
         s.leaves.push((off, epoch));
         return Ok(());
@@ -123,7 +138,8 @@ pub fn read_leaf(
 /// A whole array and its shape.
 pub fn load(src: &dyn Source, aref: ArrayRef, max_epoch: u64) -> Res<(Vec<u64>, Shape)> {
     let s = shape(src, aref, max_epoch)?;
-    let mut items = Vec::with_capacity(aref.len as usize);
+    // The leaves were all read, so the length is backed by pages that exist.
+    let mut items = Vec::with_capacity(aref.len.min((s.leaves.len() * LEAF) as u64) as usize);
     for (i, leaf) in s.leaves.iter().enumerate() {
         items.extend(read_leaf(src, aref.len, i, *leaf, max_epoch)?);
     }

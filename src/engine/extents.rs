@@ -154,8 +154,15 @@ pub fn to_bytes(values: &[Value]) -> Vec<u8> {
 /// The `count` values of an extent, checked against the CRC its bucket entry holds. A mismatch
 /// is `Suspect`: damage, or an extent reused after a reader's root.
 pub fn read(src: &dyn Source, off: u64, count: u64, crc: u32) -> Res<Vec<Value>> {
-    let bytes_len = usize::try_from(count.saturating_mul(16))
-        .map_err(|_| Error::corrupt("value extent", off, "count too large"))?;
+    let bytes_len = count.saturating_mul(16);
+    if off.saturating_add(bytes_len) > src.size() {
+        return Err(Fault::Suspect(Error::corrupt(
+            "value extent",
+            off,
+            format!("{count} values would end past the file"),
+        )));
+    }
+    let bytes_len = bytes_len as usize;
     let mut bytes = vec![0u8; bytes_len];
     src.read(off, &mut bytes)?;
     if crc32c::crc32c(&bytes) != crc {

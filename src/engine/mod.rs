@@ -10,6 +10,8 @@ mod array;
 mod checkpoint;
 mod extents;
 pub mod failpoint;
+#[doc(hidden)]
+pub mod fuzz;
 mod gc;
 mod memtable;
 mod oplog;

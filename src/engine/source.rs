@@ -35,6 +35,9 @@ pub type Res<T> = std::result::Result<T, Fault>;
 pub trait Source {
     fn read(&self, off: u64, buf: &mut [u8]) -> Res<()>;
 
+    /// Bytes readable: reads that would end past it are refused before anything is allocated.
+    fn size(&self) -> u64;
+
     /// Reads the page at `off` into `p`, checked against `magic` and `max_epoch`.
     fn page_into(
         &self,
@@ -64,6 +67,10 @@ impl Source for WriterFile {
     fn read(&self, off: u64, buf: &mut [u8]) -> Res<()> {
         Ok(self.read_at(off, buf)?)
     }
+
+    fn size(&self) -> u64 {
+        self.file_len().unwrap_or(u64::MAX)
+    }
 }
 
 impl Source for Mmap {
@@ -76,6 +83,10 @@ impl Source for Mmap {
             }) => Err(Fault::Stale),
             r => Ok(r?),
         }
+    }
+
+    fn size(&self) -> u64 {
+        self.len() as u64
     }
 }
 

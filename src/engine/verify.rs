@@ -1,5 +1,6 @@
 //! `verify`: checks a file against every rule of the format, from its newest root down.
 
+use super::source::Source;
 use super::walk::{walk, Live};
 use crate::error::Result;
 use crate::format::layout::{PAGE, ROOT_SLOT};
@@ -39,7 +40,7 @@ pub fn verify(path: &Path) -> Result<VerifyReport> {
         let Some(root) = newest_root(&map, file.root_offset(), &mut last)? else {
             return Ok(last);
         };
-        last = check(&map, &root);
+        last = check(&*map, map.len() as u64, &root);
         let again = file.map()?;
         let now = newest_root(&again, file.root_offset(), &mut VerifyReport::default())?;
         if last.is_ok() || now.is_none_or(|r| r.epoch == root.epoch) {
@@ -61,10 +62,11 @@ fn newest_root(map: &Mmap, at: u64, report: &mut VerifyReport) -> Result<Option<
     }
 }
 
-fn check(map: &Mmap, root: &Root) -> VerifyReport {
-    let mut live = walk(map, root, true);
+/// Every rule of the format for the state `root` describes; `file_len` bounds all offsets.
+pub(super) fn check(src: &dyn Source, file_len: u64, root: &Root) -> VerifyReport {
+    let mut live = walk(src, root, true);
     counts(&mut live, root);
-    bounds(&mut live, map.len() as u64);
+    bounds(&mut live, file_len);
     pages_once(&mut live);
     extents_disjoint(&mut live);
     VerifyReport {
@@ -136,7 +138,7 @@ fn extents_disjoint(live: &mut Live) {
     );
     all.sort_unstable();
     for w in all.windows(2) {
-        if w[0].0 + w[0].1 > w[1].0 {
+        if w[0].0.saturating_add(w[0].1) > w[1].0 {
             live.problems.push(format!(
                 "{} extent at {} (+{}) overlaps {} extent at {}",
                 w[0].2, w[0].0, w[0].1, w[1].2, w[1].0

@@ -205,11 +205,12 @@ pub fn decode(p: &Page, offset: u64) -> Result<Vec<Entry>> {
     for i in 0..n {
         let at = get_u16(p, HEADER + 2 * n + 2 * i) as usize;
         let (key, set) = entry_at(p, at, offset)?;
-        out.push(Entry {
-            hash: key_hash(&key),
-            key,
-            set,
-        });
+        let hash = key_hash(&key);
+        // `find` trusts the tags: an entry with a wrong one would be invisible to lookups.
+        if get_u16(p, HEADER + 2 * i) != hash as u16 {
+            return Err(bad(offset, "entry tag does not match its key"));
+        }
+        out.push(Entry { hash, key, set });
     }
     Ok(out)
 }
