@@ -469,5 +469,6 @@ fn main() {
     w.close().unwrap_or_else(|e| die(&e.to_string()));
     if !a.keep {
         let _ = std::fs::remove_file(&path);
+        let _ = std::fs::remove_file(hashdir::store::table_path(&path));
     }
 }

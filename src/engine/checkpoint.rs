@@ -360,7 +360,7 @@ impl Checkpoint<'_> {
         pages.freed.append(&mut freed);
         let ext_items = self.st.extents.items();
         let (fe_ref, fe_shape) = store_fresh(&ext_items, epoch, file, pages, &mut self.batch)?;
-        let page_items: Vec<u64> = pages.free.iter().chain(&pages.freed).copied().collect();
+        let page_items = pages.listed();
         let (fp_ref, fp_shape) = store_fresh(&page_items, epoch, file, pages, &mut self.batch)?;
         self.st.free_extents_shape = fe_shape;
         self.st.free_pages_shape = fp_shape;
@@ -398,9 +398,9 @@ impl Checkpoint<'_> {
         if sync {
             self.file.sync()?;
         }
+        self.st.pages.publish(root.epoch);
+        self.st.extents.publish(root.epoch);
         self.st.root = root;
-        self.st.pages.publish();
-        self.st.extents.publish();
         Ok(())
     }
 }

@@ -2,6 +2,7 @@
 //! power-of-two size with buddy alignment (so an extent never straddles a chunk unless it spans
 //! whole, file-contiguous chunks), reading with CRC validation, and the free list.
 
+use super::pages::Held;
 use super::source::{Fault, Res, Source};
 use crate::error::{Error, Result};
 use crate::format::layout::{BLOB_CHUNK, VALUE_SHARDS};
@@ -29,26 +30,31 @@ const GROW_MAX: u64 = 1024;
 pub struct ExtentAlloc {
     /// Reusable extents by (shard, byte length).
     pub free: HashMap<(usize, u64), Vec<u64>>,
-    /// Freed by the running checkpoint: reusable after its root is published.
+    /// Freed by the running checkpoint: held for readers after its root is published.
     pub freed: Vec<(usize, u64, u64)>,
+    /// Freed by published checkpoints, until no pinned reader can read them (see `Held`).
+    pub held: Held<(usize, u64, u64)>,
     /// Bytes handed out from the end of each shard.
     pub hw: [u64; VALUE_SHARDS],
 }
 
 impl ExtentAlloc {
-    /// Rebuilds the allocator from the root's free list items (offset, shard << 56 | length).
-    pub fn from_items(items: &[u64], hw: [u64; VALUE_SHARDS]) -> Result<ExtentAlloc> {
-        let mut a = ExtentAlloc {
-            hw,
-            ..ExtentAlloc::default()
-        };
+    /// Rebuilds the allocator from the free list items (offset, shard << 56 | length) of root
+    /// `epoch`: all held, as readers of older roots may still read them.
+    pub fn from_items(items: &[u64], hw: [u64; VALUE_SHARDS], epoch: u64) -> Result<ExtentAlloc> {
+        let mut held = Vec::with_capacity(items.len() / 2);
         for pair in items.chunks_exact(2) {
             let (shard, len) = ((pair[1] >> 56) as usize, pair[1] & ((1 << 56) - 1));
             if shard >= VALUE_SHARDS || !len.is_power_of_two() {
                 return Err(Error::corrupt("free extent list", pair[0], "bad entry"));
             }
-            a.free.entry((shard, len)).or_default().push(pair[0]);
+            held.push((shard, pair[0], len));
         }
+        let mut a = ExtentAlloc {
+            hw,
+            ..ExtentAlloc::default()
+        };
+        a.held.hold(epoch, held);
         Ok(a)
     }
 
@@ -60,7 +66,7 @@ impl ExtentAlloc {
                 out.extend([*off, (*shard as u64) << 56 | len]);
             }
         }
-        for (shard, off, len) in &self.freed {
+        for (shard, off, len) in self.held.iter().chain(&self.freed) {
             out.extend([*off, (*shard as u64) << 56 | len]);
         }
         out
@@ -131,11 +137,18 @@ impl ExtentAlloc {
         self.freed.push((shard, off, cap as u64 * 16));
     }
 
-    /// After the root flip: what this checkpoint freed becomes reusable.
-    pub fn publish(&mut self) {
-        for (shard, off, len) in self.freed.drain(..) {
-            self.free.entry((shard, len)).or_default().push(off);
-        }
+    /// After root `epoch` is published: what its checkpoint freed is held for readers.
+    pub fn publish(&mut self, epoch: u64) {
+        let freed = std::mem::take(&mut self.freed);
+        self.held.hold(epoch, freed);
+    }
+
+    /// Makes reusable what no reader under root `oldest` or later can read.
+    pub fn release(&mut self, oldest: u64) {
+        let free = &mut self.free;
+        self.held.release(oldest, |(shard, off, len)| {
+            free.entry((shard, len)).or_default().push(off)
+        });
     }
 }
 

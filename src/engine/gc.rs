@@ -35,8 +35,7 @@ pub fn collect(file: &WriterFile, st: &mut State) -> Result<GcReport> {
         .pages
         .iter()
         .map(|p| p.0)
-        .chain(st.pages.free.iter().copied())
-        .chain(st.pages.freed.iter().copied())
+        .chain(st.pages.listed())
         .collect();
     let chunks = file.chunks(Ds::Pages);
     for idx in 0..st.pages.hw {
@@ -51,7 +50,8 @@ pub fn collect(file: &WriterFile, st: &mut State) -> Result<GcReport> {
     for ((_, len), offs) in &st.extents.free {
         taken.extend(offs.iter().map(|o| (*o, *len)));
     }
-    taken.extend(st.extents.freed.iter().map(|(_, o, l)| (*o, *l)));
+    let held = st.extents.held.iter();
+    taken.extend(held.chain(&st.extents.freed).map(|(_, o, l)| (*o, *l)));
     for shard in 0..VALUE_SHARDS {
         report.extent_bytes_reclaimed += reclaim_shard(file, st, shard, &taken);
     }

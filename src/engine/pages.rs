@@ -51,12 +51,50 @@ impl PageBatch {
 const GROW_MIN: u64 = 1;
 const GROW_MAX: u64 = 1024;
 
+/// Space freed by published checkpoints that a reader may still be reading: batches by the
+/// epoch of the root that stopped referencing them. Readers under roots older than that epoch
+/// may still read the space; once the oldest pinned reader is at or past it, it is reusable.
+pub struct Held<T> {
+    batches: std::collections::VecDeque<(u64, Vec<T>)>,
+}
+
+impl<T> Default for Held<T> {
+    fn default() -> Self {
+        Held {
+            batches: Default::default(),
+        }
+    }
+}
+
+impl<T> Held<T> {
+    /// Holds what root `epoch` (just published) stopped referencing.
+    pub fn hold(&mut self, epoch: u64, items: Vec<T>) {
+        if !items.is_empty() {
+            self.batches.push_back((epoch, items));
+        }
+    }
+
+    /// Hands back what no reader at or after `oldest` (the oldest pinned root) can read.
+    pub fn release(&mut self, oldest: u64, mut f: impl FnMut(T)) {
+        while self.batches.front().is_some_and(|(e, _)| *e <= oldest) {
+            let (_, items) = self.batches.pop_front().expect("checked front");
+            items.into_iter().for_each(&mut f);
+        }
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &T> {
+        self.batches.iter().flat_map(|(_, v)| v.iter())
+    }
+}
+
 /// Where new pages come from. Pages freed during a checkpoint wait in `freed` until its root is
-/// published: until then the previous root still references them.
+/// published (the previous root references them), then in `held` until no pinned reader reads
+/// under a root that references them, then go to `free`.
 #[derive(Default)]
 pub struct PageAlloc {
     pub free: Vec<u64>,
     pub freed: Vec<u64>,
+    pub held: Held<u64>,
     /// Pages handed out from the end of the dataset.
     pub hw: u64,
 }
@@ -83,10 +121,31 @@ impl PageAlloc {
         Ok(off)
     }
 
-    /// After the root flip: what this checkpoint freed becomes reusable.
-    pub fn publish(&mut self) {
-        self.free.append(&mut self.freed);
-        self.order();
+    /// After root `epoch` is published: what its checkpoint freed is held for readers.
+    pub fn publish(&mut self, epoch: u64) {
+        let freed = std::mem::take(&mut self.freed);
+        self.held.hold(epoch, freed);
+    }
+
+    /// Makes reusable what no reader under root `oldest` or later can read.
+    pub fn release(&mut self, oldest: u64) {
+        let before = self.free.len();
+        let free = &mut self.free;
+        self.held.release(oldest, |p| free.push(p));
+        if self.free.len() != before {
+            self.order();
+        }
+    }
+
+    /// Every page a root's free list must list: free, held and freed.
+    pub fn listed(&self) -> Vec<u64> {
+        let held = self.held.iter();
+        self.free
+            .iter()
+            .chain(held)
+            .chain(&self.freed)
+            .copied()
+            .collect()
     }
 
     /// Sorts the free list so pops hand out ascending offsets and page writes coalesce.

@@ -16,7 +16,7 @@ use crate::format::hash::{dir_index, key_hash, prefix};
 use crate::format::layout::{PAGE, ROOT_SLOT};
 use crate::format::page::MAGIC_BUCKET;
 use crate::format::root::{self, entry_depth, entry_offset, Root};
-use crate::store::{Mmap, ReadFile};
+use crate::store::{Mmap, ReadFile, ReaderTable, Slot};
 use crate::{Key, Value};
 use parking_lot::{Mutex, RwLock};
 use std::cell::RefCell;
@@ -32,8 +32,17 @@ const RETRIES: usize = 4;
 const CACHED_READERS: usize = 4;
 
 thread_local! {
-    /// (reader id, generation, snapshot) of the readers this thread used last.
-    static SNAPS: RefCell<Vec<(u64, u64, Arc<Snap>)>> = const { RefCell::new(Vec::new()) };
+    /// What this thread keeps of the readers it used last.
+    static SNAPS: RefCell<Vec<Cached>> = const { RefCell::new(Vec::new()) };
+}
+
+/// A thread's copy of a reader's snapshot and its slot in the reader table.
+struct Cached {
+    id: u64,
+    gen: u64,
+    snap: Arc<Snap>,
+    /// Where this thread pins the root it reads under (None: table full or unavailable).
+    slot: Option<Slot>,
 }
 
 struct Leaf {
@@ -56,6 +65,8 @@ pub struct Reader {
     /// Unique for the life of the process (addresses are reused after close).
     id: u64,
     file: ReadFile,
+    /// Where this reader's threads pin their roots so the writer holds that space back.
+    table: Option<Arc<ReaderTable>>,
     snap: RwLock<Arc<Snap>>,
     /// Bumped after `snap` changes; threads keep their copy of `snap` while it is unchanged.
     gen: AtomicU64,
@@ -68,11 +79,17 @@ pub struct Reader {
 impl Reader {
     pub fn open(path: &Path, opts: &Options) -> Result<Reader> {
         let file = ReadFile::open(path)?;
-        let snap = load(&file, None).map_err(|f| stale_to_corrupt(f, "root"))?;
+        let table = ReaderTable::open(path)?;
+        // Pinned at epoch 0 while loading: the writer reuses nothing until we know our root.
+        let slot = table.as_ref().and_then(|t| t.claim());
+        let snap = pinned(slot.as_ref(), 0, || load(&file, None));
+        drop(slot);
+        let snap = snap.map_err(|f| stale_to_corrupt(f, "root"))?;
         static NEXT_ID: AtomicU64 = AtomicU64::new(1);
         Ok(Reader {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             file,
+            table,
             snap: RwLock::new(Arc::new(snap)),
             gen: AtomicU64::new(0),
             refreshing: Mutex::new(()),
@@ -86,27 +103,48 @@ impl Reader {
         self.snap.read().clone()
     }
 
-    /// Runs `f` on this thread's copy of the current snapshot: while the snapshot is unchanged
-    /// a lookup touches no shared cache line (no lock, no reference count), so threads scale.
+    /// Runs `f` on this thread's copy of the current snapshot, pinned: while the snapshot is
+    /// unchanged a lookup touches no shared cache line but its own slot (no lock, no reference
+    /// count), so threads scale.
     fn with_snap<T>(&self, f: impl FnOnce(&Snap) -> T) -> T {
         let gen = self.gen.load(Ordering::Acquire);
+        self.cached(|c| {
+            if c.gen != gen {
+                (c.gen, c.snap) = (gen, self.snapshot());
+            }
+            pinned(c.slot.as_ref(), c.snap.root.epoch, || f(&c.snap))
+        })
+    }
+
+    /// Runs `f` pinned at root `epoch` (a refresh or scan under that root or a newer one).
+    /// The thread's cache is not held while `f` runs: a scan's callback may use the reader.
+    fn pinned_at<T>(&self, epoch: u64, f: impl FnOnce() -> T) -> T {
+        self.cached(|c| c.slot.as_ref().map(|s| s.pin(epoch)));
+        let r = f();
+        self.cached(|c| c.slot.as_ref().map(|s| s.unpin()));
+        r
+    }
+
+    /// `f` on this thread's entry for this reader, made on first use.
+    fn cached<T>(&self, f: impl FnOnce(&mut Cached) -> T) -> T {
         SNAPS.with(|cache| {
             let mut cache = cache.borrow_mut();
-            let at = match cache.iter().position(|e| e.0 == self.id) {
-                Some(at) if cache[at].1 == gen => at,
-                Some(at) => {
-                    cache[at] = (self.id, gen, self.snapshot());
-                    at
-                }
+            let at = match cache.iter().position(|e| e.id == self.id) {
+                Some(at) => at,
                 None => {
                     if cache.len() >= CACHED_READERS {
                         cache.remove(0);
                     }
-                    cache.push((self.id, gen, self.snapshot()));
+                    cache.push(Cached {
+                        id: self.id,
+                        gen: self.gen.load(Ordering::Acquire),
+                        snap: self.snapshot(),
+                        slot: self.table.as_ref().and_then(|t| t.claim()),
+                    });
                     cache.len() - 1
                 }
             };
-            f(&cache[at].2)
+            f(&mut cache[at])
         })
     }
 
@@ -147,7 +185,7 @@ impl Reader {
         let mut last = Fault::Stale;
         for _ in 0..RETRIES {
             let cur = self.snapshot();
-            match load(&self.file, Some(&cur)) {
+            match self.pinned_at(cur.root.epoch, || load(&self.file, Some(&cur))) {
                 Ok(next) => {
                     *self.snap.write() = Arc::new(next);
                     self.gen.fetch_add(1, Ordering::Release);
@@ -221,7 +259,8 @@ impl Reader {
         let mut next = Some(0u64);
         let mut tries = 0;
         loop {
-            match self.snapshot().scan_from(&mut next, &mut f) {
+            let snap = self.snapshot();
+            match self.pinned_at(snap.root.epoch, || snap.scan_from(&mut next, &mut f)) {
                 Ok(()) => return Ok(()),
                 Err(f) if f.retryable() && tries < RETRIES => {
                     tries += 1;
@@ -346,8 +385,19 @@ fn compact(overlay: &mut Vec<Arc<Memtable>>) {
 impl Drop for Reader {
     fn drop(&mut self) {
         // Other threads' copies go when they use other readers or exit.
-        let _ = SNAPS.try_with(|c| c.borrow_mut().retain(|e| e.0 != self.id));
+        let _ = SNAPS.try_with(|c| c.borrow_mut().retain(|e| e.id != self.id));
     }
+}
+
+/// Runs `f` with `slot` (if any) announcing root `epoch`.
+fn pinned<T>(slot: Option<&Slot>, epoch: u64, f: impl FnOnce() -> T) -> T {
+    let Some(slot) = slot else {
+        return f();
+    };
+    slot.pin(epoch);
+    let r = f();
+    slot.unpin();
+    r
 }
 
 impl Snap {

@@ -70,15 +70,15 @@ impl State {
             ));
         }
         let dir_dirty = vec![false; dir_shape.leaves.len()];
+        // Readers of older roots may still read what this root lists as free.
         let mut pages = PageAlloc {
-            free: free_pages,
-            freed: Vec::new(),
             hw: root.pages_hw,
+            ..PageAlloc::default()
         };
-        pages.order();
+        pages.held.hold(root.epoch, free_pages);
         Ok(State {
             pages,
-            extents: ExtentAlloc::from_items(&free_ext, root.values_hw)?,
+            extents: ExtentAlloc::from_items(&free_ext, root.values_hw, root.epoch)?,
             root,
             dir,
             dir_shape,

@@ -96,7 +96,7 @@ pub fn scan(
         if !read(src, chunks, cur.pos, &mut frame)? {
             break;
         }
-        let Some(ops) = validate(&frame) else {
+        let Some(ops) = validate(&frame, cur.gen, cur.lsn) else {
             break;
         };
         f(ops);

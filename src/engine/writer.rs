@@ -10,9 +10,10 @@ use super::state::{initial_root, State};
 use super::wal::{self, Cursor};
 use crate::error::{Error, Result};
 use crate::format::wal::{FrameBuf, Op};
-use crate::store::WriterFile;
+use crate::store::{ReaderTable, WriterFile};
 use crate::{Key, Value};
 use std::path::Path;
+use std::sync::Arc;
 
 /// Log size of a new file (it doubles as the file grows, up to `checkpoint_bytes`).
 const MIN_LOG: u64 = 4 << 20;
@@ -26,6 +27,8 @@ pub struct Writer {
     wal: Cursor,
     batch: FrameBuf,
     recovered: RecoveryReport,
+    /// Where readers pin the roots they read under; `None` if it cannot be written here.
+    readers: Option<Arc<ReaderTable>>,
     /// Why the writer refuses work: a failed checkpoint whose half-made in-memory state could
     /// not be rebuilt from the file. The file is intact; reopening recovers it.
     broken: Option<String>,
@@ -37,6 +40,7 @@ impl Writer {
         let init = initial_root().encode();
         let file = WriterFile::open(path, opts.create.then_some(&init[..]))?;
         let (st, mem, wal, recovered) = recovery::recover(&file)?;
+        let readers = ReaderTable::open(path)?;
         let mut w = Writer {
             file,
             sync: opts.sync_commit,
@@ -46,6 +50,7 @@ impl Writer {
             wal,
             batch: FrameBuf::new(),
             recovered,
+            readers,
             broken: None,
         };
         if w.st.wal_chunks.is_empty() {
@@ -161,6 +166,9 @@ impl Writer {
     /// Runs a checkpoint (even with nothing committed: it still publishes changed free lists
     /// and log size); after a failure, rebuilds the in-memory state from the file.
     fn run_checkpoint(&mut self, room: u64) -> Result<()> {
+        let oldest = self.readers.as_ref().and_then(|t| t.oldest());
+        self.st.pages.release(oldest.unwrap_or(u64::MAX));
+        self.st.extents.release(oldest.unwrap_or(u64::MAX));
         let r = checkpoint::run(
             &mut self.file,
             &mut self.st,

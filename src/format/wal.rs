@@ -121,9 +121,15 @@ pub fn header_len(hdr: &[u8], gen: u64, lsn: u64) -> Option<usize> {
     (len >= HEADER && len % 8 == 0).then_some(len)
 }
 
-/// The ops of a whole frame, if its checksum and op encoding hold.
-pub fn validate(frame: &[u8]) -> Option<OpIter<'_>> {
-    if frame.len() < HEADER || crc32c::crc32c(&frame[8..]) != get_u32(frame, 4) {
+/// The ops of a whole frame, if it is the frame of (gen, lsn) its header promised and its
+/// checksum and op encoding hold. The header is checked again because the writer may have
+/// replaced the frame between the header read and this one: a valid frame of a later
+/// generation at the same place must not pass for the one the reader was after.
+pub fn validate(frame: &[u8], gen: u64, lsn: u64) -> Option<OpIter<'_>> {
+    if header_len(frame, gen, lsn) != Some(frame.len()) {
+        return None;
+    }
+    if crc32c::crc32c(&frame[8..]) != get_u32(frame, 4) {
         return None;
     }
     let it = OpIter {
@@ -187,10 +193,13 @@ mod tests {
         assert_eq!(header_len(&bytes, 7, 42), Some(bytes.len()));
         assert_eq!(header_len(&bytes, 8, 42), None);
         assert_eq!(header_len(&bytes, 7, 43), None);
-        assert_eq!(validate(&bytes).unwrap().collect::<Vec<_>>(), ops);
+        assert_eq!(validate(&bytes, 7, 42).unwrap().collect::<Vec<_>>(), ops);
         let mut torn = bytes.clone();
         torn[40] ^= 0x10;
-        assert!(validate(&torn).is_none());
+        assert!(validate(&torn, 7, 42).is_none());
+        // A whole, valid frame of another generation or LSN is not the frame asked for.
+        assert!(validate(&bytes, 8, 42).is_none());
+        assert!(validate(&bytes, 7, 41).is_none());
         f.clear();
         assert!(f.is_empty());
     }

@@ -8,11 +8,13 @@ mod file;
 mod h5;
 mod lock;
 mod map;
+mod readers;
 
 use crate::format::layout::{BLOB_CHUNK, PAGE, PAGES_PER_CHUNK, VALUE_SHARDS};
 
 pub use file::{ReadFile, WriterFile};
 pub use map::Mmap;
+pub use readers::{table_path, ReaderTable, Slot};
 
 /// The chunked datasets whose chunks the engine fills.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
