@@ -215,7 +215,7 @@ pub fn wal(data: &[u8]) -> u64 {
         runs: BTreeMap::from([(0, chunk)]),
     };
     let raw = wal_scan(&img, &[0], &root);
-    reseal_frames(&mut img.runs.get_mut(&0).expect("the chunk"));
+    reseal_frames(img.runs.get_mut(&0).expect("the chunk"));
     raw + wal_scan(&img, &[0], &root)
 }
 

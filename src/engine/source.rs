@@ -69,7 +69,7 @@ impl Source for WriterFile {
     }
 
     fn size(&self) -> u64 {
-        self.file_len().unwrap_or(u64::MAX)
+        self.data_end()
     }
 }
 

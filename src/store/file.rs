@@ -194,6 +194,8 @@ pub struct WriterFile {
     root_offset: u64,
     /// Chunk addresses by dataset slot, then chunk index.
     chunks: Vec<Vec<u64>>,
+    /// End of the furthest chunk: no data the engine addresses lies beyond it.
+    data_end: u64,
     /// `None` once closed.
     h5: Option<Container>,
     /// Our descriptor for raw I/O; it carries the writer lock, so it must close last.
@@ -252,6 +254,7 @@ impl WriterFile {
             path: path.to_path_buf(),
             id,
             root_offset,
+            data_end: data_end(&chunks),
             chunks,
             h5: Some(Container { datasets, file }),
             fd,
@@ -309,7 +312,13 @@ impl WriterFile {
         })?;
         check_unmoved(ds, &self.chunks[slot], &addrs)?;
         self.chunks[slot] = addrs;
+        self.data_end = data_end(&self.chunks);
         Ok(())
+    }
+
+    /// End of the furthest chunk (no system call: a bound for reads of engine data).
+    pub fn data_end(&self) -> u64 {
+        self.data_end
     }
 
     /// Writes all of `data` at file offset `off` on our own descriptor.
@@ -424,6 +433,14 @@ fn recover(path: &Path, fd: &File) -> Result<()> {
     let file = h5::open_file(path, Mode::ClearFlags)?;
     h5::repair_after_crash(&file)?;
     file.close()
+}
+
+fn data_end(chunks: &[Vec<u64>]) -> u64 {
+    Ds::all()
+        .zip(chunks)
+        .flat_map(|(ds, addrs)| addrs.iter().map(move |a| a + WriterFile::chunk_bytes(ds)))
+        .max()
+        .unwrap_or(0)
 }
 
 /// Unfiltered chunks never move; if one did, every address the engine stored is suspect.
