@@ -9,7 +9,7 @@
  * - Handles are freed only by their close function, which accepts NULL.
  * - A reader handle may be used by many threads at once; calls on a writer handle are
  *   serialised internally. Close a handle only when no other call on it is running.
- * - hashdir_options and hashdir_stats start with struct_size, so programs built against
+ * - hashdir_options, hashdir_stats and hashdir_recovery start with struct_size, so programs built against
  *   an older or newer version of this header keep working.
  *
  * SPDX-License-Identifier: MIT OR Apache-2.0 */
@@ -185,6 +185,38 @@ typedef struct hashdir_stats {
    */
   uint64_t extents;
 } hashdir_stats;
+
+/**
+ * What opening a writer recovered, filled by `hashdir_writer_recovery` (versioned like
+ * `hashdir_stats`: set `struct_size` to `sizeof(hashdir_recovery)`).
+ */
+typedef struct hashdir_recovery {
+  /**
+   * Set by the caller: the size of its struct. Not written by the library.
+   */
+  uint32_t struct_size;
+  /**
+   * Things recovery dropped or ignored (a damaged root slot, an incomplete last
+   * batch that was never acknowledged); the report text has one line for each.
+   */
+  uint32_t dropped;
+  /**
+   * Epoch of the checkpoint the writer started from.
+   */
+  uint64_t root_epoch;
+  /**
+   * Committed batches replayed from the WAL on top of that checkpoint.
+   */
+  uint64_t batches_replayed;
+  /**
+   * WAL bytes those batches took.
+   */
+  uint64_t log_bytes_replayed;
+  /**
+   * Microseconds the open spent recovering (loading the root and replaying the WAL).
+   */
+  uint64_t micros;
+} hashdir_recovery;
 
 #ifdef __cplusplus
 extern "C" {
@@ -398,6 +430,30 @@ enum hashdir_status hashdir_writer_checkpoint(struct hashdir_writer *w);
  * writable bytes.
  */
 enum hashdir_status hashdir_writer_stats(struct hashdir_writer *w, struct hashdir_stats *out);
+
+/**
+ * What opening this writer recovered: the checkpoint it started from, the committed
+ * batches it replayed from the WAL, the time that took, and what it dropped (a damaged
+ * root slot whose other slot was used; an incomplete last batch, which was never
+ * acknowledged). `out` (versioned: set `out->struct_size`) may be NULL; `report` gets one
+ * NUL-terminated line per dropped thing (an empty string if none), cut to `report_len`
+ * bytes, and may be NULL when `report_len` is 0.
+ *
+ * # Errors
+ * `HASHDIR_ERR_INVALID_ARGUMENT` for a NULL writer, a bad `out->struct_size`, or a NULL
+ * `report` with `report_len > 0`; `HASHDIR_ERR_PANIC` if this writer panicked before.
+ *
+ * # Threads
+ * Any thread; calls on one writer are serialised.
+ *
+ * # Safety
+ * `w` is NULL or a live writer handle; `out` is NULL or points at `out->struct_size`
+ * writable bytes; `report` is NULL or `report_len` writable bytes not overlapping `out`.
+ */
+enum hashdir_status hashdir_writer_recovery(struct hashdir_writer *w,
+                                            struct hashdir_recovery *out,
+                                            char *report,
+                                            size_t report_len);
 
 /**
  * Commits, checkpoints, releases the file lock and frees the handle. NULL is a no-op.

@@ -100,9 +100,15 @@ fn run_under(wrapper: &[&str], exe: &Path, scratch: &Path, lib_dir: Option<&Path
 /// Builds `source` against the shared library in a fresh scratch dir; returns the program,
 /// the library dir and the scratch dir.
 fn build_against_shared_library(source: &str) -> (PathBuf, PathBuf, tempfile::TempDir) {
+    build_with_flags(source, &[])
+}
+
+/// [`build_against_shared_library`] with extra compiler and linker flags.
+fn build_with_flags(source: &str, flags: &[&str]) -> (PathBuf, PathBuf, tempfile::TempDir) {
     let scratch = tempfile::tempdir().unwrap();
     let lib = install_shared(scratch.path());
-    let link: [&OsStr; 3] = ["-L".as_ref(), lib.as_os_str(), "-lhashdir".as_ref()];
+    let mut link: Vec<&OsStr> = vec!["-L".as_ref(), lib.as_os_str(), "-lhashdir".as_ref()];
+    link.extend(flags.iter().map(OsStr::new));
     let exe = compile(source, scratch.path(), &link);
     (exe, lib, scratch)
 }
@@ -178,6 +184,28 @@ fn c_tests_are_valgrind_clean() {
     for source in ["test_bad_input.c", "test_open_errors.c", "test_api.c"] {
         let (exe, lib, scratch) = build_against_shared_library(source);
         run_under(&valgrind, &exe, scratch.path(), Some(&lib));
+    }
+}
+
+/// The same programs built with AddressSanitizer (leak checking on) and UBSan, any report
+/// fatal: the library's own allocations go through malloc, which ASan intercepts, so a
+/// use-after-free, overflow or leak across the C boundary shows up here.
+#[test]
+fn c_tests_are_asan_clean() {
+    let sanitize = [
+        "-fsanitize=address,undefined",
+        "-fno-sanitize-recover=all",
+        "-fno-omit-frame-pointer",
+        "-g",
+    ];
+    for source in ["test_bad_input.c", "test_open_errors.c", "test_api.c"] {
+        let (exe, lib, scratch) = build_with_flags(source, &sanitize);
+        let image = fs::read(&exe).unwrap();
+        assert!(
+            image.windows(9).any(|w| w == b"libasan.s"),
+            "{source} is not linked against libasan"
+        );
+        run(&exe, scratch.path(), Some(&lib));
     }
 }
 

@@ -109,7 +109,11 @@ fn readers_see_only_committed_states_moving_forward() {
     w.insert(&first, &vec![k(0); first.len()]).unwrap();
     w.insert(&[k(COUNTER)], &[k(0)]).unwrap();
     w.commit().unwrap();
-    let millis = 4000u64;
+    // HASHDIR_STRESS_SECONDS sets the length of a longer run (4 s in CI).
+    let millis = std::env::var("HASHDIR_STRESS_SECONDS")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+        .map_or(4000, |s| s * 1000);
     let deadline = Instant::now() + Duration::from_millis(millis);
     let arg = format!("{}|{millis}", path.display());
     let children: Vec<_> = (0..4)

@@ -17,11 +17,14 @@ pub struct RecoveryReport {
     /// Committed batches replayed from the log, and their bytes.
     pub frames: u64,
     pub log_bytes: u64,
+    /// Time spent loading the root and replaying the log, in microseconds.
+    pub micros: u64,
     /// What was dropped or ignored: a damaged root slot, an incomplete last batch.
     pub notes: Vec<String>,
 }
 
 pub fn recover(file: &WriterFile) -> Result<(State, OpLog, Cursor, RecoveryReport)> {
+    let began = std::time::Instant::now();
     let st = State::load(file)?;
     let start = Cursor {
         gen: st.root.wal_gen,
@@ -40,6 +43,7 @@ pub fn recover(file: &WriterFile) -> Result<(State, OpLog, Cursor, RecoveryRepor
         root_epoch: st.root.epoch,
         frames: end.lsn - start.lsn,
         log_bytes: end.pos,
+        micros: 0,
         notes: slot_notes(file, &st.root)?,
     };
     if let Some(len) = wal::torn_tail(file, &st.wal_chunks, end)? {
@@ -48,6 +52,7 @@ pub fn recover(file: &WriterFile) -> Result<(State, OpLog, Cursor, RecoveryRepor
             end.lsn, end.pos
         ));
     }
+    report.micros = began.elapsed().as_micros() as u64;
     Ok((st, mem, end, report))
 }
 

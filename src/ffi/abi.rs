@@ -103,6 +103,26 @@ pub struct hashdir_stats {
     pub extents: u64,
 }
 
+/// What opening a writer recovered, filled by `hashdir_writer_recovery` (versioned like
+/// `hashdir_stats`: set `struct_size` to `sizeof(hashdir_recovery)`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct hashdir_recovery {
+    /// Set by the caller: the size of its struct. Not written by the library.
+    pub struct_size: u32,
+    /// Things recovery dropped or ignored (a damaged root slot, an incomplete last
+    /// batch that was never acknowledged); the report text has one line for each.
+    pub dropped: u32,
+    /// Epoch of the checkpoint the writer started from.
+    pub root_epoch: u64,
+    /// Committed batches replayed from the WAL on top of that checkpoint.
+    pub batches_replayed: u64,
+    /// WAL bytes those batches took.
+    pub log_bytes_replayed: u64,
+    /// Microseconds the open spent recovering (loading the root and replaying the WAL).
+    pub micros: u64,
+}
+
 // The arrays of keys and values C passes are read as `&[Key]` / `&[Value]` in place.
 const _: () = assert!(size_of::<hashdir_key>() == size_of::<Key>());
 const _: () = assert!(align_of::<hashdir_key>() == align_of::<Key>());
@@ -115,3 +135,5 @@ const _: () = assert!(offset_of!(hashdir_options, refresh_interval_ms) == 16);
 const _: () = assert!(size_of::<hashdir_stats>() == 64);
 const _: () = assert!(offset_of!(hashdir_stats, keys) == 8);
 const _: () = assert!(offset_of!(hashdir_stats, wal_bytes) == 48);
+const _: () = assert!(size_of::<hashdir_recovery>() == 40);
+const _: () = assert!(offset_of!(hashdir_recovery, root_epoch) == 8);

@@ -142,6 +142,16 @@ pub(super) unsafe fn path<'a>(ptr: *const c_char) -> CallResult<&'a Path> {
     path_from_bytes(bytes)
 }
 
+/// Copies `text` into a caller's buffer as a NUL-terminated string, cut to fit; an empty
+/// buffer gets nothing.
+pub(super) fn write_text(out: &mut [u8], text: &str) {
+    if let Some(room) = out.len().checked_sub(1) {
+        let n = text.len().min(room);
+        out[..n].copy_from_slice(&text.as_bytes()[..n]);
+        out[n] = 0;
+    }
+}
+
 /// Limits on a caller's `struct_size`: below 8 a struct cannot hold even its first
 /// field after `struct_size`; far above any version's size it is garbage (say, an
 /// uninitialised struct) and reading that many bytes could fault.

@@ -31,8 +31,8 @@ mod writer;
 mod reader;
 
 pub use abi::{
-    hashdir_key, hashdir_options, hashdir_stats, hashdir_status, hashdir_value, HASHDIR_CREATE,
-    HASHDIR_SYNC_COMMIT,
+    hashdir_key, hashdir_options, hashdir_recovery, hashdir_stats, hashdir_status, hashdir_value,
+    HASHDIR_CREATE, HASHDIR_SYNC_COMMIT,
 };
 pub use call::{hashdir_last_error, hashdir_status_name, hashdir_version};
 pub use options::hashdir_options_init;

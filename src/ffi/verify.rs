@@ -1,7 +1,7 @@
 //! `hashdir_verify`: the file checker, for C.
 
 use super::abi::hashdir_status;
-use super::args::{out_init, path, slice_out};
+use super::args::{out_init, path, slice_out, write_text};
 use super::call::{ffi_call, Failure};
 use crate::error::Error;
 use std::ffi::c_char;
@@ -50,11 +50,7 @@ pub unsafe extern "C" fn hashdir_verify(
         } else {
             r.problems.join("\n")
         };
-        if let Some(room) = out.len().checked_sub(1) {
-            let n = text.len().min(room);
-            out[..n].copy_from_slice(&text.as_bytes()[..n]);
-            out[n] = 0;
-        }
+        write_text(out, &text);
         if !problems.is_null() {
             // SAFETY: non-NULL `problems` is writable, by contract.
             unsafe { out_init(problems, r.problems.len() as u64, "problems") }?;

@@ -1,8 +1,10 @@
 //! `hashdir_writer`: the one writer of a file, behind a lock so C may call it from any
 //! thread.
 
-use super::abi::{hashdir_key, hashdir_options, hashdir_stats, hashdir_status, hashdir_value};
-use super::args::{self, handle, out_init, slice_in};
+use super::abi::{
+    hashdir_key, hashdir_options, hashdir_recovery, hashdir_stats, hashdir_status, hashdir_value,
+};
+use super::args::{self, field_ends, handle, out_init, slice_in, slice_out, write_versioned};
 use super::call::{ffi_call, CallResult, Failure};
 use super::{options, stats};
 use crate::{Key, Value, Writer};
@@ -258,6 +260,55 @@ pub unsafe extern "C" fn hashdir_writer_stats(
         let s = unsafe { writer(w) }?.with(|w| w.stats())?;
         // SAFETY: `out` is NULL or `struct_size` writable bytes, by contract.
         unsafe { stats::write(&s, out) }
+    })
+}
+
+/// What opening this writer recovered: the checkpoint it started from, the committed
+/// batches it replayed from the WAL, the time that took, and what it dropped (a damaged
+/// root slot whose other slot was used; an incomplete last batch, which was never
+/// acknowledged). `out` (versioned: set `out->struct_size`) may be NULL; `report` gets one
+/// NUL-terminated line per dropped thing (an empty string if none), cut to `report_len`
+/// bytes, and may be NULL when `report_len` is 0.
+///
+/// # Errors
+/// `HASHDIR_ERR_INVALID_ARGUMENT` for a NULL writer, a bad `out->struct_size`, or a NULL
+/// `report` with `report_len > 0`; `HASHDIR_ERR_PANIC` if this writer panicked before.
+///
+/// # Threads
+/// Any thread; calls on one writer are serialised.
+///
+/// # Safety
+/// `w` is NULL or a live writer handle; `out` is NULL or points at `out->struct_size`
+/// writable bytes; `report` is NULL or `report_len` writable bytes not overlapping `out`.
+#[no_mangle]
+pub unsafe extern "C" fn hashdir_writer_recovery(
+    w: *mut hashdir_writer,
+    out: *mut hashdir_recovery,
+    report: *mut c_char,
+    report_len: usize,
+) -> hashdir_status {
+    ffi_call("hashdir_writer_recovery", || {
+        // SAFETY: `w` is NULL or live, by contract.
+        let r = unsafe { writer(w) }?.with(|w| Ok(w.recovery().clone()))?;
+        // SAFETY: `report` is NULL or `report_len` writable bytes, by contract; bytes are
+        // plain data.
+        let text = unsafe { slice_out(report.cast::<u8>(), report_len, "report") }?;
+        args::write_text(text, &r.notes.join("\n"));
+        if out.is_null() {
+            return Ok(());
+        }
+        let full = hashdir_recovery {
+            struct_size: 0,
+            dropped: r.notes.len() as u32,
+            root_epoch: r.root_epoch,
+            batches_replayed: r.frames,
+            log_bytes_replayed: r.log_bytes,
+            micros: r.micros,
+        };
+        let fields = field_ends!(hashdir_recovery, full;
+            dropped, root_epoch, batches_replayed, log_bytes_replayed, micros);
+        // SAFETY: `out` is non-NULL and `struct_size` writable bytes, by contract.
+        unsafe { write_versioned(&full, out, &fields, "out") }
     })
 }
 
