@@ -519,7 +519,8 @@ enum hashdir_status hashdir_reader_open(const char *path,
 
 /**
  * Moves the reader's view to the writer's last commit. Until then (or the automatic
- * refresh) lookups keep answering from the previous view.
+ * refresh) lookups keep answering from the previous view, and the writer keeps that view's
+ * space from reuse: refresh a long-lived reader now and then, or the file grows.
  *
  * # Errors
  * `HASHDIR_ERR_INVALID_ARGUMENT` for a NULL reader; `HASHDIR_ERR_IO`,

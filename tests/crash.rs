@@ -282,7 +282,7 @@ fn random_kills_lose_nothing_acknowledged() {
     let target: u64 = std::env::var("HASHDIR_KILLS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(200);
+        .unwrap_or(2000);
     let d = TempDir::new("randkill");
     let (mut kills, mut files, mut lost) = (0u64, 1u64, 0u64);
     let mut path = d.file("t0.h5");

@@ -732,10 +732,11 @@ fn count_with(r: &Reader, keys: &[Key], want: Value) -> usize {
         .count()
 }
 
-/// A reader that pins its root in the reader table keeps that root's pages from being reused:
-/// a reader that never refreshes on its own still reads the old state, whole, after the writer
-/// rewrote every bucket many times. Unpinned, the same rewrites reuse its pages, its reads fail
-/// validation and it refreshes to the new state.
+/// A reader pins the root of every view it holds in the reader table, so the writer reuses
+/// none of that root's pages: a reader that never refreshes on its own still reads the old
+/// state, whole, after the writer rewrote every bucket many times. The pin moves on when the
+/// reader refreshes and its threads have moved to the new view, and goes when it closes, even
+/// while another thread's cache still holds the old view.
 #[test]
 fn pinned_readers_hold_their_pages_back() {
     let d = TempDir::new("pins");
@@ -749,46 +750,110 @@ fn pinned_readers_hold_their_pages_back() {
         w.checkpoint().unwrap();
     };
     rewrite(&mut w, 1);
-    let manual = Options {
-        refresh_interval_ms: 0,
-        ..opts()
-    };
-    let r = Reader::open(&path, &manual).unwrap();
+    let r = Reader::open(&path, &manual()).unwrap();
     let epoch = r.stats().unwrap().epoch;
-    let table = hashdir::store::ReaderTable::open(&path)
-        .unwrap()
-        .expect("table");
-    let slot = table.claim().expect("a free slot");
-    slot.pin(epoch);
     // What the writer sees, through its own descriptor (a descriptor's own slot locks do not
-    // count as held by someone else, so the pinning one cannot check itself).
+    // count as held by someone else).
     let writer_view = hashdir::store::ReaderTable::open(&path).unwrap().unwrap();
-    assert_eq!(writer_view.oldest(), Some(epoch));
+    assert_eq!(
+        writer_view.oldest(),
+        Some(epoch),
+        "an idle reader pins its root"
+    );
     for v in 2..8 {
         rewrite(&mut w, v);
+        assert_eq!(
+            count_with(&r, &keys, k(1)),
+            keys.len(),
+            "the pinned state is whole"
+        );
     }
-    assert_eq!(
-        count_with(&r, &keys, k(1)),
-        keys.len(),
-        "the pinned state is whole"
-    );
     assert_eq!(r.stats().unwrap().epoch, epoch, "no refresh was needed");
-    drop(slot);
-    assert_eq!(writer_view.oldest(), None);
-    for v in 8..12 {
+    r.refresh().unwrap();
+    assert_eq!(
+        count_with(&r, &keys, k(7)),
+        keys.len(),
+        "refreshed to the newest state"
+    );
+    let newest = r.stats().unwrap().epoch;
+    assert!(newest > epoch);
+    assert_eq!(
+        writer_view.oldest(),
+        Some(newest),
+        "the old root's pin went with its views"
+    );
+
+    // Another thread caches the current view and stays alive past the close.
+    let (looked, closed) = (std::sync::Barrier::new(2), std::sync::Barrier::new(2));
+    let r = std::sync::Arc::new(r);
+    std::thread::scope(|s| {
+        let (r2, keys) = (r.clone(), &keys);
+        let (looked, closed) = (&looked, &closed);
+        s.spawn(move || {
+            assert_eq!(count_with(&r2, keys, k(7)), keys.len());
+            drop(r2);
+            looked.wait();
+            closed.wait();
+        });
+        looked.wait();
+        rewrite(&mut w, 8);
+        r.refresh().unwrap();
+        assert_eq!(
+            writer_view.oldest(),
+            Some(newest),
+            "the other thread still reads it"
+        );
+        drop(r);
+        assert_eq!(writer_view.oldest(), None, "closing released every pin");
+        closed.wait();
+    });
+    w.close().unwrap();
+    assert!(hashdir::verify(&path).unwrap().is_ok());
+}
+
+/// With every reader-table slot taken a reader runs unpinned: the writer reuses its root's
+/// pages, its reads fail validation, and it refreshes to the new state instead of returning
+/// the old one's values or garbage.
+#[test]
+fn unpinned_readers_refresh_when_pages_are_reused() {
+    let d = TempDir::new("unpinned");
+    let path = d.file("t.h5");
+    let keys: Vec<Key> = (0..20_000).map(k).collect();
+    let mut w = Writer::open(&path, &opts()).unwrap();
+    let rewrite = |w: &mut Writer, v: u64| {
+        w.delete_keys(&keys).unwrap();
+        w.insert(&keys, &vec![k(v); keys.len()]).unwrap();
+        w.commit().unwrap();
+        w.checkpoint().unwrap();
+    };
+    rewrite(&mut w, 1);
+    let table = hashdir::store::ReaderTable::open(&path).unwrap().unwrap();
+    let all: Vec<_> = std::iter::from_fn(|| table.claim()).collect();
+    assert_eq!(all.len(), hashdir::store::SLOTS);
+    let r = Reader::open(&path, &manual()).unwrap();
+    let epoch = r.stats().unwrap().epoch;
+    assert_eq!(count_with(&r, &keys, k(1)), keys.len());
+    for v in 2..6 {
         rewrite(&mut w, v);
     }
     // Keys read before the first reused page still come from the old state: look twice.
-    count_with(&r, &keys, k(11));
+    count_with(&r, &keys, k(5));
     assert!(
         r.stats().unwrap().epoch > epoch,
         "reused pages made it refresh"
     );
     assert_eq!(
-        count_with(&r, &keys, k(11)),
+        count_with(&r, &keys, k(5)),
         keys.len(),
         "refreshed to the newest state"
     );
+    drop(all);
     w.close().unwrap();
-    assert!(hashdir::verify(&path).unwrap().is_ok());
+}
+
+fn manual() -> Options {
+    Options {
+        refresh_interval_ms: 0,
+        ..opts()
+    }
 }

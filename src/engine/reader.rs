@@ -1,7 +1,11 @@
 //! Readers: a snapshot of the newest root (directory cached, WAL tail applied as an overlay),
-//! lookups by copying pages out of a read-only mapping and validating them — no HDF5 call and no
-//! global lock on the lookup path. A page or extent that fails validation because the writer
-//! reused it after this snapshot's root makes the reader refresh and retry.
+//! lookups from a read-only mapping — no HDF5 call, no syscall and no global lock on the lookup
+//! path. While any view of a root is alive, a reader-table slot pins it (the writer then reuses
+//! none of its space), so a bucket page is validated in full (checksum, epoch, header) the first
+//! time the root's views read it and after that read in place: only its header, tags and the
+//! matching entry. Without a slot (table full or read-only) every page is copied and validated
+//! on every read, and one that fails because the writer reused it makes the reader refresh and
+//! retry.
 
 use super::array::{self, Shape};
 use super::extents;
@@ -23,11 +27,14 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Instant;
 
 /// Tries per key before a page that keeps failing validation is reported as corrupt.
 const RETRIES: usize = 4;
+/// Bytes at the start of a bucket page that a search reads: header, tags and entry offsets of
+/// a page with about 70 entries (one value per key).
+const SEARCH_LINES: usize = 6 * 64;
 /// Readers whose snapshot a thread keeps a copy of.
 const CACHED_READERS: usize = 4;
 
@@ -36,13 +43,55 @@ thread_local! {
     static SNAPS: RefCell<Vec<Cached>> = const { RefCell::new(Vec::new()) };
 }
 
-/// A thread's copy of a reader's snapshot and its slot in the reader table.
+/// A thread's copy of a reader's snapshot.
 struct Cached {
     id: u64,
     gen: u64,
     snap: Arc<Snap>,
-    /// Where this thread pins the root it reads under (None: table full or unavailable).
-    slot: Option<Slot>,
+}
+
+/// Keeps a root's space from reuse while any view of it is alive: a reader-table slot pinned
+/// at the root's epoch. Pages cannot change under it, so it also remembers which bucket pages
+/// have passed validation (one bit per page-sized stretch of the file).
+struct Hold {
+    slot: Mutex<Option<Slot>>,
+    verified: Box<[AtomicU64]>,
+}
+
+impl Hold {
+    /// A hold on root `epoch` by `slot`, already pinned at or below it, for a file of `len` bytes.
+    fn new(slot: Slot, epoch: u64, len: usize) -> Hold {
+        slot.pin(epoch);
+        Hold {
+            slot: Mutex::new(Some(slot)),
+            verified: (0..len / PAGE / 64 + 1)
+                .map(|_| AtomicU64::new(0))
+                .collect(),
+        }
+    }
+
+    /// Word and bit of the page at `off`; distinct pages never share one (they are PAGE apart).
+    fn bit(&self, off: u64) -> Option<(&AtomicU64, u64)> {
+        let i = off / PAGE as u64;
+        let word = self.verified.get(usize::try_from(i / 64).ok()?)?;
+        Some((word, 1 << (i % 64)))
+    }
+
+    fn verified(&self, off: u64) -> bool {
+        self.bit(off)
+            .is_some_and(|(w, b)| w.load(Ordering::Relaxed) & b != 0)
+    }
+
+    fn mark(&self, off: u64) {
+        if let Some((w, b)) = self.bit(off) {
+            w.fetch_or(b, Ordering::Relaxed);
+        }
+    }
+
+    /// Unpins for good: the reader is closing, so no view of the root will be read again.
+    fn release(&self) {
+        self.slot.lock().take();
+    }
 }
 
 struct Leaf {
@@ -59,14 +108,18 @@ struct Snap {
     wal: Cursor,
     /// Deltas from the WAL tail, oldest first; sizes shrink geometrically.
     overlay: Vec<Arc<Memtable>>,
+    /// The pin on `root` (shared by every view of it); None when no slot was free.
+    hold: Option<Arc<Hold>>,
 }
 
 pub struct Reader {
     /// Unique for the life of the process (addresses are reused after close).
     id: u64,
     file: ReadFile,
-    /// Where this reader's threads pin their roots so the writer holds that space back.
+    /// Where this reader pins the roots it reads so the writer holds that space back.
     table: Option<Arc<ReaderTable>>,
+    /// Every pin this reader made: closing releases those that threads' caches still hold.
+    holds: Mutex<Vec<Weak<Hold>>>,
     snap: RwLock<Arc<Snap>>,
     /// Bumped after `snap` changes; threads keep their copy of `snap` while it is unchanged.
     gen: AtomicU64,
@@ -80,16 +133,13 @@ impl Reader {
     pub fn open(path: &Path, opts: &Options) -> Result<Reader> {
         let file = ReadFile::open(path)?;
         let table = ReaderTable::open(path)?;
-        // Pinned at epoch 0 while loading: the writer reuses nothing until we know our root.
-        let slot = table.as_ref().and_then(|t| t.claim());
-        let snap = pinned(slot.as_ref(), 0, || load(&file, None));
-        drop(slot);
-        let snap = snap.map_err(|f| stale_to_corrupt(f, "root"))?;
+        let snap = load(&file, None, table.as_ref()).map_err(|f| stale_to_corrupt(f, "root"))?;
         static NEXT_ID: AtomicU64 = AtomicU64::new(1);
         Ok(Reader {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             file,
             table,
+            holds: Mutex::new(snap.hold.iter().map(Arc::downgrade).collect()),
             snap: RwLock::new(Arc::new(snap)),
             gen: AtomicU64::new(0),
             refreshing: Mutex::new(()),
@@ -103,26 +153,16 @@ impl Reader {
         self.snap.read().clone()
     }
 
-    /// Runs `f` on this thread's copy of the current snapshot, pinned: while the snapshot is
-    /// unchanged a lookup touches no shared cache line but its own slot (no lock, no reference
-    /// count), so threads scale.
+    /// Runs `f` on this thread's copy of the current snapshot: while the snapshot is unchanged
+    /// a lookup writes no shared cache line (no lock, no reference count), so threads scale.
     fn with_snap<T>(&self, f: impl FnOnce(&Snap) -> T) -> T {
         let gen = self.gen.load(Ordering::Acquire);
         self.cached(|c| {
             if c.gen != gen {
                 (c.gen, c.snap) = (gen, self.snapshot());
             }
-            pinned(c.slot.as_ref(), c.snap.root.epoch, || f(&c.snap))
+            f(&c.snap)
         })
-    }
-
-    /// Runs `f` pinned at root `epoch` (a refresh or scan under that root or a newer one).
-    /// The thread's cache is not held while `f` runs: a scan's callback may use the reader.
-    fn pinned_at<T>(&self, epoch: u64, f: impl FnOnce() -> T) -> T {
-        self.cached(|c| c.slot.as_ref().map(|s| s.pin(epoch)));
-        let r = f();
-        self.cached(|c| c.slot.as_ref().map(|s| s.unpin()));
-        r
     }
 
     /// `f` on this thread's entry for this reader, made on first use.
@@ -139,7 +179,6 @@ impl Reader {
                         id: self.id,
                         gen: self.gen.load(Ordering::Acquire),
                         snap: self.snapshot(),
-                        slot: self.table.as_ref().and_then(|t| t.claim()),
                     });
                     cache.len() - 1
                 }
@@ -185,8 +224,9 @@ impl Reader {
         let mut last = Fault::Stale;
         for _ in 0..RETRIES {
             let cur = self.snapshot();
-            match self.pinned_at(cur.root.epoch, || load(&self.file, Some(&cur))) {
+            match load(&self.file, Some(&cur), self.table.as_ref()) {
                 Ok(next) => {
+                    self.track(&next);
                     *self.snap.write() = Arc::new(next);
                     self.gen.fetch_add(1, Ordering::Release);
                     let now = self.born.elapsed().as_millis() as u64;
@@ -198,6 +238,16 @@ impl Reader {
             }
         }
         Err(stale_to_corrupt(last, "directory"))
+    }
+
+    /// Remembers a new root's hold, so closing can release it.
+    fn track(&self, snap: &Snap) {
+        let Some(hold) = &snap.hold else { return };
+        let mut holds = self.holds.lock();
+        if !holds.iter().any(|h| h.as_ptr() == Arc::as_ptr(hold)) {
+            holds.retain(|h| h.strong_count() > 0);
+            holds.push(Arc::downgrade(hold));
+        }
     }
 
     /// Refreshes when the automatic interval has passed, unless another thread is at it.
@@ -259,8 +309,9 @@ impl Reader {
         let mut next = Some(0u64);
         let mut tries = 0;
         loop {
+            // Holding the snapshot holds its root's pin for the whole scan.
             let snap = self.snapshot();
-            match self.pinned_at(snap.root.epoch, || snap.scan_from(&mut next, &mut f)) {
+            match snap.scan_from(&mut next, &mut f) {
                 Ok(()) => return Ok(()),
                 Err(f) if f.retryable() && tries < RETRIES => {
                     tries += 1;
@@ -285,22 +336,31 @@ fn stale_to_corrupt(f: Fault, what: &'static str) -> Error {
     }
 }
 
-/// The newest state of the file, reusing what `cur` already has.
-fn load(file: &ReadFile, cur: Option<&Snap>) -> Res<Snap> {
+/// The newest state of the file, reusing what `cur` already has; a new root gets a slot of
+/// `table` (if one is free) to pin it.
+fn load(file: &ReadFile, cur: Option<&Snap>, table: Option<&Arc<ReaderTable>>) -> Res<Snap> {
     let map = file.map()?;
-    let root = read_root(&map, file.root_offset())?;
-    // The two slots are copied one after the other: while the writer publishes two roots in
-    // quick succession the copy can pair an old slot with a torn one and find an older root
-    // than this reader already has. Going back is never right: read again.
-    if cur.is_some_and(|c| root.epoch < c.root.epoch) {
-        return Err(Fault::Stale);
+    if let Some(cur) = cur {
+        let root = read_root(&map, file.root_offset())?;
+        check_forward(&root, cur)?;
+        if root.epoch == cur.root.epoch {
+            return Ok(tail(cur, map)?);
+        }
     }
-    if let Some(cur) = cur.filter(|c| c.root.epoch == root.epoch) {
-        return Ok(tail(cur, map)?);
+    // Pinned at 0 while loading, so the writer reuses nothing before the pin is at our root;
+    // the root is read after pinning.
+    let slot = table.and_then(|t| t.claim());
+    if let Some(s) = &slot {
+        s.pin(0);
+    }
+    let root = read_root(&map, file.root_offset())?;
+    if let Some(cur) = cur {
+        check_forward(&root, cur)?;
     }
     let shape = array::shape(&*map, root.dir, root.epoch)?;
     let dir = dir_leaves(&map, &root, &shape, cur)?;
     let (chunks, _) = array::load(&*map, root.wal_map, root.epoch)?;
+    let hold = slot.map(|s| Arc::new(Hold::new(s, root.epoch, map.len())));
     let base = Snap {
         map: map.clone(),
         wal: Cursor {
@@ -312,8 +372,19 @@ fn load(file: &ReadFile, cur: Option<&Snap>) -> Res<Snap> {
         dir,
         wal_chunks: Arc::new(chunks),
         overlay: Vec::new(),
+        hold,
     };
     Ok(tail(&base, map)?)
+}
+
+/// The two root slots are copied one after the other: while the writer publishes two roots in
+/// quick succession the copy can pair an old slot with a torn one and find an older root than
+/// this reader already has. Going back is never right: read again.
+fn check_forward(root: &Root, cur: &Snap) -> Res<()> {
+    if root.epoch < cur.root.epoch {
+        return Err(Fault::Stale);
+    }
+    Ok(())
 }
 
 fn read_root(map: &Mmap, at: u64) -> Res<Root> {
@@ -363,6 +434,7 @@ fn tail(snap: &Snap, map: Arc<Mmap>) -> Result<Snap> {
         wal_chunks: snap.wal_chunks.clone(),
         wal: end,
         overlay,
+        hold: snap.hold.clone(),
     })
 }
 
@@ -384,20 +456,12 @@ fn compact(overlay: &mut Vec<Arc<Memtable>>) {
 
 impl Drop for Reader {
     fn drop(&mut self) {
-        // Other threads' copies go when they use other readers or exit.
+        // Other threads' copies go when they use other readers or exit; their pins go now.
         let _ = SNAPS.try_with(|c| c.borrow_mut().retain(|e| e.id != self.id));
+        for hold in self.holds.get_mut().iter().filter_map(Weak::upgrade) {
+            hold.release();
+        }
     }
-}
-
-/// Runs `f` with `slot` (if any) announcing root `epoch`.
-fn pinned<T>(slot: Option<&Slot>, epoch: u64, f: impl FnOnce() -> T) -> T {
-    let Some(slot) = slot else {
-        return f();
-    };
-    slot.pin(epoch);
-    let r = f();
-    slot.unpin();
-    r
 }
 
 impl Snap {
@@ -421,12 +485,24 @@ impl Snap {
     /// The key's set as of the root.
     fn base(&self, h: u64, key: &Key) -> Res<Option<Set>> {
         let e = self.dir_entry(dir_index(h, self.root.global_depth));
-        if entry_offset(e) == 0 {
+        let off = entry_offset(e);
+        if off == 0 {
             return Ok(None);
+        }
+        if self.hold.as_deref().is_some_and(|hd| hd.verified(off)) {
+            // Validated under this pin and unchanged since: read only what the search needs,
+            // its first lines (header, tags, entry offsets of a typical page) all at once.
+            self.map.prefetch(off, SEARCH_LINES);
+            let mut read = |at: usize, out: &mut [u8]| self.map.read(off + at as u64, out);
+            return Ok(bucket::find_in(&mut read, h, key, off)?);
         }
         let mut page = [0u8; PAGE];
         self.bucket(e, h, &mut page)?;
-        Ok(bucket::find(&page, h, key, entry_offset(e))?)
+        let found = bucket::find(&page, h, key, off)?;
+        if let Some(hold) = &self.hold {
+            hold.mark(off);
+        }
+        Ok(found)
     }
 
     /// Every key the overlay changes, with its composed delta, in (hash, key) order.

@@ -149,25 +149,34 @@ fn bad(offset: u64, why: &str) -> Error {
     Error::corrupt("bucket page", offset, why.to_string())
 }
 
+/// Longest entry: key, count byte and `INLINE_MAX` values (an extent entry is shorter).
+const ENTRY_MAX: usize = 17 + 16 * INLINE_MAX;
+
 /// Reads the entry at `at`; `offset` (the page's file offset) only labels errors.
 fn entry_at(p: &Page, at: usize, offset: u64) -> Result<(Key, Set)> {
-    if at + 17 > PAGE {
+    entry_from(p.get(at..).unwrap_or(&[]), offset)
+}
+
+/// Decodes the entry at the start of `b`, the page's bytes from the entry on (or the first
+/// `ENTRY_MAX` of them).
+fn entry_from(b: &[u8], offset: u64) -> Result<(Key, Set)> {
+    if b.len() < 17 {
         return Err(bad(offset, "entry beyond page end"));
     }
-    let key = get_16(p, at);
-    let c = p[at + 16];
-    let body = at + 17;
+    let key = get_16(b, 0);
+    let c = b[16];
+    let body = 17;
     let set = match c {
         EXTENT => {
-            if body + EXTENT_BODY > PAGE {
+            if body + EXTENT_BODY > b.len() {
                 return Err(bad(offset, "extent entry beyond page end"));
             }
             let x = ExtentRef {
-                count: get_u64(p, body),
-                first: get_16(p, body + 8),
-                offset: get_u64(p, body + 24),
-                cap: get_u32(p, body + 32),
-                crc: get_u32(p, body + 36),
+                count: get_u64(b, body),
+                first: get_16(b, body + 8),
+                offset: get_u64(b, body + 24),
+                cap: get_u32(b, body + 32),
+                crc: get_u32(b, body + 36),
             };
             if x.count == 0 || x.count > x.cap as u64 {
                 return Err(bad(offset, "extent count outside 1..=cap"));
@@ -176,12 +185,12 @@ fn entry_at(p: &Page, at: usize, offset: u64) -> Result<(Key, Set)> {
         }
         c if (1..=INLINE_MAX as u8).contains(&c) => {
             let n = c as usize;
-            if body + 16 * n > PAGE {
+            if body + 16 * n > b.len() {
                 return Err(bad(offset, "inline values beyond page end"));
             }
             let mut vals = [[0u8; 16]; INLINE_MAX];
             for (i, v) in vals[..n].iter_mut().enumerate() {
-                *v = get_16(p, body + 16 * i);
+                *v = get_16(b, body + 16 * i);
             }
             Set::Inline { n: c, vals }
         }
@@ -190,7 +199,8 @@ fn entry_at(p: &Page, at: usize, offset: u64) -> Result<(Key, Set)> {
     Ok((key, set))
 }
 
-fn count_checked(p: &Page, offset: u64) -> Result<usize> {
+/// The entry count of a page (or of its header alone), checked to fit the page.
+fn count_checked(p: &[u8], offset: u64) -> Result<usize> {
     let n = get_u16(p, 18) as usize;
     if HEADER + 4 * n > PAGE {
         return Err(bad(offset, "entry count too large"));
@@ -217,17 +227,44 @@ pub fn decode(p: &Page, offset: u64) -> Result<Vec<Entry>> {
 
 /// Finds `key` (whose hash is `hash`) in a validated bucket page without decoding the rest.
 pub fn find(p: &Page, hash: u64, key: &Key, offset: u64) -> Result<Option<Set>> {
-    let n = count_checked(p, offset)?;
+    let mut read = |at: usize, out: &mut [u8]| {
+        out.copy_from_slice(&p[at..at + out.len()]);
+        Ok(())
+    };
+    find_in(&mut read, hash, key, offset)
+}
+
+/// Tags read per step of [`find_in`].
+const TAG_STEP: usize = 64;
+
+/// [`find`] on a validated page that `read(at, out)` copies out piecewise (page bytes
+/// `at..at + out.len()`, always within the page): only the header, the tags and the entries
+/// whose tag matches are read, a few cache lines instead of the page.
+pub fn find_in(
+    read: &mut impl FnMut(usize, &mut [u8]) -> Result<()>,
+    hash: u64,
+    key: &Key,
+    offset: u64,
+) -> Result<Option<Set>> {
+    let mut hdr = [0u8; HEADER];
+    read(0, &mut hdr)?;
+    let n = count_checked(&hdr, offset)?;
     let tag = hash as u16;
-    let tags = &p[HEADER..HEADER + 2 * n];
-    for i in 0..n {
-        if get_u16(tags, 2 * i) != tag {
-            continue;
-        }
-        let at = get_u16(p, HEADER + 2 * n + 2 * i) as usize;
-        let (k, set) = entry_at(p, at, offset)?;
-        if &k == key {
-            return Ok(Some(set));
+    let mut tags = [0u8; 2 * TAG_STEP];
+    for from in (0..n).step_by(TAG_STEP) {
+        let m = (n - from).min(TAG_STEP);
+        read(HEADER + 2 * from, &mut tags[..2 * m])?;
+        for i in (0..m).filter(|&i| get_u16(&tags, 2 * i) == tag) {
+            let mut at = [0u8; 2];
+            read(HEADER + 2 * n + 2 * (from + i), &mut at)?;
+            let at = (u16::from_le_bytes(at) as usize).min(PAGE);
+            let mut entry = [0u8; ENTRY_MAX];
+            let len = ENTRY_MAX.min(PAGE.saturating_sub(at));
+            read(at, &mut entry[..len])?;
+            let (k, set) = entry_from(&entry[..len], offset)?;
+            if &k == key {
+                return Ok(Some(set));
+            }
         }
     }
     Ok(None)

@@ -14,7 +14,7 @@ use crate::format::layout::{BLOB_CHUNK, PAGE, PAGES_PER_CHUNK, VALUE_SHARDS};
 
 pub use file::{ReadFile, WriterFile};
 pub use map::Mmap;
-pub use readers::{table_path, ReaderTable, Slot};
+pub use readers::{table_path, ReaderTable, Slot, SLOTS};
 
 /// The chunked datasets whose chunks the engine fills.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

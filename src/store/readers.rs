@@ -1,10 +1,10 @@
 //! The reader table: a small shared-memory file next to the data file (`<path>.readers`) where
-//! each reader thread announces the root epoch it is reading under, so the writer reuses freed
+//! each reader announces the root epochs it holds views of, so the writer reuses freed
 //! space only once no live reader can still be reading it (LMDB keeps its reader table in
 //! `lock.mdb` the same way).
 //!
 //! Layout (all little-endian): a 64-byte header — magic `"HDREADR1"`, slot count u32 — then
-//! `SLOTS` slots of 64 bytes (one cache line each): pin u64 (0 = not reading, else root epoch
+//! `SLOTS` slots of 64 bytes (one cache line each): pin u64 (0 = pins nothing, else root epoch
 //! + 1), pid u32. A slot belongs to whoever holds an OFD write lock on its 64 bytes; the lock
 //! dies with its owner, so the writer ignores (and clears) pins whose slot nobody holds. The
 //! file holds no data: deleting it while no process has the data file open loses nothing.
@@ -27,7 +27,7 @@ use crate::error::{Error, Result};
 
 const MAGIC: &[u8; 8] = b"HDREADR1";
 const SLOT: usize = 64;
-/// Reader threads that can hold pins at once; more run unpinned.
+/// Roots that readers can pin at once; a root loaded while all are taken is read unpinned.
 pub const SLOTS: usize = 1023;
 const BYTES: usize = SLOT * (SLOTS + 1);
 
@@ -45,7 +45,7 @@ unsafe impl Send for ReaderTable {}
 // SAFETY: as above.
 unsafe impl Sync for ReaderTable {}
 
-/// A claimed slot: one reader thread's pin. Released (pin cleared, lock dropped) on drop.
+/// A claimed slot: one pinned root of a reader. Released (pin cleared, lock dropped) on drop.
 pub struct Slot {
     table: Arc<ReaderTable>,
     idx: usize,
@@ -131,7 +131,7 @@ impl ReaderTable {
         self.word((idx + 1) * SLOT / 8)
     }
 
-    /// Claims a free slot for the calling reader thread; `None` when all are taken.
+    /// Claims a free slot; `None` when all are taken.
     pub fn claim(self: &Arc<Self>) -> Option<Slot> {
         let mut claimed = self.claimed.lock();
         let start = std::process::id() as usize % SLOTS;
@@ -188,7 +188,7 @@ impl Drop for ReaderTable {
 }
 
 impl Slot {
-    /// Announces that this thread reads under root `epoch` from now on (until `unpin`).
+    /// Announces that its owner reads under root `epoch` (or a later one) from now on.
     #[inline]
     pub fn pin(&self, epoch: u64) {
         self.table
