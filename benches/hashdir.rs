@@ -3,7 +3,7 @@
 //! (`{"metric": ..., "value": ..., ...}`) so runs can be compared by machine.
 //!
 //!   cargo bench --bench hashdir -- [--keys N] [--values-per-key K] [--batch B]
-//!       [--lookups L] [--threads T] [--sync] [--checkpoint-mb M] [--dir DIR] [--keep]
+//!       [--lookups L] [--threads T] [--sync] [--cold] [--checkpoint-mb M] [--dir DIR] [--keep]
 
 use hashdir::{Key, Options, Reader, Value, Writer};
 use std::path::{Path, PathBuf};
@@ -18,6 +18,7 @@ struct Args {
     lookups: u64,
     threads: u64,
     sync: bool,
+    cold: bool,
     checkpoint_mb: u64,
     dir: PathBuf,
     keep: bool,
@@ -33,6 +34,7 @@ fn parse() -> Args {
         lookups: 1_000_000,
         threads: 1,
         sync: false,
+        cold: false,
         checkpoint_mb: 0,
         dir: std::env::temp_dir(),
         keep: false,
@@ -55,6 +57,7 @@ fn parse() -> Args {
             "--threads" => a.threads = num("--threads").max(1),
             "--checkpoint-mb" => a.checkpoint_mb = num("--checkpoint-mb"),
             "--sync" => a.sync = true,
+            "--cold" => a.cold = true,
             "--keep" => a.keep = true,
             "--dir" => {
                 a.dir = it
@@ -66,7 +69,7 @@ fn parse() -> Args {
             "--file" => a.file = it.next().map(PathBuf::from),
             "--bench" => {} // cargo bench passes it
             "--help" | "-h" => {
-                println!("usage: cargo bench --bench hashdir -- [--keys N] [--values-per-key K] [--batch B] [--lookups L] [--threads T] [--sync] [--checkpoint-mb M] [--dir DIR] [--keep]\n  N, B, L accept suffixes k, M, G (e.g. --keys 10M)");
+                println!("usage: cargo bench --bench hashdir -- [--keys N] [--values-per-key K] [--batch B] [--lookups L] [--threads T] [--sync] [--cold] [--checkpoint-mb M] [--dir DIR] [--keep]\n  N, B, L accept suffixes k, M, G (e.g. --keys 10M)\n  --cold adds lookups with the file dropped from the page cache every 1000 lookups, counting device reads");
                 std::process::exit(0);
             }
             other => die(&format!("unknown argument {other} (try --help)")),
@@ -187,8 +190,8 @@ fn load(a: &Args, path: &Path) -> Writer {
         s.file_bytes as f64 / pairs as f64,
         a,
         &format!(
-            ",\"file_bytes\":{},\"buckets\":{},\"global_depth\":{}",
-            s.file_bytes, s.buckets, s.global_depth
+            ",\"file_bytes\":{},\"buckets\":{},\"global_depth\":{},\"epoch\":{}",
+            s.file_bytes, s.buckets, s.global_depth, s.epoch
         ),
     );
     w
@@ -203,12 +206,15 @@ fn reader_role(a: &Args) {
     let path = a.file.clone().unwrap_or_else(|| die("--file missing"));
     let r = Reader::open(&path, &Options::default()).unwrap_or_else(|e| die(&e.to_string()));
     let per_thread = a.lookups / a.threads;
+    if per_thread == 0 {
+        return;
+    }
     let t = Instant::now();
     let lat: Vec<Vec<f64>> = std::thread::scope(|s| {
         let hs: Vec<_> = (0..a.threads)
             .map(|th| {
                 let r = &r;
-                s.spawn(move || lookups(r, a, per_thread, th))
+                s.spawn(move || lookups(r, a, per_thread, th, &mut || {}))
             })
             .collect();
         hs.into_iter().map(|h| h.join().unwrap()).collect()
@@ -220,13 +226,78 @@ fn reader_role(a: &Args) {
         let mut g = gets(&r, a, per_thread.min(200_000));
         report_latency("get", &mut g, a, 0.0);
     }
+    if a.cold {
+        cold_lookups(&r, a);
+    }
 }
 
-fn lookups(r: &Reader, a: &Args, n: u64, seed: u64) -> Vec<f64> {
+/// Lookups that each find the file out of the page cache (dropped every 1000 lookups, which
+/// on this many keys leaves nearly every lookup's page uncached): their latency, and device
+/// reads per lookup from /proc/self/io (`read_bytes`, in 4 KiB pages) and major page faults.
+fn cold_lookups(r: &Reader, a: &Args) {
+    use std::cell::Cell;
+    let n = a.lookups.min(50_000);
+    // Counters summed over the lookup windows only (not over the cache drops between them).
+    let (total, start) = (Cell::new((0u64, 0u64)), Cell::new((0u64, 0u64)));
+    let close = || {
+        let ((b, f), (sb, sf), (tb, tf)) = (device_counters(), start.get(), total.get());
+        total.set((tb + b - sb, tf + f - sf));
+    };
+    let reopen = || {
+        r.evict().unwrap_or_else(|e| die(&e.to_string()));
+        start.set(device_counters());
+    };
+    reopen();
+    let mut lat = lookups(r, a, n, 99, &mut || {
+        close();
+        reopen();
+    });
+    close();
+    report_latency("cold_lookup", &mut lat, a, 0.0);
+    let (bytes, faults) = total.get();
+    let extra = format!(",\"ops\":{n}");
+    emit(
+        "device_reads_per_lookup",
+        bytes as f64 / 4096.0 / n as f64,
+        a,
+        &extra,
+    );
+    emit(
+        "major_faults_per_lookup",
+        faults as f64 / n as f64,
+        a,
+        &extra,
+    );
+}
+
+/// (bytes this process read from storage, major page faults) so far.
+fn device_counters() -> (u64, u64) {
+    let io = std::fs::read_to_string("/proc/self/io").unwrap_or_default();
+    let bytes = io
+        .lines()
+        .find_map(|l| l.strip_prefix("read_bytes: "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the parenthesised command name; majflt is field 12, the 10th after it.
+    let faults = stat
+        .rsplit_once(')')
+        .and_then(|(_, rest)| rest.split_whitespace().nth(9))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    (bytes, faults)
+}
+
+/// `n` single-key lookups of random keys, checked; `every_1000` runs (untimed) between each
+/// 1000 of them.
+fn lookups(r: &Reader, a: &Args, n: u64, seed: u64, every_1000: &mut dyn FnMut()) -> Vec<f64> {
     let mut rng = seed.wrapping_mul(0x2545_f491_4f6c_dd1d) | 1;
     let mut out = Vec::with_capacity(n as usize);
     let (mut first, mut found) = ([[0u8; 16]; 1], [0u8; 1]);
-    for _ in 0..n {
+    for x in 0..n {
+        if x > 0 && x % 1000 == 0 {
+            every_1000();
+        }
         rng ^= rng << 13;
         rng ^= rng >> 7;
         rng ^= rng << 17;
@@ -305,6 +376,9 @@ fn child(role: &str, a: &Args, path: &Path) -> Command {
     if a.sync {
         cmd.arg("--sync");
     }
+    if a.cold {
+        cmd.arg("--cold");
+    }
     cmd
 }
 
@@ -339,9 +413,12 @@ fn writer_role(a: &Args) {
     }
     let wal = w.stats().unwrap().wal_bytes;
     println!("@loaded {wal}");
-    loop {
-        std::thread::sleep(Duration::from_secs(1));
+    // Waits for the parent's SIGKILL; exits if the parent died first instead of lingering.
+    let parent = std::os::unix::process::parent_id();
+    while std::os::unix::process::parent_id() == parent {
+        std::thread::sleep(Duration::from_millis(200));
     }
+    std::process::exit(1);
 }
 
 /// Loads in a writer process, measures readers while it runs, kills it with SIGKILL and

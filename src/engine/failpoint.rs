@@ -27,19 +27,32 @@ pub const ALL: &[&str] = &[
     "recovery.replayed",
 ];
 
+/// The armed failpoint and the pass that fires it, from `HASHDIR_FAILPOINT`.
+#[cfg(feature = "failpoints")]
+fn spec() -> Option<&'static (String, u64)> {
+    static ARMED: std::sync::OnceLock<Option<(String, u64)>> = std::sync::OnceLock::new();
+    ARMED
+        .get_or_init(|| {
+            let spec = std::env::var("HASHDIR_FAILPOINT").ok()?;
+            let (n, at) = spec.split_once(':').unwrap_or((&spec, "1"));
+            Some((n.to_string(), at.parse().unwrap_or(1)))
+        })
+        .as_ref()
+}
+
+/// Whether `name` is the armed failpoint: for work done only to set a failpoint up (a torn
+/// write), which would otherwise slow every test build down.
+#[cfg(feature = "failpoints")]
+pub fn armed(name: &'static str) -> bool {
+    spec().is_some_and(|(n, _)| n == name)
+}
+
 #[cfg(feature = "failpoints")]
 pub fn hit(name: &'static str) {
     use std::sync::atomic::{AtomicU64, Ordering};
-    use std::sync::OnceLock;
-    static ARMED: OnceLock<Option<(String, u64)>> = OnceLock::new();
     static PASSES: AtomicU64 = AtomicU64::new(0);
     debug_assert!(ALL.contains(&name), "failpoint {name} is not listed in ALL");
-    let armed = ARMED.get_or_init(|| {
-        let spec = std::env::var("HASHDIR_FAILPOINT").ok()?;
-        let (n, at) = spec.split_once(':').unwrap_or((&spec, "1"));
-        Some((n.to_string(), at.parse().unwrap_or(1)))
-    });
-    let Some((armed_name, at)) = armed else {
+    let Some((armed_name, at)) = spec() else {
         return;
     };
     if armed_name == name && PASSES.fetch_add(1, Ordering::SeqCst) + 1 == *at {
@@ -52,6 +65,12 @@ pub fn hit(name: &'static str) {
             std::thread::sleep(std::time::Duration::from_secs(1));
         }
     }
+}
+
+#[cfg(not(feature = "failpoints"))]
+#[inline(always)]
+pub fn armed(_name: &'static str) -> bool {
+    false
 }
 
 #[cfg(not(feature = "failpoints"))]

@@ -322,6 +322,15 @@ impl Reader {
         }
     }
 
+    /// Drops the file's pages from this reader's mapping and from the OS page cache, so the
+    /// next lookups read from the device: the benchmark's cold mode. Threads' cached views of
+    /// older mappings keep theirs.
+    #[doc(hidden)]
+    pub fn evict(&self) -> Result<()> {
+        self.snapshot().map.evict();
+        crate::store::drop_cache(self.file.path())
+    }
+
     pub fn stats(&self) -> Result<Stats> {
         let s = self.snapshot();
         Ok(Stats::of(&s.root, s.map.len() as u64, s.wal.pos))

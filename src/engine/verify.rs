@@ -37,6 +37,7 @@ pub fn verify(path: &Path) -> Result<VerifyReport> {
     let mut last = VerifyReport::default();
     for _ in 0..3 {
         let map = file.map()?;
+        map.sequential();
         let Some(root) = newest_root(&map, file.root_offset(), &mut last)? else {
             return Ok(last);
         };

@@ -6,6 +6,7 @@
 use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::unix::fs::{FileExt, MetadataExt};
+use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -520,4 +521,22 @@ impl std::fmt::Debug for ReadFile {
             .field("root_offset", &self.root_offset)
             .finish_non_exhaustive()
     }
+}
+
+/// Writes the file's dirty pages out and drops all its pages from the OS page cache, so the
+/// next reads come from the device (benchmarks' cold mode). Pages mapped by a process stay.
+pub fn drop_cache(path: &Path) -> Result<()> {
+    let fd = File::open(path).map_err(|e| not_found_or_io("open", path, e))?;
+    fd.sync_data()
+        .map_err(|e| Error::io("fdatasync", path, e))?;
+    // SAFETY: a valid descriptor for the call; posix_fadvise only advises the kernel.
+    let rc = unsafe { libc::posix_fadvise(fd.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+    if rc != 0 {
+        return Err(Error::io(
+            "posix_fadvise",
+            path,
+            io::Error::from_raw_os_error(rc),
+        ));
+    }
+    Ok(())
 }

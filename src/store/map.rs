@@ -48,10 +48,29 @@ impl Mmap {
         if p == libc::MAP_FAILED {
             return Err(Error::io("mmap", path, io::Error::last_os_error()));
         }
-        Ok(Mmap {
+        let m = Mmap {
             ptr: NonNull::new(p.cast()),
             len,
-        })
+        };
+        // Lookups touch one page here and one there: the kernel's read-around on a page fault
+        // (read_ahead_kb, up to MiBs) would read far more than the page from the device.
+        m.advise(libc::MADV_RANDOM);
+        Ok(m)
+    }
+
+    /// For a pass that reads most of the file in order (verify): read-ahead back on.
+    pub fn sequential(&self) {
+        self.advise(libc::MADV_NORMAL);
+    }
+
+    fn advise(&self, advice: libc::c_int) {
+        if let Some(base) = self.ptr {
+            // SAFETY: exactly our live mapping; advice changes only how the kernel pages it
+            // in, never its contents. Failure only loses the hint.
+            unsafe {
+                libc::madvise(base.as_ptr().cast(), self.len, advice);
+            }
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -97,6 +116,14 @@ impl Mmap {
             #[cfg(not(target_arch = "x86_64"))]
             let _ = p;
         }
+    }
+
+    /// Unmaps the pages this mapping has touched (they fault back in from the file on the next
+    /// read), so that dropping the file from the page cache makes later reads go to the device.
+    pub fn evict(&self) {
+        // On a read-only shared file mapping MADV_DONTNEED only drops page-table entries; the
+        // bytes are read from the file again.
+        self.advise(libc::MADV_DONTNEED);
     }
 
     fn check_range(&self, off: u64, n: usize) -> Result<usize> {
