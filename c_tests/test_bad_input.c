@@ -165,6 +165,17 @@ static void check_last_error_is_per_thread(void) {
             "this thread's last_error is untouched by the other thread's failure");
 }
 
+/* checkpoint_bytes bounds recovery time and the writer's memory: above 4 GiB is refused. */
+static void check_checkpoint_limit(const char *path) {
+  hashdir_options o;
+  hashdir_options_init(&o);
+  o.checkpoint_bytes = (4ull << 30) + 1;
+  hashdir_writer *w = (hashdir_writer *)SENTINEL;
+  tap_fails(hashdir_writer_open(path, &o, &w), HASHDIR_ERR_INVALID_ARGUMENT, "hashdir_writer_open",
+            "above the maximum", "writer_open(checkpoint_bytes = 4 GiB + 1)");
+  tap_check(w == NULL, "writer_open sets *out = NULL on failure");
+}
+
 int main(int argc, char **argv) {
   if (argc != 2) {
     fprintf(stderr, "usage: %s <scratch dir>\n", argv[0]);
@@ -179,6 +190,7 @@ int main(int argc, char **argv) {
   check_options_init();
   check_open_arguments("hashdir_writer_open", writer_open, path);
   check_open_arguments("hashdir_reader_open", reader_open, path);
+  check_checkpoint_limit(path);
   check_null_writer();
   check_null_reader();
   check_last_error_is_per_thread();

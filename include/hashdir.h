@@ -108,7 +108,9 @@ typedef struct hashdir_options {
    */
   uint32_t flags;
   /**
-   * Writer: WAL size in bytes that triggers a checkpoint; 0 = the library default.
+   * Writer: WAL size in bytes that triggers a checkpoint; 0 = the library default
+   * (128 MiB). At most 4 GiB: recovery after a crash replays up to this much log, and the
+   * writer holds as many committed changes in memory (about 1.5 times as many bytes).
    */
   uint64_t checkpoint_bytes;
   /**

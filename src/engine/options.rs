@@ -1,9 +1,13 @@
 //! Options of writers and readers, and the statistics they report.
 
+use crate::error::{Error, Result};
 use crate::format::root::Root;
 
 /// Memtable/WAL bytes that trigger a checkpoint when the caller gives 0.
 pub const DEFAULT_CHECKPOINT_BYTES: u64 = 128 << 20;
+/// The largest setting: recovery replays up to this much log (about 6 s, PERFORMANCE.md) and
+/// the writer keeps as many committed ops in memory (about 1.5x the log's bytes).
+pub const MAX_CHECKPOINT_BYTES: u64 = 4 << 30;
 
 #[derive(Clone, Debug)]
 pub struct Options {
@@ -29,10 +33,14 @@ impl Default for Options {
 }
 
 impl Options {
-    pub fn checkpoint_bytes(&self) -> u64 {
+    /// The checkpoint size in effect; more than [`MAX_CHECKPOINT_BYTES`] is refused.
+    pub fn checkpoint_bytes(&self) -> Result<u64> {
         match self.checkpoint_bytes {
-            0 => DEFAULT_CHECKPOINT_BYTES,
-            n => n,
+            0 => Ok(DEFAULT_CHECKPOINT_BYTES),
+            n if n > MAX_CHECKPOINT_BYTES => Err(Error::InvalidArgument(format!(
+                "checkpoint_bytes {n} is above the maximum {MAX_CHECKPOINT_BYTES} (4 GiB)"
+            ))),
+            n => Ok(n),
         }
     }
 }

@@ -66,7 +66,9 @@ pub struct hashdir_options {
     pub struct_size: u32,
     /// `HASHDIR_CREATE` | `HASHDIR_SYNC_COMMIT`; other bits are rejected. Readers ignore both.
     pub flags: u32,
-    /// Writer: WAL size in bytes that triggers a checkpoint; 0 = the library default.
+    /// Writer: WAL size in bytes that triggers a checkpoint; 0 = the library default
+    /// (128 MiB). At most 4 GiB: recovery after a crash replays up to this much log, and the
+    /// writer holds as many committed changes in memory (about 1.5 times as many bytes).
     pub checkpoint_bytes: u64,
     /// Reader: refresh automatically every this many milliseconds; 0 = only on
     /// `hashdir_reader_refresh`.
