@@ -6,9 +6,9 @@
 
 mod common;
 
-use common::{child_role, k, spawn_child, Rng, TempDir};
+use common::{child_role, k, open_writer, spawn_child, Rng, TempDir};
 use hashdir::engine::failpoint;
-use hashdir::{Key, Options, Reader, Value, Writer};
+use hashdir::{Key, Options, Reader, Value};
 use std::collections::{BTreeSet, HashMap};
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -99,7 +99,7 @@ fn model_after(batches: u64) -> Model {
 /// Runs batches from where the file is, acknowledging each on stdout; checkpoints and GC
 /// passes on a fixed schedule.
 fn workload(path: &Path) {
-    let mut w = Writer::open(path, &opts()).unwrap();
+    let mut w = open_writer(path, &opts()).unwrap();
     let start = Reader::open(path, &Options::default()).unwrap();
     let done = batches_in(&start);
     drop(start);
@@ -141,7 +141,7 @@ fn child_roles() {
     match role.as_str() {
         "workload" => workload(path),
         "open" => {
-            Writer::open(path, &opts()).unwrap().close().unwrap();
+            open_writer(path, &opts()).unwrap().close().unwrap();
             println!("@finished");
         }
         _ => panic!("unknown role {role}"),
@@ -212,7 +212,7 @@ fn spawn_child_env(
 /// more, whole, and verifies clean. `before` is how many batches the file held before the
 /// child ran. Returns how many it holds now.
 fn check_recovered(path: &Path, before: u64, acked: Option<u64>, what: &str) -> u64 {
-    Writer::open(path, &opts())
+    open_writer(path, &opts())
         .unwrap_or_else(|e| panic!("{what}: reopen failed: {e}"))
         .close()
         .unwrap();
@@ -346,7 +346,7 @@ fn recovery_reports_what_it_dropped() {
         let path = d.file("t.h5");
         let (acked, finished) = run_child("workload", &path, Some(fp));
         assert!(!finished, "{fp} not reached");
-        let w = Writer::open(&path, &opts()).unwrap();
+        let w = open_writer(&path, &opts()).unwrap();
         let report = w.recovery().clone();
         assert!(
             report.notes.iter().any(|n| n.contains(expect)),

@@ -100,3 +100,22 @@ pub fn child_role() -> Option<(String, String)> {
     let role = std::env::var("HASHDIR_CHILD").ok()?;
     Some((role, std::env::var("HASHDIR_ARG").unwrap_or_default()))
 }
+
+/// `Writer::open`, waiting out a lock that a process forked by another test thread of this
+/// binary may still share: a fork copies every descriptor, the writer's locked one included,
+/// until the child execs (OFD locks go with the open file description, not the process). A
+/// real second writer would hold it for good; this waits at most 2 s.
+pub fn open_writer(
+    path: &std::path::Path,
+    opts: &hashdir::Options,
+) -> hashdir::Result<hashdir::Writer> {
+    for _ in 0..100 {
+        match hashdir::Writer::open(path, opts) {
+            Err(hashdir::Error::Locked { .. }) => {
+                std::thread::sleep(std::time::Duration::from_millis(20))
+            }
+            r => return r,
+        }
+    }
+    hashdir::Writer::open(path, opts)
+}
