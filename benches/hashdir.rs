@@ -229,6 +229,15 @@ fn reader_role(a: &Args) {
     if a.cold {
         cold_lookups(&r, a);
     }
+    // The reader's own memory (not the file pages it maps): mostly the directory and the WAL
+    // tail it holds as an overlay.
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let anon_kb: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("RssAnon:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0.0);
+    emit("reader_anon_rss_mb", anon_kb / 1024.0, a, "");
 }
 
 /// Lookups that each find the file out of the page cache (dropped every 1000 lookups, which
@@ -429,7 +438,7 @@ fn load_then_crash(a: &Args, path: &Path) -> Writer {
         .spawn()
         .unwrap();
     let out = std::io::BufReader::new(writer.stdout.take().unwrap());
-    let mut wal = 0;
+    let mut wal = 0u64;
     for line in std::io::BufRead::lines(out) {
         let line = line.unwrap();
         if let Some(n) = line.strip_prefix("@loaded ") {

@@ -109,8 +109,9 @@ typedef struct hashdir_options {
   uint32_t flags;
   /**
    * Writer: WAL size in bytes that triggers a checkpoint; 0 = the library default
-   * (128 MiB). At most 4 GiB: recovery after a crash replays up to this much log, and the
-   * writer holds as many committed changes in memory (about 1.5 times as many bytes).
+   * (128 MiB). At most 1 GiB: recovery after a crash replays up to this much log, and the
+   * writer and every reader hold the changes committed since the last checkpoint in memory
+   * (the writer about 1.5 times the log's bytes, each reader about 5 times).
    */
   uint64_t checkpoint_bytes;
   /**

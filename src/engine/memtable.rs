@@ -51,8 +51,12 @@ pub enum ValSet {
     Empty,
     One(Value),
     Small(Vec<Value>),
-    Big(ValueHashSet),
+    /// Boxed: a hash set is twice a vector's size, and every delta of every reader's overlay
+    /// pays for the largest variant twice (adds and dels).
+    Big(Box<ValueHashSet>),
 }
+
+const _: () = assert!(std::mem::size_of::<ValSet>() <= 32);
 
 const SMALL_MAX: usize = 16;
 
@@ -85,7 +89,7 @@ impl ValSet {
             ValSet::Small(s) => {
                 let mut big: ValueHashSet = s.drain(..).collect();
                 big.insert(v);
-                *self = ValSet::Big(big);
+                *self = ValSet::Big(Box::new(big));
             }
             ValSet::Big(s) => {
                 s.insert(v);

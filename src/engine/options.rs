@@ -5,9 +5,10 @@ use crate::format::root::Root;
 
 /// Memtable/WAL bytes that trigger a checkpoint when the caller gives 0.
 pub const DEFAULT_CHECKPOINT_BYTES: u64 = 128 << 20;
-/// The largest setting: recovery replays up to this much log (about 6 s, PERFORMANCE.md) and
-/// the writer keeps as many committed ops in memory (about 1.5x the log's bytes).
-pub const MAX_CHECKPOINT_BYTES: u64 = 4 << 30;
+/// The largest setting. Recovery replays up to this much log, the writer keeps its ops in memory
+/// (about 1.5x the log's bytes) and so does every reader, as its overlay (several times the
+/// log's bytes; PERFORMANCE.md).
+pub const MAX_CHECKPOINT_BYTES: u64 = 1 << 30;
 
 #[derive(Clone, Debug)]
 pub struct Options {
@@ -38,7 +39,7 @@ impl Options {
         match self.checkpoint_bytes {
             0 => Ok(DEFAULT_CHECKPOINT_BYTES),
             n if n > MAX_CHECKPOINT_BYTES => Err(Error::InvalidArgument(format!(
-                "checkpoint_bytes {n} is above the maximum {MAX_CHECKPOINT_BYTES} (4 GiB)"
+                "checkpoint_bytes {n} is above the maximum {MAX_CHECKPOINT_BYTES} (1 GiB)"
             ))),
             n => Ok(n),
         }

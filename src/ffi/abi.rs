@@ -67,8 +67,9 @@ pub struct hashdir_options {
     /// `HASHDIR_CREATE` | `HASHDIR_SYNC_COMMIT`; other bits are rejected. Readers ignore both.
     pub flags: u32,
     /// Writer: WAL size in bytes that triggers a checkpoint; 0 = the library default
-    /// (128 MiB). At most 4 GiB: recovery after a crash replays up to this much log, and the
-    /// writer holds as many committed changes in memory (about 1.5 times as many bytes).
+    /// (128 MiB). At most 1 GiB: recovery after a crash replays up to this much log, and the
+    /// writer and every reader hold the changes committed since the last checkpoint in memory
+    /// (the writer about 1.5 times the log's bytes, each reader about 5 times).
     pub checkpoint_bytes: u64,
     /// Reader: refresh automatically every this many milliseconds; 0 = only on
     /// `hashdir_reader_refresh`.
