@@ -10,7 +10,7 @@
 
 #include "tap.h"
 
-enum { K1 = 1, K2, K3, K_CLOSE = 10, K_REOPEN = 11 };
+enum { K1 = 1, K2, K3, K_CLOSE = 10, K_REOPEN = 11, K_SET = 12 };
 enum { V1 = 1, V2, V3 };
 
 static int same_key(hashdir_key a, hashdir_key b) { return memcmp(&a, &b, sizeof a) == 0; }
@@ -51,6 +51,32 @@ static void insert_initial(hashdir_writer *w) {
   tap_ok(hashdir_writer_insert(w, keys, vals, 4), "insert 4 pairs, one duplicate");
   tap_ok(hashdir_writer_insert(w, NULL, NULL, 0), "insert n = 0 with NULL arrays");
   tap_ok(hashdir_writer_commit(w), "commit");
+}
+
+/* One key, a set of values in one call; a repeated value is one member of the set. */
+static void check_insert_values(hashdir_writer *w, hashdir_reader *r) {
+  hashdir_key k = tap_key(K_SET);
+  hashdir_value vals[5] = {tap_value(V1), tap_value(V2), tap_value(V3), tap_value(V1),
+                           tap_value(V2)};
+  tap_ok(hashdir_writer_insert_values(w, &k, vals, 5), "insert_values: one key, 5 values");
+  tap_ok(hashdir_writer_insert_values(w, &k, NULL, 0), "insert_values with n = 0");
+  tap_ok(hashdir_writer_commit(w), "commit them");
+  tap_ok(hashdir_reader_refresh(r), "refresh");
+  hashdir_value got[8];
+  uint64_t count = 0;
+  size_t total = 0;
+  tap_ok(hashdir_reader_get(r, &k, 1, got, 8, &count, &total), "get the key's set");
+  static const unsigned want[] = {V1, V2, V3};
+  tap_check(count == 3 && total == 3 && values_are(got, 3, want, 3),
+            "the set holds V1, V2, V3 once each (%llu values)", (unsigned long long)count);
+  tap_fails(hashdir_writer_insert_values(w, NULL, vals, 1), HASHDIR_ERR_INVALID_ARGUMENT,
+            "hashdir_writer_insert_values", "key is NULL", "insert_values(NULL key)");
+  tap_fails(hashdir_writer_insert_values(w, &k, NULL, 2), HASHDIR_ERR_INVALID_ARGUMENT,
+            "hashdir_writer_insert_values", "values is NULL", "insert_values(NULL values, n = 2)");
+  tap_ok(hashdir_writer_delete_keys(w, &k, 1), "delete the key again");
+  tap_ok(hashdir_writer_commit(w), "commit the delete");
+  tap_ok(hashdir_reader_refresh(r), "refresh");
+  tap_check(!has_key(r, K_SET), "the key and its set are gone");
 }
 
 static void check_lookup(hashdir_reader *r) {
@@ -393,6 +419,7 @@ int main(int argc, char **argv) {
   TAP_REQUIRE(tap_ok(hashdir_reader_open(path, NULL, &r), "open a reader in the same process"));
   check_lookup(r);
   check_get(r);
+  check_insert_values(w, r);
   check_bad_arrays(w, r);
   delete_some(w);
   check_after_delete(r);

@@ -114,6 +114,8 @@ static void check_null_writer(void) {
             "hashdir_writer_checkpoint", d, "checkpoint(NULL)");
   tap_fails(hashdir_writer_stats(NULL, &s), HASHDIR_ERR_INVALID_ARGUMENT, "hashdir_writer_stats",
             d, "writer_stats(NULL writer)");
+  tap_fails(hashdir_writer_insert_values(NULL, &k, &v, 1), HASHDIR_ERR_INVALID_ARGUMENT,
+            "hashdir_writer_insert_values", d, "insert_values(NULL writer)");
   tap_fails(hashdir_writer_recovery(NULL, NULL, NULL, 0), HASHDIR_ERR_INVALID_ARGUMENT,
             "hashdir_writer_recovery", d, "writer_recovery(NULL writer)");
   tap_ok(hashdir_writer_close(NULL), "writer_close(NULL)");

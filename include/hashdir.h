@@ -350,6 +350,27 @@ enum hashdir_status hashdir_writer_insert(struct hashdir_writer *w,
                                           size_t n);
 
 /**
+ * Adds the pairs `(*key, values[i])`, `i < n`: `hashdir_writer_insert` for one key and
+ * many values, without repeating the key. Visible after commit, like
+ * `hashdir_writer_insert`.
+ *
+ * # Errors
+ * `HASHDIR_ERR_INVALID_ARGUMENT` for a NULL writer or `key`, or NULL `values` with
+ * `n > 0`; `HASHDIR_ERR_IO`; `HASHDIR_ERR_PANIC` if this writer panicked before.
+ *
+ * # Threads
+ * Any thread; calls on one writer are serialised.
+ *
+ * # Safety
+ * `w` is NULL or a live writer handle; `key` is NULL or readable; `values` holds `n`
+ * elements (NULL when `n == 0`). Both stay owned by the caller.
+ */
+enum hashdir_status hashdir_writer_insert_values(struct hashdir_writer *w,
+                                                 const struct hashdir_key *key,
+                                                 const struct hashdir_value *values,
+                                                 size_t n);
+
+/**
  * Removes the keys `keys[i]`, `i < n`, with all their values. Keys that are not there
  * are ignored. Visible after commit, like `hashdir_writer_insert`.
  *

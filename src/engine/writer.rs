@@ -87,6 +87,11 @@ impl Writer {
         )
     }
 
+    /// Adds every value of `values` to `key`'s set: `insert` without repeating the key.
+    pub fn insert_values(&mut self, key: &Key, values: &[Value]) -> Result<()> {
+        self.push_all(values.len(), values.iter().map(|v| Op::Insert(*key, *v)))
+    }
+
     pub fn delete_keys(&mut self, keys: &[Key]) -> Result<()> {
         self.push_all(keys.len(), keys.iter().map(|k| Op::DeleteKey(*k)))
     }

@@ -141,6 +141,38 @@ pub unsafe extern "C" fn hashdir_writer_insert(
     })
 }
 
+/// Adds the pairs `(*key, values[i])`, `i < n`: `hashdir_writer_insert` for one key and
+/// many values, without repeating the key. Visible after commit, like
+/// `hashdir_writer_insert`.
+///
+/// # Errors
+/// `HASHDIR_ERR_INVALID_ARGUMENT` for a NULL writer or `key`, or NULL `values` with
+/// `n > 0`; `HASHDIR_ERR_IO`; `HASHDIR_ERR_PANIC` if this writer panicked before.
+///
+/// # Threads
+/// Any thread; calls on one writer are serialised.
+///
+/// # Safety
+/// `w` is NULL or a live writer handle; `key` is NULL or readable; `values` holds `n`
+/// elements (NULL when `n == 0`). Both stay owned by the caller.
+#[no_mangle]
+pub unsafe extern "C" fn hashdir_writer_insert_values(
+    w: *mut hashdir_writer,
+    key: *const hashdir_key,
+    values: *const hashdir_value,
+    n: usize,
+) -> hashdir_status {
+    ffi_call("hashdir_writer_insert_values", || {
+        // SAFETY: `w` is NULL or live, by contract.
+        let w = unsafe { writer(w) }?;
+        // SAFETY: `key` is NULL or readable, by contract; `hashdir_key` has `Key`'s layout.
+        let key = unsafe { handle(key.cast::<Key>(), "key") }?;
+        // SAFETY: `n` values by contract; `hashdir_value` has `Value`'s layout (abi.rs).
+        let values = unsafe { slice_in(values.cast::<Value>(), n, "values") }?;
+        w.with(|w| w.insert_values(key, values))
+    })
+}
+
 /// Removes the keys `keys[i]`, `i < n`, with all their values. Keys that are not there
 /// are ignored. Visible after commit, like `hashdir_writer_insert`.
 ///
