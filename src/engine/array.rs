@@ -4,7 +4,7 @@
 use super::pages::PageBatch;
 use super::source::{Fault, Res, Source};
 use crate::error::{Error, Result};
-use crate::format::array::{decode, encode, ArrayRef, LEAF};
+use crate::format::array::{decode, encode, ArrayRef, LEAF, NODE};
 use crate::format::page::MAGIC_ARRAY;
 
 /// Where an array's pages are: each leaf's (offset, epoch) in order (offset 0 = all zero;
@@ -144,6 +144,17 @@ pub fn load(src: &dyn Source, aref: ArrayRef, max_epoch: u64) -> Res<(Vec<u64>, 
         items.extend(read_leaf(src, aref.len, i, *leaf, max_epoch)?);
     }
     Ok((items, s))
+}
+
+/// Pages a freshly written array of `len` items takes: its leaves and its node pages.
+pub fn fresh_pages(len: u64) -> usize {
+    let mut level = leaf_count(len);
+    let mut total = level;
+    for _ in 1..ArrayRef::levels_for(len) {
+        level = level.div_ceil(NODE);
+        total += level;
+    }
+    total
 }
 
 /// Writes `items` copy-on-write. Leaves keep their old page when `old` has the same length and

@@ -107,7 +107,7 @@ impl Checkpoint<'_> {
             }
             let old = self.take_bucket(off, depth, pfx)?;
             let merged = self.merge(old, &run)?;
-            self.split(&merged, pfx, depth)?;
+            self.split(merged, pfx, depth)?;
         }
         Ok(())
     }
@@ -173,9 +173,9 @@ impl Checkpoint<'_> {
     }
 
     /// Splits hash-sorted entries into buckets that fit a page, deepening as needed.
-    fn split(&mut self, entries: &[Entry], pfx: u64, depth: u32) -> Result<()> {
-        if bucket::fits(entries) {
-            return self.place(pfx, depth, entries.to_vec());
+    fn split(&mut self, mut entries: Vec<Entry>, pfx: u64, depth: u32) -> Result<()> {
+        if bucket::fits(&entries) {
+            return self.place(pfx, depth, entries);
         }
         if depth >= MAX_DEPTH {
             return Err(Error::InvalidArgument(format!(
@@ -185,8 +185,9 @@ impl Checkpoint<'_> {
         failpoint::hit("checkpoint.split");
         let bit = 1u64 << (63 - depth);
         let mid = entries.partition_point(|e| e.hash & bit == 0);
-        self.split(&entries[..mid], pfx, depth + 1)?;
-        self.split(&entries[mid..], pfx | bit, depth + 1)
+        let high = entries.split_off(mid);
+        self.split(entries, pfx, depth + 1)?;
+        self.split(high, pfx | bit, depth + 1)
     }
 
     /// Writes a rebuilt bucket now, or keeps it back when it is small enough to merge.
@@ -352,16 +353,29 @@ impl Checkpoint<'_> {
         }
         self.st.dir_shape = dir_shape;
         self.st.dir_dirty = vec![false; self.st.dir_shape.leaves.len()];
-        // The free lists describe themselves: their old pages are free in the new root, their
-        // new pages come from the end of the dataset so writing them changes no free list.
+        // The free lists describe themselves: their old pages are free in the new root, and
+        // their new pages are taken off the free list before it is written, so they are not
+        // in it (with any shortfall from the end of the dataset). Taking them all from the end
+        // made a mostly free file grow by its free list's size at every checkpoint.
         for shape in [&self.st.free_pages_shape, &self.st.free_extents_shape] {
             freed.extend(shape_pages(shape));
         }
         pages.freed.append(&mut freed);
         let ext_items = self.st.extents.items();
-        let (fe_ref, fe_shape) = store_fresh(&ext_items, epoch, file, pages, &mut self.batch)?;
+        let (fe_ref, fe_shape) = store_new(
+            &ext_items,
+            epoch,
+            &mut || pages.alloc(file),
+            &mut self.batch,
+        )?;
+        let mut reserved = pages.reserve_for_list();
         let page_items = pages.listed();
-        let (fp_ref, fp_shape) = store_fresh(&page_items, epoch, file, pages, &mut self.batch)?;
+        let mut take = || reserved.pop().map_or_else(|| pages.bump(file), Ok);
+        let (fp_ref, fp_shape) = store_new(&page_items, epoch, &mut take, &mut self.batch)?;
+        debug_assert!(
+            reserved.is_empty(),
+            "reserved more pages than the list used"
+        );
         self.st.free_extents_shape = fe_shape;
         self.st.free_pages_shape = fp_shape;
         root.epoch = epoch;
@@ -421,12 +435,11 @@ fn shape_pages(s: &Shape) -> impl Iterator<Item = u64> + '_ {
         .filter(|o| *o != 0)
 }
 
-/// Writes an array into pages from the end of the dataset only.
-fn store_fresh(
+/// Writes a new array (no earlier version to keep pages of) into pages from `alloc`.
+fn store_new(
     items: &[u64],
     epoch: u64,
-    file: &mut WriterFile,
-    pages: &mut super::pages::PageAlloc,
+    alloc: &mut dyn FnMut() -> Result<u64>,
     batch: &mut PageBatch,
 ) -> Result<(crate::format::array::ArrayRef, Shape)> {
     let mut unused = Vec::new();
@@ -435,7 +448,7 @@ fn store_fresh(
         &Shape::default(),
         None,
         epoch,
-        &mut || pages.bump(file),
+        alloc,
         batch,
         &mut unused,
     )

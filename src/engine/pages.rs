@@ -137,6 +137,22 @@ impl PageAlloc {
         }
     }
 
+    /// How many pages `listed` would return.
+    pub fn listed_len(&self) -> usize {
+        self.free.len() + self.held.iter().count() + self.freed.len()
+    }
+
+    /// Takes pages off the free list for the free list's own array: as many as the array of
+    /// what then remains will certainly use, so none is left neither listed nor used.
+    pub fn reserve_for_list(&mut self) -> Vec<u64> {
+        let n = self.listed_len();
+        let mut k = 0;
+        while k < self.free.len() && super::array::fresh_pages((n - k - 1) as u64) > k {
+            k += 1;
+        }
+        self.free.split_off(self.free.len() - k)
+    }
+
     /// Every page a root's free list must list: free, held and freed.
     pub fn listed(&self) -> Vec<u64> {
         let held = self.held.iter();

@@ -356,11 +356,12 @@ fn load(file: &ReadFile, cur: Option<&Snap>, table: Option<&Arc<ReaderTable>>) -
             return Ok(tail(cur, map)?);
         }
     }
-    // Pinned at 0 while loading, so the writer reuses nothing before the pin is at our root;
-    // the root is read after pinning.
+    // Pinned while loading at the root we have (0 on open), which no newer root's space can
+    // be reused under; the root is read after pinning. Not at 0 on refresh: readers refresh
+    // often, and a pin at 0 would keep the writer from reusing anything.
     let slot = table.and_then(|t| t.claim());
     if let Some(s) = &slot {
-        s.pin(0);
+        s.pin(cur.map_or(0, |c| c.root.epoch));
     }
     let root = read_root(&map, file.root_offset())?;
     if let Some(cur) = cur {
