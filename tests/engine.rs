@@ -775,12 +775,7 @@ fn pinned_readers_hold_their_pages_back() {
     let path = d.file("t.h5");
     let keys: Vec<Key> = (0..20_000).map(k).collect();
     let mut w = Writer::open(&path, &opts()).unwrap();
-    let rewrite = |w: &mut Writer, v: u64| {
-        w.delete_keys(&keys).unwrap();
-        w.insert(&keys, &vec![k(v); keys.len()]).unwrap();
-        w.commit().unwrap();
-        w.checkpoint().unwrap();
-    };
+    let rewrite = |w: &mut Writer, v: u64| rewrite_all(w, &keys, v);
     rewrite(&mut w, 1);
     let r = Reader::open(&path, &manual()).unwrap();
     let epoch = r.stats().unwrap().epoch;
@@ -852,12 +847,7 @@ fn unpinned_readers_refresh_when_pages_are_reused() {
     let path = d.file("t.h5");
     let keys: Vec<Key> = (0..20_000).map(k).collect();
     let mut w = Writer::open(&path, &opts()).unwrap();
-    let rewrite = |w: &mut Writer, v: u64| {
-        w.delete_keys(&keys).unwrap();
-        w.insert(&keys, &vec![k(v); keys.len()]).unwrap();
-        w.commit().unwrap();
-        w.checkpoint().unwrap();
-    };
+    let rewrite = |w: &mut Writer, v: u64| rewrite_all(w, &keys, v);
     rewrite(&mut w, 1);
     let table = hashdir::store::ReaderTable::open(&path).unwrap().unwrap();
     let all: Vec<_> = std::iter::from_fn(|| table.claim()).collect();
@@ -881,6 +871,14 @@ fn unpinned_readers_refresh_when_pages_are_reused() {
     );
     drop(all);
     w.close().unwrap();
+}
+
+/// Replaces every key's value by `k(v)` and checkpoints: every bucket page is rewritten.
+fn rewrite_all(w: &mut Writer, keys: &[Key], v: u64) {
+    w.delete_keys(keys).unwrap();
+    w.insert(keys, &vec![k(v); keys.len()]).unwrap();
+    w.commit().unwrap();
+    w.checkpoint().unwrap();
 }
 
 fn manual() -> Options {

@@ -157,34 +157,32 @@ impl Reader {
     /// a lookup writes no shared cache line (no lock, no reference count), so threads scale.
     fn with_snap<T>(&self, f: impl FnOnce(&Snap) -> T) -> T {
         let gen = self.gen.load(Ordering::Acquire);
-        self.cached(|c| {
-            if c.gen != gen {
-                (c.gen, c.snap) = (gen, self.snapshot());
-            }
-            f(&c.snap)
-        })
-    }
-
-    /// `f` on this thread's entry for this reader, made on first use.
-    fn cached<T>(&self, f: impl FnOnce(&mut Cached) -> T) -> T {
         SNAPS.with(|cache| {
             let mut cache = cache.borrow_mut();
             let at = match cache.iter().position(|e| e.id == self.id) {
-                Some(at) => at,
+                Some(at) if cache[at].gen == gen => at,
+                Some(at) => {
+                    cache[at] = self.cached(gen);
+                    at
+                }
                 None => {
                     if cache.len() >= CACHED_READERS {
                         cache.remove(0);
                     }
-                    cache.push(Cached {
-                        id: self.id,
-                        gen: self.gen.load(Ordering::Acquire),
-                        snap: self.snapshot(),
-                    });
+                    cache.push(self.cached(gen));
                     cache.len() - 1
                 }
             };
-            f(&mut cache[at])
+            f(&cache[at].snap)
         })
+    }
+
+    fn cached(&self, gen: u64) -> Cached {
+        Cached {
+            id: self.id,
+            gen,
+            snap: self.snapshot(),
+        }
     }
 
     /// Calls `step(snap, i)` for i in 0..n, refreshing and resuming at the same i when a page
