@@ -13,7 +13,7 @@ use std::sync::{Arc, Barrier};
 use std::time::Instant;
 
 use hashdir::format::layout::{BLOB_CHUNK, PAGE, PAGES_PER_CHUNK, ROOT_SLOT, VALUE_SHARDS};
-use hashdir::store::{Ds, ReadFile, WriterFile};
+use hashdir::store::{Ds, Positional, ReadFile, WriterFile};
 use hashdir::Error;
 
 // ---------------------------------------------------------------------------------------------

@@ -17,14 +17,20 @@ use crate::format::hash::{dir_index, prefix};
 use crate::format::layout::{BLOB_CHUNK, PAGE, ROOT_SLOT};
 use crate::format::page::{HEADER, MAGIC_BUCKET};
 use crate::format::root::{dir_entry, entry_depth, entry_offset, Root};
-use crate::store::{Ds, WriterFile};
+use crate::store::{Ds, Positional, RawIo, WriterFile};
 use crate::Key;
 use std::collections::{HashMap, HashSet};
+use std::sync::mpsc;
 
 /// Directory offset of a bucket rebuilt by the running checkpoint and not yet written.
 const PENDING: u64 = 1;
 /// Deepest split: beyond it more than a page of keys share 32 hash bits (a crafted key set).
 const MAX_DEPTH: u32 = 32;
+/// Buckets passed between the checkpoint's threads in one message (fewer wake-ups) …
+const HANDOFF: usize = 64;
+/// … and messages each queue holds: how far the page reader may run ahead of the merge, and
+/// how far the page writer may lag behind it.
+const AHEAD: usize = 8;
 /// A bucket this small (bytes) looks for its buddy to merge with …
 const MERGE_BELOW: usize = PAGE / 4;
 /// … and merges when both together need at most this.
@@ -40,6 +46,9 @@ pub struct Checkpoint<'a> {
     /// Pages this checkpoint wrote (not readable until it publishes).
     written: HashSet<u64>,
     dir_resized: bool,
+    /// Where rebuilt buckets go while `rebuild` runs: gathered here, then sent on to its
+    /// page-writing thread.
+    sink: Option<(Built, mpsc::SyncSender<Built>)>,
     keys: i64,
     values: i64,
     buckets: i64,
@@ -65,6 +74,7 @@ pub fn run(
         pending: HashMap::new(),
         written: HashSet::new(),
         dir_resized: false,
+        sink: None,
         keys: 0,
         values: 0,
         buckets: 0,
@@ -91,52 +101,83 @@ impl Checkpoint<'_> {
         self.st.root.global_depth
     }
 
-    /// Applies the memtable bucket by bucket, in hash order.
+    /// The buckets the memtable's ops fall into, in hash order (from the directory as it is
+    /// now: a rebuild only changes the slots of buckets already behind it).
+    fn runs(&self, mem: &OpLog) -> Vec<Bucket> {
+        let mut runs: Vec<Bucket> = Vec::new();
+        for h in mem.hashes() {
+            if runs.last().is_some_and(|b| prefix(h, b.depth) == b.pfx) {
+                continue;
+            }
+            let e = self.st.dir[dir_index(h, self.gd()) as usize];
+            let depth = entry_depth(e);
+            runs.push(Bucket {
+                off: entry_offset(e),
+                depth,
+                pfx: prefix(h, depth),
+            });
+        }
+        runs
+    }
+
+    /// Applies the memtable bucket by bucket, in hash order, on three threads: one reads and
+    /// decodes the old pages ahead, this one merges, splits and places, one encodes and
+    /// writes the new pages. Every page is written when this returns.
     fn rebuild(&mut self, mem: &mut OpLog) -> Result<()> {
+        mem.sort();
+        let mem = &*mem;
+        let runs = self.runs(mem);
+        let (rio, wio) = (self.file.raw_io()?, self.file.raw_io()?);
+        let (max, epoch) = (self.st.root.epoch, self.epoch);
+        std::thread::scope(|s| {
+            let (old_tx, old_rx) = mpsc::sync_channel(AHEAD);
+            let (new_tx, new_rx) = mpsc::sync_channel(AHEAD);
+            let (rio, wio, runs_ref) = (&rio, &wio, &runs);
+            let path = self.file.path();
+            let reader = helper(s, "hashdir-ckpt-rd", path, move || {
+                read_ahead(rio, runs_ref, max, old_tx)
+            })?;
+            let writer = helper(s, "hashdir-ckpt-wr", path, move || {
+                write_behind(wio, epoch, new_rx)
+            })?;
+            self.sink = Some((Vec::with_capacity(HANDOFF), new_tx));
+            let mut merged = self.merge_runs(mem, &runs, old_rx);
+            if let Some((last, tx)) = self.sink.take() {
+                merged = merged.and(send(&tx, last, "page writer"));
+            }
+            let written = joined(writer, self.file.path());
+            let read = joined(reader, self.file.path());
+            // The helper's own error explains a merge that stopped because a helper stopped.
+            written.and(read).and(merged)
+        })
+    }
+
+    fn merge_runs(
+        &mut self,
+        mem: &OpLog,
+        runs: &[Bucket],
+        old: mpsc::Receiver<Vec<Result<Vec<Entry>>>>,
+    ) -> Result<()> {
         let mut items = mem.deltas().peekable();
         let mut run: Vec<(u64, Key, Delta)> = Vec::new();
-        while let Some(item) = items.next() {
-            let h = item.0;
-            let e = self.st.dir[dir_index(h, self.gd()) as usize];
-            let (depth, off) = (entry_depth(e), entry_offset(e));
-            let pfx = prefix(h, depth);
+        let mut decoded = Vec::new().into_iter();
+        for b in runs {
+            if decoded.len() == 0 {
+                decoded = old.recv().map_err(|_| stopped("page reader"))?.into_iter();
+            }
+            let entries = decoded.next().ok_or_else(|| stopped("page reader"))??;
             run.clear();
-            run.push(item);
-            while let Some(x) = items.next_if(|x| prefix(x.0, depth) == pfx) {
+            while let Some(x) = items.next_if(|x| prefix(x.0, b.depth) == b.pfx) {
                 run.push(x);
             }
-            let old = self.take_bucket(off, depth, pfx)?;
-            let merged = self.merge(old, &run)?;
-            self.split(merged, pfx, depth)?;
+            if b.off != 0 {
+                self.st.pages.freed.push(b.off);
+                self.buckets -= 1;
+            }
+            let merged = self.merge(entries, &run)?;
+            self.split(merged, b.pfx, b.depth)?;
         }
         Ok(())
-    }
-
-    /// The entries of a bucket about to be replaced; its page is freed.
-    fn take_bucket(&mut self, off: u64, depth: u32, pfx: u64) -> Result<Vec<Entry>> {
-        let entries = self.read_bucket(off, depth, pfx)?;
-        if off != 0 {
-            self.st.pages.freed.push(off);
-            self.buckets -= 1;
-        }
-        Ok(entries)
-    }
-
-    fn read_bucket(&self, off: u64, depth: u32, pfx: u64) -> Result<Vec<Entry>> {
-        if off == 0 {
-            return Ok(Vec::new());
-        }
-        let max = self.st.root.epoch;
-        let p = settled(self.file.page(off, MAGIC_BUCKET, max, "bucket page"))?;
-        let (d, _, p_pfx) = bucket::header(&p);
-        if d != depth || p_pfx != pfx {
-            return Err(Error::corrupt(
-                "bucket page",
-                off,
-                format!("page is depth {d} prefix {p_pfx:#x}, directory says depth {depth} prefix {pfx:#x}"),
-            ));
-        }
-        bucket::decode(&p, off)
     }
 
     /// Merge-join of a bucket's entries with the memtable items that fall into it.
@@ -196,7 +237,7 @@ impl Checkpoint<'_> {
             self.double();
         }
         if page_bytes(&entries) > MERGE_BELOW {
-            return self.write_bucket(pfx, depth, &entries);
+            return self.write_bucket(pfx, depth, entries);
         }
         self.set_range(pfx, depth, dir_entry(depth, PENDING));
         self.pending.insert((pfx, depth), entries);
@@ -204,16 +245,27 @@ impl Checkpoint<'_> {
     }
 
     /// Writes a bucket (an empty one gets no page) and points the directory at it.
-    fn write_bucket(&mut self, pfx: u64, depth: u32, entries: &[Entry]) -> Result<()> {
+    fn write_bucket(&mut self, pfx: u64, depth: u32, entries: Vec<Entry>) -> Result<()> {
         let mut off = 0;
         if !entries.is_empty() {
             off = self.st.pages.alloc(self.file)?;
-            self.batch
-                .push(off, bucket::encode(entries, depth, pfx, self.epoch));
             self.written.insert(off);
             self.buckets += 1;
-            if self.batch.is_full() {
-                self.batch.write(self.file)?;
+            let b = Bucket::at(off, depth, pfx);
+            match &mut self.sink {
+                Some((built, tx)) => {
+                    built.push((b, entries));
+                    if built.len() == HANDOFF {
+                        let full = std::mem::replace(built, Vec::with_capacity(HANDOFF));
+                        send(tx, full, "page writer")?;
+                    }
+                }
+                None => {
+                    self.batch.push(off, encode(&b, &entries, self.epoch));
+                    if self.batch.is_full() {
+                        self.batch.write(&*self.file)?;
+                    }
+                }
             }
         }
         self.set_range(pfx, depth, dir_entry(depth, off));
@@ -273,7 +325,7 @@ impl Checkpoint<'_> {
             }
             let buddy = match boff {
                 PENDING => self.pending[&(bpfx, d)].clone(),
-                _ => self.read_bucket(boff, d, bpfx)?,
+                _ => read_bucket(&*self.file, self.st.root.epoch, Bucket::at(boff, d, bpfx))?,
             };
             if page_bytes(&self.pending[&(pfx, d)]) + page_bytes(&buddy) - HEADER > MERGE_UPTO {
                 continue;
@@ -306,7 +358,7 @@ impl Checkpoint<'_> {
         keys.sort_unstable();
         for (pfx, depth) in keys {
             let entries = self.pending.remove(&(pfx, depth)).unwrap_or_default();
-            self.write_bucket(pfx, depth, &entries)?;
+            self.write_bucket(pfx, depth, entries)?;
         }
         Ok(())
     }
@@ -417,6 +469,118 @@ impl Checkpoint<'_> {
         self.st.root = root;
         Ok(())
     }
+}
+
+/// A bucket: its page (0: none) and where it sits in the hash space.
+#[derive(Clone, Copy)]
+struct Bucket {
+    off: u64,
+    depth: u32,
+    pfx: u64,
+}
+
+impl Bucket {
+    fn at(off: u64, depth: u32, pfx: u64) -> Bucket {
+        Bucket { off, depth, pfx }
+    }
+}
+
+/// The old pages' entries, one bucket after another, sent ahead of the merge (a failed read
+/// is sent too, as the last item).
+fn read_ahead(
+    io: &RawIo,
+    runs: &[Bucket],
+    max_epoch: u64,
+    out: mpsc::SyncSender<Vec<Result<Vec<Entry>>>>,
+) -> Result<()> {
+    for part in runs.chunks(HANDOFF) {
+        let mut decoded = Vec::with_capacity(part.len());
+        for b in part {
+            decoded.push(read_bucket(io, max_epoch, *b));
+            if decoded.last().is_some_and(|d| d.is_err()) {
+                break;
+            }
+        }
+        let failed = decoded.last().is_some_and(|d| d.is_err());
+        if out.send(decoded).is_err() || failed {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// Encodes and writes the rebuilt buckets it is sent until the sender is dropped.
+fn write_behind(io: &RawIo, epoch: u64, built: mpsc::Receiver<Built>) -> Result<()> {
+    let mut batch = PageBatch::default();
+    for (b, entries) in built.into_iter().flatten() {
+        batch.push(b.off, encode(&b, &entries, epoch));
+        if batch.is_full() {
+            batch.write(io)?;
+        }
+    }
+    batch.write(io)
+}
+
+/// Rebuilt buckets on their way to the page writer.
+type Built = Vec<(Bucket, Vec<Entry>)>;
+
+fn send<T>(tx: &mpsc::SyncSender<T>, msg: T, who: &str) -> Result<()> {
+    tx.send(msg).map_err(|_| stopped(who))
+}
+
+fn encode(b: &Bucket, entries: &[Entry], epoch: u64) -> Box<crate::format::page::Page> {
+    bucket::encode(entries, b.depth, b.pfx, epoch)
+}
+
+/// A bucket's entries, read from its page and checked against where the directory puts it.
+fn read_bucket(src: &impl Source, max_epoch: u64, b: Bucket) -> Result<Vec<Entry>> {
+    if b.off == 0 {
+        return Ok(Vec::new());
+    }
+    let p = settled(src.page(b.off, MAGIC_BUCKET, max_epoch, "bucket page"))?;
+    let (d, _, p_pfx) = bucket::header(&p);
+    if d != b.depth || p_pfx != b.pfx {
+        return Err(Error::corrupt(
+            "bucket page",
+            b.off,
+            format!(
+                "page is depth {d} prefix {p_pfx:#x}, directory says depth {} prefix {:#x}",
+                b.depth, b.pfx
+            ),
+        ));
+    }
+    bucket::decode(&p, b.off)
+}
+
+fn helper<'s, 'e>(
+    s: &'s std::thread::Scope<'s, 'e>,
+    name: &str,
+    path: &std::path::Path,
+    f: impl FnOnce() -> Result<()> + Send + 's,
+) -> Result<std::thread::ScopedJoinHandle<'s, Result<()>>> {
+    std::thread::Builder::new()
+        .name(name.to_owned())
+        .spawn_scoped(s, f)
+        .map_err(|e| Error::io("spawn checkpoint thread", path, e))
+}
+
+/// A helper thread's result; its panic becomes an error instead of crossing into the caller.
+fn joined(h: std::thread::ScopedJoinHandle<'_, Result<()>>, path: &std::path::Path) -> Result<()> {
+    h.join().unwrap_or_else(|_| {
+        Err(Error::io(
+            "checkpoint helper thread",
+            path,
+            std::io::Error::other("panicked"),
+        ))
+    })
+}
+
+fn stopped(who: &str) -> Error {
+    Error::io(
+        "checkpoint",
+        who,
+        std::io::Error::other(format!("the {who} thread stopped")),
+    )
 }
 
 fn is_extent(s: Option<&crate::format::bucket::Set>) -> bool {

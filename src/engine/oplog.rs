@@ -48,12 +48,11 @@ impl OpLog {
 
     /// Orders the ops by (hash, key), keeping commit order within a key: a stable counting
     /// sort on the leading hash bits, then a stable sort of each (small) bucket.
-    fn sort(&mut self) {
+    pub fn sort(&mut self) {
         let n = self.recs.len();
         let bits = (usize::BITS - (n / 16).leading_zeros()).min(16);
         if bits == 0 {
-            self.recs
-                .sort_by(|a, b| (a.hash, a.key).cmp(&(b.hash, b.key)));
+            self.recs.sort_by_key(|r| (r.hash, r.key));
             return;
         }
         let shift = 64 - bits;
@@ -73,14 +72,19 @@ impl OpLog {
             starts[b] += 1;
         }
         for w in bounds.windows(2) {
-            out[w[0]..w[1]].sort_by(|a, b| (a.hash, a.key).cmp(&(b.hash, b.key)));
+            out[w[0]..w[1]].sort_by_key(|r| (r.hash, r.key));
         }
         self.recs = out;
     }
 
-    /// Each key's ops folded into a delta, in (hash, key) order.
-    pub fn deltas(&mut self) -> impl Iterator<Item = (u64, Key, Delta)> + '_ {
-        self.sort();
+    /// The ops' key hashes, ascending once sorted.
+    pub fn hashes(&self) -> impl Iterator<Item = u64> + '_ {
+        self.recs.iter().map(|r| r.hash)
+    }
+
+    /// Each key's ops folded into a delta, in (hash, key) order once sorted.
+    pub fn deltas(&self) -> impl Iterator<Item = (u64, Key, Delta)> + '_ {
+        debug_assert!(self.recs.is_sorted_by_key(|r| (r.hash, r.key)));
         let mut at = 0;
         let recs = &self.recs;
         std::iter::from_fn(move || {

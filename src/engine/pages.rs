@@ -4,7 +4,7 @@
 use crate::error::Result;
 use crate::format::layout::{PAGE, PAGES_PER_CHUNK};
 use crate::format::page::Page;
-use crate::store::{Ds, WriterFile};
+use crate::store::{Ds, Positional, WriterFile};
 
 /// Pages a batch holds before its owner should write it out (8 MiB).
 const WINDOW: usize = 2048;
@@ -25,7 +25,7 @@ impl PageBatch {
         self.pages.len() >= WINDOW
     }
 
-    pub fn write(&mut self, file: &WriterFile) -> Result<()> {
+    pub fn write(&mut self, file: &impl Positional) -> Result<()> {
         self.pages.sort_unstable_by_key(|(off, _)| *off);
         let mut run: Vec<u8> = Vec::new();
         let mut run_start = 0;

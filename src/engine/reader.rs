@@ -525,7 +525,7 @@ impl Snap {
             .into_iter()
             .filter_map(|k| Some((key_hash(&k), k, self.delta(&k)?)))
             .collect();
-        out.sort_unstable_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+        out.sort_unstable_by_key(|a| (a.0, a.1));
         out
     }
 
@@ -584,7 +584,7 @@ impl Snap {
             let (key, stored, delta) = if take_base {
                 let e = base.next().unwrap();
                 let d = over.next_if(|o| o.1 == e.key).map(|o| &o.2);
-                (e.key, Some(&e.set), d)
+                (e.key, Some(e.set.clone()), d)
             } else {
                 let o = over.next().unwrap();
                 (o.1, None, Some(&o.2))
@@ -614,9 +614,10 @@ impl Snap {
         out
     }
 
-    fn values(&self, set: &Set) -> Res<Vec<Value>> {
+    fn values(&self, set: Set) -> Res<Vec<Value>> {
         match set {
-            Set::Inline { n, vals } => Ok(vals[..*n as usize].to_vec()),
+            Set::One(v) => Ok(vec![v]),
+            Set::Few(vs) => Ok(vs.into_vec()),
             Set::Extent(x) => extents::read(&*self.map, x.offset, x.count, x.crc),
         }
     }
@@ -635,7 +636,7 @@ impl Snap {
         match self.base(h, key)? {
             None => Ok(None),
             Some(s) if !d.dels.contains(&s.first()) => Ok(Some(s.first())),
-            Some(s) => Ok(self.values(&s)?.into_iter().find(|v| !d.dels.contains(v))),
+            Some(s) => Ok(self.values(s)?.into_iter().find(|v| !d.dels.contains(v))),
         }
     }
 
@@ -644,7 +645,7 @@ impl Snap {
         let d = self.delta(key);
         let base = match (&d, self.base(h, key)?) {
             (Some(d), _) if d.cleared => Vec::new(),
-            (_, Some(s)) => self.values(&s)?,
+            (_, Some(s)) => self.values(s)?,
             (_, None) => Vec::new(),
         };
         Ok(match d {

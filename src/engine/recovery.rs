@@ -7,7 +7,7 @@ use super::wal::{self, Cursor};
 use crate::error::Result;
 use crate::format::layout::ROOT_SLOT;
 use crate::format::root::Root;
-use crate::store::WriterFile;
+use crate::store::{Positional, WriterFile};
 
 /// What an open found and what it left behind.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

@@ -3,7 +3,7 @@
 use crate::error::{Error, Result};
 use crate::format::layout::PAGE;
 use crate::format::page::{check, Check, Page};
-use crate::store::{Mmap, WriterFile};
+use crate::store::{Mmap, Positional};
 
 /// A failed read: `Stale` (the page was reused after the caller's root; refresh and retry),
 /// `Suspect` (a check failed: damage, or for a reader a torn read of space the writer is
@@ -63,7 +63,7 @@ pub trait Source {
     }
 }
 
-impl Source for WriterFile {
+impl<T: Positional> Source for T {
     fn read(&self, off: u64, buf: &mut [u8]) -> Res<()> {
         Ok(self.read_at(off, buf)?)
     }

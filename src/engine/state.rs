@@ -8,7 +8,7 @@ use crate::error::{Error, Result};
 use crate::format::array::ArrayRef;
 use crate::format::layout::{PAGES_PER_CHUNK, ROOT_SLOT};
 use crate::format::root::{self, Root};
-use crate::store::{Ds, WriterFile};
+use crate::store::{Ds, Positional, WriterFile};
 
 pub struct State {
     pub root: Root,

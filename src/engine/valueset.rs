@@ -4,11 +4,11 @@
 
 use super::extents::{self, cap_for, shard_of, to_bytes, ExtentAlloc};
 use super::failpoint;
-use super::memtable::Delta;
+use super::memtable::{Delta, ValSet};
 use super::source::settled;
 use crate::error::Result;
 use crate::format::bucket::{ExtentRef, Set, INLINE_MAX};
-use crate::store::WriterFile;
+use crate::store::{Positional, WriterFile};
 use crate::Value;
 
 /// What a checkpoint needs to touch value storage.
@@ -20,14 +20,17 @@ pub struct Values<'a> {
 /// The stored values of a set (reads and checks an extent).
 pub fn stored(file: &WriterFile, set: &Set) -> Result<Vec<Value>> {
     match set {
-        Set::Inline { n, vals } => Ok(vals[..*n as usize].to_vec()),
         Set::Extent(x) => settled(extents::read(file, x.offset, x.count, x.crc)),
+        inline => Ok(inline.inline_values().unwrap_or_default().to_vec()),
     }
 }
 
 impl Values<'_> {
     /// The set after `d`, or None when it is empty. Frees what the old set no longer uses.
     pub fn apply(&mut self, hash: u64, old: Option<&Set>, d: &Delta) -> Result<Option<Set>> {
+        if let (None, ValSet::One(v)) = (old, &d.adds) {
+            return Ok(Some(Set::One(*v))); // a new key with one value: most of a bulk load
+        }
         let shard = shard_of(hash);
         let base = match old {
             Some(Set::Extent(_)) if d.cleared => Vec::new(),

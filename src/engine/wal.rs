@@ -6,7 +6,7 @@ use super::source::{Fault, Source};
 use crate::error::Result;
 use crate::format::layout::BLOB_CHUNK;
 use crate::format::wal::{header_len, validate, OpIter, HEADER};
-use crate::store::WriterFile;
+use crate::store::{Positional, WriterFile};
 
 /// Position in the log: generation, next LSN, next byte (logical offset over the chunks).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -375,39 +375,6 @@ pub unsafe extern "C" fn hashdir_writer_close(w: *mut hashdir_writer) -> hashdir
     })
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::Options;
-
-    #[test]
-    fn a_panic_poisons_the_writer_until_close() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("p.h5");
-        let opened = Writer::open(&path, &Options::default()).unwrap();
-        let slot = Mutex::new(Slot {
-            writer: opened,
-            poisoned: false,
-        });
-        let w = Box::into_raw(Box::new(hashdir_writer { slot }));
-        let status = ffi_call("hashdir_test", || {
-            // SAFETY: `w` is live until the close below.
-            unsafe { writer(w) }?.with(|_| -> crate::Result<()> { panic!("mid-insert") })
-        });
-        assert_eq!(status, hashdir_status::HASHDIR_ERR_PANIC);
-        // SAFETY: `w` is live until the close below.
-        let commit = unsafe { hashdir_writer_commit(w) };
-        assert_eq!(commit, hashdir_status::HASHDIR_ERR_PANIC);
-        // SAFETY: `w` is live and handed back once.
-        let close = unsafe { hashdir_writer_close(w) };
-        assert_eq!(close, hashdir_status::HASHDIR_ERR_PANIC);
-        assert!(
-            Writer::open(&path, &Options::default()).is_ok(),
-            "close released the lock"
-        );
-    }
-}
-
 /// The full garbage-collection pass: checkpoints what is committed, recomputes live space
 /// from the root, returns every page and extent byte that nothing references and no free
 /// list holds to the free lists, and publishes them. Idempotent: a second pass reclaims 0.
@@ -442,4 +409,37 @@ pub unsafe extern "C" fn hashdir_writer_gc(
         }
         Ok(())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Options;
+
+    #[test]
+    fn a_panic_poisons_the_writer_until_close() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p.h5");
+        let opened = Writer::open(&path, &Options::default()).unwrap();
+        let slot = Mutex::new(Slot {
+            writer: opened,
+            poisoned: false,
+        });
+        let w = Box::into_raw(Box::new(hashdir_writer { slot }));
+        let status = ffi_call("hashdir_test", || {
+            // SAFETY: `w` is live until the close below.
+            unsafe { writer(w) }?.with(|_| -> crate::Result<()> { panic!("mid-insert") })
+        });
+        assert_eq!(status, hashdir_status::HASHDIR_ERR_PANIC);
+        // SAFETY: `w` is live until the close below.
+        let commit = unsafe { hashdir_writer_commit(w) };
+        assert_eq!(commit, hashdir_status::HASHDIR_ERR_PANIC);
+        // SAFETY: `w` is live and handed back once.
+        let close = unsafe { hashdir_writer_close(w) };
+        assert_eq!(close, hashdir_status::HASHDIR_ERR_PANIC);
+        assert!(
+            Writer::open(&path, &Options::default()).is_ok(),
+            "close released the lock"
+        );
+    }
 }

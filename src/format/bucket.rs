@@ -29,41 +29,57 @@ pub struct ExtentRef {
     pub crc: u32,
 }
 
+/// A key's value set as a page entry holds it. Decoded entries are moved and copied a lot by
+/// a checkpoint, so they are kept small (72 bytes): one value needs no allocation, and a few
+/// are boxed rather than held in a fixed `INLINE_MAX` array.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Set {
-    Inline { n: u8, vals: [Value; INLINE_MAX] },
+    /// One value, in the page.
+    One(Value),
+    /// 2..=INLINE_MAX values, in the page.
+    Few(Box<[Value]>),
+    /// More, in an extent.
     Extent(ExtentRef),
 }
 
 impl Set {
+    /// The set of 1..=INLINE_MAX `values`, held in the page.
     pub fn inline(values: &[Value]) -> Set {
         debug_assert!(!values.is_empty() && values.len() <= INLINE_MAX);
-        let mut vals = [[0u8; 16]; INLINE_MAX];
-        vals[..values.len()].copy_from_slice(values);
-        Set::Inline {
-            n: values.len() as u8,
-            vals,
+        match values {
+            [v] => Set::One(*v),
+            _ => Set::Few(values.into()),
+        }
+    }
+
+    /// The values held in the page; `None` for an extent.
+    pub fn inline_values(&self) -> Option<&[Value]> {
+        match self {
+            Set::One(v) => Some(std::slice::from_ref(v)),
+            Set::Few(vs) => Some(vs),
+            Set::Extent(_) => None,
         }
     }
 
     pub fn count(&self) -> u64 {
         match self {
-            Set::Inline { n, .. } => *n as u64,
             Set::Extent(e) => e.count,
+            inline => inline.inline_values().map_or(0, |v| v.len() as u64),
         }
     }
 
     pub fn first(&self) -> Value {
         match self {
-            Set::Inline { vals, .. } => vals[0],
+            Set::One(v) => *v,
+            Set::Few(vs) => vs[0],
             Set::Extent(e) => e.first,
         }
     }
 
     fn body_size(&self) -> usize {
-        match self {
-            Set::Inline { n, .. } => *n as usize * 16,
-            Set::Extent(_) => EXTENT_BODY,
+        match self.inline_values() {
+            Some(vs) => vs.len() * 16,
+            None => EXTENT_BODY,
         }
     }
 }
@@ -119,10 +135,11 @@ fn put_entry(p: &mut [u8], mut at: usize, e: &Entry) -> usize {
     p[at..at + 16].copy_from_slice(&e.key);
     at += 16;
     match &e.set {
-        Set::Inline { n, vals } => {
-            p[at] = *n;
+        Set::One(_) | Set::Few(_) => {
+            let vals = e.set.inline_values().unwrap_or_default();
+            p[at] = vals.len() as u8;
             at += 1;
-            for v in &vals[..*n as usize] {
+            for v in vals {
                 p[at..at + 16].copy_from_slice(v);
                 at += 16;
             }
@@ -188,11 +205,10 @@ fn entry_from(b: &[u8], offset: u64) -> Result<(Key, Set)> {
             if body + 16 * n > b.len() {
                 return Err(bad(offset, "inline values beyond page end"));
             }
-            let mut vals = [[0u8; 16]; INLINE_MAX];
-            for (i, v) in vals[..n].iter_mut().enumerate() {
-                *v = get_16(b, body + 16 * i);
+            match n {
+                1 => Set::One(get_16(b, body)),
+                _ => Set::Few((0..n).map(|i| get_16(b, body + 16 * i)).collect()),
             }
-            Set::Inline { n: c, vals }
         }
         _ => return Err(bad(offset, "bad value count byte")),
     };

@@ -16,7 +16,7 @@ use parking_lot::Mutex;
 use super::h5::{self, locked, Hid, Mode, MAX_CHUNKS};
 use super::lock::lock_writer;
 use super::map::Mmap;
-use super::Ds;
+use super::{Ds, Positional};
 use crate::error::{Error, Result};
 use crate::format::layout::ROOT_SLOT;
 
@@ -317,27 +317,18 @@ impl WriterFile {
         Ok(())
     }
 
-    /// End of the furthest chunk (no system call: a bound for reads of engine data).
-    pub fn data_end(&self) -> u64 {
-        self.data_end
-    }
-
-    /// Writes all of `data` at file offset `off` on our own descriptor.
-    pub fn write_at(&self, off: u64, data: &[u8]) -> Result<()> {
-        self.fd
-            .write_all_at(data, off)
-            .map_err(|e| Error::io("pwrite", &self.path, e))
-    }
-
-    /// Reads exactly `buf.len()` bytes at `off`; a range past the end of the file is `Corrupt`.
-    pub fn read_at(&self, off: u64, buf: &mut [u8]) -> Result<()> {
-        self.fd.read_exact_at(buf, off).map_err(|e| {
-            if e.kind() == io::ErrorKind::UnexpectedEof {
-                let detail = format!("{} bytes reach past the end of the file", buf.len());
-                Error::corrupt("file range", off, detail)
-            } else {
-                Error::io("pread", &self.path, e)
-            }
+    /// A second descriptor for positional I/O from helper threads, while this handle stays
+    /// free for growth. It shares our open file description, so the writer lock is shared,
+    /// not taken again, and outlives the helper's descriptor.
+    pub fn raw_io(&self) -> Result<RawIo> {
+        let fd = self
+            .fd
+            .try_clone()
+            .map_err(|e| Error::io("dup", &self.path, e))?;
+        Ok(RawIo {
+            fd,
+            path: self.path.clone(),
+            data_end: self.data_end,
         })
     }
 
@@ -374,6 +365,52 @@ impl WriterFile {
             closed
         })
     }
+}
+
+/// Positional reads and writes on a duplicate of the writer's descriptor (see
+/// [`WriterFile::raw_io`]). Reads are bounded by the data end when it was made.
+pub struct RawIo {
+    fd: File,
+    path: PathBuf,
+    data_end: u64,
+}
+
+/// Both handles hold `fd`, `path` and `data_end` (for a `RawIo`, the writer's when it was made).
+macro_rules! positional {
+    ($t:ty) => {
+        impl Positional for $t {
+            fn write_at(&self, off: u64, data: &[u8]) -> Result<()> {
+                write_at(&self.fd, &self.path, off, data)
+            }
+
+            fn read_at(&self, off: u64, buf: &mut [u8]) -> Result<()> {
+                read_at(&self.fd, &self.path, off, buf)
+            }
+
+            fn data_end(&self) -> u64 {
+                self.data_end
+            }
+        }
+    };
+}
+
+positional!(WriterFile);
+positional!(RawIo);
+
+fn write_at(fd: &File, path: &Path, off: u64, data: &[u8]) -> Result<()> {
+    fd.write_all_at(data, off)
+        .map_err(|e| Error::io("pwrite", path, e))
+}
+
+fn read_at(fd: &File, path: &Path, off: u64, buf: &mut [u8]) -> Result<()> {
+    fd.read_exact_at(buf, off).map_err(|e| {
+        if e.kind() == io::ErrorKind::UnexpectedEof {
+            let detail = format!("{} bytes reach past the end of the file", buf.len());
+            Error::corrupt("file range", off, detail)
+        } else {
+            Error::io("pread", path, e)
+        }
+    })
 }
 
 impl Drop for WriterFile {

@@ -12,9 +12,21 @@ mod readers;
 
 use crate::format::layout::{BLOB_CHUNK, PAGE, PAGES_PER_CHUNK, VALUE_SHARDS};
 
-pub use file::{drop_cache, ReadFile, WriterFile};
+pub use file::{drop_cache, RawIo, ReadFile, WriterFile};
 pub use map::Mmap;
 pub use readers::{table_path, ReaderTable, Slot, SLOTS};
+
+/// Positional I/O on the writer's file, by its own handle or a helper thread's [`RawIo`].
+pub trait Positional {
+    /// Writes all of `data` at file offset `off`.
+    fn write_at(&self, off: u64, data: &[u8]) -> crate::error::Result<()>;
+
+    /// Reads exactly `buf.len()` bytes at `off`; a range past the end of the file is `Corrupt`.
+    fn read_at(&self, off: u64, buf: &mut [u8]) -> crate::error::Result<()>;
+
+    /// End of the furthest chunk (no system call: a bound for reads of engine data).
+    fn data_end(&self) -> u64;
+}
 
 /// The chunked datasets whose chunks the engine fills.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

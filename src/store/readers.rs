@@ -4,8 +4,8 @@
 //! `lock.mdb` the same way).
 //!
 //! Layout (all little-endian): a 64-byte header — magic `"HDREADR1"`, slot count u32 — then
-//! `SLOTS` slots of 64 bytes (one cache line each): pin u64 (0 = pins nothing, else root epoch
-//! + 1), pid u32. A slot belongs to whoever holds an OFD write lock on its 64 bytes; the lock
+//! `SLOTS` slots of 64 bytes (one cache line each): pin u64 (0 = pins nothing, else root
+//! epoch + 1), pid u32. A slot belongs to whoever holds an OFD write lock on its 64 bytes; the lock
 //! dies with its owner, so the writer ignores (and clears) pins whose slot nobody holds. The
 //! file holds no data: deleting it while no process has the data file open loses nothing.
 //!
