@@ -10,14 +10,13 @@ use super::pages::PageBatch;
 use super::source::{settled, Source};
 use super::state::State;
 use super::valueset::Values;
-use super::wal::{self, Cursor};
+use super::wal::Cursor;
 use crate::error::{Error, Result};
 use crate::format::bucket::{self, page_bytes, Entry};
 use crate::format::hash::{dir_index, prefix};
 use crate::format::layout::{BLOB_CHUNK, PAGE, ROOT_SLOT};
 use crate::format::page::{HEADER, MAGIC_BUCKET};
 use crate::format::root::{dir_entry, entry_depth, entry_offset, Root};
-use crate::format::wal::FrameBuf;
 use crate::store::{Ds, Positional, RawIo, WriterFile};
 use crate::Key;
 use std::collections::{HashMap, HashSet};
@@ -57,17 +56,13 @@ pub struct Checkpoint<'a> {
 }
 
 /// Runs a checkpoint of `mem`; `wal` is the log after the last commit and `wal_bytes` the
-/// capacity the log must have afterwards. Up to `carry_bytes` of log may be spent carrying the
-/// ops of buckets with few of them into the next log instead of rewriting their pages (0: a
-/// full checkpoint). On success the log restarts with a new generation, holding the carried
-/// ops as its first frame, and `mem` holds just those ops.
+/// capacity the log must have afterwards. On success the log restarts (new generation, pos 0).
 pub fn run(
     file: &mut WriterFile,
     st: &mut State,
     mem: &mut OpLog,
     wal: &mut Cursor,
     wal_bytes: u64,
-    carry_bytes: u64,
     sync: bool,
 ) -> Result<()> {
     let epoch = st.root.epoch + 1;
@@ -85,72 +80,20 @@ pub fn run(
         buckets: 0,
         extents: 0,
     };
-    mem.sort();
-    let mut runs = cp.runs(mem);
-    let carried = choose_carry(&mut runs, carry_bytes);
-    cp.rebuild(mem, &runs)?;
+    cp.rebuild(mem)?;
     cp.merge_small()?;
     cp.write_buckets()?;
     cp.halve();
-    let mut next = Cursor {
+    let wal_grew = cp.ensure_wal(wal_bytes)?;
+    let root = cp.write_metadata(wal, wal_grew)?;
+    failpoint::hit("checkpoint.metadata_built");
+    cp.publish(root, sync)?;
+    *wal = Cursor {
         gen: wal.gen + 1,
         lsn: wal.lsn,
         pos: 0,
     };
-    let chunks = if carried {
-        keep_carried(mem, &runs);
-        cp.carry(mem, &mut next, wal_bytes)?
-    } else {
-        mem.clear();
-        cp.next_log(wal_bytes, true)?
-    };
-    let wal_changed = chunks != cp.st.wal_chunks;
-    cp.st.wal_chunks = chunks;
-    let root = cp.write_metadata(wal, wal_changed)?;
-    failpoint::hit("checkpoint.metadata_built");
-    cp.publish(root, sync)?;
-    *wal = next;
     Ok(())
-}
-
-/// Bytes an op can take in a frame (tag, key, value).
-const OP_BYTES: u64 = 33;
-/// Buckets with more pending ops than this are always rewritten: carrying them again and again
-/// would cost more log than their page.
-const CARRY_MAX: usize = 32;
-
-/// Marks the buckets whose ops are carried instead of rewritten: those with the fewest ops,
-/// while all their ops fit `budget` bytes. True when any are.
-fn choose_carry(runs: &mut [Bucket], budget: u64) -> bool {
-    let mut ops_by_count = [0u64; CARRY_MAX + 1];
-    for b in runs.iter().filter(|b| b.ops as usize <= CARRY_MAX) {
-        ops_by_count[b.ops as usize] += b.ops as u64;
-    }
-    let (mut most, mut bytes) = (0, 0);
-    for (c, ops) in ops_by_count.iter().enumerate().skip(1) {
-        bytes += ops * OP_BYTES;
-        if bytes > budget {
-            break;
-        }
-        most = c;
-    }
-    let mut any = false;
-    for b in runs.iter_mut() {
-        b.carry = b.ops as usize <= most;
-        any |= b.carry;
-    }
-    any
-}
-
-/// Keeps in `mem` (sorted, as `runs` was made from) only the ops of carried buckets.
-fn keep_carried(mem: &mut OpLog, runs: &[Bucket]) {
-    let mut at = 0;
-    mem.retain(|h| {
-        while !runs[at].holds(h) {
-            at += 1;
-        }
-        runs[at].carry
-    });
 }
 
 impl Checkpoint<'_> {
@@ -163,28 +106,33 @@ impl Checkpoint<'_> {
     fn runs(&self, mem: &OpLog) -> Vec<Bucket> {
         let mut runs: Vec<Bucket> = Vec::new();
         for h in mem.hashes() {
-            if let Some(b) = runs.last_mut().filter(|b| b.holds(h)) {
-                b.ops += 1;
+            if runs.last().is_some_and(|b| prefix(h, b.depth) == b.pfx) {
                 continue;
             }
             let e = self.st.dir[dir_index(h, self.gd()) as usize];
             let depth = entry_depth(e);
-            runs.push(Bucket::at(entry_offset(e), depth, prefix(h, depth)));
+            runs.push(Bucket {
+                off: entry_offset(e),
+                depth,
+                pfx: prefix(h, depth),
+            });
         }
         runs
     }
 
-    /// Applies the (sorted) memtable to the buckets of `runs` not carried, in hash order, on
-    /// three threads: one reads and decodes the old pages ahead, this one merges, splits and
-    /// places, one encodes and writes the new pages. Every page is written when this returns.
-    fn rebuild(&mut self, mem: &OpLog, runs: &[Bucket]) -> Result<()> {
-        let rebuilt: Vec<Bucket> = runs.iter().filter(|b| !b.carry).copied().collect();
+    /// Applies the memtable bucket by bucket, in hash order, on three threads: one reads and
+    /// decodes the old pages ahead, this one merges, splits and places, one encodes and
+    /// writes the new pages. Every page is written when this returns.
+    fn rebuild(&mut self, mem: &mut OpLog) -> Result<()> {
+        mem.sort();
+        let mem = &*mem;
+        let runs = self.runs(mem);
         let (rio, wio) = (self.file.raw_io()?, self.file.raw_io()?);
         let (max, epoch) = (self.st.root.epoch, self.epoch);
         std::thread::scope(|s| {
             let (old_tx, old_rx) = mpsc::sync_channel(AHEAD);
             let (new_tx, new_rx) = mpsc::sync_channel(AHEAD);
-            let (rio, wio, runs_ref) = (&rio, &wio, &rebuilt);
+            let (rio, wio, runs_ref) = (&rio, &wio, &runs);
             let path = self.file.path();
             let reader = helper(s, "hashdir-ckpt-rd", path, move || {
                 read_ahead(rio, runs_ref, max, old_tx)
@@ -193,7 +141,7 @@ impl Checkpoint<'_> {
                 write_behind(wio, epoch, new_rx)
             })?;
             self.sink = Some((Vec::with_capacity(HANDOFF), new_tx));
-            let mut merged = self.merge_runs(mem, runs, old_rx);
+            let mut merged = self.merge_runs(mem, &runs, old_rx);
             if let Some((last, tx)) = self.sink.take() {
                 merged = merged.and(send(&tx, last, "page writer"));
             }
@@ -214,16 +162,12 @@ impl Checkpoint<'_> {
         let mut run: Vec<(u64, Key, Delta)> = Vec::new();
         let mut decoded = Vec::new().into_iter();
         for b in runs {
-            if b.carry {
-                while items.next_if(|x| b.holds(x.0)).is_some() {}
-                continue;
-            }
             if decoded.len() == 0 {
                 decoded = old.recv().map_err(|_| stopped("page reader"))?.into_iter();
             }
             let entries = decoded.next().ok_or_else(|| stopped("page reader"))??;
             run.clear();
-            while let Some(x) = items.next_if(|x| b.holds(x.0)) {
+            while let Some(x) = items.next_if(|x| prefix(x.0, b.depth) == b.pfx) {
                 run.push(x);
             }
             if b.off != 0 {
@@ -419,49 +363,19 @@ impl Checkpoint<'_> {
         Ok(())
     }
 
-    /// Chunks for a log of at least `bytes`: the current log's (when `reuse`), then chunks of
-    /// the WAL dataset the current log does not use, growing the dataset for any shortfall.
-    fn next_log(&mut self, bytes: u64, reuse: bool) -> Result<Vec<u64>> {
-        let want = bytes.div_ceil(BLOB_CHUNK).max(1) as usize;
-        let cur: HashSet<u64> = self.st.wal_chunks.iter().copied().collect();
-        let mut next = if reuse {
-            self.st.wal_chunks.clone()
-        } else {
-            Vec::new()
-        };
-        let spare = |all: &[u64]| all.iter().filter(|c| !cur.contains(c)).count();
-        let short = want.saturating_sub(next.len());
-        let all = self.file.chunks(Ds::Wal);
-        if spare(all) < short {
-            let total = all.len() + short - spare(all);
-            self.file.grow(Ds::Wal, total as u64)?;
+    /// Grows the WAL to hold `bytes`; true when its chunk list changed.
+    fn ensure_wal(&mut self, bytes: u64) -> Result<bool> {
+        let want = bytes.div_ceil(BLOB_CHUNK).max(1);
+        if (self.st.wal_chunks.len() as u64) >= want {
+            return Ok(false);
         }
-        let all = self.file.chunks(Ds::Wal);
-        next.extend(all.iter().filter(|c| !cur.contains(c)).take(short));
-        Ok(next)
-    }
-
-    /// Writes the carried ops as the first frame of the next log, in chunks the current log
-    /// does not use (its frames must survive until the root flips), and a zeroed header after
-    /// it. Returns the next log's chunks; `next` moves past the frame.
-    fn carry(&mut self, mem: &OpLog, next: &mut Cursor, bytes: u64) -> Result<Vec<u64>> {
-        let mut frame = FrameBuf::new();
-        if !frame.reserve(mem.len()) {
-            return Err(Error::InvalidArgument(
-                "carried ops exceed one frame".to_owned(),
-            ));
-        }
-        mem.ops().for_each(|op| frame.push(&op));
-        let room = bytes.max(2 * frame.frame_len() as u64);
-        let chunks = self.next_log(room, false)?;
-        wal::append(self.file, &chunks, next, frame.finish(next.gen, next.lsn))?;
-        wal::terminate(self.file, &chunks, next.pos)?;
-        failpoint::hit("checkpoint.carried");
-        Ok(chunks)
+        self.file.grow(Ds::Wal, want)?;
+        self.st.wal_chunks = self.file.chunks(Ds::Wal).to_vec();
+        Ok(true)
     }
 
     /// Writes the directory, WAL map and free lists; returns the root that publishes them.
-    fn write_metadata(&mut self, wal: &Cursor, wal_changed: bool) -> Result<Root> {
+    fn write_metadata(&mut self, wal: &Cursor, wal_grew: bool) -> Result<Root> {
         let epoch = self.epoch;
         let mut freed = Vec::new();
         let dirty = (!self.dir_resized).then_some(&self.st.dir_dirty[..]);
@@ -476,7 +390,7 @@ impl Checkpoint<'_> {
             &mut freed,
         )?;
         let mut root = self.st.root.clone();
-        if wal_changed {
+        if wal_grew {
             let (r, s) = array::store(
                 &self.st.wal_chunks,
                 &self.st.wal_map_shape,
@@ -557,30 +471,17 @@ impl Checkpoint<'_> {
     }
 }
 
-/// A bucket: its page (0: none), where it sits in the hash space, and for the buckets a
-/// checkpoint's ops fall into, how many there are and whether they are carried.
+/// A bucket: its page (0: none) and where it sits in the hash space.
 #[derive(Clone, Copy)]
 struct Bucket {
     off: u64,
     depth: u32,
     pfx: u64,
-    ops: u32,
-    carry: bool,
 }
 
 impl Bucket {
     fn at(off: u64, depth: u32, pfx: u64) -> Bucket {
-        Bucket {
-            off,
-            depth,
-            pfx,
-            ops: 1,
-            carry: false,
-        }
-    }
-
-    fn holds(&self, hash: u64) -> bool {
-        prefix(hash, self.depth) == self.pfx
+        Bucket { off, depth, pfx }
     }
 }
 

@@ -18,7 +18,6 @@ pub const ALL: &[&str] = &[
     "checkpoint.copy",
     "checkpoint.pages_partial",
     "checkpoint.pages_written",
-    "checkpoint.carried",
     "checkpoint.metadata_built",
     "checkpoint.root_torn",
     "checkpoint.root_written",

@@ -77,24 +77,6 @@ impl OpLog {
         self.recs = out;
     }
 
-    /// Keeps the ops for whose key hash `keep` says so; `keep` is called in op order.
-    pub fn retain(&mut self, mut keep: impl FnMut(u64) -> bool) {
-        self.recs.retain(|r| keep(r.hash));
-    }
-
-    pub fn len(&self) -> usize {
-        self.recs.len()
-    }
-
-    /// The ops, in their current order.
-    pub fn ops(&self) -> impl Iterator<Item = Op> + '_ {
-        self.recs.iter().map(|r| match r.op {
-            INSERT => Op::Insert(r.key, r.val),
-            DELETE_PAIR => Op::DeletePair(r.key, r.val),
-            _ => Op::DeleteKey(r.key),
-        })
-    }
-
     /// The ops' key hashes, ascending once sorted.
     pub fn hashes(&self) -> impl Iterator<Item = u64> + '_ {
         self.recs.iter().map(|r| r.hash)

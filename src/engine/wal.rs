@@ -55,15 +55,6 @@ pub fn append(file: &WriterFile, chunks: &[u64], cur: &mut Cursor, frame: &[u8])
     Ok(())
 }
 
-/// Zeroes a frame header's worth of log at `pos` (as much as the log has), so that whatever a
-/// crashed checkpoint left there cannot pass for the frame after the one that ends at `pos`.
-pub fn terminate(file: &WriterFile, chunks: &[u64], pos: u64) -> Result<()> {
-    let n = (HEADER as u64).min(capacity(chunks).saturating_sub(pos)) as usize;
-    pieces(chunks, pos, n, |off, _, m| {
-        file.write_at(off, &[0u8; HEADER][..m])
-    })
-}
-
 /// Reads log bytes; false when they lie past the end of a reader's mapping (the end of the
 /// log as far as that reader can see).
 fn read(src: &dyn Source, chunks: &[u64], pos: u64, buf: &mut [u8]) -> Result<bool> {

@@ -22,8 +22,6 @@ const MIN_LOG: u64 = 4 << 20;
 /// dominated by the last few before the log reaches `checkpoint_bytes`: growing 4x rather than
 /// 2x halves how many there are.
 const LOG_GROWTH: u64 = 4;
-/// A frame's bytes beyond its ops (header and padding), with a margin.
-const FRAME_SLACK: u64 = 64;
 
 pub struct Writer {
     file: WriterFile,
@@ -62,7 +60,7 @@ impl Writer {
             broken: None,
         };
         if w.st.wal_chunks.is_empty() {
-            w.checkpoint_now(w.grown_log(0), 0)?;
+            w.checkpoint_now(w.grown_log(0))?;
         }
         Ok(w)
     }
@@ -140,7 +138,7 @@ impl Writer {
         }
         let len = self.batch.frame_len();
         if self.wal.pos + len as u64 > self.log_capacity() {
-            self.log_full(len)?;
+            self.checkpoint_now(self.grown_log(len))?;
         }
         let frame = self.batch.finish(self.wal.gen, self.wal.lsn);
         wal::append(&self.file, &self.st.wal_chunks, &mut self.wal, frame)?;
@@ -156,41 +154,29 @@ impl Writer {
         if self.wal.pos >= self.checkpoint_bytes {
             // The batch is committed whatever happens here; a failed checkpoint is retried at
             // the next commit, and the log still has room for the next batches or says so.
-            let _ = self.log_full(0);
+            let _ = self.checkpoint_now(self.grown_log(0));
         }
         Ok(())
     }
 
-    /// The checkpoint a full log forces, with room made for a `frame` of that many bytes. It
-    /// may carry the ops of buckets with few of them into the next log rather than rewrite
-    /// their pages, in up to half of what the log has left: with a table much larger than the
-    /// log, most buckets see only a few ops per log, and rewriting a 4 KiB page for each of
-    /// them is what makes a checkpoint cost the table's size instead of the log's.
-    fn log_full(&mut self, frame: usize) -> Result<()> {
-        let room = self.grown_log(frame);
-        let carry = room.saturating_sub(frame as u64 + FRAME_SLACK) / 2;
-        self.checkpoint_now(room, carry)
-    }
-
     /// Merges everything committed into the pages and publishes a new root.
     pub fn checkpoint(&mut self) -> Result<()> {
-        self.checkpoint_now(self.log_capacity(), 0)
+        self.checkpoint_now(self.log_capacity())
     }
 
-    /// Checkpoints (carrying up to `carry` bytes of ops over) and makes the log at least
-    /// `room` bytes.
-    fn checkpoint_now(&mut self, room: u64, carry: u64) -> Result<()> {
+    /// Checkpoints and makes the log at least `room` bytes.
+    fn checkpoint_now(&mut self, room: u64) -> Result<()> {
         self.usable()?;
         let idle = self.mem.is_empty() && self.wal.pos == 0;
         if idle && self.log_capacity() >= room {
             return Ok(());
         }
-        self.run_checkpoint(room, carry)
+        self.run_checkpoint(room)
     }
 
     /// Runs a checkpoint (even with nothing committed: it still publishes changed free lists
     /// and log size); after a failure, rebuilds the in-memory state from the file.
-    fn run_checkpoint(&mut self, room: u64, carry: u64) -> Result<()> {
+    fn run_checkpoint(&mut self, room: u64) -> Result<()> {
         let oldest = self.readers.as_ref().and_then(|t| t.oldest());
         self.st.pages.release(oldest.unwrap_or(u64::MAX));
         self.st.extents.release(oldest.unwrap_or(u64::MAX));
@@ -200,11 +186,13 @@ impl Writer {
             &mut self.mem,
             &mut self.wal,
             room,
-            carry,
             self.sync,
         );
         match r {
-            Ok(()) => Ok(()),
+            Ok(()) => {
+                self.mem.clear();
+                Ok(())
+            }
             Err(e) => {
                 // The in-memory state may be half-changed: rebuild it from the file, which
                 // still holds the previous root and every committed batch.
@@ -225,7 +213,7 @@ impl Writer {
         let report = gc::collect(&self.file, &mut self.st)?;
         failpoint::hit("gc.reclaimed");
         if report != GcReport::default() {
-            self.run_checkpoint(self.log_capacity(), 0)?;
+            self.run_checkpoint(self.log_capacity())?;
         }
         Ok(report)
     }
