@@ -493,9 +493,18 @@ fn read_ahead(
     max_epoch: u64,
     out: mpsc::SyncSender<Vec<Result<Vec<Entry>>>>,
 ) -> Result<()> {
-    for part in runs.chunks(HANDOFF) {
+    // The next part's pages are requested before this part's are read: a table larger than
+    // the page cache is then read with many requests in flight, not one at a time.
+    let parts: Vec<&[Bucket]> = runs.chunks(HANDOFF).collect();
+    if let Some(first) = parts.first() {
+        prefetch(io, first)?;
+    }
+    for (i, part) in parts.iter().enumerate() {
+        if let Some(next) = parts.get(i + 1) {
+            prefetch(io, next)?;
+        }
         let mut decoded = Vec::with_capacity(part.len());
-        for b in part {
+        for b in part.iter() {
             decoded.push(read_bucket(io, max_epoch, *b));
             if decoded.last().is_some_and(|d| d.is_err()) {
                 break;
@@ -505,6 +514,23 @@ fn read_ahead(
         if out.send(decoded).is_err() || failed {
             break;
         }
+    }
+    Ok(())
+}
+
+/// Starts reading the pages of `buckets` (coalescing neighbours) into the page cache.
+fn prefetch(io: &RawIo, buckets: &[Bucket]) -> Result<()> {
+    let mut offs: Vec<u64> = buckets.iter().map(|b| b.off).filter(|o| *o != 0).collect();
+    offs.sort_unstable();
+    let page = PAGE as u64;
+    let mut at = 0;
+    while at < offs.len() {
+        let mut end = at + 1;
+        while end < offs.len() && offs[end] == offs[end - 1] + page {
+            end += 1;
+        }
+        io.will_need(offs[at], (end - at) as u64 * page)?;
+        at = end;
     }
     Ok(())
 }

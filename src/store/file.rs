@@ -397,6 +397,30 @@ macro_rules! positional {
 positional!(WriterFile);
 positional!(RawIo);
 
+impl RawIo {
+    /// Asks the kernel to start reading `[off, off + len)` into the page cache now, so that
+    /// reads that follow find it there instead of waiting for the device one at a time.
+    pub fn will_need(&self, off: u64, len: u64) -> Result<()> {
+        // SAFETY: a valid descriptor for the call; posix_fadvise only advises the kernel.
+        let rc = unsafe {
+            libc::posix_fadvise(
+                self.fd.as_raw_fd(),
+                off as libc::off_t,
+                len as libc::off_t,
+                libc::POSIX_FADV_WILLNEED,
+            )
+        };
+        match rc {
+            0 => Ok(()),
+            e => Err(Error::io(
+                "posix_fadvise",
+                &self.path,
+                io::Error::from_raw_os_error(e),
+            )),
+        }
+    }
+}
+
 fn write_at(fd: &File, path: &Path, off: u64, data: &[u8]) -> Result<()> {
     fd.write_all_at(data, off)
         .map_err(|e| Error::io("pwrite", path, e))
