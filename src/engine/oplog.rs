@@ -18,6 +18,39 @@ struct Rec {
     op: u8,
 }
 
+/// Below this many ops a second thread costs more than it saves.
+const PARALLEL_SORT: usize = 1 << 16;
+
+/// Sorts each window `bounds[i]..bounds[i + 1]` of `recs`; a large sort's upper half on a
+/// second thread (the checkpoint's other threads are idle while it runs).
+fn sort_windows(recs: &mut [Rec], bounds: &[usize]) {
+    fn sort(part: &mut [Rec], bounds: &[usize], base: usize) {
+        for w in bounds.windows(2) {
+            part[w[0] - base..w[1] - base].sort_by_key(|r| (r.hash, r.key));
+        }
+    }
+    let half = bounds.len() / 2;
+    if recs.len() < PARALLEL_SORT || half == 0 {
+        return sort(recs, bounds, 0);
+    }
+    let mid = bounds[half];
+    let (lo, hi) = recs.split_at_mut(mid);
+    let upper_sorted = std::thread::scope(|s| {
+        let upper = std::thread::Builder::new()
+            .name("hashdir-sort".to_owned())
+            .spawn_scoped(s, || sort(hi, &bounds[half..], mid));
+        sort(lo, &bounds[..=half], 0);
+        match upper.map(|h| h.join()) {
+            Ok(Ok(())) => true,
+            Ok(Err(p)) => std::panic::resume_unwind(p),
+            Err(_) => false,
+        }
+    });
+    if !upper_sorted {
+        sort(hi, &bounds[half..], mid); // no thread to be had: sort it here
+    }
+}
+
 #[derive(Default)]
 pub struct OpLog {
     recs: Vec<Rec>,
@@ -71,9 +104,7 @@ impl OpLog {
             out[starts[b]] = *r;
             starts[b] += 1;
         }
-        for w in bounds.windows(2) {
-            out[w[0]..w[1]].sort_by_key(|r| (r.hash, r.key));
-        }
+        sort_windows(&mut out, &bounds);
         self.recs = out;
     }
 
