@@ -42,17 +42,17 @@ int main(int argc, char **argv) try {
   hashdir::Writer w(path);  // creates the file
 
   // Key 1 gets three values (and the pair (1, 10) twice: a set keeps it once), key 2 one,
-  // key 3 two, key 4 a hundred.
-  std::vector<Key> keys = {key(1), key(1), key(1), key(1), key(2), key(3), key(3)};
-  std::vector<Value> values = {value(10), value(11), value(12), value(10),
-                               value(20), value(30), value(31)};
-  for (std::uint64_t i = 0; i < 100; i++) {
-    keys.push_back(key(4));
-    values.push_back(value(1000 + i));
-  }
+  // key 3 two: pairs (key, value).
+  const std::vector<Key> keys = {key(1), key(1), key(1), key(1), key(2), key(3), key(3)};
+  const std::vector<Value> values = {value(10), value(11), value(12), value(10),
+                                     value(20), value(30), value(31)};
   w.insert(keys, values);
+  // Key 4 gets a hundred values: one key and its values, the key given once.
+  std::vector<Value> four;
+  for (std::uint64_t i = 0; i < 100; i++) four.push_back(value(1000 + i));
+  w.insert_values(key(4), four);
   w.commit();
-  std::printf("inserted %zu pairs (106 distinct) and committed\n", keys.size());
+  std::printf("inserted %zu pairs (106 distinct) and committed\n", keys.size() + four.size());
 
   hashdir::Reader r(path);
   const std::vector<Key> probe = {key(1), key(2), key(3), key(99)};
@@ -73,8 +73,9 @@ int main(int argc, char **argv) try {
   std::span<const Value> all(buffer);
   expect(numbers(all.subspan(0, 3)) == std::set<std::uint64_t>{10, 11, 12}, "key 1 values");
   expect(numbers(all.subspan(3, 2)) == std::set<std::uint64_t>{30, 31}, "key 3 values");
-  auto four = numbers(all.subspan(5, 100));
-  expect(four.size() == 100 && *four.begin() == 1000 && *four.rbegin() == 1099, "key 4 values");
+  auto four_got = numbers(all.subspan(5, 100));
+  expect(four_got.size() == 100 && *four_got.begin() == 1000 && *four_got.rbegin() == 1099,
+         "key 4 values (insert_values)");
   std::printf("get: counts 3 0 2 100 (105 values, first buffer held 4)\n");
 
   // One writer per file: a second one, here or in another process, is refused.

@@ -2,6 +2,7 @@
 //
 //   hashdir::Writer w("data.h5");                 // RAII: the destructor closes
 //   w.insert(keys, values);                       // std::span batches
+//   w.insert_values(key, values);                 // one key, many values
 //   w.commit();
 //   hashdir::Reader r("data.h5");
 //   auto sets = r.get(keys);                      // sets.values_of(i): span of key i's values
@@ -171,6 +172,11 @@ class Writer {
   void insert(std::span<const Key> keys, std::span<const Value> values) {
     same_length(keys.size(), values.size());
     detail::check(hashdir_writer_insert(handle(), keys.data(), values.data(), keys.size()));
+  }
+  /// Adds the pairs (key, values[i]): insert for one key and many values, without
+  /// repeating the key. A pair already there (or given twice) changes nothing.
+  void insert_values(const Key &key, std::span<const Value> values) {
+    detail::check(hashdir_writer_insert_values(handle(), &key, values.data(), values.size()));
   }
   /// Removes the keys with all their values; absent keys are ignored.
   void delete_keys(std::span<const Key> keys) {

@@ -12,7 +12,7 @@ program example
   type(hd_writer) :: w, second
   type(hd_reader) :: r, missing
   type(hashdir_key), allocatable :: keys(:)
-  type(hashdir_value), allocatable :: values(:), buffer(:), first(:)
+  type(hashdir_value), allocatable :: values(:), four(:), buffer(:), first(:)
   type(hashdir_stats) :: st
   logical, allocatable :: found(:)
   integer(c_int64_t) :: counts(4), one_count(1)
@@ -34,12 +34,15 @@ program example
   call w%open(path)                   ! creates the file (HASHDIR_CREATE is the default)
 
   ! Key 1 gets three values (and the pair (1, 10) twice: a set keeps it once), key 2 one,
-  ! key 3 two, key 4 a hundred.
-  keys = [hd_key([1, 1, 1, 1, 2, 3, 3]), (hd_key(4), i = 1, 100)]
-  values = [hd_value([10, 11, 12, 10, 20, 30, 31]), (hd_value(999 + i), i = 1, 100)]
+  ! key 3 two: pairs (key, value).
+  keys = hd_key([1, 1, 1, 1, 2, 3, 3])
+  values = hd_value([10, 11, 12, 10, 20, 30, 31])
   call w%insert(keys, values)
+  ! Key 4 gets a hundred values: one key and its values, the key given once.
+  four = [(hd_value(999 + i), i = 1, 100)]
+  call w%insert_values(hd_key(4), four)
   call w%commit()
-  print '(a, i0, a)', "inserted ", size(keys), " pairs (106 distinct) and committed"
+  print '(a, i0, a)', "inserted ", size(keys) + size(four), " pairs (106 distinct) and committed"
 
   call r%open(path)
   allocate (found(4), first(4))
@@ -58,7 +61,7 @@ program example
   call expect(total == 105 .and. size(buffer) == 105, "the buffer grew to the 105 values")
   call expect(same_set(buffer(1:3), [10, 11, 12]), "key 1 values")
   call expect(same_set(buffer(4:5), [30, 31]), "key 3 values")
-  call expect(same_set(buffer(6:105), [(999 + i, i = 1, 100)]), "key 4 values")
+  call expect(same_set(buffer(6:105), [(999 + i, i = 1, 100)]), "key 4 values (insert_values)")
   print '(a)', "get: counts 3 0 2 100 (105 values, first buffer held 4)"
 
   ! One writer per file: a second one, here or in another process, is refused.

@@ -73,7 +73,8 @@ module hashdir
   ! ---------------------------------------------------------------------------------
   ! The C API, one interface per function of hashdir.h.
   public :: hashdir_version, hashdir_last_error, hashdir_status_name, hashdir_options_init
-  public :: hashdir_writer_open, hashdir_writer_insert, hashdir_writer_delete_keys
+  public :: hashdir_writer_open, hashdir_writer_insert, hashdir_writer_insert_values
+  public :: hashdir_writer_delete_keys
   public :: hashdir_writer_delete_pairs, hashdir_writer_commit, hashdir_writer_checkpoint
   public :: hashdir_writer_stats, hashdir_writer_close
   public :: hashdir_reader_open, hashdir_reader_refresh, hashdir_reader_lookup
@@ -117,6 +118,16 @@ module hashdir
       integer(c_size_t), value :: n
       integer(c_int) :: hashdir_writer_insert
     end function hashdir_writer_insert
+
+    function hashdir_writer_insert_values(w, key, values, n) &
+        bind(C, name="hashdir_writer_insert_values")
+      import :: c_ptr, c_int, c_size_t, hashdir_key, hashdir_value
+      type(c_ptr), value :: w
+      type(hashdir_key), intent(in) :: key
+      type(hashdir_value), intent(in) :: values(*)
+      integer(c_size_t), value :: n
+      integer(c_int) :: hashdir_writer_insert_values
+    end function hashdir_writer_insert_values
 
     function hashdir_writer_delete_keys(w, keys, n) bind(C, name="hashdir_writer_delete_keys")
       import :: c_ptr, c_int, c_size_t, hashdir_key
@@ -232,6 +243,7 @@ module hashdir
   contains
     procedure :: open => writer_open
     procedure :: insert => writer_insert
+    procedure :: insert_values => writer_insert_values
     procedure :: delete_keys => writer_delete_keys
     procedure :: delete_pairs => writer_delete_pairs
     procedure :: commit => writer_commit
@@ -449,6 +461,18 @@ contains
     call finish(hashdir_writer_insert(self%handle, keys, values, size(keys, kind=c_size_t)), &
                 stat, errmsg)
   end subroutine writer_insert
+
+  !> Adds the pairs (key, values(i)): insert for one key and many values, without
+  !> repeating the key. A pair already there (or given twice) changes nothing.
+  subroutine writer_insert_values(self, key, values, stat, errmsg)
+    class(hd_writer), intent(inout) :: self
+    type(hashdir_key), intent(in) :: key
+    type(hashdir_value), intent(in), contiguous :: values(:)
+    integer, intent(out), optional :: stat
+    character(len=*), intent(out), optional :: errmsg
+    call finish(hashdir_writer_insert_values(self%handle, key, values, &
+                                             size(values, kind=c_size_t)), stat, errmsg)
+  end subroutine writer_insert_values
 
   !> Removes the keys with all their values; absent keys are ignored.
   subroutine writer_delete_keys(self, keys, stat, errmsg)

@@ -7,6 +7,7 @@ A hashdir file maps 128-bit keys to *sets* of 128-bit values. Keys and values ar
 
     with hashdir.Writer("data.h5") as w:             # creates the file
         w.insert([k1, k1, k2], [v1, v2, v3])          # k1 -> {v1, v2}, k2 -> {v3}
+        w.insert_values(k3, [v1, v2, v3])             # k3 -> {v1, v2, v3}
         w.commit()                                    # one atomic, crash-safe batch
         with hashdir.Reader("data.h5") as r:          # any number, any process
             r.lookup([k1, k9])                        # [v1 or v2, None]
@@ -198,6 +199,7 @@ _SIGNATURES = {
     "hashdir_options_init": (None, [POINTER(_Options)]),
     "hashdir_writer_open": (c_int, [c_char_p, POINTER(_Options), POINTER(c_void_p)]),
     "hashdir_writer_insert": (c_int, [c_void_p, _KP, _KP, c_size_t]),
+    "hashdir_writer_insert_values": (c_int, [c_void_p, _KP, _KP, c_size_t]),
     "hashdir_writer_delete_keys": (c_int, [c_void_p, _KP, c_size_t]),
     "hashdir_writer_delete_pairs": (c_int, [c_void_p, _KP, _KP, c_size_t]),
     "hashdir_writer_commit": (c_int, [c_void_p]),
@@ -432,6 +434,23 @@ class Writer(_Handle):
         """Adds the pairs (keys[i], values[i]); a pair already there changes nothing."""
         k, v = _pairs(keys, values)
         _check(library().hashdir_writer_insert(self._handle(), k.ptr, v.ptr, k.n))
+
+    def insert_values(self, key: Any, values: Any) -> None:
+        """Adds the pairs (key, values[i]): :meth:`insert` for one key and many values,
+        without repeating the key. ``key`` is one 16-byte ``bytes``-like object (or a
+        NumPy array of 16 ``uint8``); ``values`` a batch as for :meth:`insert`. A pair
+        already there (or given twice) changes nothing."""
+        if isinstance(key, (bytes, bytearray, memoryview)) and len(bytes(key)) != KEY_SIZE:
+            raise InvalidArgumentError(
+                ERR_INVALID_ARGUMENT, f"key has {len(bytes(key))} bytes; keys have 16"
+            )
+        k = _Batch(key, "key")
+        if k.n != 1:
+            raise InvalidArgumentError(
+                ERR_INVALID_ARGUMENT, f"key: one key of 16 bytes, not a batch of {k.n}"
+            )
+        v = _Batch(values, "values")
+        _check(library().hashdir_writer_insert_values(self._handle(), k.ptr, v.ptr, v.n))
 
     def delete_keys(self, keys: Any) -> None:
         """Removes the keys with all their values; absent keys are ignored."""

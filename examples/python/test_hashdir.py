@@ -164,6 +164,59 @@ class Api(Scratch):
                 found, _ = r.lookup(keys[:9:3])
                 self.assertEqual(found.tolist(), [False, False, True])
 
+    def test_insert_values_one_key_many_values(self):
+        with hashdir.Writer(self.path()) as w:
+            w.insert([key(1)], [key(10)])
+            # A key maps to a set: values given twice, or already there, are kept once.
+            w.insert_values(key(1), [key(10), key(11), key(12), key(11)])
+            # Any bytes-like key, any iterable of values; a NumPy key and (n, 16) values.
+            w.insert_values(bytearray(key(2)), (key(v) for v in range(20, 25)))
+            w.insert_values(
+                np.frombuffer(key(3), np.uint8),
+                np.stack([np.frombuffer(key(v), np.uint8) for v in (30, 31, 30)]),
+            )
+            w.insert_values(key(4), [])  # no values: nothing to add
+            w.commit()
+            wanted = [key(1), key(2), key(3), key(4)]
+            with hashdir.Reader(self.path()) as r:
+                self.assertEqual(
+                    r.get(wanted),
+                    [
+                        {key(10), key(11), key(12)},
+                        {key(v) for v in range(20, 25)},
+                        {key(30), key(31)},
+                        set(),
+                    ],
+                )
+                counts, flat = r.get_flat(wanted, capacity=1)
+                self.assertEqual(counts, [3, 5, 2, 0])
+                self.assertEqual(len(flat), 10 * 16)
+                self.assertNotIn(key(4), r)
+            w.checkpoint()
+            st = w.stats()
+            self.assertEqual((st.keys, st.values), (3, 10))
+
+            # Bad input raises before anything is inserted.
+            with self.assertRaises(hashdir.InvalidArgumentError) as e:
+                w.insert_values(b"short", [key(50)])
+            self.assertEqual(e.exception.status, hashdir.ERR_INVALID_ARGUMENT)
+            self.assertIn("key has 5 bytes", str(e.exception))
+            with self.assertRaises(ValueError):  # InvalidArgumentError is a ValueError
+                w.insert_values(key(5) + b"\0", [key(50)])  # 17 bytes
+            with self.assertRaises(hashdir.InvalidArgumentError):
+                w.insert_values(np.zeros(8, dtype=np.uint8), [key(50)])
+            with self.assertRaises(hashdir.InvalidArgumentError):
+                w.insert_values([key(5), key(6)], [key(50)])  # two keys are not one
+            with self.assertRaises(hashdir.InvalidArgumentError):
+                w.insert_values(key(5), [key(50), b"short"])
+            w.checkpoint()
+            st = w.stats()
+            self.assertEqual((st.keys, st.values), (3, 10), "nothing was inserted")
+            with hashdir.Reader(self.path()) as r:
+                self.assertNotIn(key(5), r)
+        with self.assertRaises(hashdir.InvalidArgumentError):
+            w.insert_values(key(1), [key(13)])  # the writer is closed
+
     def test_buffer_too_small_is_what_the_c_call_answers(self):
         # What get() does under the hood, with the raw C function.
         with hashdir.Writer(self.path()) as w:
