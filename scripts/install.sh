@@ -12,8 +12,12 @@
 #
 # PREFIX is the argument, else $PREFIX, else /usr/local. DESTDIR (staged installs, packaging)
 # is put in front of every path written; the installed files still say PREFIX.
-# --no-build installs what an earlier `cargo build --release` left in the target directory.
-# The build uses cargo's target directory ($CARGO_TARGET_DIR or the project's), so a tree
+# --no-build installs what an earlier `cargo build --release` left in the target directory,
+# without running cargo at all (it need not be installed): the target directory is
+# $CARGO_TARGET_DIR, else $CARGO_BUILD_TARGET_DIR, else the project's ./target (relative
+# paths are relative to the project); a target-dir set in a cargo config file is not read,
+# so set CARGO_TARGET_DIR to it. $CARGO_BUILD_TARGET adds its triple as with cargo.
+# The build uses cargo's target directory (as `cargo metadata` reports it), so a tree
 # that is already built is only checked, not rebuilt. After a real (non-DESTDIR) install as
 # root into /usr/lib or /usr/local/lib, ldconfig refreshes the loader's cache.
 set -euo pipefail
@@ -68,15 +72,24 @@ if [ "$build" = 1 ]; then
   [ "$cli" = 0 ] || targets+=(--bin hashdir)
   echo "install.sh: $cargo build --release ${targets[*]}" >&2
   "$cargo" build --release "${targets[@]}"
+  target_dir="$("$cargo" metadata --format-version 1 --no-deps |
+    sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')"
+  [ -n "$target_dir" ] || { echo "install.sh: cargo metadata gave no target_directory" >&2; exit 1; }
+else
+  # No cargo: the directory cargo builds into unless a config file says otherwise (the
+  # environment wins over config files, CARGO_TARGET_DIR over CARGO_BUILD_TARGET_DIR).
+  target_dir="${CARGO_TARGET_DIR:-${CARGO_BUILD_TARGET_DIR:-target}}"
 fi
-
-target_dir="$("$cargo" metadata --format-version 1 --no-deps |
-  sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')"
-[ -n "$target_dir" ] || { echo "install.sh: cargo metadata gave no target_directory" >&2; exit 1; }
 out="$target_dir/${CARGO_BUILD_TARGET:+$CARGO_BUILD_TARGET/}release"
 
 need() {
-  [ -f "$1" ] || { echo "install.sh: $1 is missing (build first, or drop --no-build)" >&2; exit 1; }
+  [ -f "$1" ] && return
+  echo "install.sh: $1 is missing (build first, or drop --no-build)" >&2
+  if [ "$build" = 0 ]; then
+    echo "install.sh: --no-build looks in \$CARGO_TARGET_DIR, else \$CARGO_BUILD_TARGET_DIR," \
+      "else ./target; set CARGO_TARGET_DIR to the target directory of that build" >&2
+  fi
+  exit 1
 }
 need "$out/libhashdir.so"
 need "$out/libhashdir.a"

@@ -6,6 +6,7 @@
 //! (`target/<profile>/c-api/`), so after the C API tests it finds everything built.
 
 use std::env;
+use std::ffi::OsStr;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -30,6 +31,11 @@ fn check(what: &str, out: &Output) {
 /// Runs scripts/install.sh with `args` and `destdir`, building into the C API tests' target
 /// directory (the profile dir of this test binary, then `c-api`).
 fn install(args: &[&str], destdir: Option<&Path>) -> String {
+    install_env(args, destdir, &[])
+}
+
+/// `install` with extra environment variables.
+fn install_env(args: &[&str], destdir: Option<&Path>, env: &[(&str, &OsStr)]) -> String {
     let exe = env::current_exe().unwrap();
     let profile_dir = exe
         .parent()
@@ -52,6 +58,7 @@ fn install(args: &[&str], destdir: Option<&Path>) -> String {
     if let Some(d) = destdir {
         cmd.env("DESTDIR", d);
     }
+    cmd.envs(env.iter().copied());
     let out = cmd.output().expect("run bash");
     check(&format!("install.sh {args:?}"), &out);
     String::from_utf8(out.stdout).unwrap()
@@ -190,6 +197,70 @@ fn install_into_a_prefix_then_build_with_pkg_config() {
     // Installing again over the same tree works (links replaced, files overwritten).
     install(&[prefix.to_str().unwrap()], None);
     check_tree(&prefix, &prefix, true);
+
+    // --no-build installs that build without running cargo (CARGO_TARGET_DIR says where).
+    let (stub_dir, path) = no_cargo(scratch.path());
+    let prefix = scratch.path().join("no-build");
+    install_env(
+        &["--no-build", prefix.to_str().unwrap()],
+        None,
+        &[
+            ("CARGO", stub_dir.join("cargo").as_os_str()),
+            ("PATH", path.as_os_str()),
+        ],
+    );
+    check_tree(&prefix, &prefix, true);
+}
+
+/// A directory holding a `cargo` that fails saying it was run, and a PATH with it first:
+/// for runs of install.sh that must not use cargo.
+fn no_cargo(scratch: &Path) -> (PathBuf, std::ffi::OsString) {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = scratch.join("no-cargo");
+    fs::create_dir_all(&dir).unwrap();
+    let stub = dir.join("cargo");
+    fs::write(
+        &stub,
+        "#!/bin/sh\necho \"cargo was run: $*\" >&2\nexit 97\n",
+    )
+    .unwrap();
+    fs::set_permissions(&stub, fs::Permissions::from_mode(0o755)).unwrap();
+    let mut dirs = vec![dir.clone()];
+    dirs.extend(env::split_paths(&env::var_os("PATH").unwrap_or_default()));
+    (dir, env::join_paths(dirs).unwrap())
+}
+
+/// --no-build with no build in the target directory fails saying what is missing and
+/// where it looked, without running cargo.
+#[test]
+fn no_build_without_a_build_says_what_is_missing() {
+    let scratch = tempfile::tempdir().unwrap();
+    let (stub_dir, path) = no_cargo(scratch.path());
+    let empty = scratch.path().join("empty-target");
+    fs::create_dir_all(&empty).unwrap();
+    let out = Command::new("bash")
+        .arg(root().join("scripts/install.sh"))
+        .arg("--no-build")
+        .arg(scratch.path().join("usr"))
+        .env("CARGO", stub_dir.join("cargo"))
+        .env("PATH", path)
+        .env("CARGO_TARGET_DIR", &empty)
+        .env_remove("CARGO_BUILD_TARGET")
+        .env_remove("PREFIX")
+        .env_remove("DESTDIR")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(!stderr.contains("cargo was run"), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "{}/release/libhashdir.so is missing",
+            empty.display()
+        )),
+        "{stderr}"
+    );
+    assert!(!scratch.path().join("usr").exists());
 }
 
 /// A staged install: files under DESTDIR, contents naming PREFIX; pkg-config reads the
