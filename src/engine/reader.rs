@@ -608,7 +608,7 @@ impl Snap {
         let mut out: Option<Delta> = None;
         for layer in &self.overlay {
             if let Some(d) = layer.get(key) {
-                out.get_or_insert_with(Delta::default).then(d);
+                out.get_or_insert_with(Delta::default).then(&d);
             }
         }
         out
