@@ -6,8 +6,8 @@ use crate::format::root::Root;
 /// Memtable/WAL bytes that trigger a checkpoint when the caller gives 0.
 pub const DEFAULT_CHECKPOINT_BYTES: u64 = 128 << 20;
 /// The largest setting. Recovery replays up to this much log, the writer keeps its ops in memory
-/// (about 1.5x the log's bytes) and so does every reader, as its overlay (several times the
-/// log's bytes; PERFORMANCE.md).
+/// (about 1.5x the log's bytes) and so does every reader, as its overlay (1.6x for one-value
+/// inserts, more for other changes; PERFORMANCE.md).
 pub const MAX_CHECKPOINT_BYTES: u64 = 1 << 30;
 
 #[derive(Clone, Debug)]

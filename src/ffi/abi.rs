@@ -69,7 +69,8 @@ pub struct hashdir_options {
     /// Writer: WAL size in bytes that triggers a checkpoint; 0 = the library default
     /// (128 MiB). At most 1 GiB: recovery after a crash replays up to this much log, and the
     /// writer and every reader hold the changes committed since the last checkpoint in memory
-    /// (the writer about 1.5 times the log's bytes, each reader about 5 times).
+    /// (the writer about 1.5 times the log's bytes, each reader about 1.6 times for one-value
+    /// inserts, more for keys given several values or deletes).
     pub checkpoint_bytes: u64,
     /// Reader: refresh automatically every this many milliseconds; 0 = only on
     /// `hashdir_reader_refresh`.
