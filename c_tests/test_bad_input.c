@@ -167,14 +167,14 @@ static void check_last_error_is_per_thread(void) {
             "this thread's last_error is untouched by the other thread's failure");
 }
 
-/* checkpoint_bytes bounds recovery time and memory: above 1 GiB is refused. */
+/* checkpoint_bytes bounds recovery time and memory: above 4 GiB is refused. */
 static void check_checkpoint_limit(const char *path) {
   hashdir_options o;
   hashdir_options_init(&o);
-  o.checkpoint_bytes = (1ull << 30) + 1;
+  o.checkpoint_bytes = (4ull << 30) + 1;
   hashdir_writer *w = (hashdir_writer *)SENTINEL;
   tap_fails(hashdir_writer_open(path, &o, &w), HASHDIR_ERR_INVALID_ARGUMENT, "hashdir_writer_open",
-            "above the maximum", "writer_open(checkpoint_bytes = 1 GiB + 1)");
+            "above the maximum", "writer_open(checkpoint_bytes = 4 GiB + 1)");
   tap_check(w == NULL, "writer_open sets *out = NULL on failure");
 }
 

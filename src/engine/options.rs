@@ -8,7 +8,7 @@ pub const DEFAULT_CHECKPOINT_BYTES: u64 = 128 << 20;
 /// The largest setting. Recovery replays up to this much log, the writer keeps its ops in memory
 /// (about 1.5x the log's bytes) and so does every reader, as its overlay (1.6x for one-value
 /// inserts, more for other changes; PERFORMANCE.md).
-pub const MAX_CHECKPOINT_BYTES: u64 = 1 << 30;
+pub const MAX_CHECKPOINT_BYTES: u64 = 4 << 30;
 
 #[derive(Clone, Debug)]
 pub struct Options {
@@ -39,7 +39,7 @@ impl Options {
         match self.checkpoint_bytes {
             0 => Ok(DEFAULT_CHECKPOINT_BYTES),
             n if n > MAX_CHECKPOINT_BYTES => Err(Error::InvalidArgument(format!(
-                "checkpoint_bytes {n} is above the maximum {MAX_CHECKPOINT_BYTES} (1 GiB)"
+                "checkpoint_bytes {n} is above the maximum {MAX_CHECKPOINT_BYTES} (4 GiB)"
             ))),
             n => Ok(n),
         }

@@ -67,7 +67,7 @@ pub struct hashdir_options {
     /// `HASHDIR_CREATE` | `HASHDIR_SYNC_COMMIT`; other bits are rejected. Readers ignore both.
     pub flags: u32,
     /// Writer: WAL size in bytes that triggers a checkpoint; 0 = the library default
-    /// (128 MiB). At most 1 GiB: recovery after a crash replays up to this much log, and the
+    /// (128 MiB). At most 4 GiB: recovery after a crash replays up to this much log, and the
     /// writer and every reader hold the changes committed since the last checkpoint in memory
     /// (the writer about 1.5 times the log's bytes, each reader about 1.6 times for one-value
     /// inserts, more for keys given several values or deletes).
