@@ -152,6 +152,8 @@ impl Checkpoint<'_> {
         })
     }
 
+    /// The writer thread's part of `rebuild`: each bucket of `runs` gets its old entries from
+    /// the read thread (in the same order), merged with its deltas, split and placed.
     fn merge_runs(
         &mut self,
         mem: &OpLog,
