@@ -20,6 +20,7 @@ use crate::format::root::{dir_entry, entry_depth, entry_offset, Root};
 use crate::store::{Ds, Positional, RawIo, WriterFile};
 use crate::Key;
 use std::collections::{HashMap, HashSet};
+use std::path::Path;
 use std::sync::mpsc;
 
 /// Directory offset of a bucket rebuilt by the running checkpoint and not yet written.
@@ -143,7 +144,7 @@ impl Checkpoint<'_> {
             self.sink = Some((Vec::with_capacity(HANDOFF), new_tx));
             let mut merged = self.merge_runs(mem, &runs, old_rx);
             if let Some((last, tx)) = self.sink.take() {
-                merged = merged.and(send(&tx, last, "page writer"));
+                merged = merged.and(send(&tx, last, self.file.path()));
             }
             let written = joined(writer, self.file.path());
             let read = joined(reader, self.file.path());
@@ -165,9 +166,15 @@ impl Checkpoint<'_> {
         let mut decoded = Vec::new().into_iter();
         for b in runs {
             if decoded.len() == 0 {
-                decoded = old.recv().map_err(|_| stopped("page reader"))?.into_iter();
+                let path = self.file.path();
+                decoded = old
+                    .recv()
+                    .map_err(|_| stopped(path, "page reader"))?
+                    .into_iter();
             }
-            let entries = decoded.next().ok_or_else(|| stopped("page reader"))??;
+            let entries = decoded
+                .next()
+                .ok_or_else(|| stopped(self.file.path(), "page reader"))??;
             run.clear();
             while let Some(x) = items.next_if(|x| prefix(x.0, b.depth) == b.pfx) {
                 run.push(x);
@@ -259,7 +266,7 @@ impl Checkpoint<'_> {
                     built.push((b, entries));
                     if built.len() == HANDOFF {
                         let full = std::mem::replace(built, Vec::with_capacity(HANDOFF));
-                        send(tx, full, "page writer")?;
+                        send(tx, full, self.file.path())?;
                     }
                 }
                 None => {
@@ -497,22 +504,24 @@ fn read_ahead(
 ) -> Result<()> {
     // The next part's pages are requested before this part's are read: a table larger than
     // the page cache is then read with many requests in flight, not one at a time.
-    let parts: Vec<&[Bucket]> = runs.chunks(HANDOFF).collect();
-    if let Some(first) = parts.first() {
+    let mut parts = runs.chunks(HANDOFF).peekable();
+    if let Some(first) = parts.peek() {
         prefetch(io, first)?;
     }
-    for (i, part) in parts.iter().enumerate() {
-        if let Some(next) = parts.get(i + 1) {
+    while let Some(part) = parts.next() {
+        if let Some(next) = parts.peek() {
             prefetch(io, next)?;
         }
         let mut decoded = Vec::with_capacity(part.len());
-        for b in part.iter() {
-            decoded.push(read_bucket(io, max_epoch, *b));
-            if decoded.last().is_some_and(|d| d.is_err()) {
+        let mut failed = false;
+        for b in part {
+            let entries = read_bucket(io, max_epoch, *b);
+            failed = entries.is_err();
+            decoded.push(entries);
+            if failed {
                 break;
             }
         }
-        let failed = decoded.last().is_some_and(|d| d.is_err());
         if out.send(decoded).is_err() || failed {
             break;
         }
@@ -552,8 +561,10 @@ fn write_behind(io: &RawIo, epoch: u64, built: mpsc::Receiver<Built>) -> Result<
 /// Rebuilt buckets on their way to the page writer.
 type Built = Vec<(Bucket, Vec<Entry>)>;
 
-fn send<T>(tx: &mpsc::SyncSender<T>, msg: T, who: &str) -> Result<()> {
-    tx.send(msg).map_err(|_| stopped(who))
+/// Hands rebuilt buckets to the page writer; it only stops early after an error of its own,
+/// which `rebuild` reports in preference to this one.
+fn send(tx: &mpsc::SyncSender<Built>, built: Built, path: &Path) -> Result<()> {
+    tx.send(built).map_err(|_| stopped(path, "page writer"))
 }
 
 fn encode(b: &Bucket, entries: &[Entry], epoch: u64) -> Box<crate::format::page::Page> {
@@ -583,7 +594,7 @@ fn read_bucket(src: &impl Source, max_epoch: u64, b: Bucket) -> Result<Vec<Entry
 fn helper<'s, 'e>(
     s: &'s std::thread::Scope<'s, 'e>,
     name: &str,
-    path: &std::path::Path,
+    path: &Path,
     f: impl FnOnce() -> Result<()> + Send + 's,
 ) -> Result<std::thread::ScopedJoinHandle<'s, Result<()>>> {
     std::thread::Builder::new()
@@ -593,7 +604,7 @@ fn helper<'s, 'e>(
 }
 
 /// A helper thread's result; its panic becomes an error instead of crossing into the caller.
-fn joined(h: std::thread::ScopedJoinHandle<'_, Result<()>>, path: &std::path::Path) -> Result<()> {
+fn joined(h: std::thread::ScopedJoinHandle<'_, Result<()>>, path: &Path) -> Result<()> {
     h.join().unwrap_or_else(|_| {
         Err(Error::io(
             "checkpoint helper thread",
@@ -603,10 +614,10 @@ fn joined(h: std::thread::ScopedJoinHandle<'_, Result<()>>, path: &std::path::Pa
     })
 }
 
-fn stopped(who: &str) -> Error {
+fn stopped(path: &Path, who: &str) -> Error {
     Error::io(
         "checkpoint",
-        who,
+        path,
         std::io::Error::other(format!("the {who} thread stopped")),
     )
 }
