@@ -12,10 +12,10 @@ use super::state::State;
 use super::valueset::Values;
 use super::wal::Cursor;
 use crate::error::{Error, Result};
-use crate::format::bucket::{self, page_bytes, Entry};
+use crate::format::bucket::{self, Entry, Span};
 use crate::format::hash::{dir_index, prefix};
 use crate::format::layout::{BLOB_CHUNK, PAGE, ROOT_SLOT};
-use crate::format::page::{HEADER, MAGIC_BUCKET};
+use crate::format::page::{seal, Page, MAGIC_BUCKET};
 use crate::format::root::{dir_entry, entry_depth, entry_offset, Root};
 use crate::store::{Ds, Positional, RawIo, WriterFile};
 use crate::Key;
@@ -42,8 +42,8 @@ pub struct Checkpoint<'a> {
     st: &'a mut State,
     epoch: u64,
     batch: PageBatch,
-    /// Small rebuilt buckets, kept back for the merge pass.
-    pending: HashMap<(u64, u32), Vec<Entry>>,
+    /// Small rebuilt buckets (unsealed pages), kept back for the merge pass.
+    pending: HashMap<(u64, u32), Box<Page>>,
     /// Pages this checkpoint wrote (not readable until it publishes).
     written: HashSet<u64>,
     dir_resized: bool,
@@ -159,7 +159,7 @@ impl Checkpoint<'_> {
         &mut self,
         mem: &OpLog,
         runs: &[Bucket],
-        old: mpsc::Receiver<Vec<Result<Vec<Entry>>>>,
+        old: mpsc::Receiver<Vec<Result<Option<Box<Page>>>>>,
     ) -> Result<()> {
         let mut items = mem.deltas().peekable();
         let mut run: Vec<(u64, Key, Delta)> = Vec::new();
@@ -172,7 +172,7 @@ impl Checkpoint<'_> {
                     .map_err(|_| stopped(path, "page reader"))?
                     .into_iter();
             }
-            let entries = decoded
+            let page = decoded
                 .next()
                 .ok_or_else(|| stopped(self.file.path(), "page reader"))??;
             run.clear();
@@ -183,49 +183,70 @@ impl Checkpoint<'_> {
                 self.st.pages.freed.push(b.off);
                 self.buckets -= 1;
             }
-            let merged = self.merge(entries, &run)?;
-            self.split(merged, b.pfx, b.depth)?;
+            let mut fresh = Vec::new();
+            let spans = self.merge(page.as_deref(), b.off, &run, &mut fresh)?;
+            let old = page.as_deref().map_or(&[][..], |p| &p[..]);
+            self.split(&spans, &[old, &fresh], b.pfx, b.depth)?;
         }
         Ok(())
     }
 
-    /// Merge-join of a bucket's entries with the memtable items that fall into it.
-    fn merge(&mut self, old: Vec<Entry>, items: &[(u64, Key, Delta)]) -> Result<Vec<Entry>> {
-        let mut out = Vec::with_capacity(old.len() + items.len());
-        let mut old = old.into_iter().peekable();
+    /// Merge-join of a bucket's old page (at `off`) with the memtable items that fall into it:
+    /// the bucket's entries as spans of the old page (source 0) and of `fresh` (source 1: the
+    /// entries the items changed or added).
+    fn merge(
+        &mut self,
+        old: Option<&Page>,
+        off: u64,
+        items: &[(u64, Key, Delta)],
+        fresh: &mut Vec<u8>,
+    ) -> Result<Vec<Span>> {
+        let mut kept = Vec::new();
+        if let Some(p) = old {
+            bucket::spans(p, 0, off, &mut kept)?;
+        }
+        let page: &[&[u8]] = &[old.map_or(&[][..], |p| &p[..])];
+        let mut out = Vec::with_capacity(kept.len() + items.len());
+        let mut kept = kept.into_iter().peekable();
         let mut vals = Values {
             file: self.file,
             alloc: &mut self.st.extents,
         };
         for (h, k, d) in items {
             let h = *h;
-            while let Some(e) = old.next_if(|e| (e.hash, &e.key) < (h, k)) {
-                out.push(e);
+            while let Some(s) = kept.next_if(|s| (s.hash, s.key(page)) < (h, *k)) {
+                out.push(s);
             }
-            let existing = old.next_if(|e| &e.key == k);
-            let before = existing.as_ref().map_or(0, |e| e.set.count());
-            let set = vals.apply(h, existing.as_ref().map(|e| &e.set), d)?;
+            let existing = match kept.next_if(|s| s.hash == h && s.key(page) == *k) {
+                Some(s) => Some(bucket::span_entry(&s, page, off)?.1),
+                None => None,
+            };
+            let before = existing.as_ref().map_or(0, |s| s.count());
+            let set = vals.apply(h, existing.as_ref(), d)?;
             let after = set.as_ref().map_or(0, |s| s.count());
             self.keys += i64::from(after > 0) - i64::from(before > 0);
             self.values += after as i64 - before as i64;
-            self.extents += i64::from(is_extent(set.as_ref()))
-                - i64::from(is_extent(existing.as_ref().map(|e| &e.set)));
+            self.extents +=
+                i64::from(is_extent(set.as_ref())) - i64::from(is_extent(existing.as_ref()));
             if let Some(set) = set {
-                out.push(Entry {
+                let e = Entry {
                     hash: h,
                     key: *k,
                     set,
-                });
+                };
+                out.push(bucket::put_fresh(fresh, 1, &e));
             }
         }
-        out.extend(old);
+        out.extend(kept);
         Ok(out)
     }
 
     /// Splits hash-sorted entries into buckets that fit a page, deepening as needed.
-    fn split(&mut self, mut entries: Vec<Entry>, pfx: u64, depth: u32) -> Result<()> {
-        if bucket::fits(&entries) {
-            return self.place(pfx, depth, entries);
+    fn split(&mut self, spans: &[Span], srcs: &[&[u8]], pfx: u64, depth: u32) -> Result<()> {
+        let bytes = bucket::spans_bytes(spans);
+        if bytes <= PAGE {
+            let page = bucket::build(spans, srcs, depth, pfx);
+            return self.place(pfx, depth, page, bytes);
         }
         if depth >= MAX_DEPTH {
             return Err(Error::InvalidArgument(format!(
@@ -234,43 +255,43 @@ impl Checkpoint<'_> {
         }
         failpoint::hit("checkpoint.split");
         let bit = 1u64 << (63 - depth);
-        let mid = entries.partition_point(|e| e.hash & bit == 0);
-        let high = entries.split_off(mid);
-        self.split(entries, pfx, depth + 1)?;
-        self.split(high, pfx | bit, depth + 1)
+        let mid = spans.partition_point(|s| s.hash & bit == 0);
+        self.split(&spans[..mid], srcs, pfx, depth + 1)?;
+        self.split(&spans[mid..], srcs, pfx | bit, depth + 1)
     }
 
-    /// Writes a rebuilt bucket now, or keeps it back when it is small enough to merge.
-    fn place(&mut self, pfx: u64, depth: u32, entries: Vec<Entry>) -> Result<()> {
+    /// Writes a rebuilt bucket (`bytes` used of its page) now, or keeps it back when it is
+    /// small enough to merge.
+    fn place(&mut self, pfx: u64, depth: u32, page: Box<Page>, bytes: usize) -> Result<()> {
         while self.gd() < depth {
             self.double();
         }
-        if page_bytes(&entries) > MERGE_BELOW {
-            return self.write_bucket(pfx, depth, entries);
+        if bytes > MERGE_BELOW {
+            return self.write_bucket(pfx, depth, page);
         }
         self.set_range(pfx, depth, dir_entry(depth, PENDING));
-        self.pending.insert((pfx, depth), entries);
+        self.pending.insert((pfx, depth), page);
         Ok(())
     }
 
-    /// Writes a bucket (an empty one gets no page) and points the directory at it.
-    fn write_bucket(&mut self, pfx: u64, depth: u32, entries: Vec<Entry>) -> Result<()> {
+    /// Writes a bucket's page (an empty bucket gets none) and points the directory at it.
+    fn write_bucket(&mut self, pfx: u64, depth: u32, mut page: Box<Page>) -> Result<()> {
         let mut off = 0;
-        if !entries.is_empty() {
+        if bucket::header(&page).1 > 0 {
             off = self.st.pages.alloc(self.file)?;
             self.written.insert(off);
             self.buckets += 1;
-            let b = Bucket::at(off, depth, pfx);
             match &mut self.sink {
                 Some((built, tx)) => {
-                    built.push((b, entries));
+                    built.push((off, page));
                     if built.len() == HANDOFF {
                         let full = std::mem::replace(built, Vec::with_capacity(HANDOFF));
                         send(tx, full, self.file.path())?;
                     }
                 }
                 None => {
-                    self.batch.push(off, encode(&b, &entries, self.epoch));
+                    seal(&mut page, MAGIC_BUCKET, self.epoch);
+                    self.batch.push(off, page);
                     if self.batch.is_full() {
                         self.batch.write(&*self.file)?;
                     }
@@ -313,12 +334,7 @@ impl Checkpoint<'_> {
 
     /// Merges small rebuilt buckets with their buddies while the pair fits half a page.
     fn merge_small(&mut self) -> Result<()> {
-        let mut work: Vec<(u64, u32)> = self
-            .pending
-            .iter()
-            .filter(|(_, es)| page_bytes(es) <= MERGE_BELOW)
-            .map(|(k, _)| *k)
-            .collect();
+        let mut work: Vec<(u64, u32)> = self.pending.keys().copied().collect();
         while let Some((pfx, d)) = work.pop() {
             if d == 0 || !self.pending.contains_key(&(pfx, d)) {
                 continue;
@@ -333,10 +349,26 @@ impl Checkpoint<'_> {
                 continue; // a large bucket rebuilt just now: no merge
             }
             let buddy = match boff {
-                PENDING => self.pending[&(bpfx, d)].clone(),
-                _ => read_bucket(&*self.file, self.st.root.epoch, Bucket::at(boff, d, bpfx))?,
+                PENDING => self.pending.remove(&(bpfx, d)),
+                _ => read_page(&*self.file, self.st.root.epoch, Bucket::at(boff, d, bpfx))?,
             };
-            if page_bytes(&self.pending[&(pfx, d)]) + page_bytes(&buddy) - HEADER > MERGE_UPTO {
+            let mine = self.pending.remove(&(pfx, d)).expect("checked above");
+            let ((lo, lo_off), (hi, hi_off)) = match pfx < bpfx {
+                true => ((Some(&mine), 0), (buddy.as_ref(), boff)),
+                false => ((buddy.as_ref(), boff), (Some(&mine), 0)),
+            };
+            let mut spans = Vec::new();
+            for (src, (p, off)) in [(lo, lo_off), (hi, hi_off)].into_iter().enumerate() {
+                if let Some(p) = p {
+                    bucket::spans(p, src as u8, off, &mut spans)?;
+                }
+            }
+            let bytes = bucket::spans_bytes(&spans);
+            if bytes > MERGE_UPTO {
+                self.pending.insert((pfx, d), mine);
+                if let (PENDING, Some(b)) = (boff, buddy) {
+                    self.pending.insert((bpfx, d), b);
+                }
                 continue;
             }
             if boff != PENDING && boff != 0 {
@@ -344,19 +376,16 @@ impl Checkpoint<'_> {
                 self.buckets -= 1;
             }
             failpoint::hit("checkpoint.merge");
-            self.pending.remove(&(bpfx, d));
-            let mine = self.pending.remove(&(pfx, d)).unwrap_or_default();
-            let (mut lo, hi) = if pfx < bpfx {
-                (mine, buddy)
-            } else {
-                (buddy, mine)
-            };
-            lo.extend(hi);
             let parent = prefix(pfx, d - 1);
-            if page_bytes(&lo) <= MERGE_BELOW {
+            let srcs = [
+                lo.map_or(&[][..], |p| &p[..]),
+                hi.map_or(&[][..], |p| &p[..]),
+            ];
+            let page = bucket::build(&spans, &srcs, d - 1, parent);
+            if bytes <= MERGE_BELOW {
                 work.push((parent, d - 1));
             }
-            self.place(parent, d - 1, lo)?;
+            self.place(parent, d - 1, page, bytes)?;
         }
         Ok(())
     }
@@ -366,8 +395,9 @@ impl Checkpoint<'_> {
         let mut keys: Vec<(u64, u32)> = self.pending.keys().copied().collect();
         keys.sort_unstable();
         for (pfx, depth) in keys {
-            let entries = self.pending.remove(&(pfx, depth)).unwrap_or_default();
-            self.write_bucket(pfx, depth, entries)?;
+            if let Some(page) = self.pending.remove(&(pfx, depth)) {
+                self.write_bucket(pfx, depth, page)?;
+            }
         }
         Ok(())
     }
@@ -494,13 +524,13 @@ impl Bucket {
     }
 }
 
-/// The old pages' entries, one bucket after another, sent ahead of the merge (a failed read
+/// The old pages, one bucket after another, sent ahead of the merge (a failed read
 /// is sent too, as the last item).
 fn read_ahead(
     io: &RawIo,
     runs: &[Bucket],
     max_epoch: u64,
-    out: mpsc::SyncSender<Vec<Result<Vec<Entry>>>>,
+    out: mpsc::SyncSender<Vec<Result<Option<Box<Page>>>>>,
 ) -> Result<()> {
     // The next part's pages are requested before this part's are read: a table larger than
     // the page cache is then read with many requests in flight, not one at a time.
@@ -512,17 +542,17 @@ fn read_ahead(
         if let Some(next) = parts.peek() {
             prefetch(io, next)?;
         }
-        let mut decoded = Vec::with_capacity(part.len());
+        let mut pages = Vec::with_capacity(part.len());
         let mut failed = false;
         for b in part {
-            let entries = read_bucket(io, max_epoch, *b);
-            failed = entries.is_err();
-            decoded.push(entries);
+            let page = read_page(io, max_epoch, *b);
+            failed = page.is_err();
+            pages.push(page);
             if failed {
                 break;
             }
         }
-        if out.send(decoded).is_err() || failed {
+        if out.send(pages).is_err() || failed {
             break;
         }
     }
@@ -546,11 +576,12 @@ fn prefetch(io: &RawIo, buckets: &[Bucket]) -> Result<()> {
     Ok(())
 }
 
-/// Encodes and writes the rebuilt buckets it is sent until the sender is dropped.
+/// Seals and writes the rebuilt buckets' pages it is sent until the sender is dropped.
 fn write_behind(io: &RawIo, epoch: u64, built: mpsc::Receiver<Built>) -> Result<()> {
     let mut batch = PageBatch::default();
-    for (b, entries) in built.into_iter().flatten() {
-        batch.push(b.off, encode(&b, &entries, epoch));
+    for (off, mut page) in built.into_iter().flatten() {
+        seal(&mut page, MAGIC_BUCKET, epoch);
+        batch.push(off, page);
         if batch.is_full() {
             batch.write(io)?;
         }
@@ -558,8 +589,8 @@ fn write_behind(io: &RawIo, epoch: u64, built: mpsc::Receiver<Built>) -> Result<
     batch.write(io)
 }
 
-/// Rebuilt buckets on their way to the page writer.
-type Built = Vec<(Bucket, Vec<Entry>)>;
+/// Rebuilt buckets' unsealed pages, by file offset, on their way to the page writer.
+type Built = Vec<(u64, Box<Page>)>;
 
 /// Hands rebuilt buckets to the page writer; it only stops early after an error of its own,
 /// which `rebuild` reports in preference to this one.
@@ -567,14 +598,10 @@ fn send(tx: &mpsc::SyncSender<Built>, built: Built, path: &Path) -> Result<()> {
     tx.send(built).map_err(|_| stopped(path, "page writer"))
 }
 
-fn encode(b: &Bucket, entries: &[Entry], epoch: u64) -> Box<crate::format::page::Page> {
-    bucket::encode(entries, b.depth, b.pfx, epoch)
-}
-
-/// A bucket's entries, read from its page and checked against where the directory puts it.
-fn read_bucket(src: &impl Source, max_epoch: u64, b: Bucket) -> Result<Vec<Entry>> {
+/// A bucket's page (none for an empty bucket), checked against where the directory puts it.
+fn read_page(src: &impl Source, max_epoch: u64, b: Bucket) -> Result<Option<Box<Page>>> {
     if b.off == 0 {
-        return Ok(Vec::new());
+        return Ok(None);
     }
     let p = settled(src.page(b.off, MAGIC_BUCKET, max_epoch, "bucket page"))?;
     let (d, _, p_pfx) = bucket::header(&p);
@@ -588,7 +615,7 @@ fn read_bucket(src: &impl Source, max_epoch: u64, b: Bucket) -> Result<Vec<Entry
             ),
         ));
     }
-    bucket::decode(&p, b.off)
+    Ok(Some(p))
 }
 
 fn helper<'s, 'e>(

@@ -98,36 +98,153 @@ impl Entry {
     }
 }
 
-/// Bytes a page holding `entries` needs.
-pub fn page_bytes(entries: &[Entry]) -> usize {
-    HEADER + entries.iter().map(Entry::size).sum::<usize>()
-}
-
-/// Whether the entries fit one page; stops counting once they don't.
-pub fn fits(entries: &[Entry]) -> bool {
-    let mut bytes = HEADER;
-    entries.iter().all(|e| {
-        bytes += e.size();
-        bytes <= PAGE
-    })
-}
-
 /// Encodes entries (sorted by hash, all under `prefix`/`depth`) into a sealed page.
 pub fn encode(entries: &[Entry], depth: u32, prefix: u64, epoch: u64) -> Box<Page> {
-    assert!(fits(entries), "bucket overflow passed to encode");
+    let mut fresh = Vec::new();
+    let spans: Vec<Span> = entries
+        .iter()
+        .map(|e| put_fresh(&mut fresh, 0, e))
+        .collect();
+    let mut p = build(&spans, &[&fresh], depth, prefix);
+    seal(&mut p, MAGIC_BUCKET, epoch);
+    p
+}
+
+/// An entry during a rebuild: its hash, and its bytes (key, count byte, body) at `at..at + len`
+/// of source `src` — an old page or a buffer of new entries. Rebuilding a page from spans
+/// copies unchanged entries byte for byte instead of decoding and re-encoding them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Span {
+    pub hash: u64,
+    pub at: u32,
+    pub len: u16,
+    pub src: u8,
+}
+
+impl Span {
+    /// Bytes the entry takes in a page, its tag and offset included.
+    pub fn size(&self) -> usize {
+        4 + self.len as usize
+    }
+
+    /// The entry's key, from its source's bytes.
+    pub fn key(&self, srcs: &[&[u8]]) -> Key {
+        get_16(srcs[self.src as usize], self.at as usize)
+    }
+
+    /// The entry's bytes.
+    pub fn bytes<'a>(&self, srcs: &[&'a [u8]]) -> &'a [u8] {
+        let at = self.at as usize;
+        &srcs[self.src as usize][at..at + self.len as usize]
+    }
+}
+
+/// Bytes a page holding `spans` needs.
+pub fn spans_bytes(spans: &[Span]) -> usize {
+    HEADER + spans.iter().map(Span::size).sum::<usize>()
+}
+
+/// The entries of a validated bucket page as spans of source `src`, appended to `out`; each
+/// entry is checked as [`decode`] checks it, its tag against its key included.
+pub fn spans(p: &Page, src: u8, offset: u64, out: &mut Vec<Span>) -> Result<()> {
+    let n = count_checked(p, offset)?;
+    out.reserve(n);
+    for i in 0..n {
+        let at = get_u16(p, HEADER + 2 * n + 2 * i) as usize;
+        let len = entry_len(p.get(at..).unwrap_or(&[]), offset)?;
+        let hash = key_hash(&get_16(p, at));
+        if get_u16(p, HEADER + 2 * i) != hash as u16 {
+            return Err(bad(offset, "entry tag does not match its key"));
+        }
+        out.push(Span {
+            hash,
+            at: at as u32,
+            len: len as u16,
+            src,
+        });
+    }
+    Ok(())
+}
+
+/// Length of the entry at the start of `b`, checked to lie within `b` (and an extent's count
+/// to lie within its capacity, as [`decode`] checks it).
+fn entry_len(b: &[u8], offset: u64) -> Result<usize> {
+    let len = match b.get(16) {
+        None => return Err(bad(offset, "entry beyond page end")),
+        Some(&EXTENT) => 17 + EXTENT_BODY,
+        Some(&c) if (1..=INLINE_MAX as u8).contains(&c) => 17 + 16 * c as usize,
+        Some(_) => return Err(bad(offset, "bad value count byte")),
+    };
+    if len > b.len() {
+        return Err(bad(offset, "entry beyond page end"));
+    }
+    if b[16] == EXTENT {
+        let (count, cap) = (get_u64(b, 17), get_u32(b, 17 + 32));
+        if count == 0 || count > cap as u64 {
+            return Err(bad(offset, "extent count outside 1..=cap"));
+        }
+    }
+    Ok(len)
+}
+
+/// The key and set of the entry a span of a validated page points at.
+pub fn span_entry(span: &Span, srcs: &[&[u8]], offset: u64) -> Result<(Key, Set)> {
+    entry_from(span.bytes(srcs), offset)
+}
+
+/// Appends `e`'s bytes to `fresh`, the buffer that is source `src`, and returns its span.
+pub fn put_fresh(fresh: &mut Vec<u8>, src: u8, e: &Entry) -> Span {
+    let at = fresh.len();
+    fresh.resize(at + e.size() - 4, 0);
+    let end = put_entry(fresh, at, e);
+    debug_assert_eq!(end, fresh.len());
+    Span {
+        hash: e.hash,
+        at: at as u32,
+        len: (end - at) as u16,
+        src,
+    }
+}
+
+/// An unsealed bucket page holding `spans` (sorted by hash, all under `prefix`/`depth`), their
+/// bytes copied from `srcs`; neighbours that are neighbours in their source too are copied in
+/// one piece.
+pub fn build(spans: &[Span], srcs: &[&[u8]], depth: u32, prefix: u64) -> Box<Page> {
+    assert!(
+        spans_bytes(spans) <= PAGE,
+        "bucket overflow passed to build"
+    );
     let mut p = Box::new([0u8; PAGE]);
-    let n = entries.len();
+    let n = spans.len();
     p[16] = depth as u8;
     put_u16(&mut p[..], 18, n as u16);
     put_u64(&mut p[..], 24, prefix);
     let mut at = HEADER + 4 * n;
-    for (i, e) in entries.iter().enumerate() {
-        debug_assert_eq!(hash_prefix(e.hash, depth), prefix);
-        put_u16(&mut p[..], HEADER + 2 * i, e.hash as u16);
-        put_u16(&mut p[..], HEADER + 2 * n + 2 * i, at as u16);
-        at = put_entry(&mut p[..], at, e);
+    let mut i = 0;
+    while i < n {
+        let first = spans[i];
+        let mut end = first.at as usize + first.len as usize;
+        let mut j = i;
+        while j < n {
+            let s = spans[j];
+            if j > i && (s.src != first.src || s.at as usize != end) {
+                break;
+            }
+            debug_assert_eq!(hash_prefix(s.hash, depth), prefix);
+            end = s.at as usize + s.len as usize;
+            put_u16(&mut p[..], HEADER + 2 * j, s.hash as u16);
+            put_u16(
+                &mut p[..],
+                HEADER + 2 * n + 2 * j,
+                (at + s.at as usize - first.at as usize) as u16,
+            );
+            j += 1;
+        }
+        let bytes = &srcs[first.src as usize][first.at as usize..end];
+        p[at..at + bytes.len()].copy_from_slice(bytes);
+        at += bytes.len();
+        i = j;
     }
-    seal(&mut p, MAGIC_BUCKET, epoch);
     p
 }
 
