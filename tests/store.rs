@@ -259,6 +259,26 @@ fn create_then_reopen() {
 }
 
 #[test]
+fn vectored_writes_land_in_order_on_both_handles() {
+    let dir = TestDir::new("vectored");
+    let mut w = create(&dir.file("v.h5"));
+    w.grow(Ds::Pages, 1).unwrap();
+    let at = w.chunks(Ds::Pages)[0];
+    let (a, b, c) = (pattern(1, PAGE), pattern(2, 100), pattern(3, PAGE + 7));
+    w.write_vectored_at(at, &[&a, &[], &b, &c]).unwrap();
+    let raw = w.raw_io().unwrap();
+    raw.write_vectored_at(at + 3 * PAGE as u64, &[&c, &a])
+        .unwrap();
+    let want: Vec<u8> = [&a[..], &b, &c, &[0; PAGE - 107], &c, &a].concat();
+    assert_eq!(read_vec(&w, at, want.len()), want);
+    // More buffers than one pwritev takes.
+    let small: Vec<Vec<u8>> = (0..2500).map(|i| pattern(i, 8)).collect();
+    let refs: Vec<&[u8]> = small.iter().map(|v| &v[..]).collect();
+    raw.write_vectored_at(at, &refs).unwrap();
+    assert_eq!(read_vec(&w, at, 8 * 2500), small.concat());
+}
+
+#[test]
 fn missing_file_without_initial_root_is_not_found() {
     let dir = TestDir::new("missing");
     let path = dir.file("nope.h5");

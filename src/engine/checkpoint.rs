@@ -159,7 +159,7 @@ impl Checkpoint<'_> {
         &mut self,
         mem: &OpLog,
         runs: &[Bucket],
-        old: mpsc::Receiver<Vec<Result<Option<Box<Page>>>>>,
+        old: mpsc::Receiver<Vec<Result<Old>>>,
     ) -> Result<()> {
         let mut items = mem.deltas().peekable();
         let mut run: Vec<(u64, Key, Delta)> = Vec::new();
@@ -172,7 +172,7 @@ impl Checkpoint<'_> {
                     .map_err(|_| stopped(path, "page reader"))?
                     .into_iter();
             }
-            let page = decoded
+            let page: Old = decoded
                 .next()
                 .ok_or_else(|| stopped(self.file.path(), "page reader"))??;
             run.clear();
@@ -184,9 +184,8 @@ impl Checkpoint<'_> {
                 self.buckets -= 1;
             }
             let mut fresh = Vec::new();
-            let spans = self.merge(page.as_deref(), b.off, &run, &mut fresh)?;
-            let old = page.as_deref().map_or(&[][..], |p| &p[..]);
-            self.split(&spans, &[old, &fresh], b.pfx, b.depth)?;
+            let spans = self.merge(&page, b.off, &run, &mut fresh)?;
+            self.split(&spans, &[page.bytes(), &fresh], b.pfx, b.depth)?;
         }
         Ok(())
     }
@@ -196,18 +195,14 @@ impl Checkpoint<'_> {
     /// entries the items changed or added).
     fn merge(
         &mut self,
-        old: Option<&Page>,
+        old: &Old,
         off: u64,
         items: &[(u64, Key, Delta)],
         fresh: &mut Vec<u8>,
     ) -> Result<Vec<Span>> {
-        let mut kept = Vec::new();
-        if let Some(p) = old {
-            bucket::spans(p, 0, off, &mut kept)?;
-        }
-        let page: &[&[u8]] = &[old.map_or(&[][..], |p| &p[..])];
-        let mut out = Vec::with_capacity(kept.len() + items.len());
-        let mut kept = kept.into_iter().peekable();
+        let page: &[&[u8]] = &[old.bytes()];
+        let mut out = Vec::with_capacity(old.spans.len() + items.len());
+        let mut kept = old.spans.iter().copied().peekable();
         let mut vals = Values {
             file: self.file,
             alloc: &mut self.st.extents,
@@ -530,7 +525,7 @@ fn read_ahead(
     io: &RawIo,
     runs: &[Bucket],
     max_epoch: u64,
-    out: mpsc::SyncSender<Vec<Result<Option<Box<Page>>>>>,
+    out: mpsc::SyncSender<Vec<Result<Old>>>,
 ) -> Result<()> {
     // The next part's pages are requested before this part's are read: a table larger than
     // the page cache is then read with many requests in flight, not one at a time.
@@ -545,7 +540,7 @@ fn read_ahead(
         let mut pages = Vec::with_capacity(part.len());
         let mut failed = false;
         for b in part {
-            let page = read_page(io, max_epoch, *b);
+            let page = read_old(io, max_epoch, *b);
             failed = page.is_err();
             pages.push(page);
             if failed {
@@ -596,6 +591,28 @@ type Built = Vec<(u64, Box<Page>)>;
 /// which `rebuild` reports in preference to this one.
 fn send(tx: &mpsc::SyncSender<Built>, built: Built, path: &Path) -> Result<()> {
     tx.send(built).map_err(|_| stopped(path, "page writer"))
+}
+
+/// A bucket's old page as the read thread hands it over: the page and its entries as spans
+/// (source 0), checked. An empty bucket has neither.
+struct Old {
+    page: Option<Box<Page>>,
+    spans: Vec<Span>,
+}
+
+impl Old {
+    fn bytes(&self) -> &[u8] {
+        self.page.as_deref().map_or(&[], |p| &p[..])
+    }
+}
+
+fn read_old(src: &impl Source, max_epoch: u64, b: Bucket) -> Result<Old> {
+    let page = read_page(src, max_epoch, b)?;
+    let mut spans = Vec::new();
+    if let Some(p) = &page {
+        bucket::spans(p, 0, b.off, &mut spans)?;
+    }
+    Ok(Old { page, spans })
 }
 
 /// A bucket's page (none for an empty bucket), checked against where the directory puts it.

@@ -27,22 +27,22 @@ impl PageBatch {
 
     pub fn write(&mut self, file: &impl Positional) -> Result<()> {
         self.pages.sort_unstable_by_key(|(off, _)| *off);
-        let mut run: Vec<u8> = Vec::new();
-        let mut run_start = 0;
-        for (off, page) in self.pages.drain(..) {
-            if !run.is_empty() && run_start + run.len() as u64 != off {
-                file.write_at(run_start, &run)?;
+        let mut at = 0;
+        while at < self.pages.len() {
+            let start = self.pages[at].0;
+            let mut end = at + 1;
+            while end < self.pages.len() && self.pages[end].0 == start + ((end - at) * PAGE) as u64
+            {
+                end += 1;
+            }
+            if at > 0 {
                 super::failpoint::hit("checkpoint.pages_partial");
-                run.clear();
             }
-            if run.is_empty() {
-                run_start = off;
-            }
-            run.extend_from_slice(&page[..]);
+            let run: Vec<&[u8]> = self.pages[at..end].iter().map(|(_, p)| &p[..]).collect();
+            file.write_vectored_at(start, &run)?;
+            at = end;
         }
-        if !run.is_empty() {
-            file.write_at(run_start, &run)?;
-        }
+        self.pages.clear();
         Ok(())
     }
 }

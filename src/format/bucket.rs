@@ -444,6 +444,52 @@ mod tests {
     }
 
     #[test]
+    fn pages_built_from_spans_of_two_sources_match_encode() {
+        let mut es: Vec<Entry> = (1..40).map(|i| entry(i, 1 + i as usize % 3)).collect();
+        es.sort_by_key(|e| e.hash);
+        let pick = |r: usize| -> Vec<Entry> { es.iter().skip(r).step_by(2).cloned().collect() };
+        let old = encode(&pick(0), 0, 0, 3);
+        let mut spans_old = Vec::new();
+        spans(&old, 0, 0, &mut spans_old).unwrap();
+        let mut fresh = Vec::new();
+        let mut all: Vec<Span> = pick(1)
+            .iter()
+            .map(|e| put_fresh(&mut fresh, 1, e))
+            .chain(spans_old)
+            .collect();
+        all.sort_by_key(|s| s.hash);
+        let srcs: [&[u8]; 2] = [&old[..], &fresh];
+        assert_eq!(
+            spans_bytes(&all),
+            HEADER + es.iter().map(Entry::size).sum::<usize>()
+        );
+        for (s, e) in all.iter().zip(&es) {
+            assert_eq!(span_entry(s, &srcs, 0).unwrap(), (e.key, e.set.clone()));
+        }
+        let mut built = build(&all, &srcs, 0, 0);
+        seal(&mut built, MAGIC_BUCKET, 3);
+        assert_eq!(built[..], encode(&es, 0, 0, 3)[..]);
+    }
+
+    #[test]
+    fn spans_refuse_a_bad_count_byte_and_a_wrong_tag() {
+        let es = vec![entry(1, 2)];
+        let p = encode(&es, 0, 0, 1);
+        let at = get_u16(&p[..], HEADER + 2) as usize;
+        let mut bad_count = p.clone();
+        bad_count[at + 16] = 9;
+        let mut bad_tag = p.clone();
+        bad_tag[HEADER] ^= 1;
+        for (p, why) in [
+            (bad_count, "bad value count byte"),
+            (bad_tag, "tag does not match"),
+        ] {
+            let err = spans(&p, 0, 0, &mut Vec::new()).unwrap_err().to_string();
+            assert!(err.contains(why), "{err}");
+        }
+    }
+
+    #[test]
     fn flipped_bit_fails_the_check() {
         let es = vec![entry(1, 1)];
         let mut p = encode(&es, 0, 0, 1);

@@ -383,6 +383,10 @@ macro_rules! positional {
                 write_at(&self.fd, &self.path, off, data)
             }
 
+            fn write_vectored_at(&self, off: u64, bufs: &[&[u8]]) -> Result<()> {
+                write_vectored_at(&self.fd, &self.path, off, bufs)
+            }
+
             fn read_at(&self, off: u64, buf: &mut [u8]) -> Result<()> {
                 read_at(&self.fd, &self.path, off, buf)
             }
@@ -424,6 +428,50 @@ impl RawIo {
 fn write_at(fd: &File, path: &Path, off: u64, data: &[u8]) -> Result<()> {
     fd.write_all_at(data, off)
         .map_err(|e| Error::io("pwrite", path, e))
+}
+
+/// Buffers one `pwritev` takes (Linux's `IOV_MAX`).
+const IOV_MAX: usize = 1024;
+
+fn write_vectored_at(fd: &File, path: &Path, mut off: u64, bufs: &[&[u8]]) -> Result<()> {
+    let mut left: Vec<&[u8]> = bufs.iter().copied().filter(|b| !b.is_empty()).collect();
+    let mut first = 0;
+    while first < left.len() {
+        let iov: Vec<libc::iovec> = left[first..]
+            .iter()
+            .take(IOV_MAX)
+            .map(|b| libc::iovec {
+                iov_base: b.as_ptr() as *mut libc::c_void,
+                iov_len: b.len(),
+            })
+            .collect();
+        // SAFETY: each iovec points at a slice of `left`, alive for the call, with its length;
+        // pwritev only reads through them, and `fd` is an open descriptor we own.
+        let n =
+            unsafe { libc::pwritev(fd.as_raw_fd(), iov.as_ptr(), iov.len() as i32, off as i64) };
+        if n <= 0 {
+            let e = match n {
+                0 => io::Error::from(io::ErrorKind::WriteZero),
+                _ => io::Error::last_os_error(),
+            };
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(Error::io("pwritev", path, e));
+        }
+        let mut n = n as usize;
+        off += n as u64;
+        while n > 0 {
+            let len = left[first].len();
+            if n < len {
+                left[first] = &left[first][n..];
+                break;
+            }
+            n -= len;
+            first += 1;
+        }
+    }
+    Ok(())
 }
 
 fn read_at(fd: &File, path: &Path, off: u64, buf: &mut [u8]) -> Result<()> {

@@ -21,6 +21,10 @@ pub trait Positional {
     /// Writes all of `data` at file offset `off`.
     fn write_at(&self, off: u64, data: &[u8]) -> crate::error::Result<()>;
 
+    /// Writes all of `bufs`, one after another, at file offset `off`, without first copying
+    /// them into one buffer.
+    fn write_vectored_at(&self, off: u64, bufs: &[&[u8]]) -> crate::error::Result<()>;
+
     /// Reads exactly `buf.len()` bytes at `off`; a range past the end of the file is `Corrupt`.
     fn read_at(&self, off: u64, buf: &mut [u8]) -> crate::error::Result<()>;
 
