@@ -6,7 +6,7 @@ use super::array::{self, Shape};
 use super::failpoint;
 use super::memtable::Delta;
 use super::oplog::OpLog;
-use super::pages::PageBatch;
+use super::pages::{PageBatch, PagePool};
 use super::source::{settled, Source};
 use super::state::State;
 use super::valueset::Values;
@@ -21,7 +21,7 @@ use crate::store::{Ds, Positional, RawIo, WriterFile};
 use crate::Key;
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc};
 
 /// Directory offset of a bucket rebuilt by the running checkpoint and not yet written.
 const PENDING: u64 = 1;
@@ -50,6 +50,8 @@ pub struct Checkpoint<'a> {
     /// Where rebuilt buckets go while `rebuild` runs: gathered here, then sent on to its
     /// page-writing thread.
     sink: Option<(Built, mpsc::SyncSender<Built>)>,
+    /// Page buffers shared with the helper threads.
+    pool: Arc<PagePool>,
     keys: i64,
     values: i64,
     buckets: i64,
@@ -76,6 +78,7 @@ pub fn run(
         written: HashSet::new(),
         dir_resized: false,
         sink: None,
+        pool: Arc::default(),
         keys: 0,
         values: 0,
         buckets: 0,
@@ -134,12 +137,13 @@ impl Checkpoint<'_> {
             let (old_tx, old_rx) = mpsc::sync_channel(AHEAD);
             let (new_tx, new_rx) = mpsc::sync_channel(AHEAD);
             let (rio, wio, runs_ref) = (&rio, &wio, &runs);
+            let (rpool, wpool) = (self.pool.clone(), self.pool.clone());
             let path = self.file.path();
             let reader = helper(s, "hashdir-ckpt-rd", path, move || {
-                read_ahead(rio, runs_ref, max, old_tx)
+                read_ahead(rio, runs_ref, max, &rpool, old_tx)
             })?;
             let writer = helper(s, "hashdir-ckpt-wr", path, move || {
-                write_behind(wio, epoch, new_rx)
+                write_behind(wio, epoch, &wpool, new_rx)
             })?;
             self.sink = Some((Vec::with_capacity(HANDOFF), new_tx));
             let mut merged = self.merge_runs(mem, &runs, old_rx);
@@ -186,6 +190,9 @@ impl Checkpoint<'_> {
             let mut fresh = Vec::new();
             let spans = self.merge(&page, b.off, &run, &mut fresh)?;
             self.split(&spans, &[page.bytes(), &fresh], b.pfx, b.depth)?;
+            if let Some(p) = page.page {
+                self.pool.give(p);
+            }
         }
         Ok(())
     }
@@ -240,7 +247,8 @@ impl Checkpoint<'_> {
     fn split(&mut self, spans: &[Span], srcs: &[&[u8]], pfx: u64, depth: u32) -> Result<()> {
         let bytes = bucket::spans_bytes(spans);
         if bytes <= PAGE {
-            let page = bucket::build(spans, srcs, depth, pfx);
+            let mut page = self.pool.take();
+            bucket::build_into(&mut page, spans, srcs, depth, pfx);
             return self.place(pfx, depth, page, bytes);
         }
         if depth >= MAX_DEPTH {
@@ -345,7 +353,10 @@ impl Checkpoint<'_> {
             }
             let buddy = match boff {
                 PENDING => self.pending.remove(&(bpfx, d)),
-                _ => read_page(&*self.file, self.st.root.epoch, Bucket::at(boff, d, bpfx))?,
+                _ => {
+                    let b = Bucket::at(boff, d, bpfx);
+                    read_page(&*self.file, self.st.root.epoch, b, &self.pool)?
+                }
             };
             let mine = self.pending.remove(&(pfx, d)).expect("checked above");
             let ((lo, lo_off), (hi, hi_off)) = match pfx < bpfx {
@@ -376,7 +387,10 @@ impl Checkpoint<'_> {
                 lo.map_or(&[][..], |p| &p[..]),
                 hi.map_or(&[][..], |p| &p[..]),
             ];
-            let page = bucket::build(&spans, &srcs, d - 1, parent);
+            let mut page = self.pool.take();
+            bucket::build_into(&mut page, &spans, &srcs, d - 1, parent);
+            self.pool.give(mine);
+            buddy.into_iter().for_each(|b| self.pool.give(b));
             if bytes <= MERGE_BELOW {
                 work.push((parent, d - 1));
             }
@@ -525,6 +539,7 @@ fn read_ahead(
     io: &RawIo,
     runs: &[Bucket],
     max_epoch: u64,
+    pool: &PagePool,
     out: mpsc::SyncSender<Vec<Result<Old>>>,
 ) -> Result<()> {
     // The next part's pages are requested before this part's are read: a table larger than
@@ -540,7 +555,7 @@ fn read_ahead(
         let mut pages = Vec::with_capacity(part.len());
         let mut failed = false;
         for b in part {
-            let page = read_old(io, max_epoch, *b);
+            let page = read_old(io, max_epoch, *b, pool);
             failed = page.is_err();
             pages.push(page);
             if failed {
@@ -572,16 +587,21 @@ fn prefetch(io: &RawIo, buckets: &[Bucket]) -> Result<()> {
 }
 
 /// Seals and writes the rebuilt buckets' pages it is sent until the sender is dropped.
-fn write_behind(io: &RawIo, epoch: u64, built: mpsc::Receiver<Built>) -> Result<()> {
+fn write_behind(
+    io: &RawIo,
+    epoch: u64,
+    pool: &PagePool,
+    built: mpsc::Receiver<Built>,
+) -> Result<()> {
     let mut batch = PageBatch::default();
     for (off, mut page) in built.into_iter().flatten() {
         seal(&mut page, MAGIC_BUCKET, epoch);
         batch.push(off, page);
         if batch.is_full() {
-            batch.write(io)?;
+            batch.write_then(io, |p| pool.give(p))?;
         }
     }
-    batch.write(io)
+    batch.write_then(io, |p| pool.give(p))
 }
 
 /// Rebuilt buckets' unsealed pages, by file offset, on their way to the page writer.
@@ -606,8 +626,8 @@ impl Old {
     }
 }
 
-fn read_old(src: &impl Source, max_epoch: u64, b: Bucket) -> Result<Old> {
-    let page = read_page(src, max_epoch, b)?;
+fn read_old(src: &impl Source, max_epoch: u64, b: Bucket, pool: &PagePool) -> Result<Old> {
+    let page = read_page(src, max_epoch, b, pool)?;
     let mut spans = Vec::new();
     if let Some(p) = &page {
         bucket::spans(p, 0, b.off, &mut spans)?;
@@ -616,11 +636,17 @@ fn read_old(src: &impl Source, max_epoch: u64, b: Bucket) -> Result<Old> {
 }
 
 /// A bucket's page (none for an empty bucket), checked against where the directory puts it.
-fn read_page(src: &impl Source, max_epoch: u64, b: Bucket) -> Result<Option<Box<Page>>> {
+fn read_page(
+    src: &impl Source,
+    max_epoch: u64,
+    b: Bucket,
+    pool: &PagePool,
+) -> Result<Option<Box<Page>>> {
     if b.off == 0 {
         return Ok(None);
     }
-    let p = settled(src.page(b.off, MAGIC_BUCKET, max_epoch, "bucket page"))?;
+    let mut p = pool.take();
+    settled(src.page_into(b.off, MAGIC_BUCKET, max_epoch, "bucket page", &mut p))?;
     let (d, _, p_pfx) = bucket::header(&p);
     if d != b.depth || p_pfx != b.pfx {
         return Err(Error::corrupt(

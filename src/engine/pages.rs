@@ -26,6 +26,15 @@ impl PageBatch {
     }
 
     pub fn write(&mut self, file: &impl Positional) -> Result<()> {
+        self.write_then(file, drop)
+    }
+
+    /// Writes the pages out, then hands each buffer to `done`.
+    pub fn write_then(
+        &mut self,
+        file: &impl Positional,
+        done: impl FnMut(Box<Page>),
+    ) -> Result<()> {
         self.pages.sort_unstable_by_key(|(off, _)| *off);
         let mut at = 0;
         while at < self.pages.len() {
@@ -42,8 +51,32 @@ impl PageBatch {
             file.write_vectored_at(start, &run)?;
             at = end;
         }
-        self.pages.clear();
+        self.pages.drain(..).map(|(_, p)| p).for_each(done);
         Ok(())
+    }
+}
+
+/// Buffers a pool keeps at most (16 MiB): what the checkpoint's queues and one batch hold.
+const POOL_MAX: usize = 4096;
+
+/// Page buffers passed round a checkpoint's threads and reused, which spares each page read or
+/// built an allocation and a 4 KiB clear. A buffer taken holds whatever it last held.
+#[derive(Default)]
+pub struct PagePool {
+    free: parking_lot::Mutex<Vec<Box<Page>>>,
+}
+
+impl PagePool {
+    pub fn take(&self) -> Box<Page> {
+        let reused = self.free.lock().pop();
+        reused.unwrap_or_else(|| Box::new([0; PAGE]))
+    }
+
+    pub fn give(&self, page: Box<Page>) {
+        let mut free = self.free.lock();
+        if free.len() < POOL_MAX {
+            free.push(page);
+        }
     }
 }
 

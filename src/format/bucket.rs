@@ -206,16 +206,23 @@ pub fn put_fresh(fresh: &mut Vec<u8>, src: u8, e: &Entry) -> Span {
     }
 }
 
-/// An unsealed bucket page holding `spans` (sorted by hash, all under `prefix`/`depth`), their
-/// bytes copied from `srcs`; neighbours that are neighbours in their source too are copied in
-/// one piece.
+/// An unsealed bucket page holding `spans`, as [`build_into`] makes it.
 pub fn build(spans: &[Span], srcs: &[&[u8]], depth: u32, prefix: u64) -> Box<Page> {
+    let mut p = Box::new([0u8; PAGE]);
+    build_into(&mut p, spans, srcs, depth, prefix);
+    p
+}
+
+/// Makes `p` (whatever it held) an unsealed bucket page holding `spans` (sorted by hash, all
+/// under `prefix`/`depth`), their bytes copied from `srcs`; neighbours that are neighbours in
+/// their source too are copied in one piece.
+pub fn build_into(p: &mut Page, spans: &[Span], srcs: &[&[u8]], depth: u32, prefix: u64) {
     assert!(
         spans_bytes(spans) <= PAGE,
         "bucket overflow passed to build"
     );
-    let mut p = Box::new([0u8; PAGE]);
     let n = spans.len();
+    p[..HEADER].fill(0);
     p[16] = depth as u8;
     put_u16(&mut p[..], 18, n as u16);
     put_u64(&mut p[..], 24, prefix);
@@ -245,7 +252,7 @@ pub fn build(spans: &[Span], srcs: &[&[u8]], depth: u32, prefix: u64) -> Box<Pag
         at += bytes.len();
         i = j;
     }
-    p
+    p[at..].fill(0);
 }
 
 fn put_entry(p: &mut [u8], mut at: usize, e: &Entry) -> usize {
