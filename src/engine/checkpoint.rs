@@ -32,6 +32,9 @@ const HANDOFF: usize = 64;
 /// … and messages each queue holds: how far the page reader may run ahead of the merge, and
 /// how far the page writer may lag behind it.
 const AHEAD: usize = 8;
+/// Parts of `HANDOFF` buckets whose pages the read thread has asked the kernel for ahead of
+/// reading them (1024 pages, 4 MiB): enough requests in flight to keep the device busy.
+const PREFETCH_PARTS: usize = 16;
 /// A bucket this small (bytes) looks for its buddy to merge with …
 const MERGE_BELOW: usize = PAGE / 4;
 /// … and merges when both together need at most this.
@@ -542,19 +545,19 @@ fn read_ahead(
     pool: &PagePool,
     out: mpsc::SyncSender<Vec<Result<Old>>>,
 ) -> Result<()> {
-    // The next part's pages are requested before this part's are read: a table larger than
+    // Pages are requested `PREFETCH_PARTS` parts before they are read: a table larger than
     // the page cache is then read with many requests in flight, not one at a time.
-    let mut parts = runs.chunks(HANDOFF).peekable();
-    if let Some(first) = parts.peek() {
-        prefetch(io, first)?;
+    let parts: Vec<&[Bucket]> = runs.chunks(HANDOFF).collect();
+    for p in parts.iter().take(PREFETCH_PARTS) {
+        prefetch(io, p)?;
     }
-    while let Some(part) = parts.next() {
-        if let Some(next) = parts.peek() {
+    for (i, part) in parts.iter().enumerate() {
+        if let Some(next) = parts.get(i + PREFETCH_PARTS) {
             prefetch(io, next)?;
         }
         let mut pages = Vec::with_capacity(part.len());
         let mut failed = false;
-        for b in part {
+        for b in *part {
             let page = read_old(io, max_epoch, *b, pool);
             failed = page.is_err();
             pages.push(page);
