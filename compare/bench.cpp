@@ -4,7 +4,7 @@
 //
 //   bench [--keys N] [--values-per-key V] [--batch B] [--lookups L] [--seed S]
 //         [--engines hashdir,lmdb,lmdb-nosync,rocksdb,tkrzw] [--dir DIR] [--keep]
-//         [--rocksdb-bloom-bits BITS]
+//         [--rocksdb-bloom-bits BITS] [--warm-gib G]
 //
 // N, B and L accept the suffixes k and M (e.g. --keys 10M). N is the number of distinct keys;
 // each has V values, so a run holds N * V pairs (the convention of benches/hashdir.rs).
@@ -22,6 +22,7 @@
 #include <tkrzw_dbm_hash.h>
 #include <tkrzw_lib_common.h>
 
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/utsname.h>
 #include <unistd.h>
@@ -449,6 +450,7 @@ struct Args {
   std::string dir;  // parent of the run directory; default /tmp
   bool keep = false;
   int rocksdb_bloom_bits = 10;
+  uint64_t warm_gib = 0;
 };
 
 const char* const FIGURES[] = {"insert_pairs_per_s", "lookup_avg_us", "lookup_p50_us",
@@ -582,12 +584,13 @@ Result run_engine(const std::string& name, const Args& a, const Workload& w,
                "[--seed S]\n"
                "             [--engines hashdir,lmdb,lmdb-nosync,rocksdb,tkrzw] [--dir DIR] "
                "[--keep]\n"
-               "             [--rocksdb-bloom-bits BITS]\n"
+               "             [--rocksdb-bloom-bits BITS] [--warm-gib G]\n"
                "  N (distinct keys, default 10M), B (pairs per batch, default 100k) and L\n"
                "  (lookups, default 1M) accept the suffixes k and M. Each key has V values\n"
                "  (default 1): N*V pairs. Stores go to a fresh directory under DIR (default\n"
                "  /tmp), removed at the end unless --keep. BITS: RocksDB bloom filter bits per\n"
-               "  key (default 10, 0 = none).\n");
+               "  key (default 10, 0 = none). G: GiB of fresh memory touched and released\n"
+               "  before each engine runs (default 0; see compare/README.md).\n");
   std::exit(code);
 }
 
@@ -604,6 +607,20 @@ uint64_t parse_count(const char* opt, const char* s) {
   double v = x * mult;
   if (!(v >= 0) || v > 1e15 || v != std::floor(v)) die("%s: not a whole count: '%s'", opt, s);
   return static_cast<uint64_t>(v);
+}
+
+// Touches `gib` GiB of fresh anonymous memory, then releases it. A VM that hands free guest
+// memory back to its host (virtio-balloon free page reporting) makes the first process that
+// uses much memory after a quiet spell pay for the host faulting it back in; warming before
+// each engine gives every engine the same start.
+void warm_memory(uint64_t gib) {
+  if (gib == 0) return;
+  if (gib > (1u << 20)) die("--warm-gib: %" PRIu64 " is too large", gib);
+  size_t len = static_cast<size_t>(gib) << 30;
+  void* p = mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (p == MAP_FAILED) die("--warm-gib: mmap of %" PRIu64 " GiB: %s", gib, std::strerror(errno));
+  for (size_t i = 0; i < len; i += 4096) static_cast<volatile char*>(p)[i] = 1;
+  munmap(p, len);
 }
 
 Args parse_args(int argc, char** argv) {
@@ -624,6 +641,7 @@ Args parse_args(int argc, char** argv) {
     else if (o == "--keep") a.keep = true;
     else if (o == "--rocksdb-bloom-bits")
       a.rocksdb_bloom_bits = static_cast<int>(parse_count(o.c_str(), val()));
+    else if (o == "--warm-gib") a.warm_gib = parse_count(o.c_str(), val());
     else if (o == "--engines") {
       a.engines.clear();
       std::string s = val();
@@ -777,6 +795,7 @@ int main(int argc, char** argv) {
   for (const auto& name : a.engines) {
     std::string dir = g_run_dir + "/" + name;
     if (!fs::create_directory(dir, ec) || ec) die("mkdir %s: %s", dir.c_str(), ec.message().c_str());
+    warm_memory(a.warm_gib);
     Result r = run_engine(name, a, w, dir);
     for (size_t f = 0; f < NFIG; f++)
       std::printf("compare engine=%s figure=%s value=%s keys=%" PRIu64 " values_per_key=%" PRIu64
