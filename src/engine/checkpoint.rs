@@ -6,7 +6,7 @@ use super::array::{self, Shape};
 use super::failpoint;
 use super::memtable::Delta;
 use super::oplog::OpLog;
-use super::pages::{PageBatch, PagePool};
+use super::pages::{adjacent, PageBatch, PagePool};
 use super::source::{settled, Source};
 use super::state::State;
 use super::valueset::Values;
@@ -179,7 +179,7 @@ impl Checkpoint<'_> {
                     .map_err(|_| stopped(path, "page reader"))?
                     .into_iter();
             }
-            let page: Old = decoded
+            let prev: Old = decoded
                 .next()
                 .ok_or_else(|| stopped(self.file.path(), "page reader"))??;
             run.clear();
@@ -191,9 +191,9 @@ impl Checkpoint<'_> {
                 self.buckets -= 1;
             }
             let mut fresh = Vec::new();
-            let spans = self.merge(&page, b.off, &run, &mut fresh)?;
-            self.split(&spans, &[page.bytes(), &fresh], b.pfx, b.depth)?;
-            if let Some(p) = page.page {
+            let spans = self.merge(&prev, b.off, &run, &mut fresh)?;
+            self.split(&spans, &[prev.bytes(), &fresh], b.pfx, b.depth)?;
+            if let Some(p) = prev.page {
                 self.pool.give(p);
             }
         }
@@ -375,8 +375,12 @@ impl Checkpoint<'_> {
             let bytes = bucket::spans_bytes(&spans);
             if bytes > MERGE_UPTO {
                 self.pending.insert((pfx, d), mine);
-                if let (PENDING, Some(b)) = (boff, buddy) {
-                    self.pending.insert((bpfx, d), b);
+                match (boff, buddy) {
+                    (PENDING, Some(b)) => {
+                        self.pending.insert((bpfx, d), b);
+                    }
+                    (_, Some(b)) => self.pool.give(b),
+                    _ => {}
                 }
                 continue;
             }
@@ -576,15 +580,8 @@ fn read_ahead(
 fn prefetch(io: &RawIo, buckets: &[Bucket]) -> Result<()> {
     let mut offs: Vec<u64> = buckets.iter().map(|b| b.off).filter(|o| *o != 0).collect();
     offs.sort_unstable();
-    let page = PAGE as u64;
-    let mut at = 0;
-    while at < offs.len() {
-        let mut end = at + 1;
-        while end < offs.len() && offs[end] == offs[end - 1] + page {
-            end += 1;
-        }
-        io.will_need(offs[at], (end - at) as u64 * page)?;
-        at = end;
+    for run in adjacent(&offs, |o| *o) {
+        io.will_need(offs[run.start], (run.len() * PAGE) as u64)?;
     }
     Ok(())
 }

@@ -36,24 +36,29 @@ impl PageBatch {
         done: impl FnMut(Box<Page>),
     ) -> Result<()> {
         self.pages.sort_unstable_by_key(|(off, _)| *off);
-        let mut at = 0;
-        while at < self.pages.len() {
-            let start = self.pages[at].0;
-            let mut end = at + 1;
-            while end < self.pages.len() && self.pages[end].0 == start + ((end - at) * PAGE) as u64
-            {
-                end += 1;
-            }
-            if at > 0 {
+        for run in adjacent(&self.pages, |(off, _)| *off) {
+            if run.start > 0 {
                 super::failpoint::hit("checkpoint.pages_partial");
             }
-            let run: Vec<&[u8]> = self.pages[at..end].iter().map(|(_, p)| &p[..]).collect();
-            file.write_vectored_at(start, &run)?;
-            at = end;
+            let start = self.pages[run.start].0;
+            let bufs: Vec<&[u8]> = self.pages[run].iter().map(|(_, p)| &p[..]).collect();
+            file.write_vectored_at(start, &bufs)?;
         }
         self.pages.drain(..).map(|(_, p)| p).for_each(done);
         Ok(())
     }
+}
+
+/// The index ranges of `items` (sorted by `off`) whose pages lie back to back in the file.
+pub fn adjacent<T>(items: &[T], off: impl Fn(&T) -> u64) -> Vec<std::ops::Range<usize>> {
+    let mut runs: Vec<std::ops::Range<usize>> = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        match runs.last_mut() {
+            Some(r) if off(&items[r.end - 1]) + PAGE as u64 == off(item) => r.end = i + 1,
+            _ => runs.push(i..i + 1),
+        }
+    }
+    runs
 }
 
 /// Buffers a pool keeps at most (16 MiB): what the checkpoint's queues and one batch hold.
@@ -200,5 +205,18 @@ impl PageAlloc {
     /// Sorts the free list so pops hand out ascending offsets and page writes coalesce.
     pub fn order(&mut self) {
         self.free.sort_unstable_by(|a, b| b.cmp(a));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn adjacent_pages_form_runs() {
+        let p = PAGE as u64;
+        let offs = [p, 2 * p, 3 * p, 7 * p, 9 * p, 10 * p];
+        assert_eq!(adjacent(&offs, |o| *o), vec![0..3, 3..4, 4..6]);
+        assert!(adjacent(&[] as &[u64], |o| *o).is_empty());
     }
 }
