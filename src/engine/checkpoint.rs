@@ -16,7 +16,7 @@ use crate::format::bucket::{self, Entry, Span};
 use crate::format::hash::{dir_index, prefix};
 use crate::format::layout::{BLOB_CHUNK, PAGE, ROOT_SLOT};
 use crate::format::page::{seal, Page, MAGIC_BUCKET};
-use crate::format::root::{dir_entry, entry_depth, entry_offset, Root};
+use crate::format::root::{dir_entry, entry_depth, entry_offset, Root, LOG_MOVES};
 use crate::store::{Ds, Positional, RawIo, WriterFile};
 use crate::Key;
 use std::collections::{HashMap, HashSet};
@@ -91,8 +91,8 @@ pub fn run(
     cp.merge_small()?;
     cp.write_buckets()?;
     cp.halve();
-    let wal_grew = cp.ensure_wal(wal_bytes)?;
-    let root = cp.write_metadata(wal, wal_grew)?;
+    cp.next_wal(wal_bytes)?;
+    let root = cp.write_metadata(wal)?;
     failpoint::hit("checkpoint.metadata_built");
     cp.publish(root, sync)?;
     *wal = Cursor {
@@ -418,19 +418,22 @@ impl Checkpoint<'_> {
         Ok(())
     }
 
-    /// Grows the WAL to hold `bytes`; true when its chunk list changed.
-    fn ensure_wal(&mut self, bytes: u64) -> Result<bool> {
-        let want = bytes.div_ceil(BLOB_CHUNK).max(1);
-        if (self.st.wal_chunks.len() as u64) >= want {
-            return Ok(false);
+    /// Moves the log to `bytes` worth of chunks that the current log does not use: readers of
+    /// the current root keep reading its log after this checkpoint publishes.
+    fn next_wal(&mut self, bytes: u64) -> Result<()> {
+        let want = bytes.div_ceil(BLOB_CHUNK).max(1) as usize;
+        let mut next = self.st.wal_spare.take(want);
+        if next.len() < want {
+            let have = self.file.chunks(Ds::Wal).len();
+            self.file.grow(Ds::Wal, (have + want - next.len()) as u64)?;
+            next.extend_from_slice(&self.file.chunks(Ds::Wal)[have..]);
         }
-        self.file.grow(Ds::Wal, want)?;
-        self.st.wal_chunks = self.file.chunks(Ds::Wal).to_vec();
-        Ok(true)
+        self.st.wal_spare.retired = std::mem::replace(&mut self.st.wal_chunks, next);
+        Ok(())
     }
 
     /// Writes the directory, WAL map and free lists; returns the root that publishes them.
-    fn write_metadata(&mut self, wal: &Cursor, wal_grew: bool) -> Result<Root> {
+    fn write_metadata(&mut self, wal: &Cursor) -> Result<Root> {
         let epoch = self.epoch;
         let mut freed = Vec::new();
         let dirty = (!self.dir_resized).then_some(&self.st.dir_dirty[..]);
@@ -445,19 +448,17 @@ impl Checkpoint<'_> {
             &mut freed,
         )?;
         let mut root = self.st.root.clone();
-        if wal_grew {
-            let (r, s) = array::store(
-                &self.st.wal_chunks,
-                &self.st.wal_map_shape,
-                None,
-                epoch,
-                &mut || pages.alloc(file),
-                &mut self.batch,
-                &mut freed,
-            )?;
-            root.wal_map = r;
-            self.st.wal_map_shape = s;
-        }
+        let (r, s) = array::store(
+            &self.st.wal_chunks,
+            &self.st.wal_map_shape,
+            None,
+            epoch,
+            &mut || pages.alloc(file),
+            &mut self.batch,
+            &mut freed,
+        )?;
+        root.wal_map = r;
+        self.st.wal_map_shape = s;
         self.st.dir_shape = dir_shape;
         self.st.dir_dirty = vec![false; self.st.dir_shape.leaves.len()];
         // The free lists describe themselves: their old pages are free in the new root, and
@@ -486,6 +487,7 @@ impl Checkpoint<'_> {
         self.st.free_extents_shape = fe_shape;
         self.st.free_pages_shape = fp_shape;
         root.epoch = epoch;
+        root.flags = LOG_MOVES;
         root.dir = dir_ref;
         root.free_pages = fp_ref;
         root.free_extents = fe_ref;
@@ -521,6 +523,7 @@ impl Checkpoint<'_> {
         }
         self.st.pages.publish(root.epoch);
         self.st.extents.publish(root.epoch);
+        self.st.wal_spare.publish(root.epoch);
         self.st.root = root;
         Ok(())
     }

@@ -190,7 +190,7 @@ fn wal_scan(src: &dyn Source, chunks: &[u64], root: &Root) -> u64 {
         pos: 0,
     };
     let mut ops = 0u64;
-    if let Ok(end) = wal::scan(src, chunks, cur, |it| ops += it.count() as u64) {
+    if let Ok(end) = wal::scan(src, chunks, cur, |_, it| ops += it.count() as u64) {
         let _ = wal::torn_tail(src, chunks, end);
     }
     ops
@@ -256,7 +256,7 @@ pub fn image_of(path: &Path) -> Result<Vec<u8>> {
         lsn: root.wal_lsn,
         pos: 0,
     };
-    let end = wal::scan(&*map, &live.wal_chunks, cur, |_| {})?;
+    let end = wal::scan(&*map, &live.wal_chunks, cur, |_, _| {})?;
     if let Some(&first) = live.wal_chunks.first() {
         let mut b = vec![0u8; end.pos.min(BLOB_CHUNK) as usize + WAL_HEADER];
         map.read(first, &mut b)?;

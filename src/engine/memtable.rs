@@ -175,6 +175,15 @@ impl Delta {
         };
     }
 
+    /// Applies one op of this delta's key.
+    pub fn apply(&mut self, op: &Op) {
+        match *op {
+            Op::Insert(_, v) => self.insert(v),
+            Op::DeletePair(_, v) => self.delete_pair(v),
+            Op::DeleteKey(_) => self.delete_key(),
+        }
+    }
+
     /// Applies `later` on top of this delta, as if its ops had been applied here.
     pub fn then(&mut self, later: &Delta) {
         if later.cleared {
@@ -276,8 +285,7 @@ impl Memtable {
                 }
                 MapEntry::Occupied(mut e) => e.get_mut().insert(v),
             },
-            Op::DeletePair(k, v) => self.slot(k).full().delete_pair(v),
-            Op::DeleteKey(k) => self.slot(k).full().delete_key(),
+            Op::DeletePair(k, _) | Op::DeleteKey(k) => self.slot(k).full().apply(op),
         }
     }
 

@@ -13,9 +13,11 @@ pub mod failpoint;
 #[doc(hidden)]
 pub mod fuzz;
 mod gc;
+mod logindex;
 mod memtable;
 mod oplog;
 mod options;
+mod overlay;
 mod pages;
 mod reader;
 mod recovery;

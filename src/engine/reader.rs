@@ -9,8 +9,9 @@
 
 use super::array::{self, Shape};
 use super::extents;
-use super::memtable::{Delta, Memtable};
+use super::memtable::Delta;
 use super::options::{Options, Stats};
+use super::overlay::{Log, Overlay};
 use super::source::{Fault, Res, Source};
 use super::wal::{self, Cursor};
 use crate::error::{Error, Result};
@@ -19,7 +20,7 @@ use crate::format::bucket::{self, Set};
 use crate::format::hash::{dir_index, key_hash, prefix};
 use crate::format::layout::{PAGE, ROOT_SLOT};
 use crate::format::page::MAGIC_BUCKET;
-use crate::format::root::{self, entry_depth, entry_offset, Root};
+use crate::format::root::{self, entry_depth, entry_offset, Root, LOG_MOVES};
 use crate::store::{Mmap, ReadFile, ReaderTable, Slot};
 use crate::{Key, Value};
 use parking_lot::{Mutex, RwLock};
@@ -106,8 +107,8 @@ struct Snap {
     dir: Vec<Arc<Leaf>>,
     wal_chunks: Arc<Vec<u64>>,
     wal: Cursor,
-    /// Deltas from the WAL tail, oldest first; sizes shrink geometrically.
-    overlay: Vec<Arc<Memtable>>,
+    /// Deltas from the WAL tail.
+    overlay: Overlay,
     /// The pin on `root` (shared by every view of it); None when no slot was free.
     hold: Option<Arc<Hold>>,
 }
@@ -329,6 +330,12 @@ impl Reader {
         crate::store::drop_cache(self.file.path())
     }
 
+    /// Whether the current snapshot reads its log tail in place (else it holds a copy).
+    #[doc(hidden)]
+    pub fn reads_log_in_place(&self) -> bool {
+        self.snapshot().overlay.indexed()
+    }
+
     pub fn stats(&self) -> Result<Stats> {
         let s = self.snapshot();
         Ok(Stats::of(&s.root, s.map.len() as u64, s.wal.pos))
@@ -369,6 +376,10 @@ fn load(file: &ReadFile, cur: Option<&Snap>, table: Option<&Arc<ReaderTable>>) -
     let dir = dir_leaves(&map, &root, &shape, cur)?;
     let (chunks, _) = array::load(&*map, root.wal_map, root.epoch)?;
     let hold = slot.map(|s| Arc::new(Hold::new(s, root.epoch, map.len())));
+    // The log can be read in place only while it stays there: under a pin, from a writer that
+    // moves the log, at positions a u32 can hold.
+    let in_place =
+        hold.is_some() && root.flags & LOG_MOVES != 0 && wal::capacity(&chunks) <= u32::MAX as u64;
     let base = Snap {
         map: map.clone(),
         wal: Cursor {
@@ -379,7 +390,7 @@ fn load(file: &ReadFile, cur: Option<&Snap>, table: Option<&Arc<ReaderTable>>) -
         root,
         dir,
         wal_chunks: Arc::new(chunks),
-        overlay: Vec::new(),
+        overlay: Overlay::new(in_place),
         hold,
     };
     Ok(tail(&base, map)?)
@@ -426,17 +437,13 @@ fn dir_leaves(map: &Mmap, root: &Root, shape: &Shape, cur: Option<&Snap>) -> Res
 
 /// `snap` with the WAL frames written after its cursor applied.
 fn tail(snap: &Snap, map: Arc<Mmap>) -> Result<Snap> {
-    let mut layer = Memtable::default();
-    let end = wal::scan(&*map, &snap.wal_chunks, snap.wal, |ops| {
-        ops.for_each(|op| layer.apply(&op))
-    })?;
-    let mut overlay = snap.overlay.clone();
-    if end != snap.wal {
-        overlay.push(Arc::new(layer));
-        compact(&mut overlay);
-    }
+    let log = Log {
+        src: &*map,
+        chunks: &snap.wal_chunks,
+    };
+    let (overlay, end) = snap.overlay.extended(&log, snap.wal)?;
     Ok(Snap {
-        map,
+        map: map.clone(),
         root: snap.root.clone(),
         dir: snap.dir.clone(),
         wal_chunks: snap.wal_chunks.clone(),
@@ -444,22 +451,6 @@ fn tail(snap: &Snap, map: Arc<Mmap>) -> Result<Snap> {
         overlay,
         hold: snap.hold.clone(),
     })
-}
-
-/// Merges the newest layers while a layer is at least half its predecessor's size, keeping
-/// the layer count logarithmic and each merge's cost proportional to what it merges.
-fn compact(overlay: &mut Vec<Arc<Memtable>>) {
-    while overlay.len() >= 2 {
-        let n = overlay.len();
-        if overlay[n - 1].len() * 2 < overlay[n - 2].len() {
-            break;
-        }
-        let newer = overlay.pop().unwrap();
-        let older = overlay.pop().unwrap();
-        let mut merged = Arc::unwrap_or_clone(older);
-        merged.absorb(&newer);
-        overlay.push(Arc::new(merged));
-    }
 }
 
 impl Drop for Reader {
@@ -513,20 +504,23 @@ impl Snap {
         Ok(found)
     }
 
+    fn log(&self) -> Log<'_> {
+        Log {
+            src: &*self.map,
+            chunks: &self.wal_chunks,
+        }
+    }
+
     /// Every key the overlay changes, with its composed delta, in (hash, key) order.
-    fn overlay_keys(&self) -> Vec<(u64, Key, Delta)> {
-        let keys: std::collections::HashSet<Key> = self
-            .overlay
-            .iter()
-            .flat_map(|l| l.keys())
-            .copied()
-            .collect();
-        let mut out: Vec<(u64, Key, Delta)> = keys
-            .into_iter()
-            .filter_map(|k| Some((key_hash(&k), k, self.delta(&k)?)))
-            .collect();
+    fn overlay_keys(&self) -> Res<Vec<(u64, Key, Delta)>> {
+        let mut out = Vec::new();
+        for k in self.overlay.keys(&self.log())? {
+            if let Some(d) = self.delta(&k)? {
+                out.push((key_hash(&k), k, d));
+            }
+        }
         out.sort_unstable_by_key(|a| (a.0, a.1));
-        out
+        Ok(out)
     }
 
     /// Scans buckets from hash `*next` on; leaves `*next` at the first hash not yet visited
@@ -536,7 +530,7 @@ impl Snap {
         next: &mut Option<u64>,
         f: &mut impl FnMut(&Key, &[Value]) -> bool,
     ) -> Res<()> {
-        let overlay = self.overlay_keys();
+        let overlay = self.overlay_keys()?;
         let gd = self.root.global_depth;
         while let Some(from) = *next {
             let e = self.dir_entry(dir_index(from, gd));
@@ -604,14 +598,8 @@ impl Snap {
     }
 
     /// The key's delta over the root, all overlay layers composed.
-    fn delta(&self, key: &Key) -> Option<Delta> {
-        let mut out: Option<Delta> = None;
-        for layer in &self.overlay {
-            if let Some(d) = layer.get(key) {
-                out.get_or_insert_with(Delta::default).then(&d);
-            }
-        }
-        out
+    fn delta(&self, key: &Key) -> Res<Option<Delta>> {
+        self.overlay.delta(key, &self.log())
     }
 
     fn values(&self, set: Set) -> Res<Vec<Value>> {
@@ -624,7 +612,7 @@ impl Snap {
 
     fn first(&self, key: &Key) -> Res<Option<Value>> {
         let h = key_hash(key);
-        let Some(d) = self.delta(key) else {
+        let Some(d) = self.delta(key)? else {
             return Ok(self.base(h, key)?.map(|s| s.first()));
         };
         if let Some(v) = d.adds.first() {
@@ -642,7 +630,7 @@ impl Snap {
 
     fn all(&self, key: &Key) -> Res<Vec<Value>> {
         let h = key_hash(key);
-        let d = self.delta(key);
+        let d = self.delta(key)?;
         let base = match (&d, self.base(h, key)?) {
             (Some(d), _) if d.cleared => Vec::new(),
             (_, Some(s)) => self.values(s)?,

@@ -32,7 +32,7 @@ pub fn recover(file: &WriterFile) -> Result<(State, OpLog, Cursor, RecoveryRepor
         pos: 0,
     };
     let mut mem = OpLog::default();
-    let end = wal::scan(file, &st.wal_chunks, start, |ops| {
+    let end = wal::scan(file, &st.wal_chunks, start, |_, ops| {
         super::failpoint::hit("recovery.replaying");
         for op in ops {
             mem.apply(&op);

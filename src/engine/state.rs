@@ -4,6 +4,7 @@ use super::array::{self, Shape};
 use super::extents::ExtentAlloc;
 use super::pages::PageAlloc;
 use super::source::settled;
+use super::wal::Spare;
 use crate::error::{Error, Result};
 use crate::format::array::ArrayRef;
 use crate::format::layout::{PAGES_PER_CHUNK, ROOT_SLOT};
@@ -24,6 +25,7 @@ pub struct State {
     pub wal_map_shape: Shape,
     /// File address of each WAL chunk the root lists.
     pub wal_chunks: Vec<u64>,
+    pub wal_spare: Spare,
 }
 
 /// The root a new file starts with: one empty bucket, nothing allocated.
@@ -76,7 +78,9 @@ impl State {
             ..PageAlloc::default()
         };
         pages.held.hold(root.epoch, free_pages);
+        let wal_spare = Spare::load(file.chunks(Ds::Wal), &wal_chunks, root.epoch);
         Ok(State {
+            wal_spare,
             pages,
             extents: ExtentAlloc::from_items(&free_ext, root.values_hw, root.epoch)?,
             root,

@@ -2,10 +2,11 @@
 //! with a new generation after every checkpoint; scanning stops at the first frame that is not
 //! whole, not of this generation or not the next LSN.
 
-use super::source::{Fault, Source};
+use super::pages::Held;
+use super::source::{Fault, Res, Source};
 use crate::error::Result;
 use crate::format::layout::BLOB_CHUNK;
-use crate::format::wal::{header_len, validate, OpIter, HEADER};
+use crate::format::wal::{header_len, op_at, validate, Op, OpIter, HEADER, OP_MAX};
 use crate::store::{Positional, WriterFile};
 
 /// Position in the log: generation, next LSN, next byte (logical offset over the chunks).
@@ -14,6 +15,46 @@ pub struct Cursor {
     pub gen: u64,
     pub lsn: u64,
     pub pos: u64,
+}
+
+/// WAL chunks that are not the current log's. Every checkpoint moves the log to other chunks:
+/// readers of the root before it still read its log (their overlay refers to it in place), so
+/// that log's chunks are held like the pages that root referenced, then reused.
+#[derive(Default)]
+pub struct Spare {
+    pub free: Vec<u64>,
+    /// The log the running checkpoint replaces; held once its root is published.
+    pub retired: Vec<u64>,
+    pub held: Held<u64>,
+}
+
+impl Spare {
+    /// The chunks of `all` that `current` does not list, held for readers of roots up to `epoch`.
+    pub fn load(all: &[u64], current: &[u64], epoch: u64) -> Spare {
+        let used: std::collections::HashSet<&u64> = current.iter().collect();
+        let mut spare = Spare::default();
+        spare.held.hold(
+            epoch,
+            all.iter().filter(|c| !used.contains(c)).copied().collect(),
+        );
+        spare
+    }
+
+    /// Takes up to `n` free chunks, lowest addresses first (a log written in file order).
+    pub fn take(&mut self, n: usize) -> Vec<u64> {
+        self.free.sort_unstable();
+        self.free.drain(..n.min(self.free.len())).collect()
+    }
+
+    pub fn publish(&mut self, epoch: u64) {
+        let retired = std::mem::take(&mut self.retired);
+        self.held.hold(epoch, retired);
+    }
+
+    pub fn release(&mut self, oldest: u64) {
+        let free = &mut self.free;
+        self.held.release(oldest, |c| free.push(c));
+    }
 }
 
 pub fn capacity(chunks: &[u64]) -> u64 {
@@ -71,13 +112,14 @@ fn read(src: &dyn Source, chunks: &[u64], pos: u64, buf: &mut [u8]) -> Result<bo
     Ok(visible)
 }
 
-/// Reads whole frames from `cur` on, handing each frame's ops to `f`; returns the cursor after
-/// the last whole frame. Bytes past the end of a reader's mapping end the scan too.
+/// Reads whole frames from `cur` on, handing each frame's log position and ops to `f`; returns
+/// the cursor after the last whole frame. Bytes past the end of a reader's mapping end the
+/// scan too.
 pub fn scan(
     src: &dyn Source,
     chunks: &[u64],
     mut cur: Cursor,
-    mut f: impl FnMut(OpIter<'_>),
+    mut f: impl FnMut(u64, OpIter<'_>),
 ) -> Result<Cursor> {
     let cap = capacity(chunks);
     let mut hdr = [0u8; HEADER];
@@ -99,11 +141,34 @@ pub fn scan(
         let Some(ops) = validate(&frame, cur.gen, cur.lsn) else {
             break;
         };
-        f(ops);
+        f(cur.pos, ops);
         cur.pos += len as u64;
         cur.lsn += 1;
     }
     Ok(cur)
+}
+
+/// The op at log position `pos`, which a scan found in a whole frame.
+pub fn op(src: &dyn Source, chunks: &[u64], pos: u64) -> Res<Op> {
+    let mut b = [0u8; OP_MAX];
+    let n = (capacity(chunks).saturating_sub(pos) as usize).min(OP_MAX);
+    let mut fault = None;
+    pieces(chunks, pos, n, |off, at, len| {
+        if let Err(f) = src.read(off, &mut b[at..at + len]) {
+            fault = Some(f);
+        }
+        Ok(())
+    })?;
+    if let Some(f) = fault {
+        return Err(f);
+    }
+    op_at(&b[..n]).map(|(op, _)| op).ok_or_else(|| {
+        Fault::Suspect(crate::error::Error::corrupt(
+            "WAL op",
+            pos,
+            "no op where the log index says one is",
+        ))
+    })
 }
 
 /// The length a frame at `cur` claims when its header is whole but the frame is not: a batch

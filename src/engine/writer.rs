@@ -180,6 +180,7 @@ impl Writer {
         let oldest = self.readers.as_ref().and_then(|t| t.oldest());
         self.st.pages.release(oldest.unwrap_or(u64::MAX));
         self.st.extents.release(oldest.unwrap_or(u64::MAX));
+        self.st.wal_spare.release(oldest.unwrap_or(u64::MAX));
         let r = checkpoint::run(
             &mut self.file,
             &mut self.st,

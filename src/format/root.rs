@@ -1,7 +1,7 @@
 //! Root slots: the `root` dataset holds two; a checkpoint writes slot `epoch % 2` and the valid
 //! slot with the highest epoch is the state. Layout of a slot (ROOT_SLOT bytes, rest zero):
 //!   0 magic "HDIRROOT" | 8 format u32 | 12 crc32c u32 of bytes 16..ROOT_SLOT | 16 epoch u64
-//!  24 global_depth u32 | 28 0 u32 | 32 dir ArrayRef | 56 free_pages ArrayRef
+//!  24 global_depth u32 | 28 flags u32 | 32 dir ArrayRef | 56 free_pages ArrayRef
 //!  80 free_extents ArrayRef | 104 wal_map ArrayRef | 128 wal_gen u64 | 136 wal_lsn u64
 //! 144 pages_hw u64 | 152 values_hw [u64; VALUE_SHARDS] | 216 keys u64 | 224 values u64
 //! 232 buckets u64 | 240 extents u64 (sets stored in extents)
@@ -12,10 +12,18 @@ use super::layout::{FORMAT_VERSION, ROOT_SLOT, VALUE_SHARDS};
 
 pub const MAGIC: &[u8; 8] = b"HDIRROOT";
 
+/// Root flag: the writer moves the log to other chunks at every checkpoint and reuses the
+/// chunks of a replaced root's log only once no pinned reader reads under that root, so a
+/// pinned reader may read its log in place instead of copying it. Writers before this flag
+/// restarted the log in place.
+pub const LOG_MOVES: u32 = 1;
+
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Root {
     pub epoch: u64,
     pub global_depth: u32,
+    /// [`LOG_MOVES`]; other bits are zero.
+    pub flags: u32,
     /// Directory: 2^global_depth entries, each `depth << 56 | bucket page offset` (offset 0 =
     /// empty bucket).
     pub dir: ArrayRef,
@@ -57,6 +65,7 @@ impl Root {
         put_u32(&mut b, 8, FORMAT_VERSION);
         put_u64(&mut b, 16, self.epoch);
         put_u32(&mut b, 24, self.global_depth);
+        put_u32(&mut b, 28, self.flags);
         self.dir.put(&mut b, 32);
         self.free_pages.put(&mut b, 56);
         self.free_extents.put(&mut b, 80);
@@ -94,6 +103,7 @@ impl Root {
         let r = Root {
             epoch: get_u64(b, 16),
             global_depth: get_u32(b, 24),
+            flags: get_u32(b, 28),
             dir: ArrayRef::get(b, 32),
             free_pages: ArrayRef::get(b, 56),
             free_extents: ArrayRef::get(b, 80),

@@ -21,6 +21,14 @@ pub enum Op {
     DeleteKey(Key),
 }
 
+impl Op {
+    pub fn key(&self) -> &Key {
+        match self {
+            Op::Insert(k, _) | Op::DeletePair(k, _) | Op::DeleteKey(k) => k,
+        }
+    }
+}
+
 /// The batch being built by the writer: header space first, so finishing needs no copy.
 #[derive(Default)]
 pub struct FrameBuf {
@@ -150,29 +158,45 @@ pub struct OpIter<'a> {
     left: u32,
 }
 
+/// The op at the start of `b` and its length in bytes, if `b` holds a whole, known one.
+pub fn op_at(b: &[u8]) -> Option<(Op, usize)> {
+    let tag = *b.first()?;
+    let need = if tag == DELETE_KEY { 17 } else { 33 };
+    if need > b.len() {
+        return None;
+    }
+    let k = get_16(b, 1);
+    let op = match tag {
+        INSERT => Op::Insert(k, get_16(b, 17)),
+        DELETE_PAIR => Op::DeletePair(k, get_16(b, 17)),
+        DELETE_KEY => Op::DeleteKey(k),
+        _ => return None,
+    };
+    Some((op, need))
+}
+
+/// Bytes an op takes at most.
+pub const OP_MAX: usize = 33;
+
+impl OpIter<'_> {
+    /// The next op and its offset within the frame.
+    pub fn next_at(&mut self) -> Option<(usize, Op)> {
+        if self.left == 0 {
+            return None;
+        }
+        let (op, len) = op_at(self.b.get(self.at..)?)?;
+        let at = self.at;
+        self.at += len;
+        self.left -= 1;
+        Some((at, op))
+    }
+}
+
 impl Iterator for OpIter<'_> {
     type Item = Op;
 
     fn next(&mut self) -> Option<Op> {
-        if self.left == 0 {
-            return None;
-        }
-        let b = self.b;
-        let tag = *b.get(self.at)?;
-        let need = if tag == DELETE_KEY { 17 } else { 33 };
-        if self.at + need > b.len() {
-            return None;
-        }
-        let k = get_16(b, self.at + 1);
-        let op = match tag {
-            INSERT => Op::Insert(k, get_16(b, self.at + 17)),
-            DELETE_PAIR => Op::DeletePair(k, get_16(b, self.at + 17)),
-            DELETE_KEY => Op::DeleteKey(k),
-            _ => return None,
-        };
-        self.at += need;
-        self.left -= 1;
-        Some(op)
+        self.next_at().map(|(_, op)| op)
     }
 }
 
