@@ -404,14 +404,6 @@ fn reader_process(a: &Args, path: &Path) {
 /// Writer role: loads, then commits more pairs (keys past the loaded ones) until the log
 /// holds 90 % of a checkpoint's worth, says so and waits to be killed, so the parent
 /// measures recovery from the longest log a crash can leave.
-/// The checkpoint size in effect.
-fn log_bytes(a: &Args) -> u64 {
-    match a.checkpoint_mb {
-        0 => hashdir::engine::DEFAULT_CHECKPOINT_BYTES,
-        mb => mb << 20,
-    }
-}
-
 /// Inserts keys `ids` with one value each, in one commit.
 fn commit_new_keys(w: &mut Writer, ids: std::ops::Range<u64>) {
     let keys: Vec<Key> = ids.clone().map(key).collect();
@@ -424,9 +416,8 @@ fn commit_new_keys(w: &mut Writer, ids: std::ops::Range<u64>) {
 fn writer_role(a: &Args) {
     let path = a.file.clone().unwrap_or_else(|| die("--file missing"));
     let mut w = load(a, &path);
-    let full = log_bytes(a);
     let mut next = a.keys;
-    while w.stats().unwrap().wal_bytes + a.batch * 33 < full / 10 * 9 {
+    while w.stats().unwrap().wal_bytes + a.batch * 33 < w.log_limit() / 10 * 9 {
         commit_new_keys(&mut w, next..next + a.batch);
         next += a.batch;
     }
@@ -475,8 +466,7 @@ fn load_then_crash(a: &Args, path: &Path) -> Writer {
 /// where every page the checkpoint rewrites has to come from the device.
 fn cold_checkpoint(a: &Args, path: &Path, w: &mut Writer) {
     w.checkpoint().unwrap_or_else(|e| die(&e.to_string()));
-    let full = log_bytes(a);
-    let n = (a.keys / 10).min(full / 10 * 8 / 34).max(1);
+    let n = (a.keys / 10).min(w.log_limit() / 10 * 8 / 34).max(1);
     let first = 1u64 << 40; // beyond every key inserted so far
     hashdir::store::drop_cache(path).unwrap_or_else(|e| die(&e.to_string()));
     for from in (first..first + n).step_by(a.batch as usize) {

@@ -1,14 +1,42 @@
 //! Options of writers and readers, and the statistics they report.
 
 use crate::error::{Error, Result};
+use crate::format::layout::PAGE;
 use crate::format::root::Root;
 
-/// Memtable/WAL bytes that trigger a checkpoint when the caller gives 0.
-pub const DEFAULT_CHECKPOINT_BYTES: u64 = 128 << 20;
+/// With `checkpoint_bytes` 0 the log grows with the table: to a quarter of the table's bucket
+/// pages, at least `AUTO_LOG_MIN` and at most `AUTO_LOG_MAX`. A checkpoint rewrites about every
+/// page once the table is large against the log, so the share bounds the page bytes written per
+/// logged byte (about 4) at any size, where a fixed log lets that grow with the table.
+pub const AUTO_LOG_MIN: u64 = 128 << 20;
+/// The most the automatic log grows to: recovery replays at most about a second of log, the
+/// writer holds about 1.5x the log's bytes (its ops) and each reader about half of it (an index
+/// of the log, PERFORMANCE.md).
+pub const AUTO_LOG_MAX: u64 = 1 << 30;
+const AUTO_LOG_SHARE: u64 = 2;
 /// The largest setting. Recovery replays up to this much log, the writer keeps its ops in memory
-/// (about 1.5x the log's bytes) and so does every reader, as its overlay (1.6x for one-value
-/// inserts, more for other changes; PERFORMANCE.md).
+/// (about 1.5x the log's bytes) and so does every reader, as its overlay (about 0.5x the log in
+/// place, 1.6x as a copy for one-value inserts, more for other changes; PERFORMANCE.md).
 pub const MAX_CHECKPOINT_BYTES: u64 = 4 << 30;
+
+/// The log size at which a writer checkpoints.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogLimit {
+    /// Grows with the table (`checkpoint_bytes` 0).
+    Auto,
+    Fixed(u64),
+}
+
+impl LogLimit {
+    /// The limit for a table of `buckets` bucket pages.
+    pub fn bytes(self, buckets: u64) -> u64 {
+        match self {
+            LogLimit::Fixed(n) => n,
+            LogLimit::Auto => (buckets.saturating_mul(PAGE as u64) / AUTO_LOG_SHARE)
+                .clamp(AUTO_LOG_MIN, AUTO_LOG_MAX),
+        }
+    }
+}
 
 #[derive(Clone, Debug)]
 pub struct Options {
@@ -16,7 +44,8 @@ pub struct Options {
     pub create: bool,
     /// Writer: fsync at every commit.
     pub sync_commit: bool,
-    /// Writer: WAL bytes that trigger a checkpoint; 0 = default.
+    /// Writer: WAL bytes that trigger a checkpoint; 0 = grow with the table ([`AUTO_LOG_MIN`]
+    /// to [`AUTO_LOG_MAX`]).
     pub checkpoint_bytes: u64,
     /// Reader: automatic refresh interval in ms; 0 = only explicit refresh.
     pub refresh_interval_ms: u32,
@@ -35,13 +64,13 @@ impl Default for Options {
 
 impl Options {
     /// The checkpoint size in effect; more than [`MAX_CHECKPOINT_BYTES`] is refused.
-    pub fn checkpoint_bytes(&self) -> Result<u64> {
+    pub fn log_limit(&self) -> Result<LogLimit> {
         match self.checkpoint_bytes {
-            0 => Ok(DEFAULT_CHECKPOINT_BYTES),
+            0 => Ok(LogLimit::Auto),
             n if n > MAX_CHECKPOINT_BYTES => Err(Error::InvalidArgument(format!(
                 "checkpoint_bytes {n} is above the maximum {MAX_CHECKPOINT_BYTES} (4 GiB)"
             ))),
-            n => Ok(n),
+            n => Ok(LogLimit::Fixed(n)),
         }
     }
 }

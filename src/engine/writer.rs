@@ -4,7 +4,7 @@ use super::checkpoint;
 use super::failpoint;
 use super::gc::{self, GcReport};
 use super::oplog::OpLog;
-use super::options::{Options, Stats};
+use super::options::{LogLimit, Options, Stats};
 use super::recovery::{self, RecoveryReport};
 use super::state::{initial_root, State};
 use super::wal::{self, Cursor};
@@ -15,18 +15,18 @@ use crate::{Key, Value};
 use std::path::Path;
 use std::sync::Arc;
 
-/// Log size of a new file (it doubles as the file grows, up to `checkpoint_bytes`).
+/// Log size of a new file (it grows as the file grows, up to the log limit).
 const MIN_LOG: u64 = 4 << 20;
 /// How much the log grows at each checkpoint it forces. A full log means a checkpoint that
 /// rewrites about every bucket page a random load touched, so a bulk load's page writes are
-/// dominated by the last few before the log reaches `checkpoint_bytes`: growing 4x rather than
+/// dominated by the last few before the log reaches its limit: growing 4x rather than
 /// 2x halves how many there are.
 const LOG_GROWTH: u64 = 4;
 
 pub struct Writer {
     file: WriterFile,
     sync: bool,
-    checkpoint_bytes: u64,
+    limit: LogLimit,
     st: State,
     mem: OpLog,
     wal: Cursor,
@@ -42,7 +42,7 @@ pub struct Writer {
 impl Writer {
     /// Opens (creating if asked) and recovers: newest valid root, then the WAL's valid prefix.
     pub fn open(path: &Path, opts: &Options) -> Result<Writer> {
-        let checkpoint_bytes = opts.checkpoint_bytes()?;
+        let limit = opts.log_limit()?;
         let init = initial_root().encode();
         let file = WriterFile::open(path, opts.create.then_some(&init[..]))?;
         let (st, mem, wal, recovered) = recovery::recover(&file)?;
@@ -50,7 +50,7 @@ impl Writer {
         let mut w = Writer {
             file,
             sync: opts.sync_commit,
-            checkpoint_bytes,
+            limit,
             st,
             mem,
             wal,
@@ -69,11 +69,17 @@ impl Writer {
         wal::capacity(&self.st.wal_chunks)
     }
 
-    /// The next log size: growing from MIN_LOG up to `checkpoint_bytes`, so a small file keeps
-    /// a small log, and never less than the batch that has to fit.
+    /// The log size at which this writer checkpoints, for the table as it is now.
+    pub fn log_limit(&self) -> u64 {
+        self.limit.bytes(self.st.root.buckets)
+    }
+
+    /// The next log size: growing from MIN_LOG up to the log limit, so a small file keeps a
+    /// small log, and never less than the batch that has to fit.
     fn grown_log(&self, frame: usize) -> u64 {
-        let most = self.checkpoint_bytes.max(frame as u64);
-        let least = MIN_LOG.min(self.checkpoint_bytes);
+        let limit = self.log_limit();
+        let most = limit.max(frame as u64);
+        let least = MIN_LOG.min(limit);
         (self.log_capacity() * LOG_GROWTH)
             .clamp(least, most)
             .max(frame as u64)
@@ -130,7 +136,7 @@ impl Writer {
     }
 
     /// Makes the pending batch durable (WAL) and visible, atomically; checkpoints when the log
-    /// has reached `checkpoint_bytes`.
+    /// has reached its limit.
     pub fn commit(&mut self) -> Result<()> {
         self.usable()?;
         if self.batch.is_empty() {
@@ -151,7 +157,7 @@ impl Writer {
             self.mem.apply(&op);
         }
         self.batch.clear();
-        if self.wal.pos >= self.checkpoint_bytes {
+        if self.wal.pos >= self.log_limit() {
             // The batch is committed whatever happens here; a failed checkpoint is retried at
             // the next commit, and the log still has room for the next batches or says so.
             let _ = self.checkpoint_now(self.grown_log(0));
