@@ -417,7 +417,9 @@ fn writer_role(a: &Args) {
     let path = a.file.clone().unwrap_or_else(|| die("--file missing"));
     let mut w = load(a, &path);
     let mut next = a.keys;
-    while w.stats().unwrap().wal_bytes + a.batch * 33 < w.log_limit() / 10 * 9 {
+    // The limit as loaded: the new keys grow the table, and with it an automatic limit.
+    let full = w.log_limit();
+    while w.stats().unwrap().wal_bytes + a.batch * 33 < full / 10 * 9 {
         commit_new_keys(&mut w, next..next + a.batch);
         next += a.batch;
     }

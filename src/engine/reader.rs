@@ -481,6 +481,15 @@ impl Snap {
         Ok(())
     }
 
+    /// Starts loading the first lines of the bucket page for hash `h`, so that its cache
+    /// misses overlap the overlay's instead of following them.
+    fn warm(&self, h: u64) {
+        let off = entry_offset(self.dir_entry(dir_index(h, self.root.global_depth)));
+        if off != 0 {
+            self.map.prefetch(off, SEARCH_LINES);
+        }
+    }
+
     /// The key's set as of the root.
     fn base(&self, h: u64, key: &Key) -> Res<Option<Set>> {
         let e = self.dir_entry(dir_index(h, self.root.global_depth));
@@ -612,6 +621,7 @@ impl Snap {
 
     fn first(&self, key: &Key) -> Res<Option<Value>> {
         let h = key_hash(key);
+        self.warm(h);
         let Some(d) = self.delta(key)? else {
             return Ok(self.base(h, key)?.map(|s| s.first()));
         };
@@ -630,6 +640,7 @@ impl Snap {
 
     fn all(&self, key: &Key) -> Res<Vec<Value>> {
         let h = key_hash(key);
+        self.warm(h);
         let d = self.delta(key)?;
         let base = match (&d, self.base(h, key)?) {
             (Some(d), _) if d.cleared => Vec::new(),
