@@ -231,13 +231,18 @@ fn reader_role(a: &Args) {
     }
     // The reader's own memory (not the file pages it maps): mostly the directory and the WAL
     // tail it holds as an overlay.
+    emit("reader_anon_rss_mb", status_mb("RssAnon:"), a, "");
+}
+
+/// A figure of /proc/self/status, in MB.
+fn status_mb(field: &str) -> f64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let anon_kb: f64 = status
+    let kb: f64 = status
         .lines()
-        .find_map(|l| l.strip_prefix("RssAnon:"))
+        .find_map(|l| l.strip_prefix(field))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap_or(0.0);
-    emit("reader_anon_rss_mb", anon_kb / 1024.0, a, "");
+    kb / 1024.0
 }
 
 /// Lookups that each find the file out of the page cache (dropped every 1000 lookups, which
@@ -424,6 +429,9 @@ fn writer_role(a: &Args) {
         next += a.batch;
     }
     let wal = w.stats().unwrap().wal_bytes;
+    // The writer's peak memory over the load and the fill (its op log and a checkpoint's sort
+    // copy of it, with file pages it mapped or read not counted apart: VmHWM is all resident).
+    emit("writer_peak_rss_mb", status_mb("VmHWM:"), a, "");
     println!("@loaded {wal}");
     // Waits for the parent's SIGKILL; exits if the parent died first instead of lingering.
     let parent = std::os::unix::process::parent_id();
