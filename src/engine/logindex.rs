@@ -4,7 +4,7 @@
 //! that follows an earlier one of the same key, that op's position — about 12 bytes per op
 //! where a copy took over 40. A lookup that hits reads the key's ops from the mapped log.
 
-use super::memtable::{Delta, KeyMap};
+use super::memtable::{Delta, KeyBuild, KeyMap};
 use super::source::{Fault, Res};
 use crate::format::hash::key_hash;
 use crate::format::wal::Op;
@@ -12,7 +12,6 @@ use crate::Key;
 use hashbrown::HashTable;
 use std::cell::Cell;
 use std::collections::HashMap;
-use std::hash::{BuildHasher, Hasher};
 
 /// Reads the op at a log position of the index's log.
 pub trait OpAt {
@@ -23,40 +22,13 @@ pub trait OpAt {
 /// reads at most this many ops from the log, however hot the key.
 const CHAIN: usize = 16;
 
-/// Hashes log positions (distinct u32s) with one multiply.
-#[derive(Clone, Copy, Default)]
-pub struct PosBuild;
-
-pub struct PosHasher(u64);
-
-impl Hasher for PosHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.0 = (self.0 ^ *b as u64).wrapping_mul(0x100_0000_01b3);
-        }
-    }
-    fn write_u32(&mut self, n: u32) {
-        self.0 = (n as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    }
-}
-
-impl BuildHasher for PosBuild {
-    type Hasher = PosHasher;
-    fn build_hasher(&self) -> PosHasher {
-        PosHasher(0)
-    }
-}
-
 #[derive(Clone, Default)]
 pub struct LogIndex {
     /// Per key: `tag << 32 | position of its newest op`, the tag being the key hash's top 32
     /// bits (all a slot keeps of its key; the key itself is read from the log).
     slots: HashTable<u64>,
     /// An op's position → the position of the same key's previous op.
-    prev: HashMap<u32, u32, PosBuild>,
+    prev: HashMap<u32, u32, KeyBuild>,
     /// Keys whose chains grew past `CHAIN`: their ops before the chain, composed.
     folded: KeyMap<Delta>,
 }
@@ -278,13 +250,7 @@ mod tests {
     fn layers_compose_like_a_copied_tail() {
         let seed = 0x2545_f491_4f6c_dd1du64;
         println!("seed {seed:#x}");
-        let mut x = seed;
-        let mut next = move || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        };
+        let mut next = crate::engine::xorshift(seed);
         // Few keys and values, so that chains, deletes and collisions of slots all happen.
         let ops: Vec<Op> = (0..20_000)
             .map(|_| {

@@ -9,7 +9,8 @@ use std::collections::hash_map::Entry as MapEntry;
 use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasher, Hasher};
 
-/// Hashes keys and values with the format's key hash (already well mixed; no SipHash cost).
+/// Hashes keys and values with the format's key hash (already well mixed; no SipHash cost),
+/// and log positions with one multiply.
 #[derive(Clone, Copy, Default)]
 pub struct KeyBuild;
 
@@ -30,6 +31,10 @@ impl Hasher for KeyHasher {
                 self.0 = key_hash(&k) ^ self.0.rotate_left(5);
             }
         }
+    }
+    fn write_u32(&mut self, n: u32) {
+        // Log positions in a reader's index of its log.
+        self.0 = (n as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
     }
     fn write_usize(&mut self, _: usize) {
         // The length prefix std writes for slices carries no information for fixed arrays.
@@ -351,13 +356,7 @@ mod tests {
         // Few keys and values, so that every change between the slim and full forms happens.
         let seed = 0x9e37_79b9_7f4a_7c15u64;
         println!("seed {seed:#x}");
-        let mut x = seed;
-        let mut next = move || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        };
+        let mut next = crate::engine::xorshift(seed);
         let (mut older, mut newer, mut whole) = (
             Memtable::default(),
             Memtable::default(),

@@ -35,3 +35,14 @@ pub use reader::Reader;
 pub use recovery::RecoveryReport;
 pub use verify::{verify, VerifyReport};
 pub use writer::Writer;
+
+/// The tests' random numbers (xorshift64): small, seedable, and the same on every machine.
+#[cfg(test)]
+pub(crate) fn xorshift(mut x: u64) -> impl FnMut() -> u64 {
+    move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    }
+}

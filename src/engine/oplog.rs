@@ -148,13 +148,7 @@ mod tests {
     fn sorted_deltas_keep_commit_order_within_a_key() {
         let seed = 0x5851_f42d_4c95_7f2du64;
         println!("seed {seed:#x}");
-        let mut x = seed;
-        let mut next = move || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        };
+        let mut next = crate::engine::xorshift(seed);
         let mut log = OpLog::default();
         let mut model: HashMap<Key, Delta> = HashMap::new();
         for _ in 0..200_000 {

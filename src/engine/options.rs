@@ -4,18 +4,18 @@ use crate::error::{Error, Result};
 use crate::format::layout::PAGE;
 use crate::format::root::Root;
 
-/// With `checkpoint_bytes` 0 the log grows with the table: to a quarter of the table's bucket
-/// pages, at least `AUTO_LOG_MIN` and at most `AUTO_LOG_MAX`. A checkpoint rewrites about every
-/// page once the table is large against the log, so the share bounds the page bytes written per
-/// logged byte (about 4) at any size, where a fixed log lets that grow with the table.
+/// With `checkpoint_bytes` 0 the log grows with the table: to half the table's bucket pages,
+/// at least `AUTO_LOG_MIN` and at most `AUTO_LOG_MAX`. A checkpoint rewrites about every page
+/// once the table is large against the log, so the share bounds the page bytes written per
+/// logged byte (about 2) at any size, where a fixed log lets that grow with the table.
 pub const AUTO_LOG_MIN: u64 = 128 << 20;
-/// The most the automatic log grows to: recovery replays at most about a second of log, the
-/// writer holds about 1.5x the log's bytes (its ops) and each reader about half of it (an index
-/// of the log, PERFORMANCE.md).
+/// The most the automatic log grows to: recovery replays 1 GiB of log in about 1 s, the
+/// writer holds about 1.5x the log's bytes (its ops; 3x while a checkpoint sorts them) and each
+/// reader about a third of it (an index of the log, PERFORMANCE.md).
 pub const AUTO_LOG_MAX: u64 = 1 << 30;
 const AUTO_LOG_SHARE: u64 = 2;
 /// The largest setting. Recovery replays up to this much log, the writer keeps its ops in memory
-/// (about 1.5x the log's bytes) and so does every reader, as its overlay (about 0.5x the log in
+/// (about 1.5x the log's bytes) and so does every reader, as its overlay (about 0.3x the log in
 /// place, 1.6x as a copy for one-value inserts, more for other changes; PERFORMANCE.md).
 pub const MAX_CHECKPOINT_BYTES: u64 = 4 << 30;
 

@@ -66,12 +66,13 @@ pub struct hashdir_options {
     pub struct_size: u32,
     /// `HASHDIR_CREATE` | `HASHDIR_SYNC_COMMIT`; other bits are rejected. Readers ignore both.
     pub flags: u32,
-    /// Writer: WAL size in bytes that triggers a checkpoint; 0 = grow with the table (a
-    /// quarter of its bucket pages, between 128 MiB and 1 GiB). At most 4 GiB: recovery after
-    /// a crash replays up to this much log, and the writer and every reader hold the changes
-    /// committed since the last checkpoint in memory (the writer about 1.5 times the log's
-    /// bytes; a reader about half of it while it holds a reader-table slot, else about 1.6
-    /// times for one-value inserts and more for keys given several values or deletes).
+    /// Writer: WAL size in bytes that triggers a checkpoint; 0 = grow with the table (half
+    /// its bucket pages, between 128 MiB and 1 GiB). At most 4 GiB: recovery after a crash
+    /// replays up to this much log, and the writer and every reader hold the changes committed
+    /// since the last checkpoint in memory. The writer takes about 1.5 times the log's bytes,
+    /// 3 times while a checkpoint sorts them. A reader holding a reader-table slot takes about a
+    /// third of them; without a slot, about 1.6 times for one-value inserts and more for keys
+    /// given several values or deletes.
     pub checkpoint_bytes: u64,
     /// Reader: refresh automatically every this many milliseconds; 0 = only on
     /// `hashdir_reader_refresh`.
