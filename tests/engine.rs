@@ -898,80 +898,87 @@ fn unpinned_readers_refresh_when_pages_are_reused() {
     w.close().unwrap();
 }
 
-/// A pinned reader reads its log tail in place, not from a copy. The writer moves the log at
-/// every checkpoint and reuses a replaced log's chunks only once no reader reads under its
+/// A pinned reader reads a long log tail in place, not from a copy. The writer moves the log
+/// at every checkpoint and reuses a replaced log's chunks only once no reader reads under its
 /// root: a reader that never refreshes still sees exactly the tail it read after the writer has
 /// filled and replaced its log many times; and a reader without a pin copies its tail.
 #[test]
 fn pinned_readers_read_their_log_in_place() {
     let d = TempDir::new("inplace");
     let path = d.file("t.h5");
-    let mut w = Writer::open(&path, &small_log()).unwrap();
+    let opts = Options {
+        checkpoint_bytes: 16 << 20,
+        ..Options::default()
+    };
+    let mut w = Writer::open(&path, &opts).unwrap();
     let keys: Vec<Key> = (0..1500).map(k).collect();
     let mut model = Model::new();
-    w.insert(&keys[..1000], &vec![k(1); 1000]).unwrap();
+    let insert = |w: &mut Writer, model: &mut Model, ks: &[Key], v: u64| {
+        w.insert(ks, &vec![k(v); ks.len()]).unwrap();
+        ks.iter().for_each(|key| {
+            model.entry(*key).or_default().insert(k(v));
+        });
+    };
+    insert(&mut w, &mut model, &keys[..1000], 1);
     w.commit().unwrap();
     w.checkpoint().unwrap();
-    keys[..1000].iter().for_each(|key| {
-        model.entry(*key).or_default().insert(k(1));
-    });
-    // A tail of inserts, pair deletes and key deletes, some of them on the same keys.
-    w.insert(&keys[1000..], &vec![k(2); 500]).unwrap();
-    w.insert(&keys[..100], &vec![k(3); 100]).unwrap();
+    // A tail of inserts, pair deletes and key deletes, some of them on the same keys, long
+    // enough to be indexed rather than copied.
+    insert(&mut w, &mut model, &keys[1000..], 2);
+    insert(&mut w, &mut model, &keys[..100], 3);
     w.delete_pairs(&keys[50..150], &vec![k(1); 100]).unwrap();
     w.delete_keys(&keys[900..1000]).unwrap();
-    w.insert(&keys[950..960], &[k(4); 10]).unwrap();
-    w.commit().unwrap();
-    for key in &keys[1000..] {
-        model.entry(*key).or_default().insert(k(2));
-    }
-    for key in &keys[..100] {
-        model.get_mut(key).unwrap().insert(k(3));
-    }
     for key in &keys[50..150] {
         model.get_mut(key).unwrap().remove(&k(1));
     }
     for key in &keys[900..1000] {
         model.remove(key);
     }
-    for key in &keys[950..960] {
-        model.entry(*key).or_default().insert(k(4));
-    }
+    insert(&mut w, &mut model, &keys[950..960], 4);
+    let bulk: Vec<Key> = (100_000..170_000).map(k).collect();
+    insert(&mut w, &mut model, &bulk, 5);
+    w.commit().unwrap();
     model.retain(|_, s| !s.is_empty());
     let r = Reader::open(&path, &manual()).unwrap();
-    assert!(r.reads_log_in_place(), "a pinned reader indexes its log");
+    assert!(
+        r.reads_log_in_place(),
+        "a pinned reader indexes a long tail"
+    );
     let probes: Vec<Key> = (5000..5100).map(k).collect();
     check_model(&r, &model, &probes);
+    // More of the same log: the refresh's copied layer merges into the index.
+    let more: Vec<Key> = (200_000..236_000).map(k).collect();
+    insert(&mut w, &mut model, &more, 6);
+    w.commit().unwrap();
+    r.refresh().unwrap();
+    assert!(r.reads_log_in_place());
+    check_model(&r, &model, &probes);
     // Many logs' worth of other batches: every key gets value 9, and new keys arrive.
+    let mut newest = model.clone();
     for round in 0..40u64 {
         let fresh: Vec<Key> = (10_000 + round * 100..10_100 + round * 100)
             .map(k)
             .collect();
-        w.insert(&keys, &vec![k(9); keys.len()]).unwrap();
-        w.insert(&fresh, &vec![k(9); fresh.len()]).unwrap();
+        insert(&mut w, &mut newest, &keys, 9);
+        insert(&mut w, &mut newest, &fresh, 9);
         w.commit().unwrap();
+        w.checkpoint().unwrap();
     }
     assert!(w.stats().unwrap().epoch > r.stats().unwrap().epoch + 5);
     check_model(&r, &model, &probes);
-    let mut newest = model.clone();
-    for key in keys
-        .iter()
-        .chain(&(10_000..14_000).map(k).collect::<Vec<_>>())
-    {
-        newest.entry(*key).or_default().insert(k(9));
-    }
     r.refresh().unwrap();
     check_model(&r, &newest, &probes);
 
     // Without a free slot the reader copies its tail, and sees the same.
+    w.insert(&keys[..10], &[k(8); 10]).unwrap();
+    w.commit().unwrap();
     let table = hashdir::store::ReaderTable::open(&path).unwrap().unwrap();
     let all: Vec<_> = std::iter::from_fn(|| table.claim()).collect();
     let unpinned = Reader::open(&path, &manual()).unwrap();
     assert!(!unpinned.reads_log_in_place());
-    assert_eq!(
-        get_all(&unpinned, &keys[1499]),
-        [k(2), k(9)].into_iter().collect()
-    );
+    let mut want = newest[&keys[5]].clone();
+    want.insert(k(8));
+    assert_eq!(get_all(&unpinned, &keys[5]), want);
     drop(all);
     w.close().unwrap();
     assert!(hashdir::verify(&path).unwrap().is_ok());

@@ -22,48 +22,114 @@ impl OpAt for Log<'_> {
     }
 }
 
+/// Layers of at least this many keys index the log when the snapshot may read it in place;
+/// smaller ones copy it. A copy answers faster (no read of the log, a composed delta per key)
+/// and the recent, small layers are where a reader that follows the writer looks most; the
+/// large ones are where the memory is.
+const INDEX_FROM: usize = 1 << 16;
+
 #[derive(Clone)]
-pub enum Layer {
+enum Kind {
     Copy(Memtable),
     Index(LogIndex),
 }
 
+/// The deltas of the frames in the log range `from..to`.
+#[derive(Clone)]
+pub struct Layer {
+    kind: Kind,
+    from: Cursor,
+    to: Cursor,
+}
+
 impl Layer {
-    fn len(&self) -> usize {
-        match self {
-            Layer::Copy(m) => m.len(),
-            Layer::Index(x) => x.len(),
+    /// The indexed layer of the frames from `from` on, up to position `until`.
+    fn index(log: &Log, from: Cursor, until: u64) -> crate::error::Result<Layer> {
+        let mut x = LogIndex::default();
+        let mut failed = None;
+        let to = wal::scan_until(log.src, log.chunks, from, until, |at, mut ops| {
+            while let Some((off, op)) = ops.next_at() {
+                let pos = (at + off as u64) as u32;
+                if let Err(f) = x.add(op.key(), pos, log) {
+                    failed.get_or_insert(f);
+                }
+            }
+        })?;
+        match failed {
+            Some(f) => Err(fault_error(f)),
+            None => Ok(Layer {
+                kind: Kind::Index(x),
+                from,
+                to,
+            }),
         }
     }
 
+    /// The copied layer of the frames from `from` on, or None once it reaches `most` keys.
+    fn copy(log: &Log, from: Cursor, most: usize) -> crate::error::Result<Option<Layer>> {
+        let mut m = Memtable::default();
+        let to = wal::scan(log.src, log.chunks, from, |_, ops| {
+            if m.len() < most {
+                ops.for_each(|op| m.apply(&op));
+            }
+        })?;
+        Ok((m.len() < most).then_some(Layer {
+            kind: Kind::Copy(m),
+            from,
+            to,
+        }))
+    }
+
+    fn len(&self) -> usize {
+        match &self.kind {
+            Kind::Copy(m) => m.len(),
+            Kind::Index(x) => x.len(),
+        }
+    }
+
+    fn indexed(&self) -> bool {
+        matches!(self.kind, Kind::Index(_))
+    }
+
     fn delta(&self, key: &Key, log: &Log) -> Res<Option<Cow<'_, Delta>>> {
-        match self {
-            Layer::Copy(m) => Ok(m.get(key)),
-            Layer::Index(x) => Ok(x.get(key, log)?.map(Cow::Owned)),
+        match &self.kind {
+            Kind::Copy(m) => Ok(m.get(key)),
+            Kind::Index(x) => Ok(x.get(key, log)?.map(Cow::Owned)),
         }
     }
 
     fn keys(&self, log: &Log) -> Res<Vec<Key>> {
-        match self {
-            Layer::Copy(m) => Ok(m.keys().copied().collect()),
-            Layer::Index(x) => x.keys(log),
+        match &self.kind {
+            Kind::Copy(m) => Ok(m.keys().copied().collect()),
+            Kind::Index(x) => x.keys(log),
         }
     }
 
-    fn absorb(&mut self, later: &Layer, log: &Log) -> Res<()> {
-        match (self, later) {
-            (Layer::Copy(m), Layer::Copy(l)) => m.absorb(l),
-            (Layer::Index(x), Layer::Index(l)) => x.absorb(l, log)?,
-            _ => unreachable!("a snapshot's layers are all of one kind"),
-        }
-        Ok(())
+    /// This layer followed by `later` (the frames right after it) as one layer: an index when
+    /// `index` allows and the result is large, else a copy.
+    fn merged(older: Arc<Layer>, later: &Layer, log: &Log, index: bool) -> Res<Layer> {
+        let big = older.len() + later.len() >= INDEX_FROM;
+        let (from, to) = (older.from, later.to);
+        let kind = match (Arc::unwrap_or_clone(older).kind, &later.kind) {
+            (Kind::Index(mut x), Kind::Index(l)) => {
+                x.absorb(l, log)?;
+                Kind::Index(x)
+            }
+            (Kind::Copy(mut m), Kind::Copy(l)) if !(index && big) => {
+                m.absorb(l);
+                Kind::Copy(m)
+            }
+            // Reading the log range again builds the index without a copy of it.
+            _ => Layer::index(log, from, to.pos).map_err(Fault::Fail)?.kind,
+        };
+        Ok(Layer { kind, from, to })
     }
 }
 
 #[derive(Clone, Default)]
 pub struct Overlay {
     layers: Vec<Arc<Layer>>,
-    /// Layers index the log in place (else they copy it).
+    /// Large layers may index the log in place (else every layer copies it).
     indexed: bool,
 }
 
@@ -75,32 +141,26 @@ impl Overlay {
         }
     }
 
+    /// Whether probing the overlay likely misses the CPU caches (it is that large).
+    pub fn large(&self) -> bool {
+        self.layers.iter().map(|l| l.len()).sum::<usize>() >= INDEX_FROM
+    }
+
+    /// Whether some layer reads the log in place.
     pub fn indexed(&self) -> bool {
-        self.indexed
+        self.layers.iter().any(|l| l.indexed())
     }
 
     /// This overlay with the frames from `from` on added; returns it and the log's new end.
     pub fn extended(&self, log: &Log, from: Cursor) -> crate::error::Result<(Overlay, Cursor)> {
-        let mut layer = if self.indexed {
-            Layer::Index(LogIndex::default())
-        } else {
-            Layer::Copy(Memtable::default())
+        // Copied, unless it turns out long (a reader opening on a full log): then read again
+        // as an index, having copied no more than a small layer's worth.
+        let most = if self.indexed { INDEX_FROM } else { usize::MAX };
+        let layer = match Layer::copy(log, from, most)? {
+            Some(copy) => copy,
+            None => Layer::index(log, from, u64::MAX)?,
         };
-        let mut failed = None;
-        let end = wal::scan(log.src, log.chunks, from, |at, mut ops| match &mut layer {
-            Layer::Copy(m) => ops.for_each(|op| m.apply(&op)),
-            Layer::Index(x) => {
-                while let Some((off, op)) = ops.next_at() {
-                    let pos = (at + off as u64) as u32;
-                    if let Err(f) = x.add(op.key(), pos, log) {
-                        failed.get_or_insert(f);
-                    }
-                }
-            }
-        })?;
-        if let Some(f) = failed {
-            return Err(fault_error(f));
-        }
+        let end = layer.to;
         let mut next = self.clone();
         if end != from {
             next.layers.push(Arc::new(layer));
@@ -120,9 +180,7 @@ impl Overlay {
             }
             let newer = layers.pop().expect("two layers");
             let older = layers.pop().expect("two layers");
-            let mut merged = Arc::unwrap_or_clone(older);
-            merged.absorb(&newer, log)?;
-            layers.push(Arc::new(merged));
+            layers.push(Arc::new(Layer::merged(older, &newer, log, self.indexed)?));
         }
         Ok(())
     }

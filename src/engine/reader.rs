@@ -482,8 +482,11 @@ impl Snap {
     }
 
     /// Starts loading the first lines of the bucket page for hash `h`, so that its cache
-    /// misses overlap the overlay's instead of following them.
+    /// misses overlap a large overlay's instead of following them.
     fn warm(&self, h: u64) {
+        if !self.overlay.large() {
+            return;
+        }
         let off = entry_offset(self.dir_entry(dir_index(h, self.root.global_depth)));
         if off != 0 {
             self.map.prefetch(off, SEARCH_LINES);

@@ -118,13 +118,24 @@ fn read(src: &dyn Source, chunks: &[u64], pos: u64, buf: &mut [u8]) -> Result<bo
 pub fn scan(
     src: &dyn Source,
     chunks: &[u64],
+    cur: Cursor,
+    f: impl FnMut(u64, OpIter<'_>),
+) -> Result<Cursor> {
+    scan_until(src, chunks, cur, u64::MAX, f)
+}
+
+/// [`scan`], stopping at the first frame that starts at or past log position `until`.
+pub fn scan_until(
+    src: &dyn Source,
+    chunks: &[u64],
     mut cur: Cursor,
+    until: u64,
     mut f: impl FnMut(u64, OpIter<'_>),
 ) -> Result<Cursor> {
     let cap = capacity(chunks);
     let mut hdr = [0u8; HEADER];
     let mut frame = Vec::new();
-    while cur.pos + HEADER as u64 <= cap {
+    while cur.pos < until && cur.pos + HEADER as u64 <= cap {
         if !read(src, chunks, cur.pos, &mut hdr)? {
             break;
         }
