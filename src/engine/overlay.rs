@@ -130,20 +130,23 @@ impl Layer {
 pub struct Overlay {
     layers: Vec<Arc<Layer>>,
     /// Large layers may index the log in place (else every layer copies it).
-    indexed: bool,
+    in_place: bool,
+    /// The layers hold at least `INDEX_FROM` keys: probing them likely misses the CPU caches.
+    large: bool,
 }
 
 impl Overlay {
-    pub fn new(indexed: bool) -> Overlay {
+    pub fn new(in_place: bool) -> Overlay {
         Overlay {
             layers: Vec::new(),
-            indexed,
+            in_place,
+            large: false,
         }
     }
 
     /// Whether probing the overlay likely misses the CPU caches (it is that large).
     pub fn large(&self) -> bool {
-        self.layers.iter().map(|l| l.len()).sum::<usize>() >= INDEX_FROM
+        self.large
     }
 
     /// Whether some layer reads the log in place.
@@ -155,7 +158,11 @@ impl Overlay {
     pub fn extended(&self, log: &Log, from: Cursor) -> crate::error::Result<(Overlay, Cursor)> {
         // Copied, unless it turns out long (a reader opening on a full log): then read again
         // as an index, having copied no more than a small layer's worth.
-        let most = if self.indexed { INDEX_FROM } else { usize::MAX };
+        let most = if self.in_place {
+            INDEX_FROM
+        } else {
+            usize::MAX
+        };
         let layer = match Layer::copy(log, from, most)? {
             Some(copy) => copy,
             None => Layer::index(log, from, u64::MAX)?,
@@ -165,6 +172,7 @@ impl Overlay {
         if end != from {
             next.layers.push(Arc::new(layer));
             next.compact(log).map_err(fault_error)?;
+            next.large = next.layers.iter().map(|l| l.len()).sum::<usize>() >= INDEX_FROM;
         }
         Ok((next, end))
     }
@@ -180,7 +188,7 @@ impl Overlay {
             }
             let newer = layers.pop().expect("two layers");
             let older = layers.pop().expect("two layers");
-            layers.push(Arc::new(Layer::merged(older, &newer, log, self.indexed)?));
+            layers.push(Arc::new(Layer::merged(older, &newer, log, self.in_place)?));
         }
         Ok(())
     }

@@ -163,15 +163,8 @@ pub fn scan_until(
 pub fn op(src: &dyn Source, chunks: &[u64], pos: u64) -> Res<Op> {
     let mut b = [0u8; OP_MAX];
     let n = (capacity(chunks).saturating_sub(pos) as usize).min(OP_MAX);
-    let mut fault = None;
-    pieces(chunks, pos, n, |off, at, len| {
-        if let Err(f) = src.read(off, &mut b[at..at + len]) {
-            fault = Some(f);
-        }
-        Ok(())
-    })?;
-    if let Some(f) = fault {
-        return Err(f);
+    if !read(src, chunks, pos, &mut b[..n])? {
+        return Err(Fault::Stale);
     }
     op_at(&b[..n]).map(|(op, _)| op).ok_or_else(|| {
         Fault::Suspect(crate::error::Error::corrupt(
