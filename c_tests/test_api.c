@@ -187,6 +187,9 @@ static void check_stats(hashdir_writer *w, hashdir_reader *r) {
             (unsigned long long)ws.buckets, (unsigned long long)ws.file_bytes,
             (unsigned long long)ws.wal_bytes);
   tap_check(ws.struct_size == sizeof ws, "stats leave struct_size alone");
+  /* Allocated space: the early-allocated chunks that were never written are holes. */
+  tap_check(ws.disk_bytes > 0 && ws.disk_bytes < ws.file_bytes, "disk_bytes %llu of file_bytes %llu",
+            (unsigned long long)ws.disk_bytes, (unsigned long long)ws.file_bytes);
 
   tap_ok(hashdir_reader_refresh(r), "refresh after checkpoint");
   memset(&rs, 0, sizeof rs);

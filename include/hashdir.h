@@ -173,7 +173,7 @@ typedef struct hashdir_stats {
    */
   uint64_t buckets;
   /**
-   * Size of the file in bytes.
+   * Length of the file in bytes.
    */
   uint64_t file_bytes;
   /**
@@ -190,6 +190,11 @@ typedef struct hashdir_stats {
    * their bucket.
    */
   uint64_t extents;
+  /**
+   * Bytes the filesystem holds for the file (`st_blocks` × 512): less than `file_bytes`
+   * where closing the writer or `hashdir_writer_gc` gave free space back.
+   */
+  uint64_t disk_bytes;
 } hashdir_stats;
 
 /**
@@ -485,6 +490,11 @@ enum hashdir_status hashdir_writer_recovery(struct hashdir_writer *w,
 /**
  * Commits, checkpoints, releases the file lock and frees the handle. NULL is a no-op.
  *
+ * Closing also gives the file's free space back to the filesystem (it punches holes, on
+ * filesystems that can): old page versions and both logs' chunks, except what a reader's
+ * pinned root may still read. The file's length stays; `disk_bytes` in `hashdir_stats` (and
+ * `du`) then counts about the live data only.
+ *
  * The handle is freed even when this fails; the failure says what did not reach the
  * file. A writer that panicked earlier is closed without committing and reports
  * `HASHDIR_ERR_PANIC`.
@@ -504,6 +514,7 @@ enum hashdir_status hashdir_writer_close(struct hashdir_writer *w);
  * The full garbage-collection pass: checkpoints what is committed, recomputes live space
  * from the root, returns every page and extent byte that nothing references and no free
  * list holds to the free lists, and publishes them. Idempotent: a second pass reclaims 0.
+ * Then, as `hashdir_writer_close` does, gives free space back to the filesystem.
  * Either out-parameter may be NULL.
  *
  * # Errors

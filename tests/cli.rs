@@ -3,6 +3,7 @@
 
 use std::collections::BTreeSet;
 use std::io::Write;
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
@@ -153,6 +154,7 @@ fn create_load_get_delete_stats() {
             "buckets",
             "extents",
             "file_bytes",
+            "disk_bytes",
             "wal_bytes"
         ]
     );
@@ -160,8 +162,13 @@ fn create_load_get_delete_stats() {
     assert_eq!(field(&stats, "values"), pairs.len() as u64);
     assert!(field(&stats, "epoch") > 0 && field(&stats, "buckets") > 0);
     assert!(field(&stats, "extents") >= 1, "{stats}");
-    let file_len = std::fs::metadata(&file).unwrap().len();
-    assert_eq!(field(&stats, "file_bytes"), file_len);
+    let meta = std::fs::metadata(&file).unwrap();
+    assert_eq!(field(&stats, "file_bytes"), meta.len());
+    assert_eq!(field(&stats, "disk_bytes"), meta.blocks() * 512);
+    assert!(
+        field(&stats, "disk_bytes") < meta.len() / 2,
+        "load's close gave the unused space back: {stats}"
+    );
     assert_eq!(
         field(&stats, "wal_bytes"),
         0,

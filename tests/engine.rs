@@ -747,6 +747,54 @@ fn churn_at_a_steady_size_plateaus_the_file() {
     assert!(hashdir::verify(&path).unwrap().is_ok());
 }
 
+/// Closing gives the space of old page versions and of both logs back to the filesystem: the
+/// file then takes on disk about what its live pages take, and reads, reopens and grows as
+/// before.
+#[test]
+fn close_gives_free_space_back() {
+    let d = TempDir::new("trim");
+    let path = d.file("t.h5");
+    let keys: Vec<Key> = (0..100_000).map(k).collect();
+    let mut w = Writer::open(&path, &opts()).unwrap();
+    for v in 1..4 {
+        rewrite_all(&mut w, &keys, v);
+    }
+    let open = w.stats().unwrap();
+    w.close().unwrap();
+    let r = Reader::open(&path, &manual()).unwrap();
+    let closed = r.stats().unwrap();
+    let live = closed.buckets * 4096;
+    println!(
+        "disk bytes while open {}, after close {}, live bucket pages {live}, file length {}",
+        open.disk_bytes, closed.disk_bytes, closed.file_bytes
+    );
+    assert_eq!(closed.file_bytes, open.file_bytes, "the length stays");
+    assert!(
+        closed.disk_bytes < live + live / 4,
+        "after close the file takes {} bytes on disk for {live} bytes of live pages",
+        closed.disk_bytes
+    );
+    assert!(open.disk_bytes > closed.disk_bytes + live / 2);
+    assert_eq!(count_with(&r, &keys, k(3)), keys.len());
+    drop(r);
+    assert!(hashdir::verify(&path).unwrap().is_ok());
+    // The punched log and pages are written again.
+    let mut w = Writer::open(&path, &opts()).unwrap();
+    assert_eq!(w.recovery().frames, 0);
+    let more: Vec<Key> = (100_000..150_000).map(k).collect();
+    w.insert(&more, &more).unwrap();
+    w.commit().unwrap();
+    drop(w);
+    let mut w = Writer::open(&path, &opts()).unwrap();
+    assert_eq!(w.recovery().frames, 1, "the log in a punched chunk");
+    rewrite_all(&mut w, &keys, 4);
+    w.close().unwrap();
+    assert!(hashdir::verify(&path).unwrap().is_ok());
+    let r = Reader::open(&path, &manual()).unwrap();
+    assert_eq!(count_with(&r, &keys, k(4)), keys.len());
+    assert_eq!(count_with(&r, &more[..10], more[0]), 1);
+}
+
 /// Many small checkpoints over a big free list: the free list's own pages must come from the
 /// free list. (They came from the end of the file, so each checkpoint grew the file by the
 /// free list's size: doubling about every 350 checkpoints, found by a 10-minute stress run.)
@@ -820,6 +868,9 @@ fn pinned_readers_hold_their_pages_back() {
             "the pinned state is whole"
         );
     }
+    // Giving free space back to the filesystem leaves the pinned root's pages alone.
+    w.gc().unwrap();
+    assert_eq!(count_with(&r, &keys, k(1)), keys.len(), "after gc's trim");
     assert_eq!(r.stats().unwrap().epoch, epoch, "no refresh was needed");
     r.refresh().unwrap();
     assert_eq!(
@@ -965,6 +1016,8 @@ fn pinned_readers_read_their_log_in_place() {
         w.checkpoint().unwrap();
     }
     assert!(w.stats().unwrap().epoch > r.stats().unwrap().epoch + 5);
+    // Giving free space back to the filesystem leaves the pinned root's log alone.
+    w.gc().unwrap();
     check_model(&r, &model, &probes);
     r.refresh().unwrap();
     check_model(&r, &newest, &probes);

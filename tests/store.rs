@@ -383,7 +383,7 @@ fn grow_write_read_and_persist() {
         .map(|(o, d)| o + d.len() as u64)
         .max()
         .unwrap();
-    assert!(w.file_len().unwrap() >= end);
+    assert!(w.size().unwrap().len >= end);
 
     let chunks: Vec<Vec<u64>> = Ds::all().map(|ds| w.chunks(ds).to_vec()).collect();
     w.close().unwrap();
@@ -395,6 +395,30 @@ fn grow_write_read_and_persist() {
     }
 }
 
+/// A punched range reads as zeros, takes no blocks any more, leaves the length and its
+/// neighbours alone, and takes writes again.
+#[test]
+fn punched_ranges_read_zeros_and_free_their_blocks() {
+    let dir = TestDir::new("punch");
+    let path = dir.file("a.h5");
+    let mut w = create(&path);
+    w.grow(Ds::Pages, 1).unwrap();
+    let base = w.chunks(Ds::Pages)[0];
+    let data = pattern(base, PAGE * 8);
+    w.write_at(base, &data).unwrap();
+    let before = w.size().unwrap();
+    assert!(w.punch(base + PAGE as u64, 4 * PAGE as u64).unwrap());
+    let after = w.size().unwrap();
+    assert_eq!(after.len, before.len);
+    assert!(after.allocated <= before.allocated - 4 * PAGE as u64);
+    let got = read_vec(&w, base, PAGE * 8);
+    assert_eq!(&got[..PAGE], &data[..PAGE]);
+    assert!(got[PAGE..5 * PAGE].iter().all(|&b| b == 0));
+    assert_eq!(&got[5 * PAGE..], &data[5 * PAGE..]);
+    w.write_at(base + PAGE as u64, &data[..PAGE]).unwrap();
+    assert_eq!(read_vec(&w, base + PAGE as u64, PAGE), &data[..PAGE]);
+}
+
 #[test]
 fn bad_shard_and_reads_past_the_end() {
     let dir = TestDir::new("badshard");
@@ -404,7 +428,7 @@ fn bad_shard_and_reads_past_the_end() {
         w.grow(Ds::Values(VALUE_SHARDS as u8), 1),
         Err(Error::InvalidArgument(_))
     ));
-    let len = w.file_len().unwrap();
+    let len = w.size().unwrap().len;
     let mut buf = [0u8; 16];
     assert!(matches!(
         w.read_at(len + 4096, &mut buf),
@@ -680,7 +704,7 @@ fn reader_in_writer_process_shares_the_root_and_maps() {
     assert_eq!(r.path(), path);
     assert_eq!(r.root_offset(), w.root_offset());
     let m1 = r.map().unwrap();
-    assert_eq!(m1.len() as u64, w.file_len().unwrap());
+    assert_eq!(m1.len() as u64, w.size().unwrap().len);
     let mut buf = vec![0u8; 200];
     m1.read(r.root_offset(), &mut buf).unwrap();
     assert_eq!(buf, root_bytes());
@@ -942,7 +966,7 @@ fn growth_is_contiguous_disjoint_and_stable() {
         "measure grow_pages_0_to_64 ms={:.3} gaps={} file_len={} last_chunk_end={} root_offset={} first_chunk={}",
         one_step.as_secs_f64() * 1e3,
         gaps(&p, pages_chunk),
-        w.file_len().unwrap(),
+        w.size().unwrap().len,
         p.last().unwrap() + pages_chunk,
         w.root_offset(),
         p[0]
@@ -980,11 +1004,11 @@ fn growth_is_contiguous_disjoint_and_stable() {
             "measure grow_pages {start_n}->{target} step={step} steps={steps} ms_per_grow={:.3} gaps_total={} file_len={}",
             el * 1e3 / steps.max(1) as f64,
             gaps(p, pages_chunk),
-            w.file_len().unwrap()
+            w.size().unwrap().len
         );
     }
     let p = w.chunks(Ds::Pages).to_vec();
-    let len_open = w.file_len().unwrap();
+    let len_open = w.size().unwrap().len;
     w.close().unwrap();
     println!(
         "measure file_len open={len_open} after_close={}",

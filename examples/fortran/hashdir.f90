@@ -68,6 +68,7 @@ module hashdir
     integer(c_int64_t) :: epoch = 0
     integer(c_int64_t) :: wal_bytes = 0
     integer(c_int64_t) :: extents = 0
+    integer(c_int64_t) :: disk_bytes = 0
   end type hashdir_stats
 
   ! ---------------------------------------------------------------------------------

@@ -174,6 +174,7 @@ class _Stats(ctypes.Structure):
         ("epoch", c_uint64),
         ("wal_bytes", c_uint64),
         ("extents", c_uint64),
+        ("disk_bytes", c_uint64),
     ]
 
 
@@ -189,6 +190,7 @@ class Stats(NamedTuple):
     epoch: int
     wal_bytes: int
     extents: int
+    disk_bytes: int
 
 
 _KP = POINTER(_Key)

@@ -404,6 +404,7 @@ fn stats(path: &Path) -> Result<(), Failure> {
     println!("buckets: {}", s.buckets);
     println!("extents: {}", s.extents);
     println!("file_bytes: {}", s.file_bytes);
+    println!("disk_bytes: {}", s.disk_bytes);
     println!("wal_bytes: {}", s.wal_bytes);
     Ok(())
 }

@@ -23,6 +23,7 @@ mod reader;
 mod recovery;
 mod source;
 mod state;
+mod trim;
 mod valueset;
 mod verify;
 mod wal;

@@ -3,6 +3,7 @@
 use crate::error::{Error, Result};
 use crate::format::layout::PAGE;
 use crate::format::root::Root;
+use crate::store::FileSize;
 
 /// With `checkpoint_bytes` 0 the log grows with the table: to half the table's bucket pages,
 /// at least `AUTO_LOG_MIN` and at most `AUTO_LOG_MAX`. A checkpoint rewrites about every page
@@ -82,7 +83,11 @@ pub struct Stats {
     pub keys: u64,
     pub values: u64,
     pub buckets: u64,
+    /// The file's length.
     pub file_bytes: u64,
+    /// Bytes the filesystem holds for the file: less than its length where free space has
+    /// been given back (`Writer::close`, `Writer::gc`) or allocated space never written.
+    pub disk_bytes: u64,
     pub epoch: u64,
     /// Value sets stored in extents (the rest are inline in their bucket entry).
     pub extents: u64,
@@ -91,14 +96,15 @@ pub struct Stats {
 }
 
 impl Stats {
-    pub fn of(root: &Root, file_bytes: u64, wal_bytes: u64) -> Stats {
+    pub fn of(root: &Root, size: FileSize, wal_bytes: u64) -> Stats {
         Stats {
             global_depth: root.global_depth,
             keys: root.keys,
             values: root.values,
             buckets: root.buckets,
             extents: root.extents,
-            file_bytes,
+            file_bytes: size.len,
+            disk_bytes: size.allocated,
             epoch: root.epoch,
             wal_bytes,
         }

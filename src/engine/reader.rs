@@ -338,7 +338,7 @@ impl Reader {
 
     pub fn stats(&self) -> Result<Stats> {
         let s = self.snapshot();
-        Ok(Stats::of(&s.root, s.map.len() as u64, s.wal.pos))
+        Ok(Stats::of(&s.root, self.file.size()?, s.wal.pos))
     }
 }
 

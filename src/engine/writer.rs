@@ -7,6 +7,7 @@ use super::oplog::OpLog;
 use super::options::{LogLimit, Options, Stats};
 use super::recovery::{self, RecoveryReport};
 use super::state::{initial_root, State};
+use super::trim;
 use super::wal::{self, Cursor};
 use crate::error::{Error, Result};
 use crate::format::wal::{FrameBuf, Op};
@@ -183,10 +184,7 @@ impl Writer {
     /// Runs a checkpoint (even with nothing committed: it still publishes changed free lists
     /// and log size); after a failure, rebuilds the in-memory state from the file.
     fn run_checkpoint(&mut self, room: u64) -> Result<()> {
-        let oldest = self.readers.as_ref().and_then(|t| t.oldest());
-        self.st.pages.release(oldest.unwrap_or(u64::MAX));
-        self.st.extents.release(oldest.unwrap_or(u64::MAX));
-        self.st.wal_spare.release(oldest.unwrap_or(u64::MAX));
+        self.release();
         let r = checkpoint::run(
             &mut self.file,
             &mut self.st,
@@ -212,9 +210,25 @@ impl Writer {
         }
     }
 
+    /// Makes reusable what no pinned reader can read any more.
+    fn release(&mut self) {
+        let oldest = self.readers.as_ref().and_then(|t| t.oldest());
+        self.st.pages.release(oldest.unwrap_or(u64::MAX));
+        self.st.extents.release(oldest.unwrap_or(u64::MAX));
+        self.st.wal_spare.release(oldest.unwrap_or(u64::MAX));
+    }
+
+    /// Gives the free space that no pinned reader can read back to the filesystem; run after
+    /// a checkpoint, so the log's chunks are free too. Returns the bytes given back.
+    fn trim(&mut self) -> Result<u64> {
+        self.release();
+        trim::trim(&self.file, &self.st, self.wal.pos == 0)
+    }
+
     /// The full garbage-collection pass: checkpoints what is committed, then reclaims every
     /// page and extent that the root neither references nor lists as free, and publishes the
-    /// new free lists. The pending (uncommitted) batch is left as it is.
+    /// new free lists and gives free space back to the filesystem. The pending (uncommitted)
+    /// batch is left as it is.
     pub fn gc(&mut self) -> Result<GcReport> {
         self.checkpoint()?;
         let report = gc::collect(&self.file, &mut self.st)?;
@@ -222,6 +236,7 @@ impl Writer {
         if report != GcReport::default() {
             self.run_checkpoint(self.log_capacity())?;
         }
+        self.trim()?;
         Ok(report)
     }
 
@@ -232,18 +247,16 @@ impl Writer {
     }
 
     pub fn stats(&self) -> Result<Stats> {
-        Ok(Stats::of(
-            &self.st.root,
-            self.file.file_len()?,
-            self.wal.pos,
-        ))
+        Ok(Stats::of(&self.st.root, self.file.size()?, self.wal.pos))
     }
 
-    /// Commits, checkpoints and releases the file.
+    /// Commits, checkpoints, gives free space back to the filesystem and releases the file.
     pub fn close(mut self) -> Result<()> {
         self.commit()?;
         self.checkpoint()?;
-        self.file.close()
+        let trimmed = self.trim();
+        self.file.close()?;
+        trimmed.map(drop)
     }
 }
 

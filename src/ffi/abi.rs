@@ -97,7 +97,7 @@ pub struct hashdir_stats {
     pub values: u64,
     /// Buckets in the directory.
     pub buckets: u64,
-    /// Size of the file in bytes.
+    /// Length of the file in bytes.
     pub file_bytes: u64,
     /// Number of the last checkpoint.
     pub epoch: u64,
@@ -107,6 +107,9 @@ pub struct hashdir_stats {
     /// Value sets large enough to live in extents of their own rather than inline in
     /// their bucket.
     pub extents: u64,
+    /// Bytes the filesystem holds for the file (`st_blocks` × 512): less than `file_bytes`
+    /// where closing the writer or `hashdir_writer_gc` gave free space back.
+    pub disk_bytes: u64,
 }
 
 /// What opening a writer recovered, filled by `hashdir_writer_recovery` (versioned like
@@ -138,7 +141,7 @@ const _: () = assert!(align_of::<hashdir_value>() == align_of::<Value>());
 const _: () = assert!(size_of::<hashdir_options>() == 24);
 const _: () = assert!(offset_of!(hashdir_options, checkpoint_bytes) == 8);
 const _: () = assert!(offset_of!(hashdir_options, refresh_interval_ms) == 16);
-const _: () = assert!(size_of::<hashdir_stats>() == 64);
+const _: () = assert!(size_of::<hashdir_stats>() == 72);
 const _: () = assert!(offset_of!(hashdir_stats, keys) == 8);
 const _: () = assert!(offset_of!(hashdir_stats, wal_bytes) == 48);
 const _: () = assert!(size_of::<hashdir_recovery>() == 40);

@@ -20,9 +20,10 @@ pub(super) unsafe fn write(s: &Stats, out: *mut hashdir_stats) -> CallResult {
         epoch: s.epoch,
         wal_bytes: s.wal_bytes,
         extents: s.extents,
+        disk_bytes: s.disk_bytes,
     };
     let fields = field_ends!(hashdir_stats, full;
-        global_depth, keys, values, buckets, file_bytes, epoch, wal_bytes, extents);
+        global_depth, keys, values, buckets, file_bytes, epoch, wal_bytes, extents, disk_bytes);
     // SAFETY: passed on from this function's contract.
     unsafe { write_versioned(&full, out, &fields, "out") }
 }
@@ -42,6 +43,7 @@ mod tests {
             epoch: 8,
             wal_bytes: 9,
             extents: 10,
+            disk_bytes: 11,
         }
     }
 
@@ -59,8 +61,9 @@ mod tests {
             out.epoch,
             out.wal_bytes,
             out.extents,
+            out.disk_bytes,
         );
-        assert_eq!(got, (3, 4, 8, 9, 10));
+        assert_eq!(got, (3, 4, 8, 9, 10, 11));
         assert_eq!(out.struct_size, size_of::<hashdir_stats>() as u32);
     }
 

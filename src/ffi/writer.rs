@@ -346,6 +346,11 @@ pub unsafe extern "C" fn hashdir_writer_recovery(
 
 /// Commits, checkpoints, releases the file lock and frees the handle. NULL is a no-op.
 ///
+/// Closing also gives the file's free space back to the filesystem (it punches holes, on
+/// filesystems that can): old page versions and both logs' chunks, except what a reader's
+/// pinned root may still read. The file's length stays; `disk_bytes` in `hashdir_stats` (and
+/// `du`) then counts about the live data only.
+///
 /// The handle is freed even when this fails; the failure says what did not reach the
 /// file. A writer that panicked earlier is closed without committing and reports
 /// `HASHDIR_ERR_PANIC`.
@@ -378,6 +383,7 @@ pub unsafe extern "C" fn hashdir_writer_close(w: *mut hashdir_writer) -> hashdir
 /// The full garbage-collection pass: checkpoints what is committed, recomputes live space
 /// from the root, returns every page and extent byte that nothing references and no free
 /// list holds to the free lists, and publishes them. Idempotent: a second pass reclaims 0.
+/// Then, as `hashdir_writer_close` does, gives free space back to the filesystem.
 /// Either out-parameter may be NULL.
 ///
 /// # Errors

@@ -339,12 +339,32 @@ impl WriterFile {
             .map_err(|e| Error::io("fdatasync", &self.path, e))
     }
 
-    pub fn file_len(&self) -> Result<u64> {
-        let m = self
-            .fd
-            .metadata()
-            .map_err(|e| Error::io("fstat", &self.path, e))?;
-        Ok(m.len())
+    pub fn size(&self) -> Result<FileSize> {
+        FileSize::of(&self.fd, &self.path)
+    }
+
+    /// Gives the blocks of `[off, off + len)` back to the filesystem; the range then reads as
+    /// zeros and the file's length is unchanged. `false` where the filesystem cannot punch
+    /// holes (the bytes then stay as they were).
+    pub fn punch(&self, off: u64, len: u64) -> Result<bool> {
+        let mode = libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE;
+        // SAFETY: a valid descriptor for the call; fallocate reads no memory of ours.
+        let rc = unsafe {
+            libc::fallocate(
+                self.fd.as_raw_fd(),
+                mode,
+                off as libc::off_t,
+                len as libc::off_t,
+            )
+        };
+        if rc == 0 {
+            return Ok(true);
+        }
+        let e = io::Error::last_os_error();
+        match e.raw_os_error() {
+            Some(libc::EOPNOTSUPP) | Some(libc::ENOSYS) => Ok(false),
+            _ => Err(Error::io("fallocate(PUNCH_HOLE)", &self.path, e)),
+        }
     }
 
     /// Flushes and closes HDF5, unregisters, releases the lock. Does not fsync. Drop does the
@@ -568,6 +588,23 @@ fn check_unmoved(ds: Ds, old: &[u64], new: &[u64]) -> Result<()> {
 // ---------------------------------------------------------------------------------------------
 // Reader
 
+/// A file's length, and the bytes the filesystem holds for it (less where it has holes).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FileSize {
+    pub len: u64,
+    pub allocated: u64,
+}
+
+impl FileSize {
+    fn of(fd: &File, path: &Path) -> Result<FileSize> {
+        let m = fd.metadata().map_err(|e| Error::io("fstat", path, e))?;
+        Ok(FileSize {
+            len: m.len(),
+            allocated: m.blocks() * 512,
+        })
+    }
+}
+
 /// A reader's handle: the root offset and a descriptor to map. No HDF5 state after open.
 pub struct ReadFile {
     path: PathBuf,
@@ -620,6 +657,10 @@ impl ReadFile {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    pub fn size(&self) -> Result<FileSize> {
+        FileSize::of(&self.fd, &self.path)
     }
 }
 

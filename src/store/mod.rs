@@ -12,7 +12,7 @@ mod readers;
 
 use crate::format::layout::{BLOB_CHUNK, PAGE, PAGES_PER_CHUNK, VALUE_SHARDS};
 
-pub use file::{drop_cache, RawIo, ReadFile, WriterFile};
+pub use file::{drop_cache, FileSize, RawIo, ReadFile, WriterFile};
 pub use map::Mmap;
 pub use readers::{table_path, ReaderTable, Slot, SLOTS};
 
