@@ -10,23 +10,44 @@ const INSERT: u8 = 0;
 const DELETE_PAIR: u8 = 1;
 const DELETE_KEY: u8 = 2;
 
-#[derive(Clone, Copy)]
-struct Rec {
-    hash: u64,
-    key: Key,
-    val: Value,
-    op: u8,
+/// One op, packed without padding: key hash (big-endian, so bytes 0..24 order as (hash, key)),
+/// key, value, op code. 41 bytes where a struct would take 48.
+type Rec = [u8; REC];
+const REC: usize = 41;
+
+fn rec_hash(r: &Rec) -> u64 {
+    u64::from_be_bytes(r[..8].try_into().expect("8 bytes"))
 }
+
+fn rec_key(r: &Rec) -> Key {
+    r[8..24].try_into().expect("16 bytes")
+}
+
+fn rec_val(r: &Rec) -> Value {
+    r[24..40].try_into().expect("16 bytes")
+}
+
+/// Ops a block holds: 43 MB, above glibc's largest mmap threshold (32 MiB), so each block is a
+/// mapping of its own, and the sort gives each one back to the OS as soon as it has moved it.
+/// (Small under test, so that the unit tests move many blocks.)
+const BLOCK: usize = if cfg!(test) { 1 << 12 } else { 1 << 20 };
+
+/// The counting sort's windows are at most 2^13: their write fronts touch at most one page each
+/// (32 MiB) beyond the ops moved so far, and a window of a full 1 GiB log (4 K ops, 160 KiB)
+/// still sorts within the CPU's L2 cache.
+const WINDOW_BITS: u32 = 13;
 
 /// Below this many ops a second thread costs more than it saves.
 const PARALLEL_SORT: usize = 1 << 16;
 
-/// Sorts each window `bounds[i]..bounds[i + 1]` of `recs`; a large sort's upper half on a
-/// second thread (the checkpoint's other threads are idle while it runs).
+/// Sorts each window `bounds[i]..bounds[i + 1]` of `recs` by (hash, key), stably; a large
+/// sort's upper half on a second thread (the checkpoint's other threads are idle while it runs).
 fn sort_windows(recs: &mut [Rec], bounds: &[usize]) {
     fn sort(part: &mut [Rec], bounds: &[usize], base: usize) {
         for w in bounds.windows(2) {
-            part[w[0] - base..w[1] - base].sort_by_key(|r| (r.hash, r.key));
+            part[w[0] - base..w[1] - base].sort_by(|a, b| {
+                (rec_hash(a).cmp(&rec_hash(b))).then_with(|| a[8..24].cmp(&b[8..24]))
+            });
         }
     }
     let half = bounds.len() / 2;
@@ -51,88 +72,111 @@ fn sort_windows(recs: &mut [Rec], bounds: &[usize]) {
     }
 }
 
+/// Committed ops in blocks, in commit order; after `sort`, in one buffer by (hash, key).
 #[derive(Default)]
 pub struct OpLog {
-    recs: Vec<Rec>,
+    blocks: Vec<Vec<Rec>>,
+    /// Whole records: bytes, not `Vec<Rec>`, because only a zeroed byte vector is allocated
+    /// without being written (the OS maps its pages in as the sort writes them).
+    sorted: Vec<u8>,
 }
 
 impl OpLog {
     pub fn apply(&mut self, op: &Op) {
-        let (key, val, op) = match *op {
+        let (key, val, code) = match *op {
             Op::Insert(k, v) => (k, v, INSERT),
             Op::DeletePair(k, v) => (k, v, DELETE_PAIR),
             Op::DeleteKey(k) => (k, [0; 16], DELETE_KEY),
         };
-        self.recs.push(Rec {
-            hash: key_hash(&key),
-            key,
-            val,
-            op,
-        });
+        let mut r: Rec = [0; REC];
+        r[..8].copy_from_slice(&key_hash(&key).to_be_bytes());
+        r[8..24].copy_from_slice(&key);
+        r[24..40].copy_from_slice(&val);
+        r[40] = code;
+        if self.blocks.last().is_none_or(|b| b.len() == BLOCK) {
+            self.blocks.push(Vec::with_capacity(BLOCK));
+        }
+        self.blocks.last_mut().expect("pushed").push(r);
     }
 
     pub fn is_empty(&self) -> bool {
-        self.recs.is_empty()
+        self.blocks.is_empty() && self.sorted.is_empty()
     }
 
     pub fn clear(&mut self) {
-        self.recs = Vec::new();
+        *self = OpLog::default();
     }
 
     /// Orders the ops by (hash, key), keeping commit order within a key: a stable counting
-    /// sort on the leading hash bits, then a stable sort of each (small) bucket.
+    /// sort on the leading hash bits, then a stable sort of each (small) window.
+    ///
+    /// The counting sort moves the ops block by block into a zeroed vector that the OS maps
+    /// in only as it is written, and frees each block once moved, so the ops are held about
+    /// once throughout, not twice.
     pub fn sort(&mut self) {
-        let n = self.recs.len();
-        let bits = (usize::BITS - (n / 16).leading_zeros()).min(16);
-        if bits == 0 {
-            self.recs.sort_by_key(|r| (r.hash, r.key));
-            return;
+        let mut blocks = std::mem::take(&mut self.blocks);
+        if !self.sorted.is_empty() {
+            blocks.insert(0, self.recs().to_vec());
         }
-        let shift = 64 - bits;
+        let n: usize = blocks.iter().map(Vec::len).sum();
+        let bits = (usize::BITS - (n / 16).leading_zeros()).min(WINDOW_BITS);
+        let shift = 64 - bits.max(1);
+        let window = |r: &Rec| {
+            if bits == 0 {
+                0
+            } else {
+                (rec_hash(r) >> shift) as usize
+            }
+        };
         let mut starts = vec![0usize; (1 << bits) + 1];
-        for r in &self.recs {
-            starts[(r.hash >> shift) as usize + 1] += 1;
+        for r in blocks.iter().flatten() {
+            starts[window(r) + 1] += 1;
         }
         for i in 1..starts.len() {
             starts[i] += starts[i - 1];
         }
         let bounds = starts.clone();
-        // Every slot is overwritten below; the clone only sizes the vector without unsafe.
-        let mut out = self.recs.clone();
-        for r in &self.recs {
-            let b = (r.hash >> shift) as usize;
-            out[starts[b]] = *r;
-            starts[b] += 1;
+        let mut bytes = vec![0u8; n * REC];
+        let out = bytes.as_chunks_mut::<REC>().0;
+        for block in blocks {
+            for r in &block {
+                let w = window(r);
+                out[starts[w]] = *r;
+                starts[w] += 1;
+            }
         }
-        sort_windows(&mut out, &bounds);
-        self.recs = out;
+        sort_windows(out, &bounds);
+        self.sorted = bytes;
+    }
+
+    fn recs(&self) -> &[Rec] {
+        self.sorted.as_chunks::<REC>().0
     }
 
     /// The ops' key hashes, ascending once sorted.
     pub fn hashes(&self) -> impl Iterator<Item = u64> + '_ {
-        self.recs.iter().map(|r| r.hash)
+        debug_assert!(self.blocks.is_empty(), "sorted first");
+        self.recs().iter().map(rec_hash)
     }
 
     /// Each key's ops folded into a delta, in (hash, key) order once sorted.
     pub fn deltas(&self) -> impl Iterator<Item = (u64, Key, Delta)> + '_ {
-        debug_assert!(self.recs.is_sorted_by_key(|r| (r.hash, r.key)));
+        debug_assert!(self.blocks.is_empty(), "sorted first");
+        let recs = self.recs();
+        debug_assert!(recs.is_sorted_by_key(|r| (rec_hash(r), rec_key(r))));
         let mut at = 0;
-        let recs = &self.recs;
         std::iter::from_fn(move || {
             let first = recs.get(at)?;
             let mut d = Delta::default();
-            while let Some(r) = recs
-                .get(at)
-                .filter(|r| r.hash == first.hash && r.key == first.key)
-            {
-                match r.op {
-                    INSERT => d.insert(r.val),
-                    DELETE_PAIR => d.delete_pair(r.val),
+            while let Some(r) = recs.get(at).filter(|r| r[..24] == first[..24]) {
+                match r[40] {
+                    INSERT => d.insert(rec_val(r)),
+                    DELETE_PAIR => d.delete_pair(rec_val(r)),
                     _ => d.delete_key(),
                 }
                 at += 1;
             }
-            Some((first.hash, first.key, d))
+            Some((rec_hash(first), rec_key(first), d))
         })
     }
 }
@@ -144,6 +188,9 @@ mod tests {
 
     /// Large enough for the radix pass and the two-thread sort; few keys, so each has many
     /// ops whose commit order must survive the sort.
+    /// Large enough for the radix pass, the two-thread sort and many blocks; few keys, so each
+    /// has many ops whose commit order must survive the sort. Ops applied after a sort join
+    /// the sorted ones at the next.
     #[test]
     fn sorted_deltas_keep_commit_order_within_a_key() {
         let seed = 0x5851_f42d_4c95_7f2du64;
@@ -151,19 +198,22 @@ mod tests {
         let mut next = crate::engine::xorshift(seed);
         let mut log = OpLog::default();
         let mut model: HashMap<Key, Delta> = HashMap::new();
-        for _ in 0..200_000 {
-            let mut k = [0u8; 16];
-            k[..8].copy_from_slice(&(next() % 5000).to_le_bytes());
-            let v = [(next() % 4) as u8; 16];
-            let op = match next() % 7 {
-                0 => Op::DeleteKey(k),
-                1 => Op::DeletePair(k, v),
-                _ => Op::Insert(k, v),
-            };
-            log.apply(&op);
-            model.entry(k).or_default().apply(&op);
+        for round in 0..2 {
+            for _ in 0..100_000 {
+                let mut k = [0u8; 16];
+                k[..8].copy_from_slice(&(next() % 5000).to_le_bytes());
+                let v = [(next() % 4) as u8; 16];
+                let op = match next() % 7 {
+                    0 => Op::DeleteKey(k),
+                    1 => Op::DeletePair(k, v),
+                    _ => Op::Insert(k, v),
+                };
+                log.apply(&op);
+                model.entry(k).or_default().apply(&op);
+            }
+            log.sort();
+            assert!(log.blocks.is_empty() && log.recs().len() == 100_000 * (round + 1));
         }
-        log.sort();
         let hashes: Vec<u64> = log.hashes().collect();
         assert!(hashes.is_sorted());
         let mut seen = 0;
@@ -178,5 +228,17 @@ mod tests {
             seen += 1;
         }
         assert_eq!(seen, model.len());
+    }
+
+    /// Under 16 ops the sort has one window.
+    #[test]
+    fn a_few_ops_sort_too() {
+        let mut log = OpLog::default();
+        for i in (0..10u8).rev() {
+            log.apply(&Op::Insert([i; 16], [i; 16]));
+        }
+        log.sort();
+        let hashes: Vec<u64> = log.hashes().collect();
+        assert!(hashes.is_sorted() && hashes.len() == 10);
     }
 }
