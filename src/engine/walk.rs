@@ -101,7 +101,7 @@ fn walk_buckets(src: &dyn Source, root: &Root, dir: &[u64], extent_crcs: bool, l
             continue;
         }
         let span = 1usize << (gd - depth);
-        if i % span != 0 || dir[i..(i + span).min(dir.len())].iter().any(|x| *x != e) {
+        if !i.is_multiple_of(span) || dir[i..(i + span).min(dir.len())].iter().any(|x| *x != e) {
             live.problem(format!(
                 "directory slots {i}..{}: a depth-{depth} bucket must fill its aligned group",
                 i + span

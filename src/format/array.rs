@@ -69,7 +69,7 @@ fn words(level: u32) -> usize {
 
 /// Encodes a page; `words` holds `count * words(level)` u64s.
 pub fn encode(level: u32, first: u64, items: &[u64], epoch: u64) -> Box<Page> {
-    assert!(items.len() <= LEAF && items.len() % words(level) == 0);
+    assert!(items.len() <= LEAF && items.len().is_multiple_of(words(level)));
     let mut p = Box::new([0u8; PAGE]);
     p[16] = level as u8;
     put_u16(&mut p[..], 18, (items.len() / words(level)) as u16);

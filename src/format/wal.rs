@@ -126,7 +126,7 @@ pub fn header_len(hdr: &[u8], gen: u64, lsn: u64) -> Option<usize> {
         return None;
     }
     let len = get_u32(hdr, 24) as usize;
-    (len >= HEADER && len % 8 == 0).then_some(len)
+    (len >= HEADER && len.is_multiple_of(8)).then_some(len)
 }
 
 /// The ops of a whole frame, if it is the frame of (gen, lsn) its header promised and its

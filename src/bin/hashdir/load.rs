@@ -133,7 +133,7 @@ impl Job<'_> {
         self.bytes += bytes as u64;
         if self.keys.len() >= self.batch {
             self.flush()?;
-        } else if self.keys.len() % TICK == 0 {
+        } else if self.keys.len().is_multiple_of(TICK) {
             self.tick(self.keys.len() as u64);
         }
         Ok(())
