@@ -69,7 +69,7 @@ fn parse() -> Args {
             "--file" => a.file = it.next().map(PathBuf::from),
             "--bench" => {} // cargo bench passes it
             "--help" | "-h" => {
-                println!("usage: cargo bench --bench hashdir -- [--keys N] [--values-per-key K] [--batch B] [--lookups L] [--threads T] [--sync] [--cold] [--checkpoint-mb M] [--dir DIR] [--keep]\n  N, B, L accept suffixes k, M, G (e.g. --keys 10M)\n  --cold adds lookups with the file dropped from the page cache every 1000 lookups, counting device reads, and a checkpoint of new keys over a table dropped from the page cache");
+                println!("usage: cargo bench --bench hashdir -- [--keys N] [--values-per-key K] [--batch B] [--lookups L] [--threads T] [--sync] [--cold] [--checkpoint-mb M] [--dir DIR] [--keep]\n  N, B, L accept suffixes k, M, G (e.g. --keys 10M)\n  --cold adds lookups with the file dropped from the page cache every 1000 lookups, counting device reads, and a checkpoint of new keys over a table dropped from the page cache\n  --role recover --file F times the writer's recovery of F alone (profile it on a copy of a crashed writer's file: recovery keeps the log)");
                 std::process::exit(0);
             }
             other => die(&format!("unknown argument {other} (try --help)")),
@@ -469,10 +469,17 @@ fn load_then_crash(a: &Args, path: &Path) -> Writer {
     reader_process(a, path);
     writer.kill().unwrap(); // SIGKILL
     writer.wait().unwrap();
+    recover(a, path)
+}
+
+/// Opens the writer, timing its recovery of the log a crash left.
+fn recover(a: &Args, path: &Path) -> Writer {
     let t = Instant::now();
     let w = Writer::open(path, &opts(a)).unwrap_or_else(|e| die(&e.to_string()));
-    let extra = format!(",\"wal_bytes\":{wal}");
-    emit("recovery_seconds", t.elapsed().as_secs_f64(), a, &extra);
+    let secs = t.elapsed().as_secs_f64();
+    let r = w.recovery();
+    let extra = format!(",\"wal_bytes\":{},\"frames\":{}", r.log_bytes, r.frames);
+    emit("recovery_seconds", secs, a, &extra);
     w
 }
 
@@ -576,6 +583,11 @@ fn main() {
         Some("reader") => return reader_role(&a),
         Some("staleness") => return staleness_role(&a),
         Some("writer") => return writer_role(&a),
+        // Recovery alone, for profiling: a copy of a crashed writer's file is left as it was.
+        Some("recover") => {
+            let path = a.file.clone().unwrap_or_else(|| die("--file missing"));
+            return drop(recover(&a, &path));
+        }
         _ => {}
     }
     std::fs::create_dir_all(&a.dir).unwrap_or_else(|e| die(&format!("{}: {e}", a.dir.display())));

@@ -6,7 +6,7 @@ use super::pages::Held;
 use super::source::{Fault, Res, Source};
 use crate::error::Result;
 use crate::format::layout::BLOB_CHUNK;
-use crate::format::wal::{header_len, op_at, validate, Op, OpIter, HEADER, OP_MAX};
+use crate::format::wal::{frame_ops, header_len, op_at, validate, Op, OpIter, HEADER, OP_MAX};
 use crate::store::{Positional, WriterFile};
 
 /// Position in the log: generation, next LSN, next byte (logical offset over the chunks).
@@ -128,9 +128,24 @@ pub fn scan(
 pub fn scan_until(
     src: &dyn Source,
     chunks: &[u64],
-    mut cur: Cursor,
+    cur: Cursor,
     until: u64,
     mut f: impl FnMut(u64, OpIter<'_>),
+) -> Result<Cursor> {
+    scan_frames(src, chunks, cur, until, |pos, frame| {
+        f(pos, frame_ops(&frame));
+        frame
+    })
+}
+
+/// [`scan_until`] handing each valid frame over whole (its ops: `frame_ops`): `f` takes the
+/// frame's bytes and returns the buffer to read the next frame into.
+pub fn scan_frames(
+    src: &dyn Source,
+    chunks: &[u64],
+    mut cur: Cursor,
+    until: u64,
+    mut f: impl FnMut(u64, Vec<u8>) -> Vec<u8>,
 ) -> Result<Cursor> {
     let cap = capacity(chunks);
     let mut hdr = [0u8; HEADER];
@@ -149,10 +164,10 @@ pub fn scan_until(
         if !read(src, chunks, cur.pos, &mut frame)? {
             break;
         }
-        let Some(ops) = validate(&frame, cur.gen, cur.lsn) else {
+        if validate(&frame, cur.gen, cur.lsn).is_none() {
             break;
-        };
-        f(cur.pos, ops);
+        }
+        frame = f(cur.pos, frame);
         cur.pos += len as u64;
         cur.lsn += 1;
     }

@@ -140,15 +140,20 @@ pub fn validate(frame: &[u8], gen: u64, lsn: u64) -> Option<OpIter<'_>> {
     if crc32c::crc32c(&frame[8..]) != get_u32(frame, 4) {
         return None;
     }
-    let it = OpIter {
-        b: frame,
-        at: HEADER,
-        left: get_u32(frame, 28),
-    };
+    let it = frame_ops(frame);
     // A frame with a good CRC but ops running past its end was not written by us.
     let mut probe = it.clone();
     while probe.next().is_some() {}
     (probe.left == 0).then_some(it)
+}
+
+/// The ops of a frame that [`validate`] accepted.
+pub fn frame_ops(frame: &[u8]) -> OpIter<'_> {
+    OpIter {
+        b: frame,
+        at: HEADER,
+        left: get_u32(frame, 28),
+    }
 }
 
 #[derive(Clone)]
