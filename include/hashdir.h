@@ -514,7 +514,8 @@ enum hashdir_status hashdir_writer_close(struct hashdir_writer *w);
  * The full garbage-collection pass: checkpoints what is committed, recomputes live space
  * from the root, returns every page and extent byte that nothing references and no free
  * list holds to the free lists, and publishes them. Idempotent: a second pass reclaims 0.
- * Then, as `hashdir_writer_close` does, gives free space back to the filesystem.
+ * Then gives the free pages and extent space back to the filesystem (punching holes, as
+ * `hashdir_writer_close` does, which also gives back the logs' free chunks).
  * Either out-parameter may be NULL.
  *
  * # Errors

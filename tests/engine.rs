@@ -795,6 +795,36 @@ fn close_gives_free_space_back() {
     assert_eq!(count_with(&r, &more[..10], more[0]), 1);
 }
 
+/// Closing punches the free log chunks, but not a log a pinned reader reads in place, nor the
+/// pages of its root.
+#[test]
+fn closing_keeps_what_pinned_readers_read() {
+    let d = TempDir::new("trimpin");
+    let path = d.file("t.h5");
+    let keys: Vec<Key> = (0..1000).map(k).collect();
+    let tail: Vec<Key> = (100_000..170_000).map(k).collect();
+    let mut w = Writer::open(&path, &opts()).unwrap();
+    rewrite_all(&mut w, &keys, 1);
+    w.insert(&tail, &vec![k(2); tail.len()]).unwrap();
+    w.commit().unwrap();
+    let r = Reader::open(&path, &manual()).unwrap();
+    assert!(
+        r.reads_log_in_place(),
+        "a pinned reader indexes a long tail"
+    );
+    let epoch = r.stats().unwrap().epoch;
+    for v in 3..6 {
+        rewrite_all(&mut w, &keys, v);
+    }
+    w.close().unwrap();
+    assert_eq!(count_with(&r, &tail, k(2)), tail.len(), "its log tail");
+    assert_eq!(count_with(&r, &keys, k(1)), keys.len(), "its pages");
+    assert_eq!(r.stats().unwrap().epoch, epoch, "no refresh was needed");
+    r.refresh().unwrap();
+    assert_eq!(count_with(&r, &keys, k(5)), keys.len());
+    assert!(hashdir::verify(&path).unwrap().is_ok());
+}
+
 /// Many small checkpoints over a big free list: the free list's own pages must come from the
 /// free list. (They came from the end of the file, so each checkpoint grew the file by the
 /// free list's size: doubling about every 350 checkpoints, found by a 10-minute stress run.)
@@ -1016,7 +1046,7 @@ fn pinned_readers_read_their_log_in_place() {
         w.checkpoint().unwrap();
     }
     assert!(w.stats().unwrap().epoch > r.stats().unwrap().epoch + 5);
-    // Giving free space back to the filesystem leaves the pinned root's log alone.
+    // Giving free space back to the filesystem leaves what the pinned root reads alone.
     w.gc().unwrap();
     check_model(&r, &model, &probes);
     r.refresh().unwrap();

@@ -7,7 +7,7 @@ use super::oplog::OpLog;
 use super::options::{LogLimit, Options, Stats};
 use super::recovery::{self, RecoveryReport};
 use super::state::{initial_root, State};
-use super::trim;
+use super::trim::{self, Scope};
 use super::wal::{self, Cursor};
 use crate::error::{Error, Result};
 use crate::format::wal::{FrameBuf, Op};
@@ -218,17 +218,18 @@ impl Writer {
         self.st.wal_spare.release(oldest.unwrap_or(u64::MAX));
     }
 
-    /// Gives the free space that no pinned reader can read back to the filesystem; run after
-    /// a checkpoint, so the log's chunks are free too. Returns the bytes given back.
-    fn trim(&mut self) -> Result<u64> {
+    /// Gives the free space of `scope` that no pinned reader can read back to the filesystem;
+    /// run right after a checkpoint, when the current log is empty. Returns the bytes given
+    /// back.
+    fn trim(&mut self, scope: Scope) -> Result<u64> {
         self.release();
-        trim::trim(&self.file, &self.st, self.wal.pos == 0)
+        trim::trim(&self.file, &self.st, scope, self.wal.pos)
     }
 
     /// The full garbage-collection pass: checkpoints what is committed, then reclaims every
     /// page and extent that the root neither references nor lists as free, and publishes the
-    /// new free lists and gives free space back to the filesystem. The pending (uncommitted)
-    /// batch is left as it is.
+    /// new free lists and gives the free pages and extent space back to the filesystem. The
+    /// pending (uncommitted) batch is left as it is.
     pub fn gc(&mut self) -> Result<GcReport> {
         self.checkpoint()?;
         let report = gc::collect(&self.file, &mut self.st)?;
@@ -236,7 +237,7 @@ impl Writer {
         if report != GcReport::default() {
             self.run_checkpoint(self.log_capacity())?;
         }
-        self.trim()?;
+        self.trim(Scope::Table)?;
         Ok(report)
     }
 
@@ -254,7 +255,7 @@ impl Writer {
     pub fn close(mut self) -> Result<()> {
         self.commit()?;
         self.checkpoint()?;
-        let trimmed = self.trim();
+        let trimmed = self.trim(Scope::All);
         self.file.close()?;
         trimmed.map(drop)
     }

@@ -383,7 +383,8 @@ pub unsafe extern "C" fn hashdir_writer_close(w: *mut hashdir_writer) -> hashdir
 /// The full garbage-collection pass: checkpoints what is committed, recomputes live space
 /// from the root, returns every page and extent byte that nothing references and no free
 /// list holds to the free lists, and publishes them. Idempotent: a second pass reclaims 0.
-/// Then, as `hashdir_writer_close` does, gives free space back to the filesystem.
+/// Then gives the free pages and extent space back to the filesystem (punching holes, as
+/// `hashdir_writer_close` does, which also gives back the logs' free chunks).
 /// Either out-parameter may be NULL.
 ///
 /// # Errors
