@@ -18,12 +18,13 @@ const BLOCK: u64 = 4096;
 /// Which free space to punch.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum Scope {
-    /// Free pages and extents: space a shrunken table may not need for a long time.
+    /// Free pages and extents (what `gc` gives back). Not the log chunks: a writer that stays
+    /// open writes its next logs into them at once, and a write into a hole costs the
+    /// filesystem an allocation (a `gc` every 300 batches cost the stress test's writer a fifth
+    /// of its batches that way).
     Table,
-    /// Those, the free log chunks and the current log's (empty after the closing checkpoint):
-    /// a writer that stays open would write its next logs into them at once, and writing into
-    /// a hole costs the filesystem an allocation (a `gc` every 300 batches cost the stress
-    /// test's writer a fifth of its batches that way).
+    /// Those, the free log chunks and the current log's, empty after the closing checkpoint
+    /// (what closing gives back).
     All,
 }
 
