@@ -108,26 +108,19 @@ impl OpLog {
     }
 
     /// Orders the ops by (hash, key), keeping commit order within a key: a stable counting
-    /// sort on the leading hash bits, then a stable sort of each (small) window.
+    /// sort on the leading hash bits, then a stable sort of each (small) window. Once: a
+    /// checkpoint sorts, then the log is cleared (or, if it failed, rebuilt by recovery).
     ///
     /// The counting sort moves the ops block by block into a zeroed vector that the OS maps
     /// in only as it is written, and frees each block once moved, so the ops are held about
     /// once throughout, not twice.
     pub fn sort(&mut self) {
-        let mut blocks = std::mem::take(&mut self.blocks);
-        if !self.sorted.is_empty() {
-            blocks.insert(0, self.recs().to_vec());
-        }
+        debug_assert!(self.sorted.is_empty(), "sorted once");
+        let blocks = std::mem::take(&mut self.blocks);
         let n: usize = blocks.iter().map(Vec::len).sum();
         let bits = (usize::BITS - (n / 16).leading_zeros()).min(WINDOW_BITS);
-        let shift = 64 - bits.max(1);
-        let window = |r: &Rec| {
-            if bits == 0 {
-                0
-            } else {
-                (rec_hash(r) >> shift) as usize
-            }
-        };
+        // No bits (under 16 ops): one window.
+        let window = |r: &Rec| rec_hash(r).checked_shr(64 - bits).unwrap_or(0) as usize;
         let mut starts = vec![0usize; (1 << bits) + 1];
         for r in blocks.iter().flatten() {
             starts[window(r) + 1] += 1;
@@ -188,11 +181,8 @@ mod tests {
     use super::*;
     use std::collections::HashMap;
 
-    /// Large enough for the radix pass and the two-thread sort; few keys, so each has many
-    /// ops whose commit order must survive the sort.
     /// Large enough for the radix pass, the two-thread sort and many blocks; few keys, so each
-    /// has many ops whose commit order must survive the sort. Ops applied after a sort join
-    /// the sorted ones at the next.
+    /// has many ops whose commit order must survive the sort.
     #[test]
     fn sorted_deltas_keep_commit_order_within_a_key() {
         let seed = 0x5851_f42d_4c95_7f2du64;
@@ -200,22 +190,20 @@ mod tests {
         let mut next = crate::engine::xorshift(seed);
         let mut log = OpLog::default();
         let mut model: HashMap<Key, Delta> = HashMap::new();
-        for round in 0..2 {
-            for _ in 0..100_000 {
-                let mut k = [0u8; 16];
-                k[..8].copy_from_slice(&(next() % 5000).to_le_bytes());
-                let v = [(next() % 4) as u8; 16];
-                let op = match next() % 7 {
-                    0 => Op::DeleteKey(k),
-                    1 => Op::DeletePair(k, v),
-                    _ => Op::Insert(k, v),
-                };
-                log.apply(&op);
-                model.entry(k).or_default().apply(&op);
-            }
-            log.sort();
-            assert!(log.blocks.is_empty() && log.recs().len() == 100_000 * (round + 1));
+        for _ in 0..200_000 {
+            let mut k = [0u8; 16];
+            k[..8].copy_from_slice(&(next() % 5000).to_le_bytes());
+            let v = [(next() % 4) as u8; 16];
+            let op = match next() % 7 {
+                0 => Op::DeleteKey(k),
+                1 => Op::DeletePair(k, v),
+                _ => Op::Insert(k, v),
+            };
+            log.apply(&op);
+            model.entry(k).or_default().apply(&op);
         }
+        log.sort();
+        assert!(log.blocks.is_empty() && log.recs().len() == 200_000);
         let hashes: Vec<u64> = log.hashes().collect();
         assert!(hashes.is_sorted());
         let mut seen = 0;
