@@ -13,20 +13,26 @@ use super::valueset::Values;
 use super::wal::Cursor;
 use crate::error::{Error, Result};
 use crate::format::bucket::{self, Entry, Span};
-use crate::format::hash::{dir_index, prefix};
+use crate::format::hash::{dir_index, Range};
 use crate::format::layout::{BLOB_CHUNK, PAGE, ROOT_SLOT};
-use crate::format::page::{seal, Page, MAGIC_BUCKET};
-use crate::format::root::{dir_entry, entry_depth, entry_offset, Root, LOG_MOVES};
+use crate::format::page::{seal, Page, HEADER, MAGIC_BUCKET};
+use crate::format::root::{Root, LOG_MOVES};
 use crate::store::{Ds, Positional, RawIo, WriterFile};
 use crate::Key;
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::{mpsc, Arc};
 
-/// Directory offset of a bucket rebuilt by the running checkpoint and not yet written.
-const PENDING: u64 = 1;
-/// Deepest split: beyond it more than a page of keys share 32 hash bits (a crafted key set).
+/// Directory value of a bucket rebuilt by the running checkpoint and not yet written: this bit
+/// (never set in a file offset) with the bucket's number.
+const PENDING: u64 = 1 << 63;
+/// Finest directory: 2^32 slots (a page records its range in 32-bit prefixes).
 const MAX_DEPTH: u32 = 32;
+/// Pages are cut at slot boundaries, so slots stay small enough for pages to be cut close to
+/// full: the directory doubles when a slot holds more than this (bytes).
+const SLOT_MAX: usize = PAGE / 4;
+/// Bytes the window of rebuilt entries holds before a page is cut off its front.
+const WINDOW: usize = 2 * PAGE;
 /// Buckets passed between the checkpoint's threads in one message (fewer wake-ups) …
 const HANDOFF: usize = 64;
 /// … and messages each queue holds: how far the page reader may run ahead of the merge, and
@@ -35,7 +41,7 @@ const AHEAD: usize = 8;
 /// Parts of `HANDOFF` buckets whose pages the read thread has asked the kernel for ahead of
 /// reading them (1024 pages, 4 MiB): enough requests in flight to keep the device busy.
 const PREFETCH_PARTS: usize = 16;
-/// A bucket this small (bytes) looks for its buddy to merge with …
+/// A bucket this small (bytes) looks for a neighbour to merge with …
 const MERGE_BELOW: usize = PAGE / 4;
 /// … and merges when both together need at most this.
 const MERGE_UPTO: usize = PAGE / 2;
@@ -45,8 +51,12 @@ pub struct Checkpoint<'a> {
     st: &'a mut State,
     epoch: u64,
     batch: PageBatch,
-    /// Small rebuilt buckets (unsealed pages), kept back for the merge pass.
-    pending: HashMap<(u64, u32), Box<Page>>,
+    /// Small rebuilt buckets (unsealed pages) by directory value, kept back for the merge pass.
+    pending: HashMap<u64, (Range, Box<Page>)>,
+    /// Numbers the pending buckets.
+    pending_ids: u64,
+    /// Rebuilt entries not yet cut into pages.
+    window: Window,
     /// Pages this checkpoint wrote (not readable until it publishes).
     written: HashSet<u64>,
     dir_resized: bool,
@@ -78,6 +88,8 @@ pub fn run(
         epoch,
         batch: PageBatch::default(),
         pending: HashMap::new(),
+        pending_ids: 0,
+        window: Window::default(),
         written: HashSet::new(),
         dir_resized: false,
         sink: None,
@@ -113,22 +125,29 @@ impl Checkpoint<'_> {
     fn runs(&self, mem: &OpLog) -> Vec<Bucket> {
         let mut runs: Vec<Bucket> = Vec::new();
         for h in mem.hashes() {
-            if runs.last().is_some_and(|b| prefix(h, b.depth) == b.pfx) {
-                continue;
+            if !runs.last().is_some_and(|b| b.range.contains(h)) {
+                runs.push(self.bucket_at(h));
             }
-            let e = self.st.dir[dir_index(h, self.gd()) as usize];
-            let depth = entry_depth(e);
-            runs.push(Bucket {
-                off: entry_offset(e),
-                depth,
-                pfx: prefix(h, depth),
-            });
         }
         runs
     }
 
+    /// The bucket covering hash `h`: its directory value and the run of slots that hold it
+    /// (a run of empty slots is one bucket without a page).
+    fn bucket_at(&self, h: u64) -> Bucket {
+        let (dir, gd) = (&self.st.dir, self.gd());
+        let i = dir_index(h, gd) as usize;
+        let off = dir[i];
+        let first = dir[..i].iter().rposition(|e| *e != off).map_or(0, |j| j + 1);
+        let last = dir[i..].iter().position(|e| *e != off).map_or(dir.len(), |j| i + j) - 1;
+        Bucket {
+            off,
+            range: Range::slots(first as u64, last as u64, gd),
+        }
+    }
+
     /// Applies the memtable bucket by bucket, in hash order, on three threads: one reads and
-    /// decodes the old pages ahead, this one merges, splits and places, one encodes and
+    /// decodes the old pages ahead, this one merges and cuts new pages, one encodes and
     /// writes the new pages. Every page is written when this returns.
     fn rebuild(&mut self, mem: &mut OpLog) -> Result<()> {
         mem.sort();
@@ -161,7 +180,9 @@ impl Checkpoint<'_> {
     }
 
     /// The writer thread's part of `rebuild`: each bucket of `runs` gets its old entries from
-    /// the read thread (in the same order), merged with its deltas, split and placed.
+    /// the read thread (in the same order), merged with its deltas. The entries of buckets
+    /// that follow each other in the hash space go through one window that cuts them into
+    /// full pages, so small buckets merge and a bulk load packs its pages.
     fn merge_runs(
         &mut self,
         mem: &OpLog,
@@ -171,6 +192,7 @@ impl Checkpoint<'_> {
         let mut items = mem.deltas().peekable();
         let mut run: Vec<(u64, Key, Delta)> = Vec::new();
         let mut decoded = Vec::new().into_iter();
+        let mut end: Option<u64> = None;
         for b in runs {
             if decoded.len() == 0 {
                 let path = self.file.path();
@@ -182,8 +204,15 @@ impl Checkpoint<'_> {
             let prev: Old = decoded
                 .next()
                 .ok_or_else(|| stopped(self.file.path(), "page reader"))??;
+            if end.is_none_or(|e| e.checked_add(1) != Some(b.range.lo)) {
+                if let Some(e) = end {
+                    self.cut(Some(e))?;
+                }
+                self.window.lo = b.range.lo;
+            }
+            end = Some(b.range.hi);
             run.clear();
-            while let Some(x) = items.next_if(|x| prefix(x.0, b.depth) == b.pfx) {
+            while let Some(x) = items.next_if(|x| b.range.contains(x.0)) {
                 run.push(x);
             }
             if b.off != 0 {
@@ -192,12 +221,16 @@ impl Checkpoint<'_> {
             }
             let mut fresh = Vec::new();
             let spans = self.merge(&prev, b.off, &run, &mut fresh)?;
-            self.split(&spans, &[prev.bytes(), &fresh], b.pfx, b.depth)?;
+            self.window.add(&spans, &[prev.bytes(), &fresh]);
             if let Some(p) = prev.page {
                 self.pool.give(p);
             }
+            self.cut(None)?;
         }
-        Ok(())
+        match end {
+            Some(e) => self.cut(Some(e)),
+            None => Ok(()),
+        }
     }
 
     /// Merge-join of a bucket's old page (at `off`) with the memtable items that fall into it:
@@ -246,44 +279,100 @@ impl Checkpoint<'_> {
         Ok(out)
     }
 
-    /// Splits hash-sorted entries into buckets that fit a page, deepening as needed.
-    fn split(&mut self, spans: &[Span], srcs: &[&[u8]], pfx: u64, depth: u32) -> Result<()> {
+    /// Cuts pages off the front of the window while it holds more than `WINDOW` bytes: each
+    /// as full as a page can be cut at a slot boundary. At the end of a run (`end`: its last
+    /// hash) it cuts all of it, and balances the last two pages, so that a bucket that just
+    /// overflowed becomes two half-full pages rather than a full one and a sliver.
+    fn cut(&mut self, end: Option<u64>) -> Result<()> {
+        loop {
+            let bytes = bucket::spans_bytes(&self.window.spans);
+            match end {
+                None if bytes <= WINDOW => return Ok(()),
+                Some(hi) if bytes <= PAGE => {
+                    let n = self.window.spans.len();
+                    return self.emit(n, hi);
+                }
+                _ => {}
+            }
+            let cuts = self.slot_cuts()?;
+            let fits = |c: &&(usize, usize)| c.1 <= PAGE && bytes - c.1 + HEADER <= PAGE;
+            let balanced = cuts
+                .iter()
+                .filter(fits)
+                .min_by_key(|c| c.1.abs_diff(bytes / 2));
+            let greedy = cuts.iter().rfind(|c| c.1 <= PAGE);
+            let Some(&(k, _)) = balanced.filter(|_| end.is_some()).or(greedy) else {
+                return Err(Error::InvalidArgument("a directory slot outgrew its page".into()));
+            };
+            let gd = self.gd();
+            let i = dir_index(self.window.spans[k].hash, gd);
+            self.emit(k, Range::slots(i, i, gd).lo - 1)?;
+        }
+    }
+
+    /// Where the window may be cut: before each span that starts a directory slot, as (span
+    /// index, bytes of a page holding the spans before it). Doubles the directory first while
+    /// a slot holds more than `SLOT_MAX` bytes, so pages can be cut close to full.
+    fn slot_cuts(&mut self) -> Result<Vec<(usize, usize)>> {
+        loop {
+            let gd = self.gd();
+            let spans = &self.window.spans;
+            let (mut cuts, mut at, mut start, mut largest) = (Vec::new(), HEADER, HEADER, 0);
+            for (i, s) in spans.iter().enumerate() {
+                if i > 0 && dir_index(s.hash, gd) != dir_index(spans[i - 1].hash, gd) {
+                    cuts.push((i, at));
+                    start = at;
+                }
+                at += s.size();
+                largest = largest.max(at - start);
+            }
+            if largest <= SLOT_MAX {
+                return Ok(cuts);
+            }
+            if gd >= MAX_DEPTH {
+                if HEADER + largest <= PAGE {
+                    return Ok(cuts);
+                }
+                return Err(Error::InvalidArgument(
+                    "more keys than fit a page share their leading 32 hash bits".into(),
+                ));
+            }
+            self.double();
+        }
+    }
+
+    /// Makes a page of the window's first `n` spans, covering from the window's start to `hi`.
+    fn emit(&mut self, n: usize, hi: u64) -> Result<()> {
+        let range = Range {
+            lo: self.window.lo,
+            hi,
+        };
+        let spans = &self.window.spans[..n];
         let bytes = bucket::spans_bytes(spans);
-        if bytes <= PAGE {
-            let mut page = self.pool.take();
-            bucket::build_into(&mut page, spans, srcs, depth, pfx);
-            return self.place(pfx, depth, page, bytes);
-        }
-        if depth >= MAX_DEPTH {
-            return Err(Error::InvalidArgument(format!(
-                "more keys than fit a page share the hash prefix {pfx:#x}/{depth}"
-            )));
-        }
-        failpoint::hit("checkpoint.split");
-        let bit = 1u64 << (63 - depth);
-        let mid = spans.partition_point(|s| s.hash & bit == 0);
-        self.split(&spans[..mid], srcs, pfx, depth + 1)?;
-        self.split(&spans[mid..], srcs, pfx | bit, depth + 1)
+        let mut page = self.pool.take();
+        bucket::build_into(&mut page, spans, &[&self.window.body], range);
+        self.window.drop_front(n);
+        self.window.lo = hi.wrapping_add(1);
+        self.place(range, page, bytes)
     }
 
     /// Writes a rebuilt bucket (`bytes` used of its page) now, or keeps it back when it is
     /// small enough to merge.
-    fn place(&mut self, pfx: u64, depth: u32, page: Box<Page>, bytes: usize) -> Result<()> {
-        while self.gd() < depth {
-            self.double();
-        }
+    fn place(&mut self, range: Range, page: Box<Page>, bytes: usize) -> Result<()> {
         if bytes > MERGE_BELOW {
-            return self.write_bucket(pfx, depth, page);
+            return self.write_bucket(range, page);
         }
-        self.set_range(pfx, depth, dir_entry(depth, PENDING));
-        self.pending.insert((pfx, depth), page);
+        let id = PENDING | self.pending_ids;
+        self.pending_ids += 1;
+        self.set_range(range, id);
+        self.pending.insert(id, (range, page));
         Ok(())
     }
 
     /// Writes a bucket's page (an empty bucket gets none) and points the directory at it.
-    fn write_bucket(&mut self, pfx: u64, depth: u32, mut page: Box<Page>) -> Result<()> {
+    fn write_bucket(&mut self, range: Range, mut page: Box<Page>) -> Result<()> {
         let mut off = 0;
-        if bucket::header(&page).1 > 0 {
+        if bucket::header(&page[..]).0 > 0 {
             off = self.st.pages.alloc(self.file)?;
             self.written.insert(off);
             self.buckets += 1;
@@ -304,7 +393,7 @@ impl Checkpoint<'_> {
                 }
             }
         }
-        self.set_range(pfx, depth, dir_entry(depth, off));
+        self.set_range(range, off);
         Ok(())
     }
 
@@ -315,8 +404,9 @@ impl Checkpoint<'_> {
         self.dir_resized = true;
     }
 
+    /// Halves the directory while every page covers whole pairs of slots.
     fn halve(&mut self) {
-        while self.gd() > 0 && self.st.dir.iter().all(|e| entry_depth(*e) < self.gd()) {
+        while self.gd() > 0 && self.st.dir.chunks(2).all(|p| p[0] == p[1]) {
             failpoint::hit("checkpoint.halve");
             self.st.dir = self.st.dir.iter().step_by(2).copied().collect();
             self.st.root.global_depth -= 1;
@@ -324,96 +414,97 @@ impl Checkpoint<'_> {
         }
     }
 
-    /// Points every directory slot under (pfx, depth) at `entry`.
-    fn set_range(&mut self, pfx: u64, depth: u32, entry: u64) {
+    /// Points every directory slot in `range` at `entry`.
+    fn set_range(&mut self, range: Range, entry: u64) {
         let gd = self.gd();
-        let start = dir_index(pfx, gd) as usize;
-        let n = 1usize << (gd - depth);
-        self.st.dir[start..start + n].fill(entry);
+        let start = dir_index(range.lo, gd) as usize;
+        let end = dir_index(range.hi, gd) as usize;
+        self.st.dir[start..=end].fill(entry);
         if !self.dir_resized {
             let leaf = crate::format::array::LEAF;
-            for l in start / leaf..=(start + n - 1) / leaf {
+            for l in start / leaf..=end / leaf {
                 self.st.dir_dirty[l] = true;
             }
         }
     }
 
-    /// Merges small rebuilt buckets with their buddies while the pair fits half a page.
+    /// Merges each small rebuilt bucket with a neighbour (the next bucket, else the one
+    /// before) while the pair fits half a page; neighbours rebuilt full just now stay as they are.
     fn merge_small(&mut self) -> Result<()> {
-        let mut work: Vec<(u64, u32)> = self.pending.keys().copied().collect();
-        while let Some((pfx, d)) = work.pop() {
-            if d == 0 || !self.pending.contains_key(&(pfx, d)) {
+        let mut work: Vec<u64> = self.pending.keys().copied().collect();
+        while let Some(id) = work.pop() {
+            let Some(&(range, _)) = self.pending.get(&id) else {
                 continue;
-            }
-            let bpfx = pfx ^ (1u64 << (64 - d));
-            let be = self.st.dir[dir_index(bpfx, self.gd()) as usize];
-            if entry_depth(be) != d {
-                continue;
-            }
-            let boff = entry_offset(be);
-            if self.written.contains(&boff) {
-                continue; // a large bucket rebuilt just now: no merge
-            }
-            let buddy = match boff {
-                PENDING => self.pending.remove(&(bpfx, d)),
-                _ => {
-                    let b = Bucket::at(boff, d, bpfx);
-                    read_page(&*self.file, self.st.root.epoch, b, &self.pool)?
-                }
             };
-            let mine = self.pending.remove(&(pfx, d)).expect("checked above");
-            let ((lo, lo_off), (hi, hi_off)) = match pfx < bpfx {
-                true => ((Some(&mine), 0), (buddy.as_ref(), boff)),
-                false => ((buddy.as_ref(), boff), (Some(&mine), 0)),
-            };
-            let mut spans = Vec::new();
-            for (src, (p, off)) in [(lo, lo_off), (hi, hi_off)].into_iter().enumerate() {
-                if let Some(p) = p {
-                    bucket::spans(p, src as u8, off, &mut spans)?;
+            let sides = [range.hi.checked_add(1), range.lo.checked_sub(1)];
+            for h in sides.into_iter().flatten() {
+                let nb = self.bucket_at(h);
+                if self.written.contains(&nb.off) {
+                    continue;
+                }
+                if let Some(merged) = self.merge_pair(id, range, nb)? {
+                    work.extend(merged);
+                    break;
                 }
             }
-            let bytes = bucket::spans_bytes(&spans);
-            if bytes > MERGE_UPTO {
-                self.pending.insert((pfx, d), mine);
-                match (boff, buddy) {
-                    (PENDING, Some(b)) => {
-                        self.pending.insert((bpfx, d), b);
-                    }
-                    (_, Some(b)) => self.pool.give(b),
-                    _ => {}
-                }
-                continue;
-            }
-            if boff != PENDING && boff != 0 {
-                self.st.pages.freed.push(boff);
-                self.buckets -= 1;
-            }
-            failpoint::hit("checkpoint.merge");
-            let parent = prefix(pfx, d - 1);
-            let srcs = [
-                lo.map_or(&[][..], |p| &p[..]),
-                hi.map_or(&[][..], |p| &p[..]),
-            ];
-            let mut page = self.pool.take();
-            bucket::build_into(&mut page, &spans, &srcs, d - 1, parent);
-            self.pool.give(mine);
-            buddy.into_iter().for_each(|b| self.pool.give(b));
-            if bytes <= MERGE_BELOW {
-                work.push((parent, d - 1));
-            }
-            self.place(parent, d - 1, page, bytes)?;
         }
         Ok(())
     }
 
+    /// Merges pending bucket `id` (covering `range`) with its neighbour `nb` when both fit
+    /// `MERGE_UPTO`. Returns None when they do not, else the merged bucket's id if it is
+    /// still pending.
+    fn merge_pair(&mut self, id: u64, range: Range, nb: Bucket) -> Result<Option<Option<u64>>> {
+        let theirs = match nb.off {
+            0 => None,
+            o if o & PENDING != 0 => self.pending.get(&o).map(|p| p.1.clone()),
+            _ => read_page(&*self.file, self.st.root.epoch, nb, &self.pool)?,
+        };
+        let mine = &self.pending[&id].1;
+        let mine_first = range.lo < nb.range.lo;
+        let (lo, hi) = match mine_first {
+            true => (Some(mine), theirs.as_ref()),
+            false => (theirs.as_ref(), Some(mine)),
+        };
+        let mut spans = Vec::new();
+        for (src, p) in [lo, hi].into_iter().enumerate() {
+            if let Some(p) = p {
+                bucket::spans(p, src as u8, 0, &mut spans)?;
+            }
+        }
+        let bytes = bucket::spans_bytes(&spans);
+        if bytes > MERGE_UPTO {
+            theirs.into_iter().for_each(|p| self.pool.give(p));
+            return Ok(None);
+        }
+        failpoint::hit("checkpoint.merge");
+        let union = Range {
+            lo: range.lo.min(nb.range.lo),
+            hi: range.hi.max(nb.range.hi),
+        };
+        let srcs = [lo.map_or(&[][..], |p| &p[..]), hi.map_or(&[][..], |p| &p[..])];
+        let mut page = self.pool.take();
+        bucket::build_into(&mut page, &spans, &srcs, union);
+        theirs.into_iter().for_each(|p| self.pool.give(p));
+        for gone in [id, nb.off] {
+            if let Some((_, p)) = self.pending.remove(&gone) {
+                self.pool.give(p);
+            } else if gone == nb.off && gone != 0 {
+                self.st.pages.freed.push(gone);
+                self.buckets -= 1;
+            }
+        }
+        let next = PENDING | self.pending_ids;
+        self.place(union, page, bytes)?;
+        Ok(Some(self.pending.contains_key(&next).then_some(next)))
+    }
+
     /// Writes the buckets kept back for the merge pass.
     fn write_buckets(&mut self) -> Result<()> {
-        let mut keys: Vec<(u64, u32)> = self.pending.keys().copied().collect();
-        keys.sort_unstable();
-        for (pfx, depth) in keys {
-            if let Some(page) = self.pending.remove(&(pfx, depth)) {
-                self.write_bucket(pfx, depth, page)?;
-            }
+        let mut left: Vec<(Range, Box<Page>)> = self.pending.drain().map(|(_, p)| p).collect();
+        left.sort_unstable_by_key(|p| p.0);
+        for (range, page) in left {
+            self.write_bucket(range, page)?;
         }
         Ok(())
     }
@@ -529,17 +620,37 @@ impl Checkpoint<'_> {
     }
 }
 
-/// A bucket: its page (0: none) and where it sits in the hash space.
+/// A bucket: its page (0: none) and the hashes it covers.
 #[derive(Clone, Copy)]
 struct Bucket {
     off: u64,
-    depth: u32,
-    pfx: u64,
+    range: Range,
 }
 
-impl Bucket {
-    fn at(off: u64, depth: u32, pfx: u64) -> Bucket {
-        Bucket { off, depth, pfx }
+/// Rebuilt entries of the current run of buckets, not yet cut into pages: their bytes and
+/// their spans (source 0, in order, back to back), and the first hash the next page covers.
+#[derive(Default)]
+struct Window {
+    lo: u64,
+    body: Vec<u8>,
+    spans: Vec<Span>,
+}
+
+impl Window {
+    fn add(&mut self, spans: &[Span], srcs: &[&[u8]]) {
+        for s in spans {
+            let at = self.body.len() as u32;
+            self.body.extend_from_slice(s.bytes(srcs));
+            self.spans.push(Span { at, src: 0, ..*s });
+        }
+    }
+
+    /// Forgets the first `n` spans (cut into a page).
+    fn drop_front(&mut self, n: usize) {
+        let bytes = self.spans.get(n).map_or(self.body.len(), |s| s.at as usize);
+        self.body.drain(..bytes);
+        self.spans.drain(..n);
+        self.spans.iter_mut().for_each(|s| s.at -= bytes as u32);
     }
 }
 
@@ -650,14 +761,14 @@ fn read_page(
     }
     let mut p = pool.take();
     settled(src.page_into(b.off, MAGIC_BUCKET, max_epoch, "bucket page", &mut p))?;
-    let (d, _, p_pfx) = bucket::header(&p);
-    if d != b.depth || p_pfx != b.pfx {
+    let (_, range) = bucket::header(&p[..]);
+    if range != b.range {
         return Err(Error::corrupt(
             "bucket page",
             b.off,
             format!(
-                "page is depth {d} prefix {p_pfx:#x}, directory says depth {} prefix {:#x}",
-                b.depth, b.pfx
+                "page covers {:#x}..={:#x}, the directory {:#x}..={:#x}",
+                range.lo, range.hi, b.range.lo, b.range.hi
             ),
         ));
     }

@@ -17,10 +17,10 @@ use super::wal::{self, Cursor};
 use crate::error::{Error, Result};
 use crate::format::array::LEAF;
 use crate::format::bucket::{self, Set};
-use crate::format::hash::{dir_index, key_hash, prefix};
+use crate::format::hash::{dir_index, key_hash, Range};
 use crate::format::layout::{PAGE, ROOT_SLOT};
 use crate::format::page::MAGIC_BUCKET;
-use crate::format::root::{self, entry_depth, entry_offset, Root, LOG_MOVES};
+use crate::format::root::{self, Root, LOG_MOVES};
 use crate::store::{Mmap, ReadFile, ReaderTable, Slot};
 use crate::{Key, Value};
 use parking_lot::{Mutex, RwLock};
@@ -469,16 +469,22 @@ impl Snap {
         self.dir[i / LEAF].items[i % LEAF]
     }
 
-    /// Reads the bucket page the directory entry `e` points at, for a key with hash `h`.
-    fn bucket(&self, e: u64, h: u64, page: &mut [u8; PAGE]) -> Res<()> {
-        let (depth, off) = (entry_depth(e), entry_offset(e));
+    /// Reads the bucket page at `off` that the directory gives for a key with hash `h`.
+    fn bucket(&self, off: u64, h: u64, page: &mut [u8; PAGE]) -> Res<()> {
         self.map
             .page_into(off, MAGIC_BUCKET, self.root.epoch, "bucket page", page)?;
-        let (d, _, pfx) = bucket::header(page);
-        if d != depth || pfx != prefix(h, depth) {
+        if !bucket::header(page).1.contains(h) {
             return Err(Fault::Stale);
         }
         Ok(())
+    }
+
+    /// The last slot of the run of empty slots that starts at `idx`.
+    fn empty_until(&self, idx: u64) -> u64 {
+        let slots = 1u64 << self.root.global_depth;
+        (idx + 1..slots)
+            .find(|&j| self.dir_entry(j) != 0)
+            .map_or(slots - 1, |j| j - 1)
     }
 
     /// Starts loading the first lines of the bucket page for hash `h`, so that its cache
@@ -487,7 +493,7 @@ impl Snap {
         if !self.overlay.large() {
             return;
         }
-        let off = entry_offset(self.dir_entry(dir_index(h, self.root.global_depth)));
+        let off = self.dir_entry(dir_index(h, self.root.global_depth));
         if off != 0 {
             self.map.prefetch(off, SEARCH_LINES);
         }
@@ -495,8 +501,7 @@ impl Snap {
 
     /// The key's set as of the root.
     fn base(&self, h: u64, key: &Key) -> Res<Option<Set>> {
-        let e = self.dir_entry(dir_index(h, self.root.global_depth));
-        let off = entry_offset(e);
+        let off = self.dir_entry(dir_index(h, self.root.global_depth));
         if off == 0 {
             return Ok(None);
         }
@@ -508,7 +513,7 @@ impl Snap {
             return Ok(bucket::find_in(&mut read, h, key, off)?);
         }
         let mut page = [0u8; PAGE];
-        self.bucket(e, h, &mut page)?;
+        self.bucket(off, h, &mut page)?;
         let found = bucket::find(&page, h, key, off)?;
         if let Some(hold) = &self.hold {
             hold.mark(off);
@@ -545,20 +550,17 @@ impl Snap {
         let overlay = self.overlay_keys()?;
         let gd = self.root.global_depth;
         while let Some(from) = *next {
-            let e = self.dir_entry(dir_index(from, gd));
-            let depth = entry_depth(e);
-            let lo = prefix(from, depth);
-            let hi = if depth == 0 {
-                u64::MAX
-            } else {
-                lo | (u64::MAX >> depth)
-            };
+            let idx = dir_index(from, gd);
+            let off = self.dir_entry(idx);
             let mut base = Vec::new();
-            if entry_offset(e) != 0 {
+            let hi = if off != 0 {
                 let mut page = [0u8; PAGE];
-                self.bucket(e, from, &mut page)?;
-                base = bucket::decode(&page, entry_offset(e))?;
-            }
+                self.bucket(off, from, &mut page)?;
+                base = bucket::decode(&page, off)?;
+                bucket::header(&page).1.hi
+            } else {
+                Range::slots(idx, self.empty_until(idx), gd).hi
+            };
             let a = overlay.partition_point(|x| x.0 < from);
             let b = overlay.partition_point(|x| x.0 <= hi);
             if !self.emit(&base, &overlay[a..b], from, f)? {

@@ -13,7 +13,7 @@ use crate::store::{Ds, Positional, WriterFile};
 
 pub struct State {
     pub root: Root,
-    /// 2^global_depth entries: depth << 56 | page offset.
+    /// 2^global_depth entries: the offset of the page covering the slot, 0 for none.
     pub dir: Vec<u64>,
     pub dir_shape: Shape,
     /// Per directory leaf: changed since the last checkpoint.
@@ -28,7 +28,7 @@ pub struct State {
     pub wal_spare: Spare,
 }
 
-/// The root a new file starts with: one empty bucket, nothing allocated.
+/// The root a new file starts with: one empty slot, nothing allocated.
 pub fn initial_root() -> Root {
     Root {
         epoch: 0,

@@ -5,9 +5,10 @@ use super::array::{self, Shape};
 use super::extents::MIN_CAP;
 use super::source::{Fault, Source};
 use crate::format::bucket::{self, Set, INLINE_MAX};
-use crate::format::hash::prefix;
+use crate::format::hash::Range;
 use crate::format::page::MAGIC_BUCKET;
-use crate::format::root::{entry_depth, entry_offset, Root};
+use crate::format::root::Root;
+use std::collections::HashSet;
 
 /// What a root references, and what was wrong with it.
 #[derive(Default)]
@@ -89,29 +90,21 @@ pub fn walk(src: &dyn Source, root: &Root, extent_crcs: bool) -> Live {
 
 fn walk_buckets(src: &dyn Source, root: &Root, dir: &[u64], extent_crcs: bool, live: &mut Live) {
     let gd = root.global_depth;
+    let mut seen = HashSet::new();
     let mut i = 0usize;
     while i < dir.len() {
-        let e = dir[i];
-        let (depth, off) = (entry_depth(e), entry_offset(e));
-        if depth > gd {
-            live.problem(format!(
-                "directory slot {i}: local depth {depth} > global depth {gd}"
-            ));
-            i += 1;
-            continue;
-        }
-        let span = 1usize << (gd - depth);
-        if !i.is_multiple_of(span) || dir[i..(i + span).min(dir.len())].iter().any(|x| *x != e) {
-            live.problem(format!(
-                "directory slots {i}..{}: a depth-{depth} bucket must fill its aligned group",
-                i + span
-            ));
-        }
-        let pfx = if gd == 0 { 0 } else { (i as u64) << (64 - gd) };
+        let off = dir[i];
+        let last = dir[i..].iter().position(|e| *e != off).map_or(dir.len(), |j| i + j) - 1;
         if off != 0 {
-            walk_bucket(src, root, off, depth, prefix(pfx, depth), extent_crcs, live);
+            if !seen.insert(off) {
+                live.problem(format!(
+                    "directory slots {i}..={last}: page {off} also covers slots elsewhere"
+                ));
+            }
+            let range = Range::slots(i as u64, last as u64, gd);
+            walk_bucket(src, root, off, range, extent_crcs, live);
         }
-        i += span.max(1);
+        i = last + 1;
     }
 }
 
@@ -119,8 +112,7 @@ fn walk_bucket(
     src: &dyn Source,
     root: &Root,
     off: u64,
-    depth: u32,
-    pfx: u64,
+    range: Range,
     extent_crcs: bool,
     live: &mut Live,
 ) {
@@ -128,10 +120,11 @@ fn walk_bucket(
     live.buckets += 1;
     let entries = match src.page(off, MAGIC_BUCKET, root.epoch, "bucket page") {
         Ok(p) => {
-            let (d, _, p_pfx) = bucket::header(&p);
-            if d != depth || p_pfx != pfx {
+            let (_, r) = bucket::header(&p[..]);
+            if r != range {
                 live.problem(format!(
-                    "bucket page at {off}: depth {d} prefix {p_pfx:#x}, directory says {depth} {pfx:#x}"
+                    "bucket page at {off}: covers {:#x}..={:#x}, the directory {:#x}..={:#x}",
+                    r.lo, r.hi, range.lo, range.hi
                 ));
             }
             match bucket::decode(&p, off) {
@@ -142,7 +135,7 @@ fn walk_bucket(
         Err(f) => return live.problem(format!("bucket page at {off}: {}", describe(f))),
     };
     for (n, e) in entries.iter().enumerate() {
-        if prefix(e.hash, depth) != pfx {
+        if !range.contains(e.hash) {
             live.problem(format!(
                 "bucket page at {off}: entry {n} has a key of another bucket"
             ));

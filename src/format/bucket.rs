@@ -1,24 +1,30 @@
-//! Bucket pages: the leaves of the extendible hash.
+//! Bucket pages: the leaves of the hash directory. A page holds the keys of one contiguous
+//! range of the hash space, a run of whole directory slots.
 //!
-//! Kind fields (page bytes 16..32): depth u8 | 0 u8 | n u16 | 0 u32 | prefix u64 (the `depth`
-//! leading hash bits every key of the page shares, left-aligned).
-//! Body (from byte 32): tags [u16; n] (low 16 hash bits, for a fast scan), offsets [u16; n]
-//! (page offset of each entry), then the entries, in hash order:
-//!   key [16] | c u8 | c = 1..=INLINE_MAX: c values [16] each
-//!                   | c = EXTENT: count u64 | first value [16] | offset u64 | cap u32 | crc u32
+//! Kind fields (page bytes 16..32): n u16 | 0 u16 | 0 u32 | lo u32 | hi u32: the page covers
+//! the hashes whose leading 32 bits lie in `lo..=hi`.
+//! Body (from byte 32): tag words [u16; n], then the entries in (hash, key) order, back to back.
+//! A tag word is `hash & 0xFFF0 | code`: twelve hash bits for a fast scan, and the entry's
+//! shape, from which its length follows:
+//!   code 1..=INLINE_MAX: key [16] | code values [16] each
+//!   code EXTENT:         key [16] | count u64 | first value [16] | offset u64 | cap u32 | crc u32
 //! An extent is `cap` 16-byte value slots at file `offset`; the first `count` hold the set and
 //! `crc` is the CRC32C of those `count * 16` bytes.
 
 use super::bytes::*;
-use super::hash::{key_hash, prefix as hash_prefix};
+pub use super::hash::Range;
+use super::hash::key_hash;
 use super::layout::PAGE;
 use super::page::{seal, Page, HEADER, MAGIC_BUCKET};
 use crate::error::{Error, Result};
 use crate::{Key, Value};
 
 pub const INLINE_MAX: usize = 8;
-pub const EXTENT: u8 = 0xFF;
+/// Tag-word code of an entry whose set lives in an extent.
+pub const EXTENT: u8 = 0xF;
 const EXTENT_BODY: usize = 8 + 16 + 8 + 4 + 4;
+/// The hash bits a tag word keeps.
+const TAG_BITS: u16 = 0xFFF0;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ExtentRef {
@@ -76,12 +82,26 @@ impl Set {
         }
     }
 
-    fn body_size(&self) -> usize {
+    /// The entry's code in its tag word.
+    fn code(&self) -> u8 {
         match self.inline_values() {
-            Some(vs) => vs.len() * 16,
-            None => EXTENT_BODY,
+            Some(vs) => vs.len() as u8,
+            None => EXTENT,
         }
     }
+}
+
+/// Length of an entry (key and body) with tag-word code `code`; None for a code no entry has.
+fn code_len(code: u8) -> Option<usize> {
+    match code {
+        EXTENT => Some(16 + EXTENT_BODY),
+        c if (1..=INLINE_MAX as u8).contains(&c) => Some(16 + 16 * c as usize),
+        _ => None,
+    }
+}
+
+fn tag_word(hash: u64, code: u8) -> u16 {
+    hash as u16 & TAG_BITS | code as u16
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -92,39 +112,40 @@ pub struct Entry {
 }
 
 impl Entry {
-    /// Bytes the entry takes in a page, its tag and offset included.
+    /// Bytes the entry takes in a page, its tag word included.
     pub fn size(&self) -> usize {
-        4 + 16 + 1 + self.set.body_size()
+        2 + code_len(self.set.code()).expect("sets have valid codes")
     }
 }
 
-/// Encodes entries (sorted by hash, all under `prefix`/`depth`) into a sealed page.
-pub fn encode(entries: &[Entry], depth: u32, prefix: u64, epoch: u64) -> Box<Page> {
+/// Encodes entries (sorted by hash, all within `range`) into a sealed page.
+pub fn encode(entries: &[Entry], range: Range, epoch: u64) -> Box<Page> {
     let mut fresh = Vec::new();
     let spans: Vec<Span> = entries
         .iter()
         .map(|e| put_fresh(&mut fresh, 0, e))
         .collect();
-    let mut p = build(&spans, &[&fresh], depth, prefix);
+    let mut p = build(&spans, &[&fresh], range);
     seal(&mut p, MAGIC_BUCKET, epoch);
     p
 }
 
-/// An entry during a rebuild: its hash, and its bytes (key, count byte, body) at `at..at + len`
-/// of source `src` — an old page or a buffer of new entries. Rebuilding a page from spans
-/// copies unchanged entries byte for byte instead of decoding and re-encoding them.
+/// An entry during a rebuild: its hash, its tag-word code, and its bytes (key, body) at
+/// `at..at + len` of source `src` — an old page or a buffer of new entries. Rebuilding a page
+/// from spans copies unchanged entries byte for byte instead of decoding and re-encoding them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Span {
     pub hash: u64,
     pub at: u32,
     pub len: u16,
     pub src: u8,
+    pub code: u8,
 }
 
 impl Span {
-    /// Bytes the entry takes in a page, its tag and offset included.
+    /// Bytes the entry takes in a page, its tag word included.
     pub fn size(&self) -> usize {
-        4 + self.len as usize
+        2 + self.len as usize
     }
 
     /// The entry's key, from its source's bytes.
@@ -149,11 +170,15 @@ pub fn spans_bytes(spans: &[Span]) -> usize {
 pub fn spans(p: &Page, src: u8, offset: u64, out: &mut Vec<Span>) -> Result<()> {
     let n = count_checked(p, offset)?;
     out.reserve(n);
+    let mut at = HEADER + 2 * n;
     for i in 0..n {
-        let at = get_u16(p, HEADER + 2 * n + 2 * i) as usize;
-        let len = entry_len(p.get(at..).unwrap_or(&[]), offset)?;
-        let hash = key_hash(&get_16(p, at));
-        if get_u16(p, HEADER + 2 * i) != hash as u16 {
+        let tw = get_u16(p, HEADER + 2 * i);
+        let code = (tw & !TAG_BITS) as u8;
+        let len = code_len(code).ok_or_else(|| bad(offset, "bad entry code"))?;
+        let b = p.get(at..at + len).ok_or_else(|| bad(offset, "entry beyond page end"))?;
+        entry_from(b, code, offset)?;
+        let hash = key_hash(&get_16(b, 0));
+        if tw & TAG_BITS != hash as u16 & TAG_BITS {
             return Err(bad(offset, "entry tag does not match its key"));
         }
         out.push(Span {
@@ -161,90 +186,80 @@ pub fn spans(p: &Page, src: u8, offset: u64, out: &mut Vec<Span>) -> Result<()> 
             at: at as u32,
             len: len as u16,
             src,
+            code,
         });
+        at += len;
     }
     Ok(())
 }
 
-/// Length of the entry at the start of `b`, checked to lie within `b` (and an extent's count
-/// to lie within its capacity, as [`decode`] checks it).
-fn entry_len(b: &[u8], offset: u64) -> Result<usize> {
-    let len = match b.get(16) {
-        None => return Err(bad(offset, "entry beyond page end")),
-        Some(&EXTENT) => 17 + EXTENT_BODY,
-        Some(&c) if (1..=INLINE_MAX as u8).contains(&c) => 17 + 16 * c as usize,
-        Some(_) => return Err(bad(offset, "bad value count byte")),
-    };
-    if len > b.len() {
-        return Err(bad(offset, "entry beyond page end"));
-    }
-    if b[16] == EXTENT {
-        let (count, cap) = (get_u64(b, 17), get_u32(b, 17 + 32));
-        if count == 0 || count > cap as u64 {
-            return Err(bad(offset, "extent count outside 1..=cap"));
-        }
-    }
-    Ok(len)
-}
-
 /// The key and set of the entry a span of a validated page points at.
 pub fn span_entry(span: &Span, srcs: &[&[u8]], offset: u64) -> Result<(Key, Set)> {
-    entry_from(span.bytes(srcs), offset)
+    entry_from(span.bytes(srcs), span.code, offset)
 }
 
 /// Appends `e`'s bytes to `fresh`, the buffer that is source `src`, and returns its span.
 pub fn put_fresh(fresh: &mut Vec<u8>, src: u8, e: &Entry) -> Span {
     let at = fresh.len();
-    fresh.resize(at + e.size() - 4, 0);
-    let end = put_entry(fresh, at, e);
-    debug_assert_eq!(end, fresh.len());
+    fresh.extend_from_slice(&e.key);
+    match &e.set {
+        Set::Extent(x) => {
+            fresh.extend_from_slice(&x.count.to_le_bytes());
+            fresh.extend_from_slice(&x.first);
+            fresh.extend_from_slice(&x.offset.to_le_bytes());
+            fresh.extend_from_slice(&x.cap.to_le_bytes());
+            fresh.extend_from_slice(&x.crc.to_le_bytes());
+        }
+        inline => inline
+            .inline_values()
+            .unwrap_or_default()
+            .iter()
+            .for_each(|v| fresh.extend_from_slice(v)),
+    }
+    debug_assert_eq!(fresh.len() - at + 2, e.size());
     Span {
         hash: e.hash,
         at: at as u32,
-        len: (end - at) as u16,
+        len: (fresh.len() - at) as u16,
         src,
+        code: e.set.code(),
     }
 }
 
 /// An unsealed bucket page holding `spans`, as [`build_into`] makes it.
-pub fn build(spans: &[Span], srcs: &[&[u8]], depth: u32, prefix: u64) -> Box<Page> {
+pub fn build(spans: &[Span], srcs: &[&[u8]], range: Range) -> Box<Page> {
     let mut p = Box::new([0u8; PAGE]);
-    build_into(&mut p, spans, srcs, depth, prefix);
+    build_into(&mut p, spans, srcs, range);
     p
 }
 
-/// Makes `p` (whatever it held) an unsealed bucket page holding `spans` (sorted by hash, all
-/// under `prefix`/`depth`), their bytes copied from `srcs`; neighbours that are neighbours in
-/// their source too are copied in one piece.
-pub fn build_into(p: &mut Page, spans: &[Span], srcs: &[&[u8]], depth: u32, prefix: u64) {
+/// Makes `p` (whatever it held) an unsealed bucket page covering `range` and holding `spans`
+/// (sorted by hash, all within the range), their bytes copied from `srcs`; neighbours that are
+/// neighbours in their source too are copied in one piece.
+pub fn build_into(p: &mut Page, spans: &[Span], srcs: &[&[u8]], range: Range) {
     assert!(
         spans_bytes(spans) <= PAGE,
         "bucket overflow passed to build"
     );
+    debug_assert!(range.aligned(), "{range:x?}");
     let n = spans.len();
     p[..HEADER].fill(0);
-    p[16] = depth as u8;
-    put_u16(&mut p[..], 18, n as u16);
-    put_u64(&mut p[..], 24, prefix);
-    let mut at = HEADER + 4 * n;
+    put_u16(&mut p[..], 16, n as u16);
+    put_u32(&mut p[..], 24, (range.lo >> 32) as u32);
+    put_u32(&mut p[..], 28, (range.hi >> 32) as u32);
+    let mut at = HEADER + 2 * n;
     let mut i = 0;
     while i < n {
         let first = spans[i];
-        let mut end = first.at as usize + first.len as usize;
+        let mut end = first.at as usize;
         let mut j = i;
-        while j < n {
-            let s = spans[j];
+        while let Some(s) = spans.get(j) {
             if j > i && (s.src != first.src || s.at as usize != end) {
                 break;
             }
-            debug_assert_eq!(hash_prefix(s.hash, depth), prefix);
+            debug_assert!(range.contains(s.hash));
             end = s.at as usize + s.len as usize;
-            put_u16(&mut p[..], HEADER + 2 * j, s.hash as u16);
-            put_u16(
-                &mut p[..],
-                HEADER + 2 * n + 2 * j,
-                (at + s.at as usize - first.at as usize) as u16,
-            );
+            put_u16(&mut p[..], HEADER + 2 * j, tag_word(s.hash, s.code));
             j += 1;
         }
         let bytes = &srcs[first.src as usize][first.at as usize..end];
@@ -255,94 +270,52 @@ pub fn build_into(p: &mut Page, spans: &[Span], srcs: &[&[u8]], depth: u32, pref
     p[at..].fill(0);
 }
 
-fn put_entry(p: &mut [u8], mut at: usize, e: &Entry) -> usize {
-    p[at..at + 16].copy_from_slice(&e.key);
-    at += 16;
-    match &e.set {
-        Set::One(_) | Set::Few(_) => {
-            let vals = e.set.inline_values().unwrap_or_default();
-            p[at] = vals.len() as u8;
-            at += 1;
-            for v in vals {
-                p[at..at + 16].copy_from_slice(v);
-                at += 16;
-            }
-        }
-        Set::Extent(x) => {
-            p[at] = EXTENT;
-            put_u64(p, at + 1, x.count);
-            p[at + 9..at + 25].copy_from_slice(&x.first);
-            put_u64(p, at + 25, x.offset);
-            put_u32(p, at + 33, x.cap);
-            put_u32(p, at + 37, x.crc);
-            at += 1 + EXTENT_BODY;
-        }
-    }
-    at
-}
-
-/// Depth, entry count and prefix of a (validated) bucket page.
-pub fn header(p: &Page) -> (u32, usize, u64) {
-    (p[16] as u32, get_u16(p, 18) as usize, get_u64(p, 24))
+/// Entry count and range of a (validated) bucket page.
+pub fn header(p: &[u8]) -> (usize, Range) {
+    let range = Range {
+        lo: (get_u32(p, 24) as u64) << 32,
+        hi: (get_u32(p, 28) as u64) << 32 | u32::MAX as u64,
+    };
+    (get_u16(p, 16) as usize, range)
 }
 
 fn bad(offset: u64, why: &str) -> Error {
     Error::corrupt("bucket page", offset, why.to_string())
 }
 
-/// Longest entry: key, count byte and `INLINE_MAX` values (an extent entry is shorter).
-const ENTRY_MAX: usize = 17 + 16 * INLINE_MAX;
+/// Longest entry: key and `INLINE_MAX` values (an extent entry is shorter).
+const ENTRY_MAX: usize = 16 + 16 * INLINE_MAX;
 
-/// Reads the entry at `at`; `offset` (the page's file offset) only labels errors.
-fn entry_at(p: &Page, at: usize, offset: u64) -> Result<(Key, Set)> {
-    entry_from(p.get(at..).unwrap_or(&[]), offset)
-}
-
-/// Decodes the entry at the start of `b`, the page's bytes from the entry on (or the first
-/// `ENTRY_MAX` of them).
-fn entry_from(b: &[u8], offset: u64) -> Result<(Key, Set)> {
-    if b.len() < 17 {
+/// Decodes an entry's bytes `b` (exactly its length) given its tag-word code.
+fn entry_from(b: &[u8], code: u8, offset: u64) -> Result<(Key, Set)> {
+    if code_len(code) != Some(b.len()) {
         return Err(bad(offset, "entry beyond page end"));
     }
     let key = get_16(b, 0);
-    let c = b[16];
-    let body = 17;
-    let set = match c {
+    let set = match code {
         EXTENT => {
-            if body + EXTENT_BODY > b.len() {
-                return Err(bad(offset, "extent entry beyond page end"));
-            }
             let x = ExtentRef {
-                count: get_u64(b, body),
-                first: get_16(b, body + 8),
-                offset: get_u64(b, body + 24),
-                cap: get_u32(b, body + 32),
-                crc: get_u32(b, body + 36),
+                count: get_u64(b, 16),
+                first: get_16(b, 24),
+                offset: get_u64(b, 40),
+                cap: get_u32(b, 48),
+                crc: get_u32(b, 52),
             };
             if x.count == 0 || x.count > x.cap as u64 {
                 return Err(bad(offset, "extent count outside 1..=cap"));
             }
             Set::Extent(x)
         }
-        c if (1..=INLINE_MAX as u8).contains(&c) => {
-            let n = c as usize;
-            if body + 16 * n > b.len() {
-                return Err(bad(offset, "inline values beyond page end"));
-            }
-            match n {
-                1 => Set::One(get_16(b, body)),
-                _ => Set::Few((0..n).map(|i| get_16(b, body + 16 * i)).collect()),
-            }
-        }
-        _ => return Err(bad(offset, "bad value count byte")),
+        1 => Set::One(get_16(b, 16)),
+        c => Set::Few((0..c as usize).map(|i| get_16(b, 16 + 16 * i)).collect()),
     };
     Ok((key, set))
 }
 
 /// The entry count of a page (or of its header alone), checked to fit the page.
 fn count_checked(p: &[u8], offset: u64) -> Result<usize> {
-    let n = get_u16(p, 18) as usize;
-    if HEADER + 4 * n > PAGE {
+    let n = header(p).0;
+    if HEADER + 2 * n > PAGE {
         return Err(bad(offset, "entry count too large"));
     }
     Ok(n)
@@ -350,19 +323,20 @@ fn count_checked(p: &[u8], offset: u64) -> Result<usize> {
 
 /// Decodes every entry of a validated bucket page.
 pub fn decode(p: &Page, offset: u64) -> Result<Vec<Entry>> {
-    let n = count_checked(p, offset)?;
-    let mut out = Vec::with_capacity(n);
-    for i in 0..n {
-        let at = get_u16(p, HEADER + 2 * n + 2 * i) as usize;
-        let (key, set) = entry_at(p, at, offset)?;
-        let hash = key_hash(&key);
-        // `find` trusts the tags: an entry with a wrong one would be invisible to lookups.
-        if get_u16(p, HEADER + 2 * i) != hash as u16 {
-            return Err(bad(offset, "entry tag does not match its key"));
-        }
-        out.push(Entry { hash, key, set });
-    }
-    Ok(out)
+    let mut spans_out = Vec::new();
+    spans(p, 0, offset, &mut spans_out)?;
+    let srcs: &[&[u8]] = &[&p[..]];
+    spans_out
+        .iter()
+        .map(|s| {
+            let (key, set) = span_entry(s, srcs, offset)?;
+            Ok(Entry {
+                hash: s.hash,
+                key,
+                set,
+            })
+        })
+        .collect()
 }
 
 /// Finds `key` (whose hash is `hash`) in a validated bucket page without decoding the rest.
@@ -374,12 +348,13 @@ pub fn find(p: &Page, hash: u64, key: &Key, offset: u64) -> Result<Option<Set>> 
     find_in(&mut read, hash, key, offset)
 }
 
-/// Tags read per step of [`find_in`].
+/// Tag words read per step of [`find_in`].
 const TAG_STEP: usize = 64;
 
 /// [`find`] on a validated page that `read(at, out)` copies out piecewise (page bytes
-/// `at..at + out.len()`, always within the page): only the header, the tags and the entries
-/// whose tag matches are read, a few cache lines instead of the page.
+/// `at..at + out.len()`, always within the page): only the header, the tag words and the
+/// entries whose tag matches are read, a few cache lines instead of the page. An entry's
+/// place is the sum of the lengths its predecessors' codes give.
 pub fn find_in(
     read: &mut impl FnMut(usize, &mut [u8]) -> Result<()>,
     hash: u64,
@@ -389,22 +364,28 @@ pub fn find_in(
     let mut hdr = [0u8; HEADER];
     read(0, &mut hdr)?;
     let n = count_checked(&hdr, offset)?;
-    let tag = hash as u16;
-    let mut tags = [0u8; 2 * TAG_STEP];
+    let tag = hash as u16 & TAG_BITS;
+    let mut words = [0u8; 2 * TAG_STEP];
+    let mut at = HEADER + 2 * n;
     for from in (0..n).step_by(TAG_STEP) {
         let m = (n - from).min(TAG_STEP);
-        read(HEADER + 2 * from, &mut tags[..2 * m])?;
-        for i in (0..m).filter(|&i| get_u16(&tags, 2 * i) == tag) {
-            let mut at = [0u8; 2];
-            read(HEADER + 2 * n + 2 * (from + i), &mut at)?;
-            let at = (u16::from_le_bytes(at) as usize).min(PAGE);
-            let mut entry = [0u8; ENTRY_MAX];
-            let len = ENTRY_MAX.min(PAGE.saturating_sub(at));
-            read(at, &mut entry[..len])?;
-            let (k, set) = entry_from(&entry[..len], offset)?;
-            if &k == key {
-                return Ok(Some(set));
+        read(HEADER + 2 * from, &mut words[..2 * m])?;
+        for i in 0..m {
+            let tw = get_u16(&words, 2 * i);
+            let code = (tw & !TAG_BITS) as u8;
+            let len = code_len(code).ok_or_else(|| bad(offset, "bad entry code"))?;
+            if at + len > PAGE {
+                return Err(bad(offset, "entry beyond page end"));
             }
+            if tw & TAG_BITS == tag {
+                let mut entry = [0u8; ENTRY_MAX];
+                read(at, &mut entry[..len])?;
+                let (k, set) = entry_from(&entry[..len], code, offset)?;
+                if &k == key {
+                    return Ok(Some(set));
+                }
+            }
+            at += len;
         }
     }
     Ok(None)
@@ -427,7 +408,7 @@ mod tests {
 
     #[test]
     fn round_trip_inline_and_extent() {
-        let mut es = vec![entry(1, 1), entry(2, 4), entry(3, 2)];
+        let mut es = vec![entry(1, 1), entry(2, 4), entry(3, 2), entry(4, INLINE_MAX)];
         es.push(Entry {
             hash: key_hash(&[9; 16]),
             key: [9; 16],
@@ -440,14 +421,35 @@ mod tests {
             }),
         });
         es.sort_by_key(|e| e.hash);
-        let p = encode(&es, 0, 0, 5);
+        let p = encode(&es, Range::ALL, 5);
         assert_eq!(check(&p, MAGIC_BUCKET, 5), Check::Ok);
         assert_eq!(check(&p, MAGIC_BUCKET, 4), Check::Stale);
+        assert_eq!(header(&p[..]), (es.len(), Range::ALL));
         assert_eq!(decode(&p, 0).unwrap(), es);
         for e in &es {
             assert_eq!(find(&p, e.hash, &e.key, 0).unwrap(), Some(e.set.clone()));
         }
         assert_eq!(find(&p, key_hash(&[5; 16]), &[5; 16], 0).unwrap(), None);
+        let used = HEADER + es.iter().map(Entry::size).sum::<usize>();
+        assert!(p[used..].iter().all(|b| *b == 0), "bytes past the entries");
+        assert_eq!(entry(1, 1).size(), 34, "a one-value entry");
+    }
+
+    #[test]
+    fn a_page_records_its_range() {
+        let range = Range {
+            lo: 0x1234_5678 << 32,
+            hi: 0x2000_0000 << 32 | u32::MAX as u64,
+        };
+        let mut es: Vec<Entry> = (0..=255u8)
+            .map(|i| entry(i, 1))
+            .filter(|e| range.contains(e.hash))
+            .collect();
+        es.sort_by_key(|e| e.hash);
+        assert!(!es.is_empty());
+        let p = encode(&es, range, 1);
+        assert_eq!(header(&p[..]), (es.len(), range));
+        assert_eq!(decode(&p, 0).unwrap(), es);
     }
 
     #[test]
@@ -455,7 +457,7 @@ mod tests {
         let mut es: Vec<Entry> = (1..40).map(|i| entry(i, 1 + i as usize % 3)).collect();
         es.sort_by_key(|e| e.hash);
         let pick = |r: usize| -> Vec<Entry> { es.iter().skip(r).step_by(2).cloned().collect() };
-        let old = encode(&pick(0), 0, 0, 3);
+        let old = encode(&pick(0), Range::ALL, 3);
         let mut spans_old = Vec::new();
         spans(&old, 0, 0, &mut spans_old).unwrap();
         let mut fresh = Vec::new();
@@ -473,22 +475,21 @@ mod tests {
         for (s, e) in all.iter().zip(&es) {
             assert_eq!(span_entry(s, &srcs, 0).unwrap(), (e.key, e.set.clone()));
         }
-        let mut built = build(&all, &srcs, 0, 0);
+        let mut built = build(&all, &srcs, Range::ALL);
         seal(&mut built, MAGIC_BUCKET, 3);
-        assert_eq!(built[..], encode(&es, 0, 0, 3)[..]);
+        assert_eq!(built[..], encode(&es, Range::ALL, 3)[..]);
     }
 
     #[test]
-    fn spans_refuse_a_bad_count_byte_and_a_wrong_tag() {
+    fn spans_refuse_a_bad_code_and_a_wrong_tag() {
         let es = vec![entry(1, 2)];
-        let p = encode(&es, 0, 0, 1);
-        let at = get_u16(&p[..], HEADER + 2) as usize;
-        let mut bad_count = p.clone();
-        bad_count[at + 16] = 9;
+        let p = encode(&es, Range::ALL, 1);
+        let mut bad_code = p.clone();
+        bad_code[HEADER] = bad_code[HEADER] & 0xF0 | 9;
         let mut bad_tag = p.clone();
-        bad_tag[HEADER] ^= 1;
+        bad_tag[HEADER] ^= 0x10;
         for (p, why) in [
-            (bad_count, "bad value count byte"),
+            (bad_code, "bad entry code"),
             (bad_tag, "tag does not match"),
         ] {
             let err = spans(&p, 0, 0, &mut Vec::new()).unwrap_err().to_string();
@@ -499,7 +500,7 @@ mod tests {
     #[test]
     fn flipped_bit_fails_the_check() {
         let es = vec![entry(1, 1)];
-        let mut p = encode(&es, 0, 0, 1);
+        let mut p = encode(&es, Range::ALL, 1);
         p[40] ^= 1;
         assert_eq!(check(&p, MAGIC_BUCKET, 9), Check::Bad("page checksum"));
     }

@@ -31,13 +31,37 @@ pub fn dir_index(hash: u64, depth: u32) -> u64 {
     }
 }
 
-/// The `depth` leading bits of `hash`, left-aligned (the prefix a bucket at that depth covers).
-#[inline]
-pub fn prefix(hash: u64, depth: u32) -> u64 {
-    if depth == 0 {
-        0
-    } else {
-        hash & (!0u64 << (64 - depth))
+/// The hashes a bucket page covers: `lo..=hi`, both on 32-bit boundaries (the directory never
+/// has more than 2^32 slots), so a run of whole directory slots.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Range {
+    pub lo: u64,
+    pub hi: u64,
+}
+
+impl Range {
+    pub const ALL: Range = Range { lo: 0, hi: u64::MAX };
+
+    /// The hashes of directory slots `first..=last` under `depth` leading bits.
+    pub fn slots(first: u64, last: u64, depth: u32) -> Range {
+        let start = |i: u64| if depth == 0 { 0 } else { i << (64 - depth) };
+        let hi = match last.checked_add(1) {
+            Some(next) if next < 1u64 << depth => start(next) - 1,
+            _ => u64::MAX,
+        };
+        Range {
+            lo: start(first),
+            hi,
+        }
+    }
+
+    pub fn contains(&self, hash: u64) -> bool {
+        (self.lo..=self.hi).contains(&hash)
+    }
+
+    /// Whether the range starts and ends on 32-bit boundaries, as a page can record it.
+    pub fn aligned(&self) -> bool {
+        self.lo as u32 == 0 && self.hi as u32 == u32::MAX && self.lo <= self.hi
     }
 }
 
@@ -60,10 +84,21 @@ mod tests {
     }
 
     #[test]
-    fn prefix_and_index_agree() {
+    fn slot_ranges_tile_the_hash_space() {
+        assert_eq!(Range::slots(0, 0, 0), Range::ALL);
+        let r = Range::slots(3, 5, 4);
+        assert_eq!((r.lo, r.hi), (0x3 << 60, (0x6 << 60) - 1));
+        assert_eq!(Range::slots(15, 15, 4).hi, u64::MAX);
+        assert!(r.aligned() && Range::slots(7, 9, 32).aligned());
+        let h = 0xd123_4567_89ab_cdef;
+        let i = dir_index(h, 12);
+        assert!(Range::slots(i, i, 12).contains(h) && !Range::slots(i + 1, i + 1, 12).contains(h));
+    }
+
+    #[test]
+    fn index_takes_the_leading_bits() {
         let h = 0xdead_beef_0123_4567u64;
-        assert_eq!(prefix(h, 0), 0);
-        assert_eq!(prefix(h, 4), 0xd000_0000_0000_0000);
+        assert_eq!(dir_index(h, 0), 0);
         assert_eq!(dir_index(h, 4), 0xd);
         assert_eq!(dir_index(h, 64), h);
     }

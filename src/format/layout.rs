@@ -1,7 +1,7 @@
-//! Sizes and names fixed by format version 1 (see docs/FORMAT.md).
+//! Sizes and names fixed by format version 2 (see docs/FORMAT.md).
 
 /// Format version written in the root slots and the file attribute `hashdir_format`.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 /// Bytes of one page (bucket, directory, array pages) in the `pages` dataset.
 pub const PAGE: usize = 4096;
 /// Pages per chunk of the `pages` dataset (chunk = 1 MiB).

@@ -24,8 +24,8 @@ pub struct Root {
     pub global_depth: u32,
     /// [`LOG_MOVES`]; other bits are zero.
     pub flags: u32,
-    /// Directory: 2^global_depth entries, each `depth << 56 | bucket page offset` (offset 0 =
-    /// empty bucket).
+    /// Directory: 2^global_depth entries, each the file offset of the bucket page covering
+    /// the slot (0: no keys). A page covers a run of whole slots.
     pub dir: ArrayRef,
     /// File offsets of free pages.
     pub free_pages: ArrayRef,
@@ -47,16 +47,6 @@ pub struct Root {
     pub extents: u64,
 }
 
-/// Directory entry: local depth in the top byte, page offset below.
-pub fn dir_entry(depth: u32, offset: u64) -> u64 {
-    (depth as u64) << 56 | offset
-}
-pub fn entry_depth(e: u64) -> u32 {
-    (e >> 56) as u32
-}
-pub fn entry_offset(e: u64) -> u64 {
-    e & ((1 << 56) - 1)
-}
 
 impl Root {
     pub fn encode(&self) -> [u8; ROOT_SLOT] {
@@ -117,7 +107,7 @@ impl Root {
             buckets: get_u64(b, 232),
             extents: get_u64(b, 240),
         };
-        if r.global_depth > 40 || r.dir.len != 1u64 << r.global_depth {
+        if r.global_depth > 32 || r.dir.len != 1u64 << r.global_depth {
             return Err("directory size does not match global depth");
         }
         Ok(r)
