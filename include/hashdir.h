@@ -283,7 +283,7 @@ void hashdir_options_init(struct hashdir_options *opts);
 
 /**
  * Checks the file at `path` against every rule of its format: all checksums, directory
- * against local depths, entry counts against the statistics, extents within the file and
+ * against the ranges its pages record, entry counts against the statistics, extents within the file and
  * against their checksums, no page referenced twice, free lists disjoint from live space.
  * Safe while a writer runs (a check the writer overtook is redone on its newer state).
  *

@@ -460,7 +460,7 @@ fn raw_writes_are_visible_through_hdf5() {
     let magic: hdf5::types::FixedAscii<7> = f.attr("hashdir_magic").unwrap().read_scalar().unwrap();
     assert_eq!(magic.as_str(), "hashdir");
     let version: u32 = f.attr("hashdir_format").unwrap().read_scalar().unwrap();
-    assert_eq!(version, 1);
+    assert_eq!(version, 2);
     let page_size: u32 = f.attr("page_size").unwrap().read_scalar().unwrap();
     assert_eq!(page_size as usize, PAGE);
 

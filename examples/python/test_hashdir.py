@@ -40,16 +40,67 @@ def root_counts(f: "h5py.File") -> dict:
         (version,) = struct.unpack_from("<I", raw, 8)
         (epoch,) = struct.unpack_from("<Q", raw, 16)
         keys, values, buckets, extents = struct.unpack_from("<4Q", raw, 216)
-        if version == 1 and (best is None or epoch > best["epoch"]):
+        if version == 2 and (best is None or epoch > best["epoch"]):
             best = dict(epoch=epoch, keys=keys, values=values, buckets=buckets, extents=extents)
     assert best is not None, "no valid root slot"
     return best
 
 
+M64 = (1 << 64) - 1
+
+
+def fmix64(x: int) -> int:
+    x ^= x >> 33
+    x = (x * 0xFF51AFD7ED558CCD) & M64
+    x ^= x >> 33
+    x = (x * 0xC4CEB9FE1A85EC53) & M64
+    return x ^ (x >> 33)
+
+
+def key_hash(k: bytes) -> int:
+    """docs/FORMAT.md section 6."""
+    lo, hi = struct.unpack("<QQ", k)
+    return fmix64(lo ^ fmix64(hi ^ 0x9E3779B97F4A7C15) ^ 0x2545F4914F6CDD1D)
+
+
+def one_bucket_page(path: str) -> list:
+    """Decodes, from the file's raw bytes, the bucket page of a table small enough for one:
+    the newest root slot (section 2), its one-leaf directory (section 3.2), the bucket page
+    the directory's only slot names (section 3.1). Returns (key, code, body) per entry."""
+    with open(path, "rb") as raw, h5py.File(path, "r") as f:
+        slots = f["root"][...]
+        best = max((s.tobytes() for s in slots if s.tobytes()[:8] == b"HDIRROOT"),
+                   key=lambda b: struct.unpack_from("<Q", b, 16)[0])
+        depth, = struct.unpack_from("<I", best, 24)
+        dir_len, dir_top, levels = struct.unpack_from("<QQI", best, 32)
+        assert (depth, dir_len, levels) == (0, 1, 1), (depth, dir_len, levels)
+        raw.seek(dir_top)
+        leaf = raw.read(4096)
+        assert leaf[:4] == b"HDAR"
+        page_off, = struct.unpack_from("<Q", leaf, 32)
+        raw.seek(page_off)
+        page = raw.read(4096)
+    assert page[:4] == b"HDBK"
+    n, = struct.unpack_from("<H", page, 16)
+    lo, hi = struct.unpack_from("<II", page, 24)
+    assert (lo, hi) == (0, 0xFFFFFFFF), "one page covers every hash"
+    at, out = 32 + 2 * n, []
+    for i in range(n):
+        word, = struct.unpack_from("<H", page, 32 + 2 * i)
+        code = word & 0xF
+        length = 56 if code == 0xF else 16 + 16 * code
+        k = page[at:at + 16]
+        assert word & 0xFFF0 == key_hash(k) & 0xFFF0, "tag word bits are hash bits 4..15"
+        out.append((k, code, page[at + 16:at + length]))
+        at += length
+    assert not any(page[at:]), "zeros after the last entry"
+    return out
+
+
 def check_layout(test: unittest.TestCase, f: "h5py.File") -> None:
     """The HDF5 objects docs/FORMAT.md section 1 lists."""
     test.assertEqual(bytes(f.attrs["hashdir_magic"]).rstrip(b"\0"), b"hashdir")
-    test.assertEqual(int(f.attrs["hashdir_format"]), 1)
+    test.assertEqual(int(f.attrs["hashdir_format"]), 2)
     test.assertEqual(int(f.attrs["page_size"]), 4096)
     test.assertEqual(f["root"].shape, (2, 1024))
     test.assertEqual(f["pages"].shape[1], 4096)
@@ -89,6 +140,15 @@ class FileIsOrdinaryHdf5(Scratch):
             # Closing checkpoints: keys 1 and 4 with 2 + 100 values are in the root.
             self.assertEqual((root["keys"], root["values"]), (2, 102))
             self.assertEqual(root["extents"], 1, "key 4's 100 values live in an extent")
+        # The one bucket page, decoded from the raw bytes as docs/FORMAT.md describes it.
+        entries = {k: (code, body) for k, code, body in one_bucket_page(path)}
+        self.assertEqual(set(entries), {key(1), key(4)})
+        code, body = entries[key(1)]
+        self.assertEqual(code, 2)
+        self.assertEqual({body[:16], body[16:]}, {key(10), key(12)})
+        code, body = entries[key(4)]
+        self.assertEqual(code, 0xF, "an extent reference")
+        self.assertEqual(struct.unpack_from("<Q", body, 0)[0], 100, "its count")
         # ... and hashdir still reads it afterwards.
         with hashdir.Reader(path) as r:
             self.assertEqual(r.values(key(1)), {key(10), key(12)})

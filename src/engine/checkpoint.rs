@@ -29,8 +29,10 @@ const PENDING: u64 = 1 << 63;
 /// Finest directory: 2^32 slots (a page records its range in 32-bit prefixes).
 const MAX_DEPTH: u32 = 32;
 /// Pages are cut at slot boundaries, so slots stay small enough for pages to be cut close to
-/// full: the directory doubles when a slot holds more than this (bytes).
-const SLOT_MAX: usize = PAGE / 4;
+/// full: the directory doubles when the slots a window spans hold more than this (bytes) on
+/// average, or one of them more than a page. (Doubling on the largest slot instead would
+/// double the directory of a large table once more for a rare outlier.)
+const SLOT_AVG: usize = PAGE / 4;
 /// Bytes the window of rebuilt entries holds before a page is cut off its front.
 const WINDOW: usize = 2 * PAGE;
 /// Buckets passed between the checkpoint's threads in one message (fewer wake-ups) …
@@ -138,8 +140,15 @@ impl Checkpoint<'_> {
         let (dir, gd) = (&self.st.dir, self.gd());
         let i = dir_index(h, gd) as usize;
         let off = dir[i];
-        let first = dir[..i].iter().rposition(|e| *e != off).map_or(0, |j| j + 1);
-        let last = dir[i..].iter().position(|e| *e != off).map_or(dir.len(), |j| i + j) - 1;
+        let first = dir[..i]
+            .iter()
+            .rposition(|e| *e != off)
+            .map_or(0, |j| j + 1);
+        let last = dir[i..]
+            .iter()
+            .position(|e| *e != off)
+            .map_or(dir.len(), |j| i + j)
+            - 1;
         Bucket {
             off,
             range: Range::slots(first as u64, last as u64, gd),
@@ -221,7 +230,7 @@ impl Checkpoint<'_> {
             }
             let mut fresh = Vec::new();
             let spans = self.merge(&prev, b.off, &run, &mut fresh)?;
-            self.window.add(&spans, &[prev.bytes(), &fresh]);
+            self.window.add(&spans, &[prev.bytes(), &fresh], b.off != 0);
             if let Some(p) = prev.page {
                 self.pool.give(p);
             }
@@ -302,8 +311,11 @@ impl Checkpoint<'_> {
                 .min_by_key(|c| c.1.abs_diff(bytes / 2));
             let greedy = cuts.iter().rfind(|c| c.1 <= PAGE);
             let Some(&(k, _)) = balanced.filter(|_| end.is_some()).or(greedy) else {
-                return Err(Error::InvalidArgument("a directory slot outgrew its page".into()));
+                return Err(Error::InvalidArgument(
+                    "a directory slot outgrew its page".into(),
+                ));
             };
+            failpoint::hit("checkpoint.split");
             let gd = self.gd();
             let i = dir_index(self.window.spans[k].hash, gd);
             self.emit(k, Range::slots(i, i, gd).lo - 1)?;
@@ -312,7 +324,7 @@ impl Checkpoint<'_> {
 
     /// Where the window may be cut: before each span that starts a directory slot, as (span
     /// index, bytes of a page holding the spans before it). Doubles the directory first while
-    /// a slot holds more than `SLOT_MAX` bytes, so pages can be cut close to full.
+    /// its slots are too large (`SLOT_AVG`), so pages can be cut close to full.
     fn slot_cuts(&mut self) -> Result<Vec<(usize, usize)>> {
         loop {
             let gd = self.gd();
@@ -326,11 +338,16 @@ impl Checkpoint<'_> {
                 at += s.size();
                 largest = largest.max(at - start);
             }
-            if largest <= SLOT_MAX {
+            let slots = match (spans.first(), spans.last()) {
+                (Some(a), Some(z)) => dir_index(z.hash, gd) - dir_index(a.hash, gd) + 1,
+                _ => 1,
+            };
+            let too_big = HEADER + largest > PAGE;
+            if !too_big && at - HEADER <= SLOT_AVG * slots as usize {
                 return Ok(cuts);
             }
             if gd >= MAX_DEPTH {
-                if HEADER + largest <= PAGE {
+                if !too_big {
                     return Ok(cuts);
                 }
                 return Err(Error::InvalidArgument(
@@ -347,6 +364,9 @@ impl Checkpoint<'_> {
             lo: self.window.lo,
             hi,
         };
+        if self.window.joins_before(n) {
+            failpoint::hit("checkpoint.merge");
+        }
         let spans = &self.window.spans[..n];
         let bytes = bucket::spans_bytes(spans);
         let mut page = self.pool.take();
@@ -482,7 +502,10 @@ impl Checkpoint<'_> {
             lo: range.lo.min(nb.range.lo),
             hi: range.hi.max(nb.range.hi),
         };
-        let srcs = [lo.map_or(&[][..], |p| &p[..]), hi.map_or(&[][..], |p| &p[..])];
+        let srcs = [
+            lo.map_or(&[][..], |p| &p[..]),
+            hi.map_or(&[][..], |p| &p[..]),
+        ];
         let mut page = self.pool.take();
         bucket::build_into(&mut page, &spans, &srcs, union);
         theirs.into_iter().for_each(|p| self.pool.give(p));
@@ -634,10 +657,17 @@ struct Window {
     lo: u64,
     body: Vec<u8>,
     spans: Vec<Span>,
+    /// Where the entries of an old page follow those of another: a page cut across one
+    /// merges old pages.
+    joins: Vec<usize>,
 }
 
 impl Window {
-    fn add(&mut self, spans: &[Span], srcs: &[&[u8]]) {
+    /// Appends a bucket's entries; `paged`: the bucket had a page.
+    fn add(&mut self, spans: &[Span], srcs: &[&[u8]], paged: bool) {
+        if paged && !self.spans.is_empty() && !spans.is_empty() {
+            self.joins.push(self.spans.len());
+        }
         for s in spans {
             let at = self.body.len() as u32;
             self.body.extend_from_slice(s.bytes(srcs));
@@ -651,6 +681,15 @@ impl Window {
         self.body.drain(..bytes);
         self.spans.drain(..n);
         self.spans.iter_mut().for_each(|s| s.at -= bytes as u32);
+        self.joins.retain_mut(|j| {
+            *j = j.saturating_sub(n);
+            *j > 0
+        });
+    }
+
+    /// Whether a page of the first `n` spans would merge entries of several old pages.
+    fn joins_before(&self, n: usize) -> bool {
+        self.joins.first().is_some_and(|j| *j < n)
     }
 }
 

@@ -28,7 +28,7 @@ impl VerifyReport {
     }
 }
 
-/// Checks every checksum, the directory against the local depths, the entry counts against
+/// Checks every checksum, the directory against the pages' ranges, the entry counts against
 /// the root's statistics, extents against their checksums and the file, that no page is
 /// referenced twice and that the free lists are disjoint from live space. Safe while a writer
 /// runs: a walk the writer overtook is done again on the newer root.

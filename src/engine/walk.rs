@@ -94,7 +94,11 @@ fn walk_buckets(src: &dyn Source, root: &Root, dir: &[u64], extent_crcs: bool, l
     let mut i = 0usize;
     while i < dir.len() {
         let off = dir[i];
-        let last = dir[i..].iter().position(|e| *e != off).map_or(dir.len(), |j| i + j) - 1;
+        let last = dir[i..]
+            .iter()
+            .position(|e| *e != off)
+            .map_or(dir.len(), |j| i + j)
+            - 1;
         if off != 0 {
             if !seen.insert(off) {
                 live.problem(format!(

@@ -7,7 +7,7 @@ use crate::error::Error;
 use std::ffi::c_char;
 
 /// Checks the file at `path` against every rule of its format: all checksums, directory
-/// against local depths, entry counts against the statistics, extents within the file and
+/// against the ranges its pages record, entry counts against the statistics, extents within the file and
 /// against their checksums, no page referenced twice, free lists disjoint from live space.
 /// Safe while a writer runs (a check the writer overtook is redone on its newer state).
 ///

@@ -12,8 +12,8 @@
 //! `crc` is the CRC32C of those `count * 16` bytes.
 
 use super::bytes::*;
-pub use super::hash::Range;
 use super::hash::key_hash;
+pub use super::hash::Range;
 use super::layout::PAGE;
 use super::page::{seal, Page, HEADER, MAGIC_BUCKET};
 use crate::error::{Error, Result};
@@ -175,7 +175,9 @@ pub fn spans(p: &Page, src: u8, offset: u64, out: &mut Vec<Span>) -> Result<()> 
         let tw = get_u16(p, HEADER + 2 * i);
         let code = (tw & !TAG_BITS) as u8;
         let len = code_len(code).ok_or_else(|| bad(offset, "bad entry code"))?;
-        let b = p.get(at..at + len).ok_or_else(|| bad(offset, "entry beyond page end"))?;
+        let b = p
+            .get(at..at + len)
+            .ok_or_else(|| bad(offset, "entry beyond page end"))?;
         entry_from(b, code, offset)?;
         let hash = key_hash(&get_16(b, 0));
         if tw & TAG_BITS != hash as u16 & TAG_BITS {

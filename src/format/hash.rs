@@ -40,7 +40,10 @@ pub struct Range {
 }
 
 impl Range {
-    pub const ALL: Range = Range { lo: 0, hi: u64::MAX };
+    pub const ALL: Range = Range {
+        lo: 0,
+        hi: u64::MAX,
+    };
 
     /// The hashes of directory slots `first..=last` under `depth` leading bits.
     pub fn slots(first: u64, last: u64, depth: u32) -> Range {

@@ -47,7 +47,6 @@ pub struct Root {
     pub extents: u64,
 }
 
-
 impl Root {
     pub fn encode(&self) -> [u8; ROOT_SLOT] {
         let mut b = [0u8; ROOT_SLOT];
