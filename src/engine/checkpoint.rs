@@ -294,7 +294,7 @@ impl Checkpoint<'_> {
     /// overflowed becomes two half-full pages rather than a full one and a sliver.
     fn cut(&mut self, end: Option<u64>) -> Result<()> {
         loop {
-            let bytes = bucket::spans_bytes(&self.window.spans);
+            let bytes = HEADER + self.window.used;
             match end {
                 None if bytes <= WINDOW => return Ok(()),
                 Some(hi) if bytes <= PAGE => {
@@ -303,7 +303,9 @@ impl Checkpoint<'_> {
                 }
                 _ => {}
             }
-            let cuts = self.slot_cuts()?;
+            // A balanced cut needs every boundary; a greedy one only those within a page.
+            let whole = end.is_some() && bytes <= 2 * PAGE;
+            let cuts = self.slot_cuts(if whole { usize::MAX } else { PAGE })?;
             let fits = |c: &&(usize, usize)| c.1 <= PAGE && bytes - c.1 + HEADER <= PAGE;
             let balanced = cuts
                 .iter()
@@ -323,24 +325,30 @@ impl Checkpoint<'_> {
     }
 
     /// Where the window may be cut: before each span that starts a directory slot, as (span
-    /// index, bytes of a page holding the spans before it). Doubles the directory first while
-    /// its slots are too large (`SLOT_AVG`), so pages can be cut close to full.
-    fn slot_cuts(&mut self) -> Result<Vec<(usize, usize)>> {
+    /// index, bytes of a page holding the spans before it), up to the first boundary past
+    /// `limit` bytes. Doubles the directory first while the slots seen are too large
+    /// (`SLOT_AVG`), so pages can be cut close to full.
+    fn slot_cuts(&mut self, limit: usize) -> Result<Vec<(usize, usize)>> {
         loop {
             let gd = self.gd();
             let spans = &self.window.spans;
             let (mut cuts, mut at, mut start, mut largest) = (Vec::new(), HEADER, HEADER, 0);
+            let mut seen = 0;
             for (i, s) in spans.iter().enumerate() {
                 if i > 0 && dir_index(s.hash, gd) != dir_index(spans[i - 1].hash, gd) {
+                    if at > limit {
+                        break;
+                    }
                     cuts.push((i, at));
                     start = at;
                 }
                 at += s.size();
                 largest = largest.max(at - start);
+                seen = i;
             }
-            let slots = match (spans.first(), spans.last()) {
-                (Some(a), Some(z)) => dir_index(z.hash, gd) - dir_index(a.hash, gd) + 1,
-                _ => 1,
+            let slots = match spans.first() {
+                Some(a) => dir_index(spans[seen].hash, gd) - dir_index(a.hash, gd) + 1,
+                None => 1,
             };
             let too_big = HEADER + largest > PAGE;
             if !too_big && at - HEADER <= SLOT_AVG * slots as usize {
@@ -657,6 +665,8 @@ struct Window {
     lo: u64,
     body: Vec<u8>,
     spans: Vec<Span>,
+    /// Bytes the spans take in a page (tag words included).
+    used: usize,
     /// Where the entries of an old page follow those of another: a page cut across one
     /// merges old pages.
     joins: Vec<usize>,
@@ -672,12 +682,14 @@ impl Window {
             let at = self.body.len() as u32;
             self.body.extend_from_slice(s.bytes(srcs));
             self.spans.push(Span { at, src: 0, ..*s });
+            self.used += s.size();
         }
     }
 
     /// Forgets the first `n` spans (cut into a page).
     fn drop_front(&mut self, n: usize) {
         let bytes = self.spans.get(n).map_or(self.body.len(), |s| s.at as usize);
+        self.used -= bytes + 2 * n;
         self.body.drain(..bytes);
         self.spans.drain(..n);
         self.spans.iter_mut().for_each(|s| s.at -= bytes as u32);

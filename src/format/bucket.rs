@@ -178,7 +178,9 @@ pub fn spans(p: &Page, src: u8, offset: u64, out: &mut Vec<Span>) -> Result<()> 
         let b = p
             .get(at..at + len)
             .ok_or_else(|| bad(offset, "entry beyond page end"))?;
-        entry_from(b, code, offset)?;
+        if code == EXTENT {
+            extent_count_checked(b, offset)?;
+        }
         let hash = key_hash(&get_16(b, 0));
         if tw & TAG_BITS != hash as u16 & TAG_BITS {
             return Err(bad(offset, "entry tag does not match its key"));
@@ -303,15 +305,22 @@ fn entry_from(b: &[u8], code: u8, offset: u64) -> Result<(Key, Set)> {
                 cap: get_u32(b, 48),
                 crc: get_u32(b, 52),
             };
-            if x.count == 0 || x.count > x.cap as u64 {
-                return Err(bad(offset, "extent count outside 1..=cap"));
-            }
+            extent_count_checked(b, offset)?;
             Set::Extent(x)
         }
         1 => Set::One(get_16(b, 16)),
         c => Set::Few((0..c as usize).map(|i| get_16(b, 16 + 16 * i)).collect()),
     };
     Ok((key, set))
+}
+
+/// Checks that the extent entry `b` counts 1..=cap values.
+fn extent_count_checked(b: &[u8], offset: u64) -> Result<()> {
+    let (count, cap) = (get_u64(b, 16), get_u32(b, 48));
+    if count == 0 || count > cap as u64 {
+        return Err(bad(offset, "extent count outside 1..=cap"));
+    }
+    Ok(())
 }
 
 /// The entry count of a page (or of its header alone), checked to fit the page.
