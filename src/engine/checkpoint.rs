@@ -12,7 +12,7 @@ use super::state::State;
 use super::valueset::Values;
 use super::wal::Cursor;
 use crate::error::{Error, Result};
-use crate::format::bucket::{self, Entry, Span};
+use crate::format::bucket::{self, Entry, Span, INLINE_MAX};
 use crate::format::hash::{dir_index, Range};
 use crate::format::layout::{BLOB_CHUNK, PAGE, ROOT_SLOT};
 use crate::format::page::{seal, Page, HEADER, MAGIC_BUCKET};
@@ -29,10 +29,12 @@ const PENDING: u64 = 1 << 63;
 /// Finest directory: 2^32 slots (a page records its range in 32-bit prefixes).
 const MAX_DEPTH: u32 = 32;
 /// Pages are cut at slot boundaries, so slots stay small enough for pages to be cut close to
-/// full: the directory doubles when the slots a window spans hold more than this (bytes) on
-/// average, or one of them more than a page. (Doubling on the largest slot instead would
-/// double the directory of a large table once more for a rare outlier.)
-const SLOT_AVG: usize = PAGE / 4;
+/// full: the directory doubles when the table's entries would fill its slots with more than
+/// this (bytes) on average, or one slot with more than a page. (Doubling whenever some slot
+/// passed a limit would double a large table's directory once more for a rare outlier.)
+const SLOT_AVG: u64 = PAGE as u64 / 4;
+/// Page bytes of a one-value key (tag word, key, value): what a new key is estimated at.
+const NEW_KEY_BYTES: u64 = 34;
 /// Bytes the window of rebuilt entries holds before a page is cut off its front.
 const WINDOW: usize = 2 * PAGE;
 /// Buckets passed between the checkpoint's threads in one message (fewer wake-ups) …
@@ -124,14 +126,30 @@ impl Checkpoint<'_> {
 
     /// The buckets the memtable's ops fall into, in hash order (from the directory as it is
     /// now: a rebuild only changes the slots of buckets already behind it).
-    fn runs(&self, mem: &OpLog) -> Vec<Bucket> {
-        let mut runs: Vec<Bucket> = Vec::new();
+    /// Also returns how many distinct hashes the ops have (about the keys they touch).
+    fn runs(&self, mem: &OpLog) -> (Vec<Bucket>, u64) {
+        let (mut runs, mut keys, mut last) = (Vec::<Bucket>::new(), 0, None);
         for h in mem.hashes() {
+            keys += u64::from(last != Some(h));
+            last = Some(h);
             if !runs.last().is_some_and(|b| b.range.contains(h)) {
                 runs.push(self.bucket_at(h));
             }
         }
-        runs
+        (runs, keys)
+    }
+
+    /// Bytes the table's entries take in pages, estimated from its counts as they stand
+    /// during the merge (a set in an extent is counted as `INLINE_MAX` values).
+    fn table_bytes(&self) -> u64 {
+        let keys = add(self.st.root.keys, self.keys);
+        let values = add(self.st.root.values, self.values).min(keys * INLINE_MAX as u64);
+        (NEW_KEY_BYTES - 16) * keys + 16 * values
+    }
+
+    /// Whether the directory's slots would hold more than `SLOT_AVG` of `bytes` each.
+    fn slots_too_few(&self, bytes: u64) -> bool {
+        self.gd() < MAX_DEPTH && bytes > SLOT_AVG << self.gd()
     }
 
     /// The bucket covering hash `h`: its directory value and the run of slots that hold it
@@ -161,7 +179,12 @@ impl Checkpoint<'_> {
     fn rebuild(&mut self, mem: &mut OpLog) -> Result<()> {
         mem.sort();
         let mem = &*mem;
-        let runs = self.runs(mem);
+        let (runs, touched) = self.runs(mem);
+        // Sized up front for the keys the log may add, so that the first pages cut are
+        // cut as finely as the last (`runs` holds hash ranges, which doubling keeps valid).
+        while self.slots_too_few(self.table_bytes() + NEW_KEY_BYTES * touched) {
+            self.double();
+        }
         let (rio, wio) = (self.file.raw_io()?, self.file.raw_io()?);
         let (max, epoch) = (self.st.root.epoch, self.epoch);
         std::thread::scope(|s| {
@@ -326,14 +349,13 @@ impl Checkpoint<'_> {
 
     /// Where the window may be cut: before each span that starts a directory slot, as (span
     /// index, bytes of a page holding the spans before it), up to the first boundary past
-    /// `limit` bytes. Doubles the directory first while the slots seen are too large
-    /// (`SLOT_AVG`), so pages can be cut close to full.
+    /// `limit` bytes. Doubles the directory first while its slots are too large for the table
+    /// (`SLOT_AVG`) or one of them for a page, so pages can be cut close to full.
     fn slot_cuts(&mut self, limit: usize) -> Result<Vec<(usize, usize)>> {
         loop {
             let gd = self.gd();
             let spans = &self.window.spans;
             let (mut cuts, mut at, mut start, mut largest) = (Vec::new(), HEADER, HEADER, 0);
-            let mut seen = 0;
             for (i, s) in spans.iter().enumerate() {
                 if i > 0 && dir_index(s.hash, gd) != dir_index(spans[i - 1].hash, gd) {
                     if at > limit {
@@ -344,14 +366,9 @@ impl Checkpoint<'_> {
                 }
                 at += s.size();
                 largest = largest.max(at - start);
-                seen = i;
             }
-            let slots = match spans.first() {
-                Some(a) => dir_index(spans[seen].hash, gd) - dir_index(a.hash, gd) + 1,
-                None => 1,
-            };
             let too_big = HEADER + largest > PAGE;
-            if !too_big && at - HEADER <= SLOT_AVG * slots as usize {
+            if !too_big && !self.slots_too_few(self.table_bytes()) {
                 return Ok(cuts);
             }
             if gd >= MAX_DEPTH {
@@ -432,9 +449,14 @@ impl Checkpoint<'_> {
         self.dir_resized = true;
     }
 
-    /// Halves the directory while every page covers whole pairs of slots.
+    /// Halves the directory while every page covers whole pairs of slots and the table
+    /// would not soon double it again.
     fn halve(&mut self) {
-        while self.gd() > 0 && self.st.dir.chunks(2).all(|p| p[0] == p[1]) {
+        let bytes = self.table_bytes();
+        while self.gd() > 0
+            && bytes <= (SLOT_AVG << self.gd()) / 4
+            && self.st.dir.chunks(2).all(|p| p[0] == p[1])
+        {
             failpoint::hit("checkpoint.halve");
             self.st.dir = self.st.dir.iter().step_by(2).copied().collect();
             self.st.root.global_depth -= 1;
