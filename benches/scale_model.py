@@ -4,23 +4,26 @@
 
 Every input is a measurement from `cargo bench --bench hashdir` on the CI machine type (the
 figures quoted in PERFORMANCE.md); the model only extrapolates them. It prints one JSON line per
-figure. Usage: python3 benches/scale_model.py [--cold-rewrite-us 11.2] [--device-read-us 66] [--ram-gb 24]
+figure. Usage: python3 benches/scale_model.py [--cold-rewrite-us 7.5] [--device-read-us 59.2] [--ram-gb 24]
 """
 import argparse
 import json
 import math
 
 PAGE = 4096
-# Keys per bucket page: 100 M keys filled 1,128,413 buckets (table 3).
-KEYS_PER_BUCKET = 100e6 / 1128413
+# Keys per bucket page: 100 M keys filled 935,025 pages (format v2, PERFORMANCE.md §0 session 8).
+KEYS_PER_BUCKET = 100e6 / 935025
 # Log bytes per single-value insert: a 33-byte op plus its share of the frame header.
 LOG_BYTES_PER_OP = 33.3
 # The log starts at 4 MiB and grows 4x per forced checkpoint up to checkpoint_bytes.
 MIN_LOG, LOG_GROWTH = 4 << 20, 4
-# Live bucket bytes per key (37-byte entries at 69 % fill) and file bytes per key (table 3).
-LIVE_BYTES_PER_KEY, FILE_BYTES_PER_KEY = 54, 100
-# Lookup CPU with the page in memory, µs (table 3, 100 M keys, hot).
-HOT_LOOKUP_US = 1.3
+# Live bucket bytes per key (34-byte entries at 89 % fill) and file bytes per key while the
+# writer runs (session 8, 100 M keys).
+LIVE_BYTES_PER_KEY, FILE_BYTES_PER_KEY = 38, 98
+# Directory: 8 bytes per slot, a slot per 512-1024 bytes of entries (checkpoint.rs SLOT_AVG).
+ENTRY_BYTES, SLOT_AVG = 34, 1024
+# Lookup CPU with the page in memory, µs (session 8, 100 M keys, hot).
+HOT_LOOKUP_US = 1.4
 
 
 def load(keys, log_bytes):
@@ -43,19 +46,19 @@ def load(keys, log_bytes):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--device-read-us", type=float, default=55.6,
+    ap.add_argument("--device-read-us", type=float, default=59.2,
                     help="average 4 KiB random read from the device (cold lookup, 100 M keys)")
-    ap.add_argument("--device-read-p99-us", type=float, default=86.0)
-    ap.add_argument("--cold-rewrite-us", type=float, default=11.2,
+    ap.add_argument("--device-read-p99-us", type=float, default=116.4)
+    ap.add_argument("--cold-rewrite-us", type=float, default=7.5,
                     help="seconds per bucket rewritten by a checkpoint with the file dropped "
                          "from the page cache (cold_checkpoint_seconds / buckets), in µs")
     ap.add_argument("--ram-gb", type=float, default=24.0)
     args = ap.parse_args()
 
     # Insert cost per pair = a + b * rewrites/pair, fitted to the two measured 100 M loads
-    # (128 MiB and 1 GiB log, table in the page cache; PERFORMANCE.md table 3, session 5): the
+    # (128 MiB and 1 GiB log, table in the page cache; PERFORMANCE.md §0, session 8): the
     # largest table measured, so the closest to 1 B keys (a 10 M table is cache-friendlier).
-    fit = [(100e6, 128 << 20, 1 / 1.22e6), (100e6, 1 << 30, 1 / 2.13e6)]
+    fit = [(100e6, 128 << 20, 1 / 1.35e6), (100e6, 1 << 30, 1 / 3.00e6)]
     (k1, l1, t1), (k2, l2, t2) = fit
     r1, r2 = load(k1, l1)[1], load(k2, l2)[1]
     per_rewrite = (t2 - t1) / (r2 - r1)
@@ -82,7 +85,7 @@ def main():
 
     for keys in (1e8, 1e9):
         live = keys * LIVE_BYTES_PER_KEY / 1e9
-        directory = 2 ** math.ceil(math.log2(keys / KEYS_PER_BUCKET)) * 8 / 1e9
+        directory = 2 ** math.ceil(math.log2(keys * ENTRY_BYTES / SLOT_AVG)) * 8 / 1e9
         cached = max(0.0, min(1.0, (args.ram_gb * 0.8 - directory) / live))
         avg = cached * HOT_LOOKUP_US + (1 - cached) * (args.device_read_us + HOT_LOOKUP_US)
         print(json.dumps({

@@ -1080,3 +1080,32 @@ fn manual() -> Options {
         ..opts()
     }
 }
+
+/// Pages cut from one window stay full when a checkpoint grows every page of a table by half
+/// or more (34-byte one-value entries in 4,064-byte page bodies: docs/FORMAT.md 3.1).
+#[test]
+fn a_checkpoint_that_grows_every_page_keeps_them_full() {
+    let d = TempDir::new("regrow");
+    let path = d.file("t.h5");
+    let big = Options {
+        checkpoint_bytes: 64 << 20,
+        ..Options::default()
+    };
+    let mut w = Writer::open(&path, &big).unwrap();
+    let fill = |s: &hashdir::Stats| (s.keys * 34) as f64 / (s.buckets * 4064) as f64;
+    for round in 0..3u64 {
+        let (from, to) = (round * 100_000, (round + 1) * 100_000);
+        let keys: Vec<Key> = (from..to).map(k).collect();
+        w.insert(&keys, &keys).unwrap();
+        w.commit().unwrap();
+        w.checkpoint().unwrap();
+        let s = w.stats().unwrap();
+        assert_eq!(s.keys, to);
+        assert!(
+            fill(&s) > 0.85,
+            "round {round}: fill {:.3}, {s:?}",
+            fill(&s)
+        );
+    }
+    w.close().unwrap();
+}
