@@ -1,6 +1,7 @@
-//! Checkpoint: merge the memtable into bucket pages and extents copy-on-write, split and merge
-//! buckets, resize the directory, write the directory, free lists and WAL map, then publish the
-//! new root — the one atomic step. Nothing the previous root references is overwritten.
+//! Checkpoint: merge the memtable into bucket pages and extents copy-on-write, cut the merged
+//! entries into full pages at directory-slot boundaries, merge small pages with a neighbour,
+//! resize the directory, write the directory, free lists and WAL map, then publish the new
+//! root — the one atomic step. Nothing the previous root references is overwritten.
 
 use super::array::{self, Shape};
 use super::failpoint;
