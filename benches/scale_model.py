@@ -68,7 +68,7 @@ def main():
     print(json.dumps(out))
 
     for keys in (10e6, 100e6, 1e9):
-        for log_mb in (128, 1024, 4096):
+        for log_mb in (128, 1024, 2048, 4096):
             wpp, rpp = load(keys, log_mb << 20)
             hot = per_pair + rpp * per_rewrite
             table = keys * FILE_BYTES_PER_KEY / 1e9
