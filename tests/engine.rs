@@ -15,8 +15,13 @@ fn opts() -> Options {
 }
 
 fn small_log() -> Options {
+    log_of(64 << 10)
+}
+
+/// Default options with a log of `bytes`.
+fn log_of(bytes: u64) -> Options {
     Options {
-        checkpoint_bytes: 64 << 10,
+        checkpoint_bytes: bytes,
         ..Options::default()
     }
 }
@@ -986,10 +991,7 @@ fn unpinned_readers_refresh_when_pages_are_reused() {
 fn pinned_readers_read_their_log_in_place() {
     let d = TempDir::new("inplace");
     let path = d.file("t.h5");
-    let opts = Options {
-        checkpoint_bytes: 16 << 20,
-        ..Options::default()
-    };
+    let opts = log_of(16 << 20);
     let mut w = Writer::open(&path, &opts).unwrap();
     let keys: Vec<Key> = (0..1500).map(k).collect();
     let mut model = Model::new();
@@ -1087,11 +1089,7 @@ fn manual() -> Options {
 fn a_checkpoint_that_grows_every_page_keeps_them_full() {
     let d = TempDir::new("regrow");
     let path = d.file("t.h5");
-    let big = Options {
-        checkpoint_bytes: 64 << 20,
-        ..Options::default()
-    };
-    let mut w = Writer::open(&path, &big).unwrap();
+    let mut w = Writer::open(&path, &log_of(64 << 20)).unwrap();
     let fill = |s: &hashdir::Stats| (s.keys * 34) as f64 / (s.buckets * 4064) as f64;
     for round in 0..3u64 {
         let (from, to) = (round * 100_000, (round + 1) * 100_000);
