@@ -4,6 +4,7 @@
 use super::memtable::Delta;
 use crate::format::hash::key_hash;
 use crate::format::wal::Op;
+use crate::store::huge_pages;
 use crate::{Key, Value};
 
 const INSERT: u8 = 0;
@@ -94,7 +95,9 @@ impl OpLog {
         r[24..40].copy_from_slice(&val);
         r[40] = code;
         if self.blocks.last().is_none_or(|b| b.len() == BLOCK) {
-            self.blocks.push(Vec::with_capacity(BLOCK));
+            let mut block = Vec::with_capacity(BLOCK);
+            huge_pages(&mut block);
+            self.blocks.push(block);
         }
         self.blocks.last_mut().expect("pushed").push(r);
     }
@@ -130,6 +133,7 @@ impl OpLog {
         }
         let bounds = starts.clone();
         let mut bytes = vec![0u8; n * REC];
+        huge_pages(&mut bytes);
         let out = bytes.as_chunks_mut::<REC>().0;
         for block in blocks {
             for r in &block {

@@ -8,12 +8,14 @@ mod file;
 mod h5;
 mod lock;
 mod map;
+mod memory;
 mod readers;
 
 use crate::format::layout::{BLOB_CHUNK, PAGE, PAGES_PER_CHUNK, VALUE_SHARDS};
 
 pub use file::{drop_cache, FileSize, RawIo, ReadFile, WriterFile};
 pub use map::Mmap;
+pub use memory::huge_pages;
 pub use readers::{table_path, ReaderTable, Slot, SLOTS};
 
 /// Positional I/O on the writer's file, by its own handle or a helper thread's [`RawIo`].
