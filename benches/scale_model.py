@@ -17,6 +17,8 @@ KEYS_PER_BUCKET = 100e6 / 935025
 LOG_BYTES_PER_OP = 33.3
 # The log starts at 4 MiB and grows 4x per forced checkpoint up to checkpoint_bytes.
 MIN_LOG, LOG_GROWTH = 4 << 20, 4
+# checkpoint_bytes 0 (the default): the limit follows the table (engine/options.rs).
+AUTO_MIN, AUTO_KNEE, AUTO_MAX = 128 << 20, 1 << 30, 2 << 30
 # Live bucket bytes per key (34-byte entries at 89 % fill) and file bytes per key while the
 # writer runs (session 8, 100 M keys).
 LIVE_BYTES_PER_KEY, FILE_BYTES_PER_KEY = 38, 98
@@ -26,8 +28,15 @@ ENTRY_BYTES, SLOT_AVG = 34, 1024
 HOT_LOOKUP_US = 1.4
 
 
+def auto_limit(buckets):
+    """The default log limit for a table of `buckets` pages (LogLimit::bytes)."""
+    table = buckets * PAGE
+    return max(AUTO_MIN, min(AUTO_MAX, table / 2, max(AUTO_KNEE, table / 8)))
+
+
 def load(keys, log_bytes):
-    """(bytes written per pair, page rewrites per pair) of a random-key load, one value a key.
+    """(bytes written per pair, page rewrites per pair) of a random-key load, one value a key;
+    log_bytes 0 is the default limit, which follows the table.
 
     Each checkpoint rewrites every bucket at least one of its ops falls into: with P buckets and
     n ops, P * (1 - exp(-n / P)) of them.
@@ -40,7 +49,8 @@ def load(keys, log_bytes):
         touched = buckets * (1 - math.exp(-ops / buckets))
         rewrites += touched
         written += touched * PAGE + ops * LOG_BYTES_PER_OP
-        log = min(log * LOG_GROWTH, log_bytes)
+        limit = log_bytes or auto_limit(buckets)
+        log = min(log * LOG_GROWTH, limit)
     return written / keys, rewrites / keys
 
 
@@ -68,7 +78,7 @@ def main():
     print(json.dumps(out))
 
     for keys in (10e6, 100e6, 1e9):
-        for log_mb in (128, 1024, 2048, 4096):
+        for log_mb in (0, 128, 1024, 2048, 4096):
             wpp, rpp = load(keys, log_mb << 20)
             hot = per_pair + rpp * per_rewrite
             table = keys * FILE_BYTES_PER_KEY / 1e9

@@ -109,7 +109,8 @@ typedef struct hashdir_options {
   uint32_t flags;
   /**
    * Writer: WAL size in bytes that triggers a checkpoint; 0 = grow with the table (half
-   * its bucket pages, between 128 MiB and 1 GiB). At most 4 GiB: recovery after a crash
+   * its bucket pages, between 128 MiB and 1 GiB; past 8 GiB of pages an eighth of them, up
+   * to 2 GiB). At most 4 GiB: recovery after a crash
    * replays up to this much log, and the writer and every reader hold the changes committed
    * since the last checkpoint in memory. The writer takes about 1.5 times the log's bytes,
    * 3 times while a checkpoint sorts them. A reader holding a reader-table slot takes about a

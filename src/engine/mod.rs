@@ -31,7 +31,9 @@ mod walk;
 mod writer;
 
 pub use gc::GcReport;
-pub use options::{LogLimit, Options, Stats, AUTO_LOG_MAX, AUTO_LOG_MIN, MAX_CHECKPOINT_BYTES};
+pub use options::{
+    LogLimit, Options, Stats, AUTO_LOG_KNEE, AUTO_LOG_MAX, AUTO_LOG_MIN, MAX_CHECKPOINT_BYTES,
+};
 pub use reader::Reader;
 pub use recovery::RecoveryReport;
 pub use verify::{verify, VerifyReport};

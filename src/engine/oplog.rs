@@ -132,8 +132,8 @@ impl OpLog {
             starts[i] += starts[i - 1];
         }
         let bounds = starts.clone();
+        // Not on huge pages: the windows' write fronts would then make it all resident at once.
         let mut bytes = vec![0u8; n * REC];
-        huge_pages(&mut bytes);
         let out = bytes.as_chunks_mut::<REC>().0;
         for block in blocks {
             for r in &block {

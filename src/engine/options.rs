@@ -5,16 +5,23 @@ use crate::format::layout::PAGE;
 use crate::format::root::Root;
 use crate::store::FileSize;
 
-/// With `checkpoint_bytes` 0 the log grows with the table: to half the table's bucket pages,
-/// at least `AUTO_LOG_MIN` and at most `AUTO_LOG_MAX`. A checkpoint rewrites about every page
-/// once the table is large against the log, so the share bounds the page bytes written per
-/// logged byte (about 2) at any size, where a fixed log lets that grow with the table.
+/// With `checkpoint_bytes` 0 the log grows with the table: to half the table's bucket pages, at
+/// least `AUTO_LOG_MIN`, up to `AUTO_LOG_KNEE`; past that, to an eighth of them, up to
+/// `AUTO_LOG_MAX`. A checkpoint rewrites about every page once the table is large against the
+/// log, so the share bounds the page bytes written per logged byte: about 2 up to 2 GiB of
+/// pages (about 50 M keys), at most 8 up to 16 GiB, where a fixed log lets it grow with the
+/// table (38 at 1 B keys with 1 GiB).
 pub const AUTO_LOG_MIN: u64 = 128 << 20;
-/// The most the automatic log grows to: recovery replays 1 GiB of log in about 1 s, the
-/// writer holds about 1.5x the log's bytes (its ops; 3x while a checkpoint sorts them) and each
-/// reader about a third of it (an index of the log, PERFORMANCE.md).
-pub const AUTO_LOG_MAX: u64 = 1 << 30;
+/// Where the log stops growing at half the table: a 1 GiB log costs the writer about 1.3 GB
+/// (41 bytes per op) and every reader about a third of it, so mid-sized tables, whose pages
+/// mostly sit in the page cache, keep that.
+pub const AUTO_LOG_KNEE: u64 = 1 << 30;
 const AUTO_LOG_SHARE: u64 = 2;
+const AUTO_LOG_TAIL_SHARE: u64 = 8;
+/// The most the automatic log grows to (at 16 GiB of pages, about 420 M keys): recovery
+/// replays 2 GiB of log in about 1–1.7 s, the writer holds about 2.6 GB of ops and each reader
+/// about 0.6 GB of index (PERFORMANCE.md, "1 B keys"), small against such a table.
+pub const AUTO_LOG_MAX: u64 = 2 << 30;
 /// The largest setting. Recovery replays up to this much log, the writer keeps its ops in memory
 /// (about 1.5x the log's bytes) and so does every reader, as its overlay (about 0.3x the log in
 /// place, 1.6x as a copy for one-value inserts, more for other changes; PERFORMANCE.md).
@@ -33,8 +40,13 @@ impl LogLimit {
     pub fn bytes(self, buckets: u64) -> u64 {
         match self {
             LogLimit::Fixed(n) => n,
-            LogLimit::Auto => (buckets.saturating_mul(PAGE as u64) / AUTO_LOG_SHARE)
-                .clamp(AUTO_LOG_MIN, AUTO_LOG_MAX),
+            LogLimit::Auto => {
+                let table = buckets.saturating_mul(PAGE as u64);
+                let tail = (table / AUTO_LOG_TAIL_SHARE).max(AUTO_LOG_KNEE);
+                (table / AUTO_LOG_SHARE)
+                    .min(tail)
+                    .clamp(AUTO_LOG_MIN, AUTO_LOG_MAX)
+            }
         }
     }
 }
@@ -46,7 +58,7 @@ pub struct Options {
     /// Writer: fsync at every commit.
     pub sync_commit: bool,
     /// Writer: WAL bytes that trigger a checkpoint; 0 = grow with the table ([`AUTO_LOG_MIN`]
-    /// to [`AUTO_LOG_MAX`]).
+    /// to [`AUTO_LOG_MAX`], see [`LogLimit::bytes`]).
     pub checkpoint_bytes: u64,
     /// Reader: automatic refresh interval in ms; 0 = only explicit refresh.
     pub refresh_interval_ms: u32,
@@ -108,5 +120,28 @@ impl Stats {
             epoch: root.epoch,
             wal_bytes,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The automatic limit at table sizes on each side of its bends.
+    #[test]
+    fn automatic_log_follows_the_table() {
+        let pages = |bytes: u64| bytes / PAGE as u64;
+        let at = |table: u64| LogLimit::Auto.bytes(pages(table));
+        const G: u64 = 1 << 30;
+        assert_eq!(at(0), AUTO_LOG_MIN);
+        assert_eq!(at(200 << 20), AUTO_LOG_MIN);
+        assert_eq!(at(G), G / 2);
+        assert_eq!(at(2 * G), G);
+        assert_eq!(at(8 * G), G, "1 GiB up to 8 GiB of pages");
+        assert_eq!(at(12 * G), 12 * G / 8);
+        assert_eq!(at(16 * G), 2 * G);
+        assert_eq!(at(40 * G), AUTO_LOG_MAX);
+        assert_eq!(LogLimit::Auto.bytes(u64::MAX), AUTO_LOG_MAX);
+        assert_eq!(LogLimit::Fixed(5).bytes(1 << 30), 5);
     }
 }
