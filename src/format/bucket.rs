@@ -417,6 +417,120 @@ mod tests {
         }
     }
 
+    /// A full page of mixed entries read piecewise, against a scan of the whole page: every key
+    /// is found, absent keys whose tag collides with a stored one are not, and a damaged code
+    /// anywhere gives the match before the damage, else an error.
+    #[test]
+    fn search_agrees_with_a_scan_of_the_page() {
+        let seed = 0x2545_f491_4f6c_dd1du64;
+        println!("seed {seed:#x}");
+        let mut next = crate::engine::xorshift(seed);
+        let mut key = || {
+            let mut k = [0u8; 16];
+            k[..8].copy_from_slice(&next().to_le_bytes());
+            k[8..].copy_from_slice(&next().to_le_bytes());
+            k
+        };
+        // Eight keys share one tag, so that a search must go on past colliding entries.
+        let shared = key_hash(&key()) as u16 & TAG_BITS;
+        let mut same = std::iter::repeat_with(&mut key)
+            .filter(|k| key_hash(k) as u16 & TAG_BITS == shared)
+            .take(8)
+            .collect::<Vec<_>>();
+        let mut es: Vec<Entry> = Vec::new();
+        let mut used = HEADER;
+        for i in 0usize.. {
+            let k = same.pop().unwrap_or_else(&mut key);
+            let nvals = [1, 1, 1, 1, 2, 1, 1, 1, 1, 8, 1, 0][i % 12];
+            let set = if nvals == 0 {
+                Set::Extent(ExtentRef {
+                    count: 9,
+                    first: k,
+                    offset: 4096,
+                    cap: 16,
+                    crc: 1,
+                })
+            } else {
+                Set::inline(&vec![k; nvals])
+            };
+            let e = Entry {
+                hash: key_hash(&k),
+                key: k,
+                set,
+            };
+            if used + e.size() > PAGE {
+                break;
+            }
+            used += e.size();
+            es.push(e);
+        }
+        assert!(es.len() > TAG_STEP + 16, "the page spans several steps");
+        es.sort_by_key(|e| (e.hash, e.key));
+        let page = encode(&es, Range::ALL, 1);
+        // Absent keys whose twelve tag bits equal a stored key's.
+        let tags: std::collections::HashSet<u16> =
+            es.iter().map(|e| e.hash as u16 & TAG_BITS).collect();
+        let mut probes: Vec<Key> = es.iter().map(|e| e.key).collect();
+        while probes.len() < es.len() + 20 {
+            let k = key();
+            if tags.contains(&(key_hash(&k) as u16 & TAG_BITS)) {
+                probes.push(k);
+            }
+        }
+        let scan = |p: &Page, k: &Key| -> Result<Option<Set>> {
+            let n = get_u16(p, 16) as usize;
+            let mut at = HEADER + 2 * n;
+            for i in 0..n {
+                let tw = get_u16(p, HEADER + 2 * i);
+                let len = code_len((tw & !TAG_BITS) as u8).ok_or_else(|| bad(0, "code"))?;
+                if at + len > PAGE {
+                    return Err(bad(0, "end"));
+                }
+                if tw & TAG_BITS == key_hash(k) as u16 & TAG_BITS {
+                    let (ek, set) = entry_from(&p[at..at + len], (tw & !TAG_BITS) as u8, 0)?;
+                    if &ek == k {
+                        return Ok(Some(set));
+                    }
+                }
+                at += len;
+            }
+            Ok(None)
+        };
+        let agree = |p: &Page| {
+            for k in &probes {
+                let (got, want) = (find(p, key_hash(k), k, 0), scan(p, k));
+                match (&got, &want) {
+                    (Ok(a), Ok(b)) => assert_eq!(a, b),
+                    (Err(_), Err(_)) => {}
+                    _ => panic!("search {got:?} against scan {want:?}"),
+                }
+            }
+        };
+        agree(&page);
+        for (i, e) in es.iter().enumerate() {
+            assert_eq!(
+                find(&page, e.hash, &e.key, 0).unwrap(),
+                Some(e.set.clone()),
+                "entry {i}"
+            );
+        }
+        for k in &probes[es.len()..] {
+            assert_eq!(
+                find(&page, key_hash(k), k, 0).unwrap(),
+                None,
+                "a colliding tag"
+            );
+        }
+        for i in [0, 5, 15, 16, 40, TAG_STEP - 1, TAG_STEP, es.len() - 1] {
+            for code in [0u16, 9, 0xE, EXTENT as u16, INLINE_MAX as u16] {
+                let mut p = page.clone();
+                let tw = get_u16(&p[..], HEADER + 2 * i) & TAG_BITS | code;
+                p[HEADER + 2 * i..HEADER + 2 * i + 2].copy_from_slice(&tw.to_le_bytes());
+                agree(&p);
+            }
+        }
+    }
+
     #[test]
     fn round_trip_inline_and_extent() {
         let mut es = vec![entry(1, 1), entry(2, 4), entry(3, 2), entry(4, INLINE_MAX)];
