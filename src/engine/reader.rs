@@ -109,7 +109,7 @@ impl Leaf {
         let page = |off: u64| {
             u32::try_from(off / PAGE as u64)
                 .ok()
-                .filter(|_| off % PAGE as u64 == 0)
+                .filter(|_| off.is_multiple_of(PAGE as u64))
                 .ok_or_else(|| {
                     Fault::Fail(Error::corrupt(
                         "directory leaf",
