@@ -22,7 +22,8 @@ AUTO_MIN, AUTO_KNEE, AUTO_MAX = 128 << 20, 1 << 30, 2 << 30
 # Live bucket bytes per key (34-byte entries at 89 % fill) and file bytes per key while the
 # writer runs (session 8, 100 M keys).
 LIVE_BYTES_PER_KEY, FILE_BYTES_PER_KEY = 38, 98
-# Directory: 8 bytes per slot, a slot per 512-1024 bytes of entries (checkpoint.rs SLOT_AVG).
+# Directory: a slot per 512-1024 bytes of entries (checkpoint.rs SLOT_AVG); 8 bytes per slot in
+# the file, 4 in a reader's memory (page numbers, since session 9).
 ENTRY_BYTES, SLOT_AVG = 34, 1024
 # Lookup CPU with the page in memory, µs (session 8, 100 M keys, hot).
 HOT_LOOKUP_US = 1.4
@@ -95,7 +96,7 @@ def main():
 
     for keys in (1e8, 1e9):
         live = keys * LIVE_BYTES_PER_KEY / 1e9
-        directory = 2 ** math.ceil(math.log2(keys * ENTRY_BYTES / SLOT_AVG)) * 8 / 1e9
+        directory = 2 ** math.ceil(math.log2(keys * ENTRY_BYTES / SLOT_AVG)) * 4 / 1e9
         cached = max(0.0, min(1.0, (args.ram_gb * 0.8 - directory) / live))
         avg = cached * HOT_LOOKUP_US + (1 - cached) * (args.device_read_us + HOT_LOOKUP_US)
         print(json.dumps({
