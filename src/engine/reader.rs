@@ -104,8 +104,8 @@ struct Leaf {
 }
 
 impl Leaf {
-    /// The leaf of directory items `items` read from the array leaf page at `at`.
-    fn new(id: (u64, u64), items: &[u64], at: u64) -> Res<Leaf> {
+    /// The leaf of directory items `items`, read from the array leaf page `id` (offset, epoch).
+    fn new(id: (u64, u64), items: &[u64]) -> Res<Leaf> {
         let page = |off: u64| {
             u32::try_from(off / PAGE as u64)
                 .ok()
@@ -113,7 +113,7 @@ impl Leaf {
                 .ok_or_else(|| {
                     Fault::Fail(Error::corrupt(
                         "directory leaf",
-                        at,
+                        id.0,
                         format!("item {off} is not the offset of a page below 16 TiB"),
                     ))
                 })
@@ -455,7 +455,7 @@ fn dir_leaves(map: &Mmap, root: &Root, shape: &Shape, cur: Option<&Snap>) -> Res
             continue;
         }
         let items = array::read_leaf(map, root.dir.len, i, *id, root.epoch)?;
-        out.push(Arc::new(Leaf::new(*id, &items, id.0)?));
+        out.push(Arc::new(Leaf::new(*id, &items)?));
     }
     Ok(out.into())
 }
@@ -694,10 +694,10 @@ mod tests {
     fn directory_leaves_hold_page_numbers() {
         let page = PAGE as u64;
         let top = u64::from(u32::MAX) * page;
-        let leaf = Leaf::new((1, 1), &[0, page, 7 * page, top], 0).unwrap();
+        let leaf = Leaf::new((page, 1), &[0, page, 7 * page, top]).unwrap();
         assert_eq!(leaf.pages, [0, 1, 7, u32::MAX]);
         for bad in [page + 8, top + page, u64::MAX] {
-            match Leaf::new((1, 1), &[0, bad], 4096) {
+            match Leaf::new((page, 1), &[0, bad]) {
                 Err(Fault::Fail(e)) => assert!(e.to_string().contains(&bad.to_string()), "{e}"),
                 _ => panic!("item {bad} accepted"),
             }

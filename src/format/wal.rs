@@ -149,16 +149,21 @@ pub fn validate(frame: &[u8], gen: u64, lsn: u64) -> Option<OpIter<'_>> {
 /// decoding the ops (recovery checks 60 M of them for a full 2 GiB log).
 fn ops_fit(b: &[u8], mut at: usize, left: u32) -> bool {
     for _ in 0..left {
-        at += match b.get(at) {
-            Some(&DELETE_KEY) => 17,
-            Some(&INSERT | &DELETE_PAIR) => 33,
+        match b.get(at).and_then(|&tag| op_len(tag)) {
+            Some(len) if at + len <= b.len() => at += len,
             _ => return false,
-        };
-        if at > b.len() {
-            return false;
         }
     }
     true
+}
+
+/// Bytes an op of kind `tag` takes, if the kind is known.
+fn op_len(tag: u8) -> Option<usize> {
+    match tag {
+        DELETE_KEY => Some(17),
+        INSERT | DELETE_PAIR => Some(33),
+        _ => None,
+    }
 }
 
 /// The ops of a frame that [`validate`] accepted.
@@ -180,7 +185,7 @@ pub struct OpIter<'a> {
 /// The op at the start of `b` and its length in bytes, if `b` holds a whole, known one.
 pub fn op_at(b: &[u8]) -> Option<(Op, usize)> {
     let tag = *b.first()?;
-    let need = if tag == DELETE_KEY { 17 } else { 33 };
+    let need = op_len(tag)?;
     if need > b.len() {
         return None;
     }
