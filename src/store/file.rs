@@ -16,6 +16,7 @@ use parking_lot::Mutex;
 use super::h5::{self, locked, Hid, Mode, MAX_CHUNKS};
 use super::lock::lock_writer;
 use super::map::Mmap;
+use super::trace;
 use super::{Ds, Positional};
 use crate::error::{Error, Result};
 use crate::format::layout::ROOT_SLOT;
@@ -334,9 +335,7 @@ impl WriterFile {
 
     /// fdatasync: covers HDF5's metadata writes too (same inode).
     pub fn sync(&self) -> Result<()> {
-        self.fd
-            .sync_data()
-            .map_err(|e| Error::io("fdatasync", &self.path, e))
+        trace::sync(|| self.fd.sync_data()).map_err(|e| Error::io("fdatasync", &self.path, e))
     }
 
     pub fn size(&self) -> Result<FileSize> {
@@ -348,23 +347,26 @@ impl WriterFile {
     /// holes (the bytes then stay as they were).
     pub fn punch(&self, off: u64, len: u64) -> Result<bool> {
         let mode = libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE;
-        // SAFETY: a valid descriptor for the call; fallocate reads no memory of ours.
-        let rc = unsafe {
-            libc::fallocate(
-                self.fd.as_raw_fd(),
-                mode,
-                off as libc::off_t,
-                len as libc::off_t,
-            )
-        };
-        if rc == 0 {
-            return Ok(true);
-        }
-        let e = io::Error::last_os_error();
-        match e.raw_os_error() {
-            Some(libc::EOPNOTSUPP) | Some(libc::ENOSYS) => Ok(false),
-            _ => Err(Error::io("fallocate(PUNCH_HOLE)", &self.path, e)),
-        }
+        let punched = trace::punch(off, len, || {
+            // SAFETY: a valid descriptor for the call; fallocate reads no memory of ours.
+            let rc = unsafe {
+                libc::fallocate(
+                    self.fd.as_raw_fd(),
+                    mode,
+                    off as libc::off_t,
+                    len as libc::off_t,
+                )
+            };
+            if rc == 0 {
+                return Ok(true);
+            }
+            let e = io::Error::last_os_error();
+            match e.raw_os_error() {
+                Some(libc::EOPNOTSUPP) | Some(libc::ENOSYS) => Ok(false),
+                _ => Err(e),
+            }
+        });
+        punched.map_err(|e| Error::io("fallocate(PUNCH_HOLE)", &self.path, e))
     }
 
     /// Flushes and closes HDF5, unregisters, releases the lock. Does not fsync. Drop does the
@@ -446,7 +448,8 @@ impl RawIo {
 }
 
 fn write_at(fd: &File, path: &Path, off: u64, data: &[u8]) -> Result<()> {
-    fd.write_all_at(data, off)
+    trace::write(off, &[data], || fd.write_all_at(data, off).map(|()| data.len()))
+        .map(drop)
         .map_err(|e| Error::io("pwrite", path, e))
 }
 
@@ -465,21 +468,23 @@ fn write_vectored_at(fd: &File, path: &Path, mut off: u64, bufs: &[&[u8]]) -> Re
                 iov_len: b.len(),
             })
             .collect();
-        // SAFETY: each iovec points at a slice of `left`, alive for the call, with its length;
-        // pwritev only reads through them, and `fd` is an open descriptor we own.
-        let n =
-            unsafe { libc::pwritev(fd.as_raw_fd(), iov.as_ptr(), iov.len() as i32, off as i64) };
-        if n <= 0 {
-            let e = match n {
-                0 => io::Error::from(io::ErrorKind::WriteZero),
-                _ => io::Error::last_os_error(),
+        let written = trace::write(off, &left[first..], || {
+            // SAFETY: each iovec points at a slice of `left`, alive for the call, with its
+            // length; pwritev only reads through them, and `fd` is an open descriptor we own.
+            let n = unsafe {
+                libc::pwritev(fd.as_raw_fd(), iov.as_ptr(), iov.len() as i32, off as i64)
             };
-            if e.kind() == io::ErrorKind::Interrupted {
-                continue;
+            match n {
+                n if n > 0 => Ok(n as usize),
+                0 => Err(io::Error::from(io::ErrorKind::WriteZero)),
+                _ => Err(io::Error::last_os_error()),
             }
-            return Err(Error::io("pwritev", path, e));
-        }
-        let mut n = n as usize;
+        });
+        let mut n = match written {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(Error::io("pwritev", path, e)),
+        };
         off += n as u64;
         while n > 0 {
             let len = left[first].len();
@@ -557,8 +562,7 @@ fn recover(path: &Path, fd: &File) -> Result<()> {
         .map_err(|e| Error::io("fstat", path, e))?
         .len();
     if len < end {
-        fd.set_len(end)
-            .map_err(|e| Error::io("ftruncate", path, e))?;
+        trace::set_len(end, || fd.set_len(end)).map_err(|e| Error::io("ftruncate", path, e))?;
     }
     let file = h5::open_file(path, Mode::ClearFlags)?;
     h5::repair_after_crash(&file)?;

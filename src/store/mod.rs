@@ -10,6 +10,7 @@ mod lock;
 mod map;
 mod memory;
 mod readers;
+pub mod trace;
 
 use crate::format::layout::{BLOB_CHUNK, PAGE, PAGES_PER_CHUNK, VALUE_SHARDS};
 
