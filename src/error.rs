@@ -31,6 +31,8 @@ pub enum Error {
     NotFound { path: PathBuf },
     /// `get`'s output buffer holds fewer values than the keys have.
     BufferTooSmall { needed: usize, capacity: usize },
+    /// The file's data area has no room left (its size is fixed when the file is created).
+    NoSpace { needed: u64, capacity: u64 },
 }
 
 impl Error {
@@ -80,6 +82,12 @@ impl fmt::Display for Error {
             Error::BufferTooSmall { needed, capacity } => write!(
                 f,
                 "value buffer too small: {needed} values needed, capacity {capacity}"
+            ),
+            Error::NoSpace { needed, capacity } => write!(
+                f,
+                "the file's data area is full ({capacity} bytes, set by the capacity it was \
+                 created with; {needed} more bytes needed): copy it into a file created with \
+                 a larger capacity"
             ),
         }
     }

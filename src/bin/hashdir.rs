@@ -447,7 +447,7 @@ fn gc(path: &Path) -> Result<(), Failure> {
     let report = w.gc().map_err(|e| engine_error(path, e))?;
     w.close().map_err(|e| engine_error(path, e))?;
     println!("pages reclaimed: {}", report.pages_reclaimed);
-    println!("extent bytes reclaimed: {}", report.extent_bytes_reclaimed);
+    println!("segments reclaimed: {}", report.segments_reclaimed);
     Ok(())
 }
 

@@ -18,9 +18,9 @@ use crate::error::{Error, Result};
 use crate::format::bucket;
 use crate::format::bytes::{get_u32, get_u64, put_u32};
 use crate::format::hash::key_hash;
-use crate::format::layout::{BLOB_CHUNK, PAGE, ROOT_SLOT};
+use crate::format::layout::{PAGE, ROOT_SLOT, SEGMENT as BLOB_CHUNK};
 use crate::format::page::{seal, Page, MAGIC_ARRAY, MAGIC_BUCKET};
-use crate::format::root::{self, Root};
+use crate::format::root::{self, LogRef};
 use crate::format::wal::{HEADER as WAL_HEADER, MAGIC as WAL_MAGIC};
 use crate::store::ReadFile;
 use std::collections::BTreeMap;
@@ -153,7 +153,7 @@ fn check_image(img: &Image) -> usize {
     let report = verify_check(img, img.file_len, &root);
     let live = walk(img, &root, false);
     if live.problems.is_empty() {
-        wal_scan(img, &live.wal_chunks, &root);
+        wal_scan(img, &wal::chunks(&root.log), &root.log);
     }
     report.problems.len()
 }
@@ -171,7 +171,7 @@ fn buckets_agree(img: &Image) {
                 continue;
             };
             for e in &entries {
-                let first = entries.iter().find(|x| x.key == e.key).map(|x| &x.set);
+                let first = entries.iter().find(|x| x.key == e.key).map(|x| &x.body);
                 let found = bucket::find(p, key_hash(&e.key), &e.key, at);
                 assert_eq!(
                     found.as_ref().ok().and_then(|s| s.as_ref()),
@@ -183,10 +183,10 @@ fn buckets_agree(img: &Image) {
     }
 }
 
-fn wal_scan(src: &dyn Source, chunks: &[u64], root: &Root) -> u64 {
+fn wal_scan(src: &dyn Source, chunks: &[u64], log: &LogRef) -> u64 {
     let cur = Cursor {
-        gen: root.wal_gen,
-        lsn: root.wal_lsn,
+        gen: log.gen,
+        lsn: log.lsn,
         pos: 0,
     };
     let mut ops = 0u64;
@@ -204,19 +204,20 @@ pub fn wal(data: &[u8]) -> u64 {
     };
     let mut chunk = data[16..].to_vec();
     chunk.truncate(BLOB_CHUNK as usize);
-    let root = Root {
-        wal_gen: gen,
-        wal_lsn: lsn,
-        ..Root::default()
+    let log = LogRef {
+        gen,
+        lsn,
+        offset: 0,
+        bytes: BLOB_CHUNK,
     };
     let mut img = Image {
         root_at: 0,
         file_len: BLOB_CHUNK,
         runs: BTreeMap::from([(0, chunk)]),
     };
-    let raw = wal_scan(&img, &[0], &root);
+    let raw = wal_scan(&img, &[0], &log);
     reseal_frames(img.runs.get_mut(&0).expect("the chunk"));
-    raw + wal_scan(&img, &[0], &root)
+    raw + wal_scan(&img, &[0], &log)
 }
 
 /// Rewrites the CRC of every frame whose header says where it ends.
@@ -246,18 +247,19 @@ pub fn image_of(path: &Path) -> Result<Vec<u8>> {
     let live = walk(&*map, &root, false);
     let mut runs = BTreeMap::from([(root_at, slots)]);
     let pages = live.pages.iter().map(|(o, _)| (*o, PAGE as u64));
-    for (off, len) in pages.chain(live.extents.iter().copied()) {
+    for (off, len) in pages.chain(live.data.iter().copied()) {
         let mut b = vec![0u8; len as usize];
         map.read(off, &mut b)?;
         runs.insert(off, b);
     }
     let cur = Cursor {
-        gen: root.wal_gen,
-        lsn: root.wal_lsn,
+        gen: root.log.gen,
+        lsn: root.log.lsn,
         pos: 0,
     };
-    let end = wal::scan(&*map, &live.wal_chunks, cur, |_, _| {})?;
-    if let Some(&first) = live.wal_chunks.first() {
+    let chunks = wal::chunks(&root.log);
+    let end = wal::scan(&*map, &chunks, cur, |_, _| {})?;
+    if let Some(&first) = chunks.first() {
         let mut b = vec![0u8; end.pos.min(BLOB_CHUNK) as usize + WAL_HEADER];
         map.read(first, &mut b)?;
         runs.insert(first, b);
@@ -276,11 +278,10 @@ pub fn wal_of(path: &Path) -> Result<Vec<u8>> {
     let slots = img.slots().expect("image_of includes the root slots");
     let root = root::newest(&slots[..ROOT_SLOT], &slots[ROOT_SLOT..])
         .map_err(|why| Error::corrupt("root", img.root_at, why))?;
-    let live = walk(&img, &root, false);
     let mut out = Vec::new();
-    out.extend_from_slice(&root.wal_gen.to_le_bytes());
-    out.extend_from_slice(&root.wal_lsn.to_le_bytes());
-    if let Some(b) = live.wal_chunks.first().and_then(|c| img.runs.get(c)) {
+    out.extend_from_slice(&root.log.gen.to_le_bytes());
+    out.extend_from_slice(&root.log.lsn.to_le_bytes());
+    if let Some(b) = img.runs.get(&root.log.offset) {
         out.extend_from_slice(b);
     }
     Ok(out)

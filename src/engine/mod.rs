@@ -1,14 +1,16 @@
 //! The engine: one writer, many readers, over the `format` and `store` layers.
 //!
-//! Writer path: ops → WAL frame (`wal`) → commit → `oplog`; `checkpoint` merges the memtable
-//! into bucket pages and value extents (`valueset`, `extents`) copy-on-write and publishes a new
-//! root; `recovery` rebuilds the writer's `state` from the newest root and the WAL.
-//! Reader path: `reader` snapshots a root, caches the directory, tails the WAL into `memtable`
-//! overlays.
+//! Writer path: ops → WAL frame (`wal`) → commit → `oplog`. A full log is sealed and the
+//! background worker (`checkpoint`) turns it into a delta table (`checkpoint::flush`) and
+//! merges delta tables into the base table (`checkpoint::merge`), writing tables as streams
+//! (`table`) into space handed out in segments (`space`), publishing roots (`core`).
+//! `recovery` rebuilds the writer's state from the newest root and its logs.
+//! Reader path: `reader` snapshots a root, views its tables, and tails its logs into overlays
+//! (`overlay`, `logindex`, `memtable`).
 
 mod array;
 mod checkpoint;
-mod extents;
+mod core;
 pub mod failpoint;
 #[doc(hidden)]
 pub mod fuzz;
@@ -18,22 +20,20 @@ mod memtable;
 mod oplog;
 mod options;
 mod overlay;
-mod pages;
 mod reader;
 mod recovery;
+mod sets;
 mod source;
-mod state;
+mod space;
+mod table;
 mod trim;
-mod valueset;
 mod verify;
 mod wal;
 mod walk;
 mod writer;
 
 pub use gc::GcReport;
-pub use options::{
-    LogLimit, Options, Stats, AUTO_LOG_KNEE, AUTO_LOG_MAX, AUTO_LOG_MIN, MAX_CHECKPOINT_BYTES,
-};
+pub use options::{Options, Stats, MAX_CHECKPOINT_BYTES};
 pub use reader::Reader;
 pub use recovery::RecoveryReport;
 pub use verify::{verify, VerifyReport};

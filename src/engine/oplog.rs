@@ -102,14 +102,6 @@ impl OpLog {
         self.blocks.last_mut().expect("pushed").push(r);
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.blocks.is_empty() && self.sorted.is_empty()
-    }
-
-    pub fn clear(&mut self) {
-        *self = OpLog::default();
-    }
-
     /// Orders the ops by (hash, key), keeping commit order within a key: a stable counting
     /// sort on the leading hash bits, then a stable sort of each (small) window. Once: a
     /// checkpoint sorts, then the log is cleared (or, if it failed, rebuilt by recovery).
@@ -151,9 +143,23 @@ impl OpLog {
     }
 
     /// The ops' key hashes, ascending once sorted.
+    #[cfg(test)]
     pub fn hashes(&self) -> impl Iterator<Item = u64> + '_ {
         debug_assert!(self.blocks.is_empty(), "sorted first");
         self.recs().iter().map(rec_hash)
+    }
+
+    /// How many ops each key has, in (hash, key) order once sorted (to size a table).
+    pub fn key_sizes(&self) -> impl Iterator<Item = usize> + '_ {
+        debug_assert!(self.blocks.is_empty(), "sorted first");
+        let recs = self.recs();
+        let mut at = 0;
+        std::iter::from_fn(move || {
+            let first = recs.get(at)?;
+            let n = recs[at..].iter().take_while(|r| r[..24] == first[..24]).count();
+            at += n;
+            Some(n)
+        })
     }
 
     /// Each key's ops folded into a delta, in (hash, key) order once sorted.
@@ -215,10 +221,8 @@ mod tests {
             assert_eq!(h, key_hash(&k));
             let want = &model[&k];
             let base = [[0u8; 16], [2u8; 16]];
-            let (mut a, mut b) = (d.resolve(&base), want.resolve(&base));
-            a.sort();
-            b.sort();
-            assert_eq!(a, b, "key {k:?}");
+            let apply = |d: &Delta| crate::engine::sets::Change::of(d).apply(&base);
+            assert_eq!(apply(&d), apply(want), "key {k:?}");
             seen += 1;
         }
         assert_eq!(seen, model.len());

@@ -1,12 +1,18 @@
-//! Recovery, also the normal open path: newest valid root, then replay of the WAL's valid
-//! prefix into the memtable. Idempotent: it writes nothing, so a crash during it changes nothing.
+//! Recovery, also the normal open path: the newest valid root, its free space, then a replay
+//! of its logs — the sealed log (if a flush was under way) and the log commits append to —
+//! into op logs. It writes nothing, unless the sealed log turns out shorter than the root says
+//! (a power cut lost its last frames): then the frames of the log after it follow a gap and
+//! must not count, and the open publishes a root that starts a new log generation where the
+//! replay ended.
 
 use super::oplog::OpLog;
-use super::state::State;
+use super::source::settled;
+use super::space::Space;
 use super::wal::{self, Cursor};
+use super::array;
 use crate::error::{Error, Result};
 use crate::format::layout::ROOT_SLOT;
-use crate::format::root::Root;
+use crate::format::root::{self, LogRef, Root};
 use crate::format::wal::frame_ops;
 use crate::store::{Positional, WriterFile};
 use std::sync::mpsc;
@@ -16,62 +22,146 @@ use std::sync::mpsc;
 pub struct RecoveryReport {
     /// Epoch of the root the writer started from.
     pub root_epoch: u64,
-    /// Committed batches replayed from the log, and their bytes.
+    /// Committed batches replayed from the logs, and their bytes.
     pub frames: u64,
     pub log_bytes: u64,
-    /// Time spent loading the root and replaying the log, in microseconds.
+    /// Time spent loading the root and replaying the logs, in microseconds.
     pub micros: u64,
-    /// What was dropped or ignored: a damaged root slot, an incomplete last batch.
+    /// What was dropped or ignored: a damaged root slot, an incomplete last batch, batches
+    /// after a gap.
     pub notes: Vec<String>,
 }
 
-pub fn recover(file: &WriterFile) -> Result<(State, OpLog, Cursor, RecoveryReport)> {
+pub struct Recovered {
+    pub root: Root,
+    pub space: Space,
+    /// Ops of the log commits append to.
+    pub mem: OpLog,
+    /// Ops of the sealed log, for the worker to flush.
+    pub sealed: Option<OpLog>,
+    pub wal: Cursor,
+    pub report: RecoveryReport,
+    /// A root to publish before any commit (the sealed log was cut short).
+    pub fix: Option<Root>,
+}
+
+/// The newest valid root of a writer's file, checked against the file's layout.
+pub fn read_root(file: &WriterFile) -> Result<Root> {
+    let mut slots = vec![0u8; 2 * ROOT_SLOT];
+    file.read_at(file.root_offset(), &mut slots)?;
+    let root = root::newest(&slots[..ROOT_SLOT], &slots[ROOT_SLOT..])
+        .map_err(|why| Error::corrupt("root", file.root_offset(), why))?;
+    if root.data_offset != file.data_offset() || root.capacity != file.capacity() {
+        return Err(Error::corrupt(
+            "root",
+            file.root_offset(),
+            format!(
+                "data area {}+{} but the file's is {}+{}",
+                root.data_offset,
+                root.capacity,
+                file.data_offset(),
+                file.capacity()
+            ),
+        ));
+    }
+    Ok(root)
+}
+
+pub fn recover(file: &WriterFile) -> Result<Recovered> {
     let began = std::time::Instant::now();
-    let st = State::load(file)?;
+    let root = read_root(file)?;
+    let runs = settled(array::load(file, root.free_segments, root.epoch))?.0;
+    let pages = settled(array::load(file, root.free_pages, root.epoch))?.0;
+    if runs.len() % 2 != 0 {
+        return Err(Error::corrupt("free segment list", root.free_segments.top, "odd length"));
+    }
+    let runs: Vec<(u64, u64)> = runs.chunks_exact(2).map(|c| (c[0], c[1])).collect();
+    let space = Space::new(root.data_offset, root.capacity, root.segments_used, &runs, &pages, root.epoch)?;
+    let mut report = RecoveryReport {
+        root_epoch: root.epoch,
+        notes: slot_notes(file, &root)?,
+        ..RecoveryReport::default()
+    };
+    let mut fix = None;
+    let mut sealed = None;
+    if let Some(s) = &root.sealed {
+        let mut ops = OpLog::default();
+        let end = replay_log(file, &s.log, &mut ops, &mut report)?;
+        if end.lsn != s.end {
+            report.notes.push(format!(
+                "the sealed log ends at LSN {} where the root expects {}: its last batches were not durable; the batches after them are dropped",
+                end.lsn, s.end
+            ));
+            let mut next = root.clone();
+            next.sealed.as_mut().expect("checked").end = end.lsn;
+            next.log = LogRef {
+                gen: wal::new_gen(),
+                lsn: end.lsn,
+                ..root.log
+            };
+            fix = Some(next);
+        }
+        sealed = Some(ops);
+    }
+    let mut mem = OpLog::default();
+    let wal = match &fix {
+        Some(next) => Cursor {
+            gen: next.log.gen,
+            lsn: next.log.lsn,
+            pos: 0,
+        },
+        None => replay_log(file, &root.log, &mut mem, &mut report)?,
+    };
+    super::failpoint::hit("recovery.replayed");
+    report.micros = began.elapsed().as_micros() as u64;
+    Ok(Recovered {
+        root,
+        space,
+        mem,
+        sealed,
+        wal,
+        report,
+        fix,
+    })
+}
+
+/// Replays one log into `mem`; returns the cursor after its last whole frame.
+fn replay_log(file: &WriterFile, log: &LogRef, mem: &mut OpLog, report: &mut RecoveryReport) -> Result<Cursor> {
+    let chunks = wal::chunks(log);
     let start = Cursor {
-        gen: st.root.wal_gen,
-        lsn: st.root.wal_lsn,
+        gen: log.gen,
+        lsn: log.lsn,
         pos: 0,
     };
-    let mut mem = OpLog::default();
-    let end = replay(file, &st.wal_chunks, start, &mut mem)?;
-    super::failpoint::hit("recovery.replayed");
-    let mut report = RecoveryReport {
-        root_epoch: st.root.epoch,
-        frames: end.lsn - start.lsn,
-        log_bytes: end.pos,
-        micros: 0,
-        notes: slot_notes(file, &st.root)?,
-    };
-    if let Some(len) = wal::torn_tail(file, &st.wal_chunks, end)? {
+    let end = replay(file, &chunks, start, mem)?;
+    report.frames += end.lsn - start.lsn;
+    report.log_bytes += end.pos;
+    if let Some(len) = wal::torn_tail(file, &chunks, end)? {
         report.notes.push(format!(
             "dropped an incomplete batch (LSN {}, {len} bytes) at log offset {}: it was never acknowledged",
             end.lsn, end.pos
         ));
     }
-    report.micros = began.elapsed().as_micros() as u64;
-    Ok((st, mem, end, report))
+    Ok(end)
 }
 
 /// Frames read ahead of the replay.
 const AHEAD: usize = 4;
 
 /// Replays the log from `start` into `mem`: a second thread reads and checks the frames while
-/// this one applies them (a full 1 GiB log has about 30 M ops to apply). Without a second
-/// thread, does both here.
+/// this one applies them. Without a second thread, does both here.
 fn replay(file: &WriterFile, chunks: &[u64], start: Cursor, mem: &mut OpLog) -> Result<Cursor> {
     let apply = |mem: &mut OpLog, frame: &[u8]| {
         super::failpoint::hit("recovery.replaying");
         frame_ops(frame).for_each(|op| mem.apply(&op));
     };
-    let io = file.raw_io()?;
     let (full_tx, full_rx) = mpsc::sync_channel::<Vec<u8>>(AHEAD);
     let (free_tx, free_rx) = mpsc::channel::<Vec<u8>>();
     let scanned = std::thread::scope(|s| {
         let reader = std::thread::Builder::new()
             .name("hashdir-replay".to_owned())
             .spawn_scoped(s, move || {
-                wal::scan_frames(&io, chunks, start, u64::MAX, |_, frame| {
+                wal::scan_frames(file, chunks, start, u64::MAX, |_, frame| {
                     let _ = full_tx.send(frame);
                     free_rx.try_recv().unwrap_or_default()
                 })
@@ -100,7 +190,7 @@ fn replay(file: &WriterFile, chunks: &[u64], start: Cursor, mem: &mut OpLog) -> 
     }
 }
 
-/// A root slot that holds something but not a valid root (a torn or damaged checkpoint).
+/// A root slot that holds something but not a valid root (a torn or damaged publish).
 fn slot_notes(file: &WriterFile, used: &Root) -> Result<Vec<String>> {
     let mut slots = vec![0u8; 2 * ROOT_SLOT];
     file.read_at(file.root_offset(), &mut slots)?;

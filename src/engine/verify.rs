@@ -3,7 +3,7 @@
 use super::source::Source;
 use super::walk::{walk, Live};
 use crate::error::Result;
-use crate::format::layout::{PAGE, ROOT_SLOT};
+use crate::format::layout::{PAGE, ROOT_SLOT, SEGMENT};
 use crate::format::root::{self, Root};
 use crate::store::{Mmap, ReadFile};
 use std::path::Path;
@@ -15,10 +15,11 @@ pub struct VerifyReport {
     pub epoch: u64,
     pub keys: u64,
     pub values: u64,
+    /// Pages of the base table.
     pub buckets: u64,
-    /// Pages the root references.
+    /// Array pages the root references.
     pub pages: u64,
-    /// Value extents the root references.
+    /// Extents of the base table.
     pub extents: u64,
 }
 
@@ -67,83 +68,78 @@ fn newest_root(map: &Mmap, at: u64, report: &mut VerifyReport) -> Result<Option<
 pub(super) fn check(src: &dyn Source, file_len: u64, root: &Root) -> VerifyReport {
     let mut live = walk(src, root, true);
     counts(&mut live, root);
-    bounds(&mut live, file_len);
-    pages_once(&mut live);
-    extents_disjoint(&mut live);
+    space(&mut live, root, file_len);
     VerifyReport {
         epoch: root.epoch,
         keys: live.keys,
         values: live.values,
-        buckets: live.buckets,
+        buckets: live.table_pages,
         pages: live.pages.len() as u64,
-        extents: live.extents.len() as u64,
+        extents: live.extents,
         problems: live.problems,
     }
 }
 
 fn counts(live: &mut Live, root: &Root) {
+    if root.merging.is_some() || !root.base.is_some() {
+        return;
+    }
     let pairs = [
-        ("keys", live.keys, root.keys),
-        ("values", live.values, root.values),
-        ("buckets", live.buckets, root.buckets),
-        ("extents", live.extents.len() as u64, root.extents),
+        ("entries", live.keys, root.base.entries),
+        ("values", live.values, root.base.values),
     ];
     for (what, found, said) in pairs {
         if found != said {
             live.problems
-                .push(format!("root says {said} {what}, the pages hold {found}"));
+                .push(format!("the base table says {said} {what}, its pages hold {found}"));
         }
     }
 }
 
-fn bounds(live: &mut Live, file_len: u64) {
-    let pages = live.pages.iter().map(|(o, w)| (*o, PAGE as u64, *w));
-    let extents = live.extents.iter().map(|(o, l)| (*o, *l, "extent"));
-    let free = live
-        .free_pages
-        .iter()
-        .map(|o| (*o, PAGE as u64, "free page"));
-    let mut bad = Vec::new();
-    for (off, len, what) in pages.chain(extents).chain(free) {
-        if off == 0 || off.saturating_add(len) > file_len {
-            bad.push(format!(
-                "{what} at {off} (+{len}) lies outside the file ({file_len} bytes)"
-            ));
+/// Space rules: everything inside the segments handed out; no segment or page used twice or
+/// both used and free; array pages only in segments that hold pages (not in a segment a
+/// table, a log or a free run claims).
+fn space(live: &mut Live, root: &Root, file_len: u64) {
+    let data = root.data_offset;
+    let end = data + root.segments_used * SEGMENT;
+    let mut problems = Vec::new();
+    if data + root.capacity > file_len {
+        problems.push(format!("the data area ends at {} past the file ({file_len} bytes)", data + root.capacity));
+    }
+    let mut segs: Vec<(u64, String)> = live.segments.clone();
+    for &(off, n) in &live.free_runs {
+        for i in 0..n {
+            segs.push((off + i * SEGMENT, "free".to_owned()));
         }
     }
-    live.problems.extend(bad);
-}
-
-fn pages_once(live: &mut Live) {
-    let mut all: Vec<(u64, &str)> = live.pages.clone();
-    all.extend(live.free_pages.iter().map(|o| (*o, "free page")));
-    all.sort_unstable();
-    for w in all.windows(2) {
+    segs.sort_unstable();
+    for w in segs.windows(2) {
         if w[0].0 == w[1].0 {
-            live.problems.push(format!(
-                "page at {} is both {} and {}",
-                w[0].0, w[0].1, w[1].1
-            ));
+            problems.push(format!("segment at {} is both {} and {}", w[0].0, w[0].1, w[1].1));
         }
     }
-}
-
-fn extents_disjoint(live: &mut Live) {
-    let mut all: Vec<(u64, u64, &str)> =
-        live.extents.iter().map(|(o, l)| (*o, *l, "live")).collect();
-    let mask = (1u64 << 56) - 1;
-    all.extend(
-        live.free_extents
-            .iter()
-            .map(|(o, l)| (*o, l & mask, "free")),
-    );
-    all.sort_unstable();
-    for w in all.windows(2) {
-        if w[0].0.saturating_add(w[0].1) > w[1].0 {
-            live.problems.push(format!(
-                "{} extent at {} (+{}) overlaps {} extent at {}",
-                w[0].2, w[0].0, w[0].1, w[1].2, w[1].0
-            ));
+    for (off, what) in &segs {
+        if *off < data || off + SEGMENT > end || (off - data) % SEGMENT != 0 {
+            problems.push(format!("{what} segment at {off} is outside the segments in use"));
         }
     }
+    let whole: std::collections::HashSet<u64> = segs.iter().map(|s| s.0).collect();
+    let mut pages: Vec<(u64, String)> = live.pages.clone();
+    pages.extend(live.free_pages.iter().map(|o| (*o, "free page".to_owned())));
+    pages.sort_unstable();
+    for w in pages.windows(2) {
+        if w[0].0 == w[1].0 {
+            problems.push(format!("page at {} is both {} and {}", w[0].0, w[0].1, w[1].1));
+        }
+    }
+    for (off, what) in &pages {
+        let seg = data + off.saturating_sub(data) / SEGMENT * SEGMENT;
+        let in_lists = root.lists.iter().any(|l| (l.offset..l.offset + l.bytes).contains(off));
+        if *off < data || off + PAGE as u64 > end || (off - data) % PAGE as u64 != 0 {
+            problems.push(format!("{what} at {off} is outside the segments in use"));
+        } else if whole.contains(&seg) && !in_lists {
+            problems.push(format!("{what} at {off} lies in a segment used whole"));
+        }
+    }
+    live.problems.extend(problems);
 }

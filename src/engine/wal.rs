@@ -1,11 +1,11 @@
-//! The write-ahead log: frames appended to the WAL chunks the root lists, restarted at offset 0
-//! with a new generation after every checkpoint; scanning stops at the first frame that is not
-//! whole, not of this generation or not the next LSN.
+//! The write-ahead log: frames appended to the log's range, which every switch moves to a new
+//! range with a new, random generation; scanning stops at the first frame that is not whole,
+//! not of this generation or not the next LSN. A log is read as a list of segments.
 
-use super::pages::Held;
 use super::source::{Fault, Res, Source};
 use crate::error::Result;
-use crate::format::layout::BLOB_CHUNK;
+use crate::format::layout::{SEGMENT, SEGMENT as BLOB_CHUNK};
+use crate::format::root::LogRef;
 use crate::format::wal::{frame_ops, header_len, op_at, validate, Op, OpIter, HEADER, OP_MAX};
 use crate::store::{Positional, WriterFile};
 
@@ -17,44 +17,9 @@ pub struct Cursor {
     pub pos: u64,
 }
 
-/// WAL chunks that are not the current log's. Every checkpoint moves the log to other chunks:
-/// readers of the root before it still read its log (their overlay refers to it in place), so
-/// that log's chunks are held like the pages that root referenced, then reused.
-#[derive(Default)]
-pub struct Spare {
-    pub free: Vec<u64>,
-    /// The log the running checkpoint replaces; held once its root is published.
-    pub retired: Vec<u64>,
-    pub held: Held<u64>,
-}
-
-impl Spare {
-    /// The chunks of `all` that `current` does not list, held for readers of roots up to `epoch`.
-    pub fn load(all: &[u64], current: &[u64], epoch: u64) -> Spare {
-        let used: std::collections::HashSet<&u64> = current.iter().collect();
-        let mut spare = Spare::default();
-        spare.held.hold(
-            epoch,
-            all.iter().filter(|c| !used.contains(c)).copied().collect(),
-        );
-        spare
-    }
-
-    /// Takes up to `n` free chunks, lowest addresses first (a log written in file order).
-    pub fn take(&mut self, n: usize) -> Vec<u64> {
-        self.free.sort_unstable();
-        self.free.drain(..n.min(self.free.len())).collect()
-    }
-
-    pub fn publish(&mut self, epoch: u64) {
-        let retired = std::mem::take(&mut self.retired);
-        self.held.hold(epoch, retired);
-    }
-
-    pub fn release(&mut self, oldest: u64) {
-        let free = &mut self.free;
-        self.held.release(oldest, |c| free.push(c));
-    }
+/// The segments of a log, in order (a log is one contiguous range of whole segments).
+pub fn chunks(log: &LogRef) -> Vec<u64> {
+    (0..log.bytes / SEGMENT).map(|i| log.offset + i * SEGMENT).collect()
 }
 
 pub fn capacity(chunks: &[u64]) -> u64 {
@@ -80,20 +45,38 @@ fn pieces(
     Ok(())
 }
 
-/// Appends a sealed frame at the cursor; the caller checked it fits.
-pub fn append(file: &WriterFile, chunks: &[u64], cur: &mut Cursor, frame: &[u8]) -> Result<()> {
-    debug_assert!(cur.pos + frame.len() as u64 <= capacity(chunks));
-    pieces(chunks, cur.pos, frame.len(), |off, at, n| {
-        if n > 64 && super::failpoint::armed("commit.half_frame") {
-            // A torn frame: the first half reaches the file, then the process dies.
-            file.write_at(off, &frame[at..at + n / 2])?;
-            super::failpoint::hit("commit.half_frame");
-        }
-        file.write_at(off, &frame[at..at + n])
-    })?;
+/// Appends a sealed frame at the cursor of the log at `log` (its file offset); the caller
+/// checked it fits. On error the cursor stays: the next commit writes over what reached the
+/// file.
+pub fn append(file: &WriterFile, log: u64, cur: &mut Cursor, frame: &[u8]) -> Result<()> {
+    let off = log + cur.pos;
+    if frame.len() > 64 && super::failpoint::armed("commit.half_frame") {
+        // A torn frame: the first half reaches the file, then the process dies.
+        file.write_at(off, &frame[..frame.len() / 2])?;
+        super::failpoint::hit("commit.half_frame");
+    }
+    file.write_at(off, frame)?;
     cur.pos += frame.len() as u64;
     cur.lsn += 1;
     Ok(())
+}
+
+/// A fresh log generation: random, so that frames a lost root's log left behind are never
+/// taken for frames of a later log.
+pub fn new_gen() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static SEQ: AtomicU64 = AtomicU64::new(0);
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    let local = 0u8;
+    let mix = t ^ u64::from(std::process::id()).rotate_left(32)
+        ^ SEQ.fetch_add(1, Ordering::Relaxed).wrapping_mul(0x9e37_79b9_7f4a_7c15)
+        ^ (&raw const local) as u64;
+    let mut k = [0u8; 16];
+    k[..8].copy_from_slice(&mix.to_le_bytes());
+    k[8..].copy_from_slice(&t.rotate_left(17).to_le_bytes());
+    crate::format::hash::key_hash(&k).max(1)
 }
 
 /// Reads log bytes; false when they lie past the end of a reader's mapping (the end of the

@@ -1,184 +1,206 @@
-//! Walks everything a root references — directory, bucket pages, extents, free lists, WAL map —
-//! checking each piece, for `verify` and for the full garbage-collection pass.
+//! Everything a root references — its tables (directories, segment lists, pages, extents),
+//! its logs, the space set aside for the next log and for the free lists, the free lists
+//! themselves — visited and checked. `verify` reports what the walk finds wrong; `gc` frees
+//! what the walk finds neither referenced nor free.
 
-use super::array::{self, Shape};
-use super::extents::MIN_CAP;
+use super::array;
 use super::source::{Fault, Source};
-use crate::format::bucket::{self, Set, INLINE_MAX};
-use crate::format::hash::Range;
-use crate::format::page::MAGIC_BUCKET;
-use crate::format::root::Root;
+use super::table::scan::{pairs, read_values, Scan};
+use crate::format::bucket::Body;
+use crate::format::layout::{PAGE, SEGMENT};
+use crate::format::root::{Root, Span};
+use crate::format::table::TableRef;
 use std::collections::HashSet;
 
-/// What a root references, and what was wrong with it.
+/// Space in use under a root, and what is wrong with it.
 #[derive(Default)]
 pub struct Live {
-    /// Every page the root references, with what it is.
-    pub pages: Vec<(u64, &'static str)>,
-    /// Every live extent: (file offset, byte length).
-    pub extents: Vec<(u64, u64)>,
+    /// Segments in use, with what uses them.
+    pub segments: Vec<(u64, String)>,
+    /// Array pages in use, with what uses them.
+    pub pages: Vec<(u64, String)>,
+    /// Table pages and extents (offset, bytes) read on the way.
+    pub data: Vec<(u64, u64)>,
+    pub free_runs: Vec<(u64, u64)>,
     pub free_pages: Vec<u64>,
-    /// Free extents: (file offset, shard << 56 | byte length).
-    pub free_extents: Vec<(u64, u64)>,
-    pub wal_chunks: Vec<u64>,
+    pub problems: Vec<String>,
+    /// Entries, values, pages and extents of the base table.
     pub keys: u64,
     pub values: u64,
-    pub buckets: u64,
-    pub problems: Vec<String>,
+    pub table_pages: u64,
+    pub extents: u64,
 }
 
 impl Live {
     fn problem(&mut self, p: String) {
-        self.problems.push(p);
-    }
-}
-
-fn describe(f: Fault) -> String {
-    match f {
-        Fault::Stale => "page newer than the root".into(),
-        Fault::Suspect(e) | Fault::Fail(e) => e.to_string(),
-    }
-}
-
-fn shape_pages(live: &mut Live, s: &Shape, what: &'static str) {
-    for (off, _) in &s.leaves {
-        if *off != 0 {
-            live.pages.push((*off, what));
+        if self.problems.len() < 100 {
+            self.problems.push(p);
         }
     }
-    live.pages.extend(s.nodes.iter().map(|o| (*o, what)));
-}
 
-/// Loads an array, recording its pages; None (and a problem) when it cannot be read.
-fn array_items(
-    src: &dyn Source,
-    live: &mut Live,
-    aref: crate::format::array::ArrayRef,
-    epoch: u64,
-    what: &'static str,
-) -> Option<Vec<u64>> {
-    match array::load(src, aref, epoch) {
-        Ok((items, shape)) => {
-            shape_pages(live, &shape, what);
-            Some(items)
+    fn range(&mut self, s: Span, what: &str) {
+        for i in 0..s.bytes / SEGMENT {
+            self.segments.push((s.offset + i * SEGMENT, what.to_owned()));
         }
-        Err(f) => {
-            live.problem(format!("{what}: {}", describe(f)));
-            None
-        }
+    }
+
+    fn fault(&mut self, what: &str, f: Fault) {
+        let why = match f {
+            Fault::Stale => "a page newer than the root".to_owned(),
+            Fault::Suspect(e) | Fault::Fail(e) => e.to_string(),
+        };
+        self.problem(format!("{what}: {why}"));
     }
 }
 
-/// Walks the root; `extent_crcs` also reads every extent and checks its CRC.
-pub fn walk(src: &dyn Source, root: &Root, extent_crcs: bool) -> Live {
+/// The segment holding `off` (of a data area starting at `data`).
+fn segment_of(data: u64, off: u64) -> u64 {
+    data + (off.saturating_sub(data)) / SEGMENT * SEGMENT
+}
+
+/// Walks everything `root` references. `deep`: also reads every extent and checks its CRC and
+/// order.
+pub fn walk(src: &dyn Source, root: &Root, deep: bool) -> Live {
     let mut live = Live::default();
     let epoch = root.epoch;
-    if let Some(items) = array_items(src, &mut live, root.free_pages, epoch, "free-page list") {
-        live.free_pages = items;
+    live.range(Span { offset: root.log.offset, bytes: root.log.bytes }, "log");
+    if let Some(s) = &root.sealed {
+        live.range(Span { offset: s.log.offset, bytes: s.log.bytes }, "sealed log");
     }
-    if let Some(items) = array_items(src, &mut live, root.free_extents, epoch, "free-extent list") {
-        live.free_extents = items.chunks_exact(2).map(|p| (p[0], p[1])).collect();
+    live.range(root.next_log, "next log");
+    live.range(root.lists[0], "free-list area");
+    live.range(root.lists[1], "free-list area");
+    match array::load(src, root.free_segments, epoch) {
+        Ok((items, _)) => live.free_runs = pairs(&items),
+        Err(f) => live.fault("free segment list", f),
     }
-    if let Some(items) = array_items(src, &mut live, root.wal_map, epoch, "WAL map") {
-        live.wal_chunks = items;
+    match array::load(src, root.free_pages, epoch) {
+        Ok((items, _)) => live.free_pages = items,
+        Err(f) => live.fault("free page list", f),
     }
-    if let Some(dir) = array_items(src, &mut live, root.dir, epoch, "directory") {
-        walk_buckets(src, root, &dir, extent_crcs, &mut live);
+    let cursor = if root.merging.is_some() { root.cursor } else { 0 };
+    let merged = root.merged as usize;
+    if root.base.is_some() {
+        let counts = table(src, root, &root.base, "base table", cursor, u64::MAX, deep, &mut live);
+        if cursor == 0 {
+            (live.keys, live.values, live.table_pages, live.extents) = counts;
+        }
+    }
+    if root.merging.is_some() {
+        table(src, root, &root.merging, "merging table", 0, cursor, deep, &mut live);
+    }
+    for (i, t) in root.deltas.iter().enumerate() {
+        let from = if i < merged { cursor } else { 0 };
+        table(src, root, t, "delta table", from, u64::MAX, deep, &mut live);
     }
     live
 }
 
-fn walk_buckets(src: &dyn Source, root: &Root, dir: &[u64], extent_crcs: bool, live: &mut Live) {
-    let gd = root.global_depth;
-    let mut seen = HashSet::new();
-    let mut i = 0usize;
-    while i < dir.len() {
-        let off = dir[i];
-        let last = dir[i..]
-            .iter()
-            .position(|e| *e != off)
-            .map_or(dir.len(), |j| i + j)
-            - 1;
-        if off != 0 {
-            if !seen.insert(off) {
-                live.problem(format!(
-                    "directory slots {i}..={last}: page {off} also covers slots elsewhere"
-                ));
-            }
-            let range = Range::slots(i as u64, last as u64, gd);
-            walk_bucket(src, root, off, range, extent_crcs, live);
-        }
-        i = last + 1;
+/// Walks one table: its arrays, every page from hash `from` on (entries must lie below
+/// `below`), every extent; returns its entries, values, pages and extents (all of them only
+/// when `from` is 0).
+#[allow(clippy::too_many_arguments)]
+fn table(src: &dyn Source, root: &Root, t: &TableRef, what: &str, from: u64, below: u64, deep: bool, live: &mut Live) -> (u64, u64, u64, u64) {
+    let epoch = root.epoch;
+    let name = format!("{what} {}", t.id);
+    match array::shape(src, t.dir, epoch) {
+        Ok(s) => live.pages.extend(s.pages().map(|p| (p, format!("{name} directory")))),
+        Err(f) => live.fault(&format!("{name} directory"), f),
     }
-}
-
-fn walk_bucket(
-    src: &dyn Source,
-    root: &Root,
-    off: u64,
-    range: Range,
-    extent_crcs: bool,
-    live: &mut Live,
-) {
-    live.pages.push((off, "bucket page"));
-    live.buckets += 1;
-    let entries = match src.page(off, MAGIC_BUCKET, root.epoch, "bucket page") {
-        Ok(p) => {
-            let (_, r) = bucket::header(&p[..]);
-            if r != range {
-                live.problem(format!(
-                    "bucket page at {off}: covers {:#x}..={:#x}, the directory {:#x}..={:#x}",
-                    r.lo, r.hi, range.lo, range.hi
-                ));
-            }
-            match bucket::decode(&p, off) {
-                Ok(es) => es,
-                Err(e) => return live.problem(e.to_string()),
-            }
+    let segs = match array::load(src, t.segs, epoch) {
+        Ok((items, s)) => {
+            live.pages.extend(s.pages().map(|p| (p, format!("{name} segment list"))));
+            pairs(&items)
         }
-        Err(f) => return live.problem(format!("bucket page at {off}: {}", describe(f))),
+        Err(f) => {
+            live.fault(&format!("{name} segment list"), f);
+            return (0, 0, 0, 0);
+        }
     };
-    for (n, e) in entries.iter().enumerate() {
-        if !range.contains(e.hash) {
-            live.problem(format!(
-                "bucket page at {off}: entry {n} has a key of another bucket"
-            ));
-        }
-        if n > 0 && (entries[n - 1].hash, entries[n - 1].key) >= (e.hash, e.key) {
-            live.problem(format!(
-                "bucket page at {off}: entry {n} out of order or duplicated"
-            ));
-        }
-        live.keys += 1;
-        live.values += e.set.count();
-        if let Set::Extent(x) = &e.set {
-            check_extent(src, off, x, extent_crcs, live);
+    let mine: HashSet<u64> = segs.iter().map(|s| s.0).collect();
+    for (seg, hi) in &segs {
+        if *hi >= from {
+            live.segments.push((*seg, name.clone()));
         }
     }
-}
-
-fn check_extent(
-    src: &dyn Source,
-    page: u64,
-    x: &crate::format::bucket::ExtentRef,
-    crcs: bool,
-    live: &mut Live,
-) {
-    let len = x.cap as u64 * 16;
-    live.extents.push((x.offset, len));
-    if !x.cap.is_power_of_two() || x.cap < MIN_CAP || x.count as usize <= INLINE_MAX {
+    let data = root.data_offset;
+    let inside = |off: u64, len: u64| (segment_of(data, off)..off + len).step_by(SEGMENT as usize).all(|s| mine.contains(&s));
+    let mut scan = match Scan::new(src, *t, epoch, from, None) {
+        Ok(s) => s,
+        Err(f) => {
+            live.fault(&name, f);
+            return (0, 0, 0, 0);
+        }
+    };
+    let (mut entries, mut values, mut extents) = (0u64, 0u64, 0u64);
+    let mut pages = HashSet::new();
+    let mut last: Option<(u64, [u8; 16])> = None;
+    loop {
+        let item = match scan.next() {
+            Ok(Some(i)) => i,
+            Ok(None) => break,
+            Err(f) => {
+                live.fault(&name, f);
+                break;
+            }
+        };
+        if last.is_some_and(|l| l >= (item.hash, item.key)) {
+            live.problem(format!("{name}: entries out of order at hash {:#x}", item.hash));
+        }
+        if item.hash >= below {
+            live.problem(format!("{name}: an entry at hash {:#x} past its merge cursor {below:#x}", item.hash));
+        }
+        last = Some((item.hash, item.key));
+        let page = scan.page_offset();
+        if pages.insert(page) {
+            live.data.push((page, PAGE as u64));
+            if !inside(page, PAGE as u64) {
+                live.problem(format!("{name}: page {page} outside its segments"));
+            }
+        }
+        entries += 1;
+        values += item.body.count();
+        let extent = match &item.body {
+            Body::Extent(x) => Some((x.offset, x.count, x.crc)),
+            Body::Delta(d) if d.values() > 0 => Some((d.offset, d.values(), d.crc)),
+            _ => None,
+        };
+        if let Some((off, n, crc)) = extent {
+            extents += 1;
+            live.data.push((off, n * 16));
+            if !inside(off, n * 16) {
+                live.problem(format!("{name}: extent {off} of {n} values outside its segments"));
+            } else if deep {
+                match read_values(src, off, n, crc) {
+                    Err(f) => live.fault(&format!("{name} extent at {off}"), f),
+                    Ok(v) => {
+                        let ordered = match &item.body {
+                            Body::Delta(d) => {
+                                let (a, b) = v.split_at(d.adds as usize);
+                                super::sets::is_set(a) && super::sets::is_set(b)
+                            }
+                            Body::Extent(x) => v.first() == Some(&x.first) && super::sets::is_set(&v),
+                            _ => true,
+                        };
+                        if !ordered {
+                            live.problem(format!("{name}: extent {off} out of order or its first value wrong"));
+                        }
+                    }
+                }
+            }
+        }
+        if let Some(vs) = item.body.inline_values() {
+            if !super::sets::is_set(vs) {
+                live.problem(format!("{name}: inline values out of order at hash {:#x}", item.hash));
+            }
+        }
+    }
+    let n_pages = pages.len() as u64;
+    if from == 0 && below == u64::MAX && (entries, values, n_pages, extents) != (t.entries, t.values, t.pages, t.extents) {
         live.problem(format!(
-            "extent at {} (bucket page {page}): count {} cap {} break the extent rules",
-            x.offset, x.count, x.cap
+            "{name}: holds {entries} entries, {values} values, {n_pages} pages, {extents} extents; its descriptor says {}, {}, {}, {}",
+            t.entries, t.values, t.pages, t.extents
         ));
     }
-    if crcs {
-        if let Err(f) = super::extents::read(src, x.offset, x.count, x.crc) {
-            live.problem(format!(
-                "extent at {} (bucket page {page}): {}",
-                x.offset,
-                describe(f)
-            ));
-        }
-    }
+    (entries, values, n_pages, extents)
 }

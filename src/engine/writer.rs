@@ -1,97 +1,119 @@
-//! The single writer: batches ops into a WAL frame, commits it, checkpoints when the log is full.
+//! The single writer: batches ops into a WAL frame and commits it to the log; when the log is
+//! full it seals it (a root switch that writes nothing else) and goes on in the log set aside
+//! for it, while the worker thread flushes the sealed log into a delta table and merges delta
+//! tables into the base (`checkpoint`).
 
-use super::checkpoint;
+use super::checkpoint::{self, MIN_LOG};
+use super::core::{Core, Frees, Mode, State};
 use super::failpoint;
 use super::gc::{self, GcReport};
 use super::oplog::OpLog;
-use super::options::{LogLimit, Options, Stats};
+use super::options::{Options, Stats};
 use super::recovery::{self, RecoveryReport};
-use super::state::{initial_root, State};
-use super::trim::{self, Scope};
 use super::wal::{self, Cursor};
 use crate::error::{Error, Result};
+use crate::format::layout::{DEFAULT_CAPACITY, SEGMENT};
+use crate::format::root::{LogRef, Root, SealedLog, Span};
 use crate::format::wal::{FrameBuf, Op};
-use crate::store::{ReaderTable, WriterFile};
+use crate::store::{Create, ReaderTable, WriterFile};
 use crate::{Key, Value};
+use parking_lot::{Condvar, Mutex};
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-/// Log size of a new file (it grows as the file grows, up to the log limit).
-const MIN_LOG: u64 = 4 << 20;
-/// How much the log grows at each checkpoint it forces. A full log means a checkpoint that
-/// rewrites about every bucket page a random load touched, so a bulk load's page writes are
-/// dominated by the last few before the log reaches its limit: growing 4x rather than
-/// 2x halves how many there are.
-const LOG_GROWTH: u64 = 4;
-
 pub struct Writer {
-    file: WriterFile,
+    core: Arc<Core>,
+    worker: Option<std::thread::JoinHandle<()>>,
     sync: bool,
-    limit: LogLimit,
-    st: State,
+    /// Ops committed to the log commits append to.
     mem: OpLog,
     wal: Cursor,
+    log: LogRef,
     batch: FrameBuf,
     recovered: RecoveryReport,
-    /// Where readers pin the roots they read under; `None` if it cannot be written here.
-    readers: Option<Arc<ReaderTable>>,
-    /// Why the writer refuses work: a failed checkpoint whose half-made in-memory state could
-    /// not be rebuilt from the file. The file is intact; reopening recovers it.
-    broken: Option<String>,
+}
+
+/// The root a new file starts with: a first log and the next one set aside, nothing else.
+fn initial_root(data: u64, capacity: u64) -> Root {
+    Root {
+        epoch: 0,
+        capacity,
+        data_offset: data,
+        segments_used: 2 * MIN_LOG / SEGMENT,
+        next_table_id: 1,
+        log: LogRef {
+            gen: wal::new_gen(),
+            lsn: 1,
+            offset: data,
+            bytes: MIN_LOG,
+        },
+        next_log: Span {
+            offset: data + MIN_LOG,
+            bytes: MIN_LOG,
+        },
+        ..Root::default()
+    }
 }
 
 impl Writer {
-    /// Opens (creating if asked) and recovers: newest valid root, then the WAL's valid prefix.
+    /// Opens (creating if asked) and recovers: the newest valid root, then its logs.
     pub fn open(path: &Path, opts: &Options) -> Result<Writer> {
-        let limit = opts.log_limit()?;
-        let init = initial_root().encode();
-        let file = WriterFile::open(path, opts.create.then_some(&init[..]))?;
-        let (st, mem, wal, recovered) = recovery::recover(&file)?;
-        let readers = ReaderTable::open(path)?;
-        let mut w = Writer {
-            file,
-            sync: opts.sync_commit,
-            limit,
-            st,
-            mem,
-            wal,
-            batch: FrameBuf::new(),
-            recovered,
-            readers,
-            broken: None,
+        let log_bytes = opts.log_bytes()?;
+        opts.check_capacity()?;
+        let capacity = match opts.capacity {
+            0 => DEFAULT_CAPACITY,
+            n => n,
         };
-        if w.st.wal_chunks.is_empty() {
-            w.checkpoint_now(w.grown_log(0))?;
+        let root = |data, cap| initial_root(data, cap).encode().to_vec();
+        let create = Create {
+            capacity,
+            root: &root,
+        };
+        let file = WriterFile::open(path, opts.create.then_some(&create))?;
+        let rec = recovery::recover(&file)?;
+        let readers = ReaderTable::open(path)?;
+        let sealed = rec.sealed.is_some();
+        let core = Arc::new(Core {
+            file,
+            readers,
+            st: Mutex::new(State {
+                durable: rec.root.epoch,
+                root: rec.root.clone(),
+                space: rec.space,
+                sealed_ops: rec.sealed,
+                broken: None,
+                stop: false,
+                compact: false,
+                idle: false,
+                log_bytes,
+            }),
+            cv: Condvar::new(),
+            sealed: AtomicBool::new(sealed),
+        });
+        let mut log = rec.root.log;
+        if let Some(next) = rec.fix {
+            log = next.log;
+            let mut st = core.st.lock();
+            core.publish(&mut st, next, Frees::default(), Mode::Durable)?;
+            failpoint::hit("recovery.published");
         }
-        Ok(w)
-    }
-
-    fn log_capacity(&self) -> u64 {
-        wal::capacity(&self.st.wal_chunks)
-    }
-
-    /// The log size at which this writer checkpoints, for the table as it is now.
-    pub fn log_limit(&self) -> u64 {
-        self.limit.bytes(self.st.root.buckets)
-    }
-
-    /// The next log size: growing from MIN_LOG up to the log limit, so a small file keeps a
-    /// small log, and never less than the batch that has to fit.
-    fn grown_log(&self, frame: usize) -> u64 {
-        let limit = self.log_limit();
-        let most = limit.max(frame as u64);
-        let least = MIN_LOG.min(limit);
-        (self.log_capacity() * LOG_GROWTH)
-            .clamp(least, most)
-            .max(frame as u64)
+        let worker = checkpoint::spawn(core.clone())?;
+        Ok(Writer {
+            core,
+            worker: Some(worker),
+            sync: opts.sync_commit,
+            mem: rec.mem,
+            wal: rec.wal,
+            log,
+            batch: FrameBuf::new(),
+            recovered: rec.report,
+        })
     }
 
     pub fn insert(&mut self, keys: &[Key], values: &[Value]) -> Result<()> {
         same_len(keys, values)?;
-        self.push_all(
-            keys.len(),
-            keys.iter().zip(values).map(|(k, v)| Op::Insert(*k, *v)),
-        )
+        self.push_all(keys.len(), keys.iter().zip(values).map(|(k, v)| Op::Insert(*k, *v)))
     }
 
     /// Adds every value of `values` to `key`'s set: `insert` without repeating the key.
@@ -105,23 +127,14 @@ impl Writer {
 
     pub fn delete_pairs(&mut self, keys: &[Key], values: &[Value]) -> Result<()> {
         same_len(keys, values)?;
-        self.push_all(
-            keys.len(),
-            keys.iter().zip(values).map(|(k, v)| Op::DeletePair(*k, *v)),
-        )
+        self.push_all(keys.len(), keys.iter().zip(values).map(|(k, v)| Op::DeletePair(*k, *v)))
     }
 
-    /// Refuses work once the in-memory state is no longer trustworthy.
+    /// Refuses work once the writer cannot be trusted (a failed sync, failed background work).
     fn usable(&self) -> Result<()> {
-        match &self.broken {
+        match &self.core.st.lock().broken {
             None => Ok(()),
-            Some(why) => Err(Error::io(
-                "writer",
-                self.file.path(),
-                std::io::Error::other(format!(
-                    "unusable after a failed checkpoint ({why}); reopen the file: nothing committed is lost"
-                )),
-            )),
+            Some(why) => Err(self.core.refused(why)),
         }
     }
 
@@ -136,108 +149,170 @@ impl Writer {
         Ok(())
     }
 
-    /// Makes the pending batch durable (WAL) and visible, atomically; checkpoints when the log
-    /// has reached its limit.
+    /// Makes the pending batch durable against a process crash (with `sync_commit`, against a
+    /// power cut too) and visible to readers, atomically.
     pub fn commit(&mut self) -> Result<()> {
         self.usable()?;
         if self.batch.is_empty() {
             return Ok(());
         }
-        let len = self.batch.frame_len();
-        if self.wal.pos + len as u64 > self.log_capacity() {
-            self.checkpoint_now(self.grown_log(len))?;
+        let len = self.batch.frame_len() as u64;
+        if self.wal.pos + len > self.log.bytes {
+            self.switch(len)?;
         }
         let frame = self.batch.finish(self.wal.gen, self.wal.lsn);
-        wal::append(&self.file, &self.st.wal_chunks, &mut self.wal, frame)?;
+        wal::append(&self.core.file, self.log.offset, &mut self.wal, frame)?;
         failpoint::hit("commit.frame_written");
         if self.sync {
-            self.file.sync()?;
+            self.sync_file()?;
         }
         failpoint::hit("commit.durable");
         for op in self.batch.iter() {
             self.mem.apply(&op);
         }
         self.batch.clear();
-        if self.wal.pos >= self.log_limit() {
-            // The batch is committed whatever happens here; a failed checkpoint is retried at
-            // the next commit, and the log still has room for the next batches or says so.
-            let _ = self.checkpoint_now(self.grown_log(0));
+        // Seal a nearly full log now, while the previous one is flushed already, so the next
+        // commits rarely wait.
+        if self.wal.pos + self.log.bytes / 16 >= self.log.bytes && self.core.st.lock().root.sealed.is_none() {
+            self.switch(0)?;
         }
         Ok(())
     }
 
-    /// Merges everything committed into the pages and publishes a new root.
-    pub fn checkpoint(&mut self) -> Result<()> {
-        self.checkpoint_now(self.log_capacity())
-    }
-
-    /// Checkpoints and makes the log at least `room` bytes.
-    fn checkpoint_now(&mut self, room: u64) -> Result<()> {
+    /// Makes everything committed so far durable against a power cut: one `fdatasync`,
+    /// cheaper than a checkpoint.
+    pub fn sync(&mut self) -> Result<()> {
         self.usable()?;
-        let idle = self.mem.is_empty() && self.wal.pos == 0;
-        if idle && self.log_capacity() >= room {
-            return Ok(());
-        }
-        self.run_checkpoint(room)
+        self.sync_file()
     }
 
-    /// Runs a checkpoint (even with nothing committed: it still publishes changed free lists
-    /// and log size); after a failure, rebuilds the in-memory state from the file.
-    fn run_checkpoint(&mut self, room: u64) -> Result<()> {
-        self.release();
-        let r = checkpoint::run(
-            &mut self.file,
-            &mut self.st,
-            &mut self.mem,
-            &mut self.wal,
-            room,
-            self.sync,
-        );
-        match r {
+    fn sync_file(&self) -> Result<()> {
+        let epoch = self.core.st.lock().root.epoch;
+        let synced = self.core.file.sync();
+        let mut st = self.core.st.lock();
+        match synced {
             Ok(()) => {
-                self.mem.clear();
+                st.durable = st.durable.max(epoch);
                 Ok(())
             }
             Err(e) => {
-                // The in-memory state may be half-changed: rebuild it from the file, which
-                // still holds the previous root and every committed batch.
-                match recovery::recover(&self.file) {
-                    Ok((st, mem, wal, _)) => (self.st, self.mem, self.wal) = (st, mem, wal),
-                    Err(again) => self.broken = Some(format!("{e}; then {again}")),
-                }
+                self.core.fail(&mut st, format!("fdatasync failed: {e}"));
                 Err(e)
             }
         }
     }
 
-    /// Makes reusable what no pinned reader can read any more.
-    fn release(&mut self) {
-        let oldest = self.readers.as_ref().and_then(|t| t.oldest());
-        self.st.pages.release(oldest.unwrap_or(u64::MAX));
-        self.st.extents.release(oldest.unwrap_or(u64::MAX));
-        self.st.wal_spare.release(oldest.unwrap_or(u64::MAX));
+    /// Seals the log and moves commits to the log set aside (one at least `need` bytes long);
+    /// waits while the previous sealed log is being flushed. With nothing in the log, only
+    /// replaces it by a larger one when `need` says so.
+    fn switch(&mut self, need: u64) -> Result<()> {
+        let core = self.core.clone();
+        let mut st = core.st.lock();
+        while st.root.sealed.is_some() && st.broken.is_none() {
+            core.cv.wait(&mut st);
+        }
+        if let Some(why) = &st.broken {
+            return Err(core.refused(why));
+        }
+        if self.wal.pos == 0 && need <= self.log.bytes {
+            return Ok(());
+        }
+        if st.root.next_log.bytes < need {
+            // No log set aside is large enough: set one aside now (a durable publish).
+            let bytes = need.max(checkpoint::log_bytes(&st)).next_multiple_of(SEGMENT);
+            let mut next = st.root.clone();
+            let old = next.next_log;
+            next.next_log = Span {
+                offset: st.space.alloc(bytes / SEGMENT)?,
+                bytes,
+            };
+            let mut frees = Frees::default();
+            if old.bytes > 0 {
+                frees.runs.push((old.offset, old.bytes / SEGMENT));
+            }
+            core.publish(&mut st, next, frees, Mode::Durable)?;
+        }
+        let mut next = st.root.clone();
+        let log = LogRef {
+            gen: wal::new_gen(),
+            lsn: self.wal.lsn,
+            offset: next.next_log.offset,
+            bytes: next.next_log.bytes,
+        };
+        next.next_log = Span::default();
+        let mut frees = Frees::default();
+        let mode = if self.wal.pos == 0 {
+            // An empty log too small for the batch: replaced, not sealed.
+            frees.runs.push((next.log.offset, next.log.bytes / SEGMENT));
+            Mode::Durable
+        } else {
+            next.sealed = Some(SealedLog {
+                log: next.log,
+                end: self.wal.lsn,
+            });
+            Mode::Switch
+        };
+        next.log = log;
+        core.publish(&mut st, next, frees, mode)?;
+        failpoint::hit("log.switched");
+        if mode == Mode::Switch {
+            st.sealed_ops = Some(std::mem::take(&mut self.mem));
+            core.sealed.store(true, Ordering::Release);
+            core.wake();
+        }
+        drop(st);
+        self.log = log;
+        self.wal = Cursor {
+            gen: log.gen,
+            lsn: log.lsn,
+            pos: 0,
+        };
+        Ok(())
     }
 
-    /// Gives the free space of `scope` that no pinned reader can read back to the filesystem;
-    /// run right after a checkpoint, when the current log is empty. Returns the bytes given
-    /// back.
-    fn trim(&mut self, scope: Scope) -> Result<u64> {
-        self.release();
-        trim::trim(&self.file, &self.st, scope, self.wal.pos)
+    /// Waits until `done` holds of the shared state (or the writer breaks).
+    fn wait(&self, done: impl Fn(&State) -> bool) -> Result<()> {
+        let core = &self.core;
+        let mut st = core.st.lock();
+        loop {
+            if let Some(why) = &st.broken {
+                return Err(core.refused(why));
+            }
+            if done(&st) {
+                return Ok(());
+            }
+            core.cv.wait(&mut st);
+        }
     }
 
-    /// The full garbage-collection pass: checkpoints what is committed, then reclaims every
-    /// page and extent that the root neither references nor lists as free, and publishes the
-    /// new free lists and gives the free pages and extent space back to the filesystem. The
-    /// pending (uncommitted) batch is left as it is.
+    /// Everything committed merged into the base table, and that root durable: seals the log,
+    /// waits for its flush and for a merge of every delta table. Its cost follows the whole
+    /// table; the writer does the same work in the background on its own.
+    pub fn checkpoint(&mut self) -> Result<()> {
+        self.usable()?;
+        if self.wal.pos > 0 {
+            self.switch(0)?;
+        }
+        {
+            let mut st = self.core.st.lock();
+            st.compact = true;
+            self.core.wake();
+        }
+        let done = self.wait(|st| st.root.sealed.is_none() && st.root.deltas.is_empty() && !st.root.merging.is_some());
+        self.core.st.lock().compact = false;
+        done
+    }
+
+    /// The full garbage-collection pass: a checkpoint, then every segment and page below the
+    /// high-water mark that the root neither references nor lists as free goes back to the
+    /// free lists (and its blocks to the filesystem). The pending batch is left as it is.
     pub fn gc(&mut self) -> Result<GcReport> {
         self.checkpoint()?;
-        let report = gc::collect(&self.file, &mut self.st)?;
+        self.wait(|st| st.idle)?;
+        let mut st = self.core.st.lock();
+        let report = gc::collect(&self.core, &mut st)?;
         failpoint::hit("gc.reclaimed");
-        if report != GcReport::default() {
-            self.run_checkpoint(self.log_capacity())?;
-        }
-        self.trim(Scope::Table)?;
+        super::trim::trim(&self.core, &mut st)?;
         Ok(report)
     }
 
@@ -248,16 +323,38 @@ impl Writer {
     }
 
     pub fn stats(&self) -> Result<Stats> {
-        Ok(Stats::of(&self.st.root, self.file.size()?, self.wal.pos))
+        let st = self.core.st.lock();
+        Ok(Stats::of(&st.root, self.core.file.size()?, self.wal.pos))
     }
 
-    /// Commits, checkpoints, gives free space back to the filesystem and releases the file.
+    /// Commits, moves the log into a delta table, stops the worker (a merge in progress goes
+    /// on at the next open), gives free space back to the filesystem and releases the file.
     pub fn close(mut self) -> Result<()> {
         self.commit()?;
-        self.checkpoint()?;
-        let trimmed = self.trim(Scope::All);
-        self.file.close()?;
-        trimmed.map(drop)
+        if self.wal.pos > 0 {
+            self.switch(0)?;
+        }
+        self.wait(|st| st.root.sealed.is_none())?;
+        self.stop_worker();
+        let mut st = self.core.st.lock();
+        if let Some(why) = &st.broken {
+            return Err(self.core.refused(why));
+        }
+        super::trim::trim(&self.core, &mut st).map(drop)
+    }
+
+    fn stop_worker(&mut self) {
+        self.core.st.lock().stop = true;
+        self.core.wake();
+        if let Some(h) = self.worker.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        self.stop_worker();
     }
 }
 

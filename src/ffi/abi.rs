@@ -66,18 +66,21 @@ pub struct hashdir_options {
     pub struct_size: u32,
     /// `HASHDIR_CREATE` | `HASHDIR_SYNC_COMMIT`; other bits are rejected. Readers ignore both.
     pub flags: u32,
-    /// Writer: WAL size in bytes that triggers a checkpoint; 0 = grow with the table (half
-    /// its bucket pages, between 128 MiB and 1 GiB; past 8 GiB of pages an eighth of them, up
-    /// to 2 GiB). At most 4 GiB: recovery after a crash
-    /// replays up to this much log, and the writer and every reader hold the changes committed
-    /// since the last checkpoint in memory. The writer takes about 1.5 times the log's bytes,
-    /// 3 times while a checkpoint sorts them. A reader holding a reader-table slot takes about a
-    /// third of them; without a slot, about 1.6 times for one-value inserts and more for keys
-    /// given several values or deletes.
+    /// Writer: bytes of WAL after which the log is sealed and turned into a delta table in
+    /// the background; 0 = grow with the tables (a quarter of their bytes, between 4 MiB and
+    /// 512 MiB). At most 4 GiB. Recovery after a crash replays up to two logs (the one being
+    /// turned into a table and the current one); the writer holds their changes in memory
+    /// (about 1.3 times their bytes), and so does every reader, as an index of about half
+    /// their bytes (with a reader-table slot; without one, a copy of about 1.6 times).
     pub checkpoint_bytes: u64,
     /// Reader: refresh automatically every this many milliseconds; 0 = only on
     /// `hashdir_reader_refresh`.
     pub refresh_interval_ms: u32,
+    /// Writer creating a file: bytes of its data area, fixed for the life of the file; 0 =
+    /// 4 TiB. The file is that long from the start but takes disk only as data is written
+    /// (it is sparse: `du` shows its use, `ls -l` its length). A multiple of 1 MiB between
+    /// 64 MiB and 16 TiB - 64 MiB. Ignored when the file exists.
+    pub capacity: u64,
 }
 
 /// Counters of an open file, filled by `hashdir_writer_stats` / `hashdir_reader_stats`.
@@ -90,27 +93,33 @@ pub struct hashdir_options {
 pub struct hashdir_stats {
     /// Set by the caller: the size of its struct. Not written by the library.
     pub struct_size: u32,
-    /// Bits of key hash that select a directory slot.
+    /// Bits of key hash that select a directory slot of the base table.
     pub global_depth: u32,
-    /// Distinct keys as of the last checkpoint (`epoch`).
+    /// Distinct keys of the base table (as of the last completed merge).
     pub keys: u64,
-    /// Key-value pairs as of the last checkpoint (`epoch`).
+    /// Key-value pairs of the base table.
     pub values: u64,
-    /// Buckets in the directory.
+    /// Pages of the base table.
     pub buckets: u64,
     /// Length of the file in bytes.
     pub file_bytes: u64,
-    /// Number of the last checkpoint.
+    /// Number of the last root published.
     pub epoch: u64,
-    /// WAL bytes committed since the last checkpoint (for a reader: those its view has
-    /// applied).
+    /// WAL bytes committed to the current log (for a reader: those its view has applied).
     pub wal_bytes: u64,
-    /// Value sets large enough to live in extents of their own rather than inline in
-    /// their bucket.
+    /// Value sets of the base table large enough to live in extents of their own rather
+    /// than inline in their page.
     pub extents: u64,
     /// Bytes the filesystem holds for the file (`st_blocks` × 512): less than `file_bytes`
-    /// where closing the writer or `hashdir_writer_gc` gave free space back.
+    /// where space was never written or was given back.
     pub disk_bytes: u64,
+    /// Delta tables waiting to be merged into the base table (`keys`, `values`, `buckets`
+    /// and `extents` count the base table: exact after `hashdir_writer_checkpoint`).
+    pub delta_tables: u64,
+    /// Bytes of those delta tables.
+    pub delta_bytes: u64,
+    /// 1 while a merge of delta tables into the base is under way, else 0.
+    pub merging: u32,
 }
 
 /// What opening a writer recovered, filled by `hashdir_writer_recovery` (versioned like
@@ -139,10 +148,11 @@ const _: () = assert!(align_of::<hashdir_key>() == align_of::<Key>());
 const _: () = assert!(size_of::<hashdir_value>() == size_of::<Value>());
 const _: () = assert!(align_of::<hashdir_value>() == align_of::<Value>());
 // v1 layouts as published in the header; growing them is fine, moving a field is not.
-const _: () = assert!(size_of::<hashdir_options>() == 24);
+const _: () = assert!(size_of::<hashdir_options>() == 32);
 const _: () = assert!(offset_of!(hashdir_options, checkpoint_bytes) == 8);
 const _: () = assert!(offset_of!(hashdir_options, refresh_interval_ms) == 16);
-const _: () = assert!(size_of::<hashdir_stats>() == 72);
+const _: () = assert!(size_of::<hashdir_stats>() == 96);
+const _: () = assert!(offset_of!(hashdir_stats, disk_bytes) == 64);
 const _: () = assert!(offset_of!(hashdir_stats, keys) == 8);
 const _: () = assert!(offset_of!(hashdir_stats, wal_bytes) == 48);
 const _: () = assert!(size_of::<hashdir_recovery>() == 40);

@@ -15,6 +15,7 @@ fn default_options() -> hashdir_options {
         flags: HASHDIR_CREATE,
         checkpoint_bytes: 0,
         refresh_interval_ms: 0,
+        capacity: 0,
     }
 }
 
@@ -46,7 +47,7 @@ pub(super) unsafe fn decode(opts: *const hashdir_options) -> CallResult<Options>
         default_options()
     } else {
         let fields = field_ends!(hashdir_options, default_options();
-            flags, checkpoint_bytes, refresh_interval_ms);
+            flags, checkpoint_bytes, refresh_interval_ms, capacity);
         // SAFETY: passed on from this function's contract.
         unsafe { read_versioned(opts, default_options(), &fields, "opts") }?
     };
@@ -61,6 +62,7 @@ pub(super) unsafe fn decode(opts: *const hashdir_options) -> CallResult<Options>
         sync_commit: raw.flags & HASHDIR_SYNC_COMMIT != 0,
         checkpoint_bytes: raw.checkpoint_bytes,
         refresh_interval_ms: raw.refresh_interval_ms,
+        capacity: raw.capacity,
     })
 }
 
@@ -69,7 +71,7 @@ mod tests {
     use super::*;
     use std::mem::offset_of;
 
-    /// A v1 struct followed by what a newer header could append.
+    /// This header's struct followed by what a newer header could append.
     #[repr(C)]
     struct Newer {
         v1: hashdir_options,

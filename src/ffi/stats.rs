@@ -21,9 +21,13 @@ pub(super) unsafe fn write(s: &Stats, out: *mut hashdir_stats) -> CallResult {
         wal_bytes: s.wal_bytes,
         extents: s.extents,
         disk_bytes: s.disk_bytes,
+        delta_tables: s.delta_tables,
+        delta_bytes: s.delta_bytes,
+        merging: u32::from(s.merging),
     };
     let fields = field_ends!(hashdir_stats, full;
-        global_depth, keys, values, buckets, file_bytes, epoch, wal_bytes, extents, disk_bytes);
+        global_depth, keys, values, buckets, file_bytes, epoch, wal_bytes, extents, disk_bytes,
+        delta_tables, delta_bytes, merging);
     // SAFETY: passed on from this function's contract.
     unsafe { write_versioned(&full, out, &fields, "out") }
 }
@@ -44,6 +48,9 @@ mod tests {
             wal_bytes: 9,
             extents: 10,
             disk_bytes: 11,
+            delta_tables: 12,
+            delta_bytes: 13,
+            merging: true,
         }
     }
 

@@ -381,11 +381,12 @@ pub unsafe extern "C" fn hashdir_writer_close(w: *mut hashdir_writer) -> hashdir
 }
 
 /// The full garbage-collection pass: checkpoints what is committed, recomputes live space
-/// from the root, returns every page and extent byte that nothing references and no free
-/// list holds to the free lists, and publishes them. Idempotent: a second pass reclaims 0.
-/// Then gives the free pages and extent space back to the filesystem (punching holes, as
-/// `hashdir_writer_close` does, which also gives back the logs' free chunks).
-/// Either out-parameter may be NULL.
+/// from the root, returns every page and segment that nothing references and no free list
+/// holds to the free lists, and publishes them (`pages_reclaimed` counts pages,
+/// `segment_bytes_reclaimed` the bytes of whole segments). Idempotent: a second pass reclaims
+/// 0, and so does a first one unless something went wrong: a crash never leaks space. Then
+/// gives the free space back to the filesystem (punching holes, as `hashdir_writer_close`
+/// does). Either out-parameter may be NULL.
 ///
 /// # Errors
 /// `HASHDIR_ERR_INVALID_ARGUMENT` for a NULL writer; `HASHDIR_ERR_CORRUPT` when the file
@@ -400,14 +401,14 @@ pub unsafe extern "C" fn hashdir_writer_close(w: *mut hashdir_writer) -> hashdir
 pub unsafe extern "C" fn hashdir_writer_gc(
     w: *mut hashdir_writer,
     pages_reclaimed: *mut u64,
-    extent_bytes_reclaimed: *mut u64,
+    segment_bytes_reclaimed: *mut u64,
 ) -> hashdir_status {
     ffi_call("hashdir_writer_gc", || {
         // SAFETY: `w` is NULL or live, by contract.
         let report = unsafe { writer(w) }?.with(Writer::gc)?;
         for (ptr, v) in [
             (pages_reclaimed, report.pages_reclaimed),
-            (extent_bytes_reclaimed, report.extent_bytes_reclaimed),
+            (segment_bytes_reclaimed, report.segments_reclaimed << 20),
         ] {
             if !ptr.is_null() {
                 // SAFETY: non-NULL out-parameters are writable, by contract.

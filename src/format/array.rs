@@ -1,5 +1,5 @@
-//! Array pages: a u64 array (the directory, free lists, the WAL chunk map) stored as a tree of
-//! pages. Leaves (level 0) hold up to LEAF array items; a node at level k > 0 holds up to NODE
+//! Array pages: a u64 array (table directories and segment lists, free lists) stored as a tree
+//! of pages. Leaves (level 0) hold up to LEAF array items; a node at level k > 0 holds up to NODE
 //! children of level k-1 as (file offset, epoch) pairs — the epoch lets a reader keep a cached
 //! child only if it is the very page it read before, even when the offset was reused.
 //! Kind fields (page bytes 16..32): level u8 | 0 u8 | count u16 (items or children) | 0 u32 |
@@ -15,21 +15,26 @@ pub const LEAF: usize = (PAGE - HEADER) / 8;
 /// Children per node page.
 pub const NODE: usize = LEAF / 2;
 
-/// Where an array lives: its length, tree height (0 for an empty array) and top page.
+/// Where an array lives: its length, tree height (0 for an empty array), top page and the
+/// epoch that page was written with (a page at that offset with another epoch is stale).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ArrayRef {
     pub len: u64,
     pub top: u64,
     pub levels: u32,
+    pub epoch: u64,
 }
 
-pub const ARRAY_REF_BYTES: usize = 24;
+/// len u64 | top u64 | levels u32 | zero u32 | epoch u64.
+pub const ARRAY_REF_BYTES: usize = 32;
 
 impl ArrayRef {
     pub fn put(&self, b: &mut [u8], at: usize) {
         put_u64(b, at, self.len);
         put_u64(b, at + 8, self.top);
         put_u32(b, at + 16, self.levels);
+        put_u32(b, at + 20, 0);
+        put_u64(b, at + 24, self.epoch);
     }
 
     pub fn get(b: &[u8], at: usize) -> ArrayRef {
@@ -37,7 +42,13 @@ impl ArrayRef {
             len: get_u64(b, at),
             top: get_u64(b, at + 8),
             levels: get_u32(b, at + 16),
+            epoch: get_u64(b, at + 24),
         }
+    }
+
+    /// The top page as a node would reference it: (offset, epoch).
+    pub fn top_ref(&self) -> (u64, u64) {
+        (self.top, self.epoch)
     }
 
     /// Levels a tree holding `len` items needs (0 for none).

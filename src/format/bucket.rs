@@ -1,15 +1,22 @@
-//! Bucket pages: the leaves of the hash directory. A page holds the keys of one contiguous
-//! range of the hash space, a run of whole directory slots.
+//! Table pages: the leaves of a table's hash directory. A page holds the entries of one
+//! contiguous range of the hash space, a run of whole directory slots. The base table's
+//! entries are keys' sets; a delta table's entries are changes to keys' sets.
 //!
 //! Kind fields (page bytes 16..32): n u16 | 0 u16 | 0 u32 | lo u32 | hi u32: the page covers
 //! the hashes whose leading 32 bits lie in `lo..=hi`.
 //! Body (from byte 32): tag words [u16; n], then the entries in (hash, key) order, back to back.
 //! A tag word is `hash & 0xFFF0 | code`: twelve hash bits for a fast scan, and the entry's
 //! shape, from which its length follows:
-//!   code 1..=INLINE_MAX: key [16] | code values [16] each
-//!   code EXTENT:         key [16] | count u64 | first value [16] | offset u64 | cap u32 | crc u32
-//! An extent is `cap` 16-byte value slots at file `offset`; the first `count` hold the set and
-//! `crc` is the CRC32C of those `count * 16` bytes.
+//!   code 1..=INLINE_MAX: key [16] | code values [16] each, ascending
+//!   code EXTENT:         key [16] | count u64 | first value [16] | offset u64 | 0 u32 | crc u32
+//!   code DELTA:          key [16] | flags u32 | 0 u32 | adds u64 | dels u64 | offset u64 |
+//!                        crc u32 | 0 u32
+//! An extent is `count` 16-byte values, ascending, at file `offset`; `crc` is the CRC32C of its
+//! `count * 16` bytes and `first` its first (least) value. In a base table codes 1..=8 and
+//! EXTENT are the key's whole set; in a delta table they are values added to it, and DELTA is
+//! the general change: the key's earlier values are dropped first when flag bit 0 (cleared) is
+//! set, then `dels` values are removed and `adds` added; the extent at `offset` holds the adds
+//! then the dels, each ascending (offset and crc 0 when both counts are 0).
 
 use super::bytes::*;
 use super::hash::key_hash;
@@ -20,73 +27,102 @@ use crate::error::{Error, Result};
 use crate::{Key, Value};
 
 pub const INLINE_MAX: usize = 8;
-/// Tag-word code of an entry whose set lives in an extent.
+/// Tag-word code of an entry whose values live in an extent.
 pub const EXTENT: u8 = 0xF;
-const EXTENT_BODY: usize = 8 + 16 + 8 + 4 + 4;
+/// Tag-word code of a general change (delta tables only).
+pub const DELTA: u8 = 0xE;
+/// Bytes after the key of an EXTENT or DELTA entry.
+const REF_BODY: usize = 40;
 /// The hash bits a tag word keeps.
 const TAG_BITS: u16 = 0xFFF0;
+/// Flag bit of a DELTA entry: the key's earlier values are dropped.
+const CLEARED: u32 = 1;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ExtentRef {
     pub count: u64,
     pub first: Value,
     pub offset: u64,
-    pub cap: u32,
     pub crc: u32,
 }
 
-/// A key's value set as a page entry holds it. Decoded entries are moved and copied a lot by
-/// a checkpoint, so they are kept small (72 bytes): one value needs no allocation, and a few
-/// are boxed rather than held in a fixed `INLINE_MAX` array.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Set {
-    /// One value, in the page.
-    One(Value),
-    /// 2..=INLINE_MAX values, in the page.
-    Few(Box<[Value]>),
-    /// More, in an extent.
-    Extent(ExtentRef),
+/// A general change: earlier values dropped (`cleared`), `dels` removed, `adds` added; the
+/// extent at `offset` holds the adds, then the dels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DeltaRef {
+    pub cleared: bool,
+    pub adds: u64,
+    pub dels: u64,
+    pub offset: u64,
+    pub crc: u32,
 }
 
-impl Set {
-    /// The set of 1..=INLINE_MAX `values`, held in the page.
-    pub fn inline(values: &[Value]) -> Set {
+impl DeltaRef {
+    /// Values in its extent.
+    pub fn values(&self) -> u64 {
+        self.adds.saturating_add(self.dels)
+    }
+}
+
+/// What a page entry holds for its key. Decoded entries are moved and copied a lot by a
+/// merge, so they are kept small: one value needs no allocation, and a few are boxed rather
+/// than held in a fixed `INLINE_MAX` array.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Body {
+    /// One value, in the page.
+    One(Value),
+    /// 2..=INLINE_MAX values, ascending, in the page.
+    Few(Box<[Value]>),
+    /// Values in an extent.
+    Extent(ExtentRef),
+    /// A general change (delta tables only).
+    Delta(DeltaRef),
+}
+
+impl Body {
+    /// The body of 1..=INLINE_MAX ascending `values`, held in the page.
+    pub fn inline(values: &[Value]) -> Body {
         debug_assert!(!values.is_empty() && values.len() <= INLINE_MAX);
         match values {
-            [v] => Set::One(*v),
-            _ => Set::Few(values.into()),
+            [v] => Body::One(*v),
+            _ => Body::Few(values.into()),
         }
     }
 
-    /// The values held in the page; `None` for an extent.
+    /// The values held in the page; `None` for an extent or a general change.
     pub fn inline_values(&self) -> Option<&[Value]> {
         match self {
-            Set::One(v) => Some(std::slice::from_ref(v)),
-            Set::Few(vs) => Some(vs),
-            Set::Extent(_) => None,
+            Body::One(v) => Some(std::slice::from_ref(v)),
+            Body::Few(vs) => Some(vs),
+            Body::Extent(_) | Body::Delta(_) => None,
         }
     }
 
+    /// Values it adds (all of a base set).
     pub fn count(&self) -> u64 {
         match self {
-            Set::Extent(e) => e.count,
+            Body::Extent(e) => e.count,
+            Body::Delta(d) => d.adds,
             inline => inline.inline_values().map_or(0, |v| v.len() as u64),
         }
     }
 
-    pub fn first(&self) -> Value {
+    /// Its least added value (none for a general change).
+    pub fn first(&self) -> Option<Value> {
         match self {
-            Set::One(v) => *v,
-            Set::Few(vs) => vs[0],
-            Set::Extent(e) => e.first,
+            Body::One(v) => Some(*v),
+            Body::Few(vs) => Some(vs[0]),
+            Body::Extent(e) => Some(e.first),
+            Body::Delta(_) => None,
         }
     }
 
     /// The entry's code in its tag word.
     fn code(&self) -> u8 {
-        match self.inline_values() {
-            Some(vs) => vs.len() as u8,
-            None => EXTENT,
+        match self {
+            Body::Extent(_) => EXTENT,
+            Body::Delta(_) => DELTA,
+            inline => inline.inline_values().map_or(0, |v| v.len() as u8),
         }
     }
 }
@@ -94,7 +130,7 @@ impl Set {
 /// Length of an entry (key and body) with tag-word code `code`; None for a code no entry has.
 fn code_len(code: u8) -> Option<usize> {
     match code {
-        EXTENT => Some(16 + EXTENT_BODY),
+        EXTENT | DELTA => Some(16 + REF_BODY),
         c if (1..=INLINE_MAX as u8).contains(&c) => Some(16 + 16 * c as usize),
         _ => None,
     }
@@ -108,14 +144,19 @@ fn tag_word(hash: u64, code: u8) -> u16 {
 pub struct Entry {
     pub hash: u64,
     pub key: Key,
-    pub set: Set,
+    pub body: Body,
 }
 
 impl Entry {
     /// Bytes the entry takes in a page, its tag word included.
     pub fn size(&self) -> usize {
-        2 + code_len(self.set.code()).expect("sets have valid codes")
+        2 + code_len(self.body.code()).expect("bodies have valid codes")
     }
+}
+
+/// Bytes an entry with this body takes in a page, its tag word included.
+pub fn body_size(body: &Body) -> usize {
+    2 + code_len(body.code()).expect("bodies have valid codes")
 }
 
 /// Encodes entries (sorted by hash, all within `range`) into a sealed page.
@@ -178,9 +219,7 @@ pub fn spans(p: &Page, src: u8, offset: u64, out: &mut Vec<Span>) -> Result<()> 
         let b = p
             .get(at..at + len)
             .ok_or_else(|| bad(offset, "entry beyond page end"))?;
-        if code == EXTENT {
-            extent_count_checked(b, offset)?;
-        }
+        ref_checked(b, code, offset)?;
         let hash = key_hash(&get_16(b, 0));
         if tw & TAG_BITS != hash as u16 & TAG_BITS {
             return Err(bad(offset, "entry tag does not match its key"));
@@ -197,22 +236,37 @@ pub fn spans(p: &Page, src: u8, offset: u64, out: &mut Vec<Span>) -> Result<()> 
     Ok(())
 }
 
-/// The key and set of the entry a span of a validated page points at.
-pub fn span_entry(span: &Span, srcs: &[&[u8]], offset: u64) -> Result<(Key, Set)> {
+/// The key and body of the entry a span of a validated page points at.
+pub fn span_entry(span: &Span, srcs: &[&[u8]], offset: u64) -> Result<(Key, Body)> {
     entry_from(span.bytes(srcs), span.code, offset)
 }
 
 /// Appends `e`'s bytes to `fresh`, the buffer that is source `src`, and returns its span.
 pub fn put_fresh(fresh: &mut Vec<u8>, src: u8, e: &Entry) -> Span {
+    put_body(fresh, src, e.hash, &e.key, &e.body)
+}
+
+/// Appends the bytes of the entry (`key`, `body`) to `fresh`, the buffer that is source
+/// `src`, and returns its span.
+pub fn put_body(fresh: &mut Vec<u8>, src: u8, hash: u64, key: &Key, body: &Body) -> Span {
     let at = fresh.len();
-    fresh.extend_from_slice(&e.key);
-    match &e.set {
-        Set::Extent(x) => {
+    fresh.extend_from_slice(key);
+    match body {
+        Body::Extent(x) => {
             fresh.extend_from_slice(&x.count.to_le_bytes());
             fresh.extend_from_slice(&x.first);
             fresh.extend_from_slice(&x.offset.to_le_bytes());
-            fresh.extend_from_slice(&x.cap.to_le_bytes());
+            fresh.extend_from_slice(&0u32.to_le_bytes());
             fresh.extend_from_slice(&x.crc.to_le_bytes());
+        }
+        Body::Delta(d) => {
+            fresh.extend_from_slice(&u32::from(d.cleared).to_le_bytes());
+            fresh.extend_from_slice(&0u32.to_le_bytes());
+            fresh.extend_from_slice(&d.adds.to_le_bytes());
+            fresh.extend_from_slice(&d.dels.to_le_bytes());
+            fresh.extend_from_slice(&d.offset.to_le_bytes());
+            fresh.extend_from_slice(&d.crc.to_le_bytes());
+            fresh.extend_from_slice(&0u32.to_le_bytes());
         }
         inline => inline
             .inline_values()
@@ -220,13 +274,13 @@ pub fn put_fresh(fresh: &mut Vec<u8>, src: u8, e: &Entry) -> Span {
             .iter()
             .for_each(|v| fresh.extend_from_slice(v)),
     }
-    debug_assert_eq!(fresh.len() - at + 2, e.size());
+    debug_assert_eq!(fresh.len() - at + 2, body_size(body));
     Span {
-        hash: e.hash,
+        hash,
         at: at as u32,
         len: (fresh.len() - at) as u16,
         src,
-        code: e.set.code(),
+        code: body.code(),
     }
 }
 
@@ -291,36 +345,55 @@ fn bad(offset: u64, why: &str) -> Error {
 const ENTRY_MAX: usize = 16 + 16 * INLINE_MAX;
 
 /// Decodes an entry's bytes `b` (exactly its length) given its tag-word code.
-fn entry_from(b: &[u8], code: u8, offset: u64) -> Result<(Key, Set)> {
+fn entry_from(b: &[u8], code: u8, offset: u64) -> Result<(Key, Body)> {
     if code_len(code) != Some(b.len()) {
         return Err(bad(offset, "entry beyond page end"));
     }
+    ref_checked(b, code, offset)?;
     let key = get_16(b, 0);
-    let set = match code {
-        EXTENT => {
-            let x = ExtentRef {
-                count: get_u64(b, 16),
-                first: get_16(b, 24),
-                offset: get_u64(b, 40),
-                cap: get_u32(b, 48),
-                crc: get_u32(b, 52),
-            };
-            extent_count_checked(b, offset)?;
-            Set::Extent(x)
-        }
-        1 => Set::One(get_16(b, 16)),
-        c => Set::Few((0..c as usize).map(|i| get_16(b, 16 + 16 * i)).collect()),
+    let body = match code {
+        EXTENT => Body::Extent(ExtentRef {
+            count: get_u64(b, 16),
+            first: get_16(b, 24),
+            offset: get_u64(b, 40),
+            crc: get_u32(b, 52),
+        }),
+        DELTA => Body::Delta(DeltaRef {
+            cleared: get_u32(b, 16) & CLEARED != 0,
+            adds: get_u64(b, 24),
+            dels: get_u64(b, 32),
+            offset: get_u64(b, 40),
+            crc: get_u32(b, 48),
+        }),
+        1 => Body::One(get_16(b, 16)),
+        c => Body::Few((0..c as usize).map(|i| get_16(b, 16 + 16 * i)).collect()),
     };
-    Ok((key, set))
+    Ok((key, body))
 }
 
-/// Checks that the extent entry `b` counts 1..=cap values.
-fn extent_count_checked(b: &[u8], offset: u64) -> Result<()> {
-    let (count, cap) = (get_u64(b, 16), get_u32(b, 48));
-    if count == 0 || count > cap as u64 {
-        return Err(bad(offset, "extent count outside 1..=cap"));
+/// Checks the fields an EXTENT or DELTA entry `b` must have: an extent holds at least one
+/// value; a change either drops the earlier values or has values, and its unused fields are
+/// zero.
+fn ref_checked(b: &[u8], code: u8, offset: u64) -> Result<()> {
+    match code {
+        EXTENT if get_u64(b, 16) == 0 => Err(bad(offset, "extent of no values")),
+        DELTA => {
+            let flags = get_u32(b, 16);
+            let values = get_u64(b, 24).checked_add(get_u64(b, 32));
+            let no_extent = get_u64(b, 40) == 0 && get_u32(b, 48) == 0;
+            match values {
+                _ if flags & !CLEARED != 0 || get_u32(b, 20) != 0 || get_u32(b, 52) != 0 => {
+                    Err(bad(offset, "unknown bits in a change entry"))
+                }
+                None => Err(bad(offset, "change entry counts overflow")),
+                Some(0) if flags & CLEARED == 0 || !no_extent => {
+                    Err(bad(offset, "empty change entry"))
+                }
+                _ => Ok(()),
+            }
+        }
+        _ => Ok(()),
     }
-    Ok(())
 }
 
 /// The entry count of a page (or of its header alone), checked to fit the page.
@@ -340,18 +413,18 @@ pub fn decode(p: &Page, offset: u64) -> Result<Vec<Entry>> {
     spans_out
         .iter()
         .map(|s| {
-            let (key, set) = span_entry(s, srcs, offset)?;
+            let (key, body) = span_entry(s, srcs, offset)?;
             Ok(Entry {
                 hash: s.hash,
                 key,
-                set,
+                body,
             })
         })
         .collect()
 }
 
 /// Finds `key` (whose hash is `hash`) in a validated bucket page without decoding the rest.
-pub fn find(p: &Page, hash: u64, key: &Key, offset: u64) -> Result<Option<Set>> {
+pub fn find(p: &Page, hash: u64, key: &Key, offset: u64) -> Result<Option<Body>> {
     let mut read = |at: usize, out: &mut [u8]| {
         out.copy_from_slice(&p[at..at + out.len()]);
         Ok(())
@@ -371,7 +444,7 @@ pub fn find_in(
     hash: u64,
     key: &Key,
     offset: u64,
-) -> Result<Option<Set>> {
+) -> Result<Option<Body>> {
     let mut hdr = [0u8; HEADER];
     read(0, &mut hdr)?;
     let n = count_checked(&hdr, offset)?;
@@ -391,9 +464,9 @@ pub fn find_in(
             if tw & TAG_BITS == tag {
                 let mut entry = [0u8; ENTRY_MAX];
                 read(at, &mut entry[..len])?;
-                let (k, set) = entry_from(&entry[..len], code, offset)?;
+                let (k, body) = entry_from(&entry[..len], code, offset)?;
                 if &k == key {
-                    return Ok(Some(set));
+                    return Ok(Some(body));
                 }
             }
             at += len;
@@ -413,7 +486,7 @@ mod tests {
         Entry {
             hash: key_hash(&key),
             key,
-            set: Set::inline(&vals),
+            body: Body::inline(&vals),
         }
     }
 
@@ -441,22 +514,27 @@ mod tests {
         let mut used = HEADER;
         for i in 0usize.. {
             let k = same.pop().unwrap_or_else(&mut key);
-            let nvals = [1, 1, 1, 1, 2, 1, 1, 1, 1, 8, 1, 0][i % 12];
-            let set = if nvals == 0 {
-                Set::Extent(ExtentRef {
+            let nvals = [1, 1, 1, 99, 2, 1, 1, 1, 1, 8, 1, 0][i % 12];
+            let body = match nvals {
+                0 => Body::Extent(ExtentRef {
                     count: 9,
                     first: k,
                     offset: 4096,
-                    cap: 16,
                     crc: 1,
-                })
-            } else {
-                Set::inline(&vec![k; nvals])
+                }),
+                99 => Body::Delta(DeltaRef {
+                    cleared: true,
+                    adds: 3,
+                    dels: 2,
+                    offset: 8192,
+                    crc: 7,
+                }),
+                n => Body::inline(&vec![k; n]),
             };
             let e = Entry {
                 hash: key_hash(&k),
                 key: k,
-                set,
+                body,
             };
             if used + e.size() > PAGE {
                 break;
@@ -477,7 +555,7 @@ mod tests {
                 probes.push(k);
             }
         }
-        let scan = |p: &Page, k: &Key| -> Result<Option<Set>> {
+        let scan = |p: &Page, k: &Key| -> Result<Option<Body>> {
             let n = get_u16(p, 16) as usize;
             let mut at = HEADER + 2 * n;
             for i in 0..n {
@@ -487,9 +565,9 @@ mod tests {
                     return Err(bad(0, "end"));
                 }
                 if tw & TAG_BITS == key_hash(k) as u16 & TAG_BITS {
-                    let (ek, set) = entry_from(&p[at..at + len], (tw & !TAG_BITS) as u8, 0)?;
+                    let (ek, body) = entry_from(&p[at..at + len], (tw & !TAG_BITS) as u8, 0)?;
                     if &ek == k {
-                        return Ok(Some(set));
+                        return Ok(Some(body));
                     }
                 }
                 at += len;
@@ -510,7 +588,7 @@ mod tests {
         for (i, e) in es.iter().enumerate() {
             assert_eq!(
                 find(&page, e.hash, &e.key, 0).unwrap(),
-                Some(e.set.clone()),
+                Some(e.body.clone()),
                 "entry {i}"
             );
         }
@@ -522,7 +600,7 @@ mod tests {
             );
         }
         for i in [0, 5, 15, 16, 40, TAG_STEP - 1, TAG_STEP, es.len() - 1] {
-            for code in [0u16, 9, 0xE, EXTENT as u16, INLINE_MAX as u16] {
+            for code in [0u16, 9, 0xD, DELTA as u16, EXTENT as u16, INLINE_MAX as u16] {
                 let mut p = page.clone();
                 let tw = get_u16(&p[..], HEADER + 2 * i) & TAG_BITS | code;
                 p[HEADER + 2 * i..HEADER + 2 * i + 2].copy_from_slice(&tw.to_le_bytes());
@@ -537,12 +615,33 @@ mod tests {
         es.push(Entry {
             hash: key_hash(&[9; 16]),
             key: [9; 16],
-            set: Set::Extent(ExtentRef {
+            body: Body::Extent(ExtentRef {
                 count: 100,
                 first: [7; 16],
                 offset: 1 << 40,
-                cap: 128,
                 crc: 0xabcd,
+            }),
+        });
+        es.push(Entry {
+            hash: key_hash(&[10; 16]),
+            key: [10; 16],
+            body: Body::Delta(DeltaRef {
+                cleared: false,
+                adds: 0,
+                dels: 12,
+                offset: 1 << 33,
+                crc: 0x1234,
+            }),
+        });
+        es.push(Entry {
+            hash: key_hash(&[11; 16]),
+            key: [11; 16],
+            body: Body::Delta(DeltaRef {
+                cleared: true,
+                adds: 0,
+                dels: 0,
+                offset: 0,
+                crc: 0,
             }),
         });
         es.sort_by_key(|e| e.hash);
@@ -552,7 +651,7 @@ mod tests {
         assert_eq!(header(&p[..]), (es.len(), Range::ALL));
         assert_eq!(decode(&p, 0).unwrap(), es);
         for e in &es {
-            assert_eq!(find(&p, e.hash, &e.key, 0).unwrap(), Some(e.set.clone()));
+            assert_eq!(find(&p, e.hash, &e.key, 0).unwrap(), Some(e.body.clone()));
         }
         assert_eq!(find(&p, key_hash(&[5; 16]), &[5; 16], 0).unwrap(), None);
         let used = HEADER + es.iter().map(Entry::size).sum::<usize>();
@@ -598,7 +697,7 @@ mod tests {
             HEADER + es.iter().map(Entry::size).sum::<usize>()
         );
         for (s, e) in all.iter().zip(&es) {
-            assert_eq!(span_entry(s, &srcs, 0).unwrap(), (e.key, e.set.clone()));
+            assert_eq!(span_entry(s, &srcs, 0).unwrap(), (e.key, e.body.clone()));
         }
         let mut built = build(&all, &srcs, Range::ALL);
         seal(&mut built, MAGIC_BUCKET, 3);

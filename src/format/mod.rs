@@ -7,4 +7,5 @@ pub mod hash;
 pub mod layout;
 pub mod page;
 pub mod root;
+pub mod table;
 pub mod wal;

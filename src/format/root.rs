@@ -1,50 +1,109 @@
-//! Root slots: the `root` dataset holds two; a checkpoint writes slot `epoch % 2` and the valid
-//! slot with the highest epoch is the state. Layout of a slot (ROOT_SLOT bytes, rest zero):
-//!   0 magic "HDIRROOT" | 8 format u32 | 12 crc32c u32 of bytes 16..ROOT_SLOT | 16 epoch u64
-//!  24 global_depth u32 | 28 flags u32 | 32 dir ArrayRef | 56 free_pages ArrayRef
-//!  80 free_extents ArrayRef | 104 wal_map ArrayRef | 128 wal_gen u64 | 136 wal_lsn u64
-//! 144 pages_hw u64 | 152 values_hw [u64; VALUE_SHARDS] | 216 keys u64 | 224 values u64
-//! 232 buckets u64 | 240 extents u64 (sets stored in extents)
+//! Root slots: the `root` dataset holds two; a publish with epoch `e` writes slot `e % 2` and
+//! the valid slot with the highest epoch is the state of the file. Layout of a slot
+//! (ROOT_SLOT bytes; docs/FORMAT.md §2):
+//!
+//! ```text
+//!    0 magic "HDIRROOT" | 8 format u32 | 12 crc32c u32 of bytes 16..ROOT_SLOT | 16 epoch u64
+//!   24 flags u32 | 28 zero u32 | 32 capacity u64 | 40 data offset u64 | 48 segments used u64
+//!   56 next table id u64 | 64 free segments ArrayRef | 96 free pages ArrayRef
+//!  128 log: gen u64 | lsn u64 | offset u64 | bytes u64
+//!  160 sealed log: gen u64 | lsn u64 | end lsn u64 | offset u64 | bytes u64
+//!  200 next log: offset u64 | bytes u64
+//!  216 merge cursor u64 | 224 merged deltas u32 | 228 deltas u32
+//!  232 free-list areas: 2 × (offset u64 | segments u32)
+//!  256 base table | 384 merge's new base table | 512 delta tables, oldest first (128 each)
+//! ```
 
 use super::array::ArrayRef;
 use super::bytes::*;
-use super::layout::{FORMAT_VERSION, ROOT_SLOT, VALUE_SHARDS};
+use super::layout::{FORMAT_VERSION, MAX_RUNS, PAGE, ROOT_SLOT, SEGMENT};
+use super::table::{Kind, TableRef, TABLE_BYTES};
 
 pub const MAGIC: &[u8; 8] = b"HDIRROOT";
 
-/// Root flag: the writer moves the log to other chunks at every checkpoint and reuses the
-/// chunks of a replaced root's log only once no pinned reader reads under that root, so a
-/// pinned reader may read its log in place instead of copying it. Writers before this flag
-/// restarted the log in place.
-pub const LOG_MOVES: u32 = 1;
+/// A log: frames of generation `gen` from LSN `lsn` on, in the file range `offset..+bytes`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LogRef {
+    pub gen: u64,
+    pub lsn: u64,
+    pub offset: u64,
+    pub bytes: u64,
+}
+
+/// The log a root stopped appending to and whose batches are not yet in a delta table: its
+/// frames from `lsn` up to (not including) `end`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SealedLog {
+    pub log: LogRef,
+    pub end: u64,
+}
+
+/// A range of `/data` (file offset, bytes); bytes 0 = none.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Span {
+    pub offset: u64,
+    pub bytes: u64,
+}
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Root {
     pub epoch: u64,
-    pub global_depth: u32,
-    /// [`LOG_MOVES`]; other bits are zero.
     pub flags: u32,
-    /// Directory: 2^global_depth entries, each the file offset of the bucket page covering
-    /// the slot (0: no keys). A page covers a run of whole slots.
-    pub dir: ArrayRef,
-    /// File offsets of free pages.
+    /// Bytes of `/data`.
+    pub capacity: u64,
+    /// File offset of `/data`.
+    pub data_offset: u64,
+    /// Segments handed out from the start of `/data` (the rest has never been used).
+    pub segments_used: u64,
+    pub next_table_id: u64,
+    /// Free segments as item pairs (file offset of the first, count), ascending.
+    pub free_segments: ArrayRef,
+    /// Free array pages: their file offsets.
     pub free_pages: ArrayRef,
-    /// Free value extents as item pairs: file offset, byte length.
-    pub free_extents: ArrayRef,
-    /// File address of each WAL chunk, in log order.
-    pub wal_map: ArrayRef,
-    /// Generation of the WAL frames that follow this root (frames of other generations are stale).
-    pub wal_gen: u64,
-    /// LSN of the first frame that follows this root.
-    pub wal_lsn: u64,
-    /// Pages handed out from the end of the `pages` dataset.
-    pub pages_hw: u64,
-    /// Bytes handed out from the end of each value shard.
-    pub values_hw: [u64; VALUE_SHARDS],
-    pub keys: u64,
-    pub values: u64,
-    pub buckets: u64,
-    pub extents: u64,
+    /// The log commits append to.
+    pub log: LogRef,
+    /// A log sealed for a delta table that is not published yet (gen 0: none).
+    pub sealed: Option<SealedLog>,
+    /// Space set aside for the next log, so that switching logs writes nothing but a root.
+    pub next_log: Span,
+    /// Hashes below it are merged into `merging` (meaningful while `merging` is a table).
+    pub cursor: u64,
+    /// The oldest `merged` delta tables are being merged with `base` into `merging`.
+    pub merged: u32,
+    /// Where the free lists of roots with even and odd epochs are written (their pages are
+    /// allocated from these runs, never from the free lists themselves).
+    pub lists: [Span; 2],
+    pub base: TableRef,
+    pub merging: TableRef,
+    /// Oldest first.
+    pub deltas: Vec<TableRef>,
+}
+
+const LOG_AT: usize = 128;
+const SEALED_AT: usize = 160;
+const NEXT_LOG_AT: usize = 200;
+const CURSOR_AT: usize = 216;
+const LISTS_AT: usize = 232;
+const BASE_AT: usize = 256;
+const MERGING_AT: usize = BASE_AT + TABLE_BYTES;
+const DELTAS_AT: usize = MERGING_AT + TABLE_BYTES;
+
+const _: () = assert!(DELTAS_AT + MAX_RUNS * TABLE_BYTES <= ROOT_SLOT);
+
+fn put_log(b: &mut [u8], at: usize, l: &LogRef) {
+    put_u64(b, at, l.gen);
+    put_u64(b, at + 8, l.lsn);
+    put_u64(b, at + 16, l.offset);
+    put_u64(b, at + 24, l.bytes);
+}
+
+fn get_log(b: &[u8], at: usize) -> LogRef {
+    LogRef {
+        gen: get_u64(b, at),
+        lsn: get_u64(b, at + 8),
+        offset: get_u64(b, at + 16),
+        bytes: get_u64(b, at + 24),
+    }
 }
 
 impl Root {
@@ -53,29 +112,43 @@ impl Root {
         b[0..8].copy_from_slice(MAGIC);
         put_u32(&mut b, 8, FORMAT_VERSION);
         put_u64(&mut b, 16, self.epoch);
-        put_u32(&mut b, 24, self.global_depth);
-        put_u32(&mut b, 28, self.flags);
-        self.dir.put(&mut b, 32);
-        self.free_pages.put(&mut b, 56);
-        self.free_extents.put(&mut b, 80);
-        self.wal_map.put(&mut b, 104);
-        put_u64(&mut b, 128, self.wal_gen);
-        put_u64(&mut b, 136, self.wal_lsn);
-        put_u64(&mut b, 144, self.pages_hw);
-        for (i, hw) in self.values_hw.iter().enumerate() {
-            put_u64(&mut b, 152 + 8 * i, *hw);
+        put_u32(&mut b, 24, self.flags);
+        put_u64(&mut b, 32, self.capacity);
+        put_u64(&mut b, 40, self.data_offset);
+        put_u64(&mut b, 48, self.segments_used);
+        put_u64(&mut b, 56, self.next_table_id);
+        self.free_segments.put(&mut b, 64);
+        self.free_pages.put(&mut b, 96);
+        put_log(&mut b, LOG_AT, &self.log);
+        if let Some(s) = &self.sealed {
+            put_u64(&mut b, SEALED_AT, s.log.gen);
+            put_u64(&mut b, SEALED_AT + 8, s.log.lsn);
+            put_u64(&mut b, SEALED_AT + 16, s.end);
+            put_u64(&mut b, SEALED_AT + 24, s.log.offset);
+            put_u64(&mut b, SEALED_AT + 32, s.log.bytes);
         }
-        put_u64(&mut b, 216, self.keys);
-        put_u64(&mut b, 224, self.values);
-        put_u64(&mut b, 232, self.buckets);
-        put_u64(&mut b, 240, self.extents);
+        put_u64(&mut b, NEXT_LOG_AT, self.next_log.offset);
+        put_u64(&mut b, NEXT_LOG_AT + 8, self.next_log.bytes);
+        put_u64(&mut b, CURSOR_AT, self.cursor);
+        put_u32(&mut b, CURSOR_AT + 8, self.merged);
+        put_u32(&mut b, CURSOR_AT + 12, self.deltas.len() as u32);
+        for (i, l) in self.lists.iter().enumerate() {
+            put_u64(&mut b, LISTS_AT + 12 * i, l.offset);
+            put_u32(&mut b, LISTS_AT + 12 * i + 8, (l.bytes / SEGMENT) as u32);
+        }
+        self.base.put(&mut b, BASE_AT);
+        self.merging.put(&mut b, MERGING_AT);
+        for (i, t) in self.deltas.iter().enumerate() {
+            t.put(&mut b, DELTAS_AT + i * TABLE_BYTES);
+        }
         let crc = crc32c::crc32c(&b[16..]);
         put_u32(&mut b, 12, crc);
         b
     }
 
-    /// The root in a slot, or why the slot is not valid (torn, never written, foreign version).
-    pub fn decode(b: &[u8]) -> std::result::Result<Root, &'static str> {
+    /// The root in a slot, or why the slot is not valid (torn, never written, foreign version,
+    /// fields that contradict each other).
+    pub fn decode(b: &[u8]) -> Result<Root, &'static str> {
         if b.len() < ROOT_SLOT || &b[0..8] != MAGIC {
             return Err("no root magic");
         }
@@ -85,36 +158,117 @@ impl Root {
         if get_u32(b, 8) != FORMAT_VERSION {
             return Err("unknown format version");
         }
-        let mut values_hw = [0u64; VALUE_SHARDS];
-        for (i, hw) in values_hw.iter_mut().enumerate() {
-            *hw = get_u64(b, 152 + 8 * i);
+        let deltas_n = get_u32(b, CURSOR_AT + 12) as usize;
+        if deltas_n > MAX_RUNS {
+            return Err("more delta tables than a root holds");
         }
+        let sealed = match get_u64(b, SEALED_AT) {
+            0 => None,
+            gen => Some(SealedLog {
+                log: LogRef {
+                    gen,
+                    lsn: get_u64(b, SEALED_AT + 8),
+                    offset: get_u64(b, SEALED_AT + 24),
+                    bytes: get_u64(b, SEALED_AT + 32),
+                },
+                end: get_u64(b, SEALED_AT + 16),
+            }),
+        };
+        let deltas = (0..deltas_n)
+            .map(|i| TableRef::get(b, DELTAS_AT + i * TABLE_BYTES))
+            .collect::<Result<Vec<_>, _>>()?;
         let r = Root {
             epoch: get_u64(b, 16),
-            global_depth: get_u32(b, 24),
-            flags: get_u32(b, 28),
-            dir: ArrayRef::get(b, 32),
-            free_pages: ArrayRef::get(b, 56),
-            free_extents: ArrayRef::get(b, 80),
-            wal_map: ArrayRef::get(b, 104),
-            wal_gen: get_u64(b, 128),
-            wal_lsn: get_u64(b, 136),
-            pages_hw: get_u64(b, 144),
-            values_hw,
-            keys: get_u64(b, 216),
-            values: get_u64(b, 224),
-            buckets: get_u64(b, 232),
-            extents: get_u64(b, 240),
+            flags: get_u32(b, 24),
+            capacity: get_u64(b, 32),
+            data_offset: get_u64(b, 40),
+            segments_used: get_u64(b, 48),
+            next_table_id: get_u64(b, 56),
+            free_segments: ArrayRef::get(b, 64),
+            free_pages: ArrayRef::get(b, 96),
+            log: get_log(b, LOG_AT),
+            sealed,
+            next_log: Span {
+                offset: get_u64(b, NEXT_LOG_AT),
+                bytes: get_u64(b, NEXT_LOG_AT + 8),
+            },
+            cursor: get_u64(b, CURSOR_AT),
+            merged: get_u32(b, CURSOR_AT + 8),
+            lists: [0, 1].map(|i| Span {
+                offset: get_u64(b, LISTS_AT + 12 * i),
+                bytes: u64::from(get_u32(b, LISTS_AT + 12 * i + 8)) * SEGMENT,
+            }),
+            base: TableRef::get(b, BASE_AT)?,
+            merging: TableRef::get(b, MERGING_AT)?,
+            deltas,
         };
-        if r.global_depth > 32 || r.dir.len != 1u64 << r.global_depth {
-            return Err("directory size does not match global depth");
-        }
+        r.consistent()?;
         Ok(r)
+    }
+
+    /// Checks that the fields agree with each other and stay inside `/data`.
+    fn consistent(&self) -> Result<(), &'static str> {
+        let data = self.data_offset..self.data_offset.saturating_add(self.capacity);
+        let inside = |off: u64, bytes: u64| {
+            bytes == 0
+                || data.start <= off
+                    && (off - data.start).is_multiple_of(SEGMENT)
+                    && off.saturating_add(bytes) <= data.end
+        };
+        if !self.capacity.is_multiple_of(SEGMENT) || !self.data_offset.is_multiple_of(PAGE as u64) {
+            return Err("data area not segment-aligned");
+        }
+        if self.segments_used > self.capacity / SEGMENT {
+            return Err("more segments in use than the data area has");
+        }
+        if self.flags != 0 {
+            return Err("unknown root flags");
+        }
+        if self.log.gen == 0 || !inside(self.log.offset, self.log.bytes) || self.log.bytes == 0 {
+            return Err("log outside the data area");
+        }
+        if let Some(s) = &self.sealed {
+            if !inside(s.log.offset, s.log.bytes) || s.log.bytes == 0 || s.end < s.log.lsn {
+                return Err("sealed log outside the data area");
+            }
+            if s.end != self.log.lsn || s.log.gen == self.log.gen {
+                return Err("sealed log does not lead to the log");
+            }
+        }
+        if !inside(self.next_log.offset, self.next_log.bytes) {
+            return Err("next log outside the data area");
+        }
+        if self.lists.iter().any(|l| !inside(l.offset, l.bytes)) {
+            return Err("free-list area outside the data area");
+        }
+        if self.base.is_some() && self.base.kind != Kind::Base
+            || self.merging.is_some() && self.merging.kind != Kind::Base
+            || self.deltas.iter().any(|t| !t.is_some() || t.kind != Kind::Delta)
+        {
+            return Err("table of the wrong kind");
+        }
+        if self.merged as usize > self.deltas.len()
+            || !self.merging.is_some() && (self.merged != 0 || self.cursor != 0)
+        {
+            return Err("merge state does not match the tables");
+        }
+        let ids = [self.base.id, self.merging.id]
+            .into_iter()
+            .chain(self.deltas.iter().map(|t| t.id));
+        if ids.filter(|i| *i != 0).any(|i| i >= self.next_table_id) {
+            return Err("table id not below the next table id");
+        }
+        Ok(())
+    }
+
+    /// Keys and values of the base table (the state as of the last completed merge).
+    pub fn keys(&self) -> u64 {
+        self.base.entries
     }
 }
 
 /// The newest valid root of the two slots, or the reasons both failed.
-pub fn newest(slot0: &[u8], slot1: &[u8]) -> std::result::Result<Root, String> {
+pub fn newest(slot0: &[u8], slot1: &[u8]) -> Result<Root, String> {
     match (Root::decode(slot0), Root::decode(slot1)) {
         (Ok(a), Ok(b)) => Ok(if b.epoch > a.epoch { b } else { a }),
         (Ok(a), Err(_)) => Ok(a),
@@ -127,25 +281,65 @@ pub fn newest(slot0: &[u8], slot1: &[u8]) -> std::result::Result<Root, String> {
 mod tests {
     use super::*;
 
+    fn root(epoch: u64) -> Root {
+        Root {
+            epoch,
+            capacity: 64 * SEGMENT,
+            data_offset: 8192,
+            segments_used: 3,
+            next_table_id: 5,
+            log: LogRef {
+                gen: 0x1234,
+                lsn: 7,
+                offset: 8192,
+                bytes: SEGMENT,
+            },
+            sealed: Some(SealedLog {
+                log: LogRef {
+                    gen: 0x99,
+                    lsn: 3,
+                    offset: 8192 + SEGMENT,
+                    bytes: SEGMENT,
+                },
+                end: 7,
+            }),
+            deltas: vec![TableRef {
+                id: 4,
+                kind: Kind::Delta,
+                dir: ArrayRef {
+                    len: 1,
+                    ..ArrayRef::default()
+                },
+                ..TableRef::default()
+            }],
+            ..Root::default()
+        }
+    }
+
     #[test]
     fn newest_valid_slot_wins() {
-        let a = Root {
-            epoch: 4,
-            dir: ArrayRef {
-                len: 1,
-                top: 0,
-                levels: 1,
-            },
-            ..Default::default()
-        };
-        let b = Root {
-            epoch: 5,
-            ..a.clone()
-        };
+        let (a, b) = (root(4), root(5));
         let (ea, mut eb) = (a.encode(), b.encode());
+        assert_eq!(Root::decode(&ea).unwrap(), a);
         assert_eq!(newest(&ea, &eb).unwrap(), b);
         eb[300] ^= 1; // torn newer slot: fall back to the older one
         assert_eq!(newest(&ea, &eb).unwrap(), a);
         assert!(newest(&[0; ROOT_SLOT], &eb).is_err());
+    }
+
+    #[test]
+    fn contradictions_are_refused() {
+        let mut r = root(4);
+        r.sealed.as_mut().unwrap().end = 6; // the sealed log must end where the log starts
+        assert_eq!(Root::decode(&r.encode()), Err("sealed log does not lead to the log"));
+        let mut r = root(4);
+        r.log.offset = 8192 + 64 * SEGMENT;
+        assert_eq!(Root::decode(&r.encode()), Err("log outside the data area"));
+        let mut r = root(4);
+        r.merged = 1; // merging deltas without a table to merge into
+        assert_eq!(Root::decode(&r.encode()), Err("merge state does not match the tables"));
+        let mut r = root(4);
+        r.deltas[0].id = 5;
+        assert_eq!(Root::decode(&r.encode()), Err("table id not below the next table id"));
     }
 }

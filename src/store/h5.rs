@@ -1,11 +1,13 @@
-//! The only code that calls HDF5: the container's schema, opening modes, and chunk addresses.
+//! The only code that calls HDF5: creating the container and validating it. HDF5 writes a file
+//! once, when it is created; after that the engine moves raw bytes inside `/root` and `/data`
+//! and HDF5 only reads the (unchanging) metadata to tell a reader where they are.
 //!
 //! The bundled libhdf5 is not thread-safe, so every call runs under the hdf5 crate's global
 //! reentrant lock (`hdf5::sync::sync`), which also keeps HDF5 from printing error stacks. A
 //! failing call's error stack is read while that lock is still held, before another thread's
 //! call can replace it.
 
-use std::ffi::{c_int, c_uint, c_void, CStr, CString};
+use std::ffi::{c_int, c_void, CStr, CString};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
@@ -13,58 +15,50 @@ use hdf5::globals::{
     H5P_DATASET_ACCESS, H5P_DATASET_CREATE, H5P_FILE_ACCESS, H5T_C_S1, H5T_NATIVE_UINT32,
     H5T_NATIVE_UINT64, H5T_NATIVE_UINT8, H5T_STD_U32LE, H5T_STD_U8LE,
 };
-use hdf5_sys::h5::{haddr_t, hbool_t, herr_t, hsize_t, HADDR_UNDEF};
+use hdf5_sys::h5::{haddr_t, herr_t, hsize_t, HADDR_UNDEF};
 use hdf5_sys::h5a::{H5Aclose, H5Acreate2, H5Aexists, H5Aget_type, H5Aopen, H5Aread, H5Awrite};
 use hdf5_sys::h5d::{
-    H5D_alloc_time_t, H5D_fill_time_t, H5D_layout_t, H5Dchunk_iter, H5Dclose, H5Dcreate2,
-    H5Dget_create_plist, H5Dget_offset, H5Dget_space, H5Dget_type, H5Dopen2, H5Dset_extent,
-    H5Dwrite,
+    H5D_alloc_time_t, H5D_fill_time_t, H5D_layout_t, H5Dclose, H5Dcreate2, H5Dget_create_plist,
+    H5Dget_offset, H5Dget_space, H5Dget_type, H5Dopen2, H5Dwrite,
 };
 use hdf5_sys::h5f::{
-    H5F_close_degree_t, H5F_libver_t, H5F_scope_t, H5Fclose, H5Fcreate, H5Fflush,
-    H5Fget_vfd_handle, H5Fopen, H5F_ACC_EXCL, H5F_ACC_RDONLY, H5F_ACC_RDWR, H5F_ACC_SWMR_READ,
-    H5F_ACC_SWMR_WRITE,
+    H5F_close_degree_t, H5F_libver_t, H5Fclose, H5Fcreate, H5Fget_vfd_handle, H5Fopen,
+    H5F_ACC_EXCL, H5F_ACC_RDONLY, H5F_ACC_SWMR_READ,
 };
-use hdf5_sys::h5g::{H5Gclose, H5Gcreate2};
 use hdf5_sys::h5i::hid_t;
 use hdf5_sys::h5p::{
-    H5Pclose, H5Pcreate, H5Pget_chunk, H5Pget_layout, H5Pget_nfilters, H5Pset, H5Pset_alignment,
-    H5Pset_alloc_time, H5Pset_chunk, H5Pset_chunk_cache, H5Pset_fclose_degree, H5Pset_file_locking,
-    H5Pset_fill_time, H5Pset_layout, H5Pset_libver_bounds, H5Pset_meta_block_size,
-    H5Pset_metadata_read_attempts, H5P_DEFAULT,
+    H5Pclose, H5Pcreate, H5Pget_layout, H5Pset_alignment, H5Pset_alloc_time, H5Pset_chunk_cache,
+    H5Pset_fclose_degree, H5Pset_file_locking, H5Pset_fill_time, H5Pset_layout,
+    H5Pset_libver_bounds, H5Pset_meta_block_size, H5Pset_metadata_read_attempts, H5P_DEFAULT,
 };
 use hdf5_sys::h5s::{
     H5S_class_t, H5Sclose, H5Screate, H5Screate_simple, H5Sget_simple_extent_dims,
-    H5Sget_simple_extent_ndims, H5S_UNLIMITED,
+    H5Sget_simple_extent_ndims,
 };
 use hdf5_sys::h5t::{
     H5T_class_t, H5T_str_t, H5Tclose, H5Tcopy, H5Tget_class, H5Tget_size, H5Tis_variable_str,
     H5Tset_size, H5Tset_strpad,
 };
 
-use super::Ds;
 use crate::error::{Error, Result};
-use crate::format::layout::{FORMAT_VERSION, PAGE, ROOT_SLOT};
+use crate::format::layout::{FORMAT_VERSION, MAX_CAPACITY, MIN_CAPACITY, PAGE, ROOT_SLOT, SEGMENT};
 
 /// Value of the `hashdir_magic` root attribute.
 const MAGIC: &[u8] = b"hashdir";
-/// HDF5 sub-allocates metadata from blocks this large, so metadata rarely lands between the
-/// raw chunks of one growth step.
+/// HDF5 sub-allocates metadata from blocks this large: all of it lands before `/data`.
 const META_BLOCK: hsize_t = 1 << 20;
-/// Objects at least this large (the root slots, every chunk) start on an OS page boundary, so a
+/// Objects at least this large (the root slots, `/data`) start on an OS page boundary, so a
 /// page write never straddles two OS pages (torn writes split at OS page boundaries).
 const ALIGN_THRESHOLD: hsize_t = 2 * ROOT_SLOT as hsize_t;
 const ALIGNMENT: hsize_t = PAGE as hsize_t;
 /// HDF5's SWMR metadata read attempts (see `fapl`).
 const METADATA_READ_ATTEMPTS: std::ffi::c_uint = 24;
 const ROOT_NAME: &CStr = c"root";
-const VALUES_GROUP: &CStr = c"values";
+const DATA_NAME: &CStr = c"data";
 const ATTR_MAGIC: &CStr = c"hashdir_magic";
 const ATTR_FORMAT: &CStr = c"hashdir_format";
 const ATTR_PAGE: &CStr = c"page_size";
 const MAX_RANK: usize = 2;
-/// A chunked dataset with one unlimited dimension holds at most 2^32 chunks (DESIGN.md §3).
-pub(super) const MAX_CHUNKS: u64 = 1 << 32;
 
 type Closer = unsafe extern "C" fn(hid_t) -> herr_t;
 
@@ -161,9 +155,6 @@ fn cstring(path: &Path) -> Result<CString> {
         .map_err(|_| Error::InvalidArgument(format!("path {} contains NUL", path.display())))
 }
 
-fn ds_name(ds: Ds) -> CString {
-    CString::new(ds.name()).expect("dataset names have no NUL")
-}
 
 fn plist(class: hid_t) -> Result<Hid> {
     // SAFETY: `class` is one of HDF5's property list class ids.
@@ -185,31 +176,9 @@ fn simple_space(dims: &[u64], max: &[u64]) -> Result<Hid> {
     })
 }
 
-/// How a file is opened.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum Mode {
-    /// RDONLY|SWMR_READ: works while a writer has the file, and after a writer crashed.
-    Inspect,
-    /// RDWR|SWMR_WRITE: the single writer.
-    Write,
-    /// RDWR|SWMR_WRITE with `clear_status_flags` (what h5clear does), to recover after a
-    /// writer crash. SWMR write so that a crash during recovery leaves the flags of a SWMR
-    /// writer, which SWMR-read opens (our validation, readers) still accept.
-    ClearFlags,
-}
-
-impl Mode {
-    fn flags(self) -> c_uint {
-        match self {
-            Mode::Inspect => H5F_ACC_RDONLY | H5F_ACC_SWMR_READ,
-            Mode::Write | Mode::ClearFlags => H5F_ACC_RDWR | H5F_ACC_SWMR_WRITE,
-        }
-    }
-}
-
 /// File access: SWMR-capable format, HDF5's own locking off (we hold our own lock and readers
 /// must not block the writer's open), and closing the file closes everything in it.
-fn fapl(clear_status_flags: bool) -> Result<Hid> {
+fn fapl() -> Result<Hid> {
     let p = plist(*H5P_FILE_ACCESS)?;
     let v110 = H5F_libver_t::H5F_LIBVER_V110;
     // SAFETY: `p` is a live file access property list.
@@ -239,23 +208,10 @@ fn fapl(clear_status_flags: bool) -> Result<Hid> {
     call("H5Pset_metadata_read_attempts", || unsafe {
         H5Pset_metadata_read_attempts(p.id(), METADATA_READ_ATTEMPTS)
     })?;
-    if clear_status_flags {
-        let mut yes: hbool_t = 1;
-        // SAFETY: "clear_status_flags" is a registered hbool_t property of every file access
-        // list (HDF5 >= 1.10); H5Pset copies the value from the pointer.
-        call("H5Pset(clear_status_flags)", || unsafe {
-            H5Pset(
-                p.id(),
-                c"clear_status_flags".as_ptr(),
-                (&raw mut yes).cast(),
-            )
-        })?;
-    }
     Ok(p)
 }
 
-/// Dataset access: no chunk cache, since raw data never goes through HDF5 (a cache would only
-/// hold stale copies and make flushes rewrite whole chunks).
+/// Dataset access: no chunk cache; raw data never goes through HDF5.
 fn dapl() -> Result<Hid> {
     let p = plist(*H5P_DATASET_ACCESS)?;
     // SAFETY: `p` is a live dataset access property list.
@@ -265,12 +221,14 @@ fn dapl() -> Result<Hid> {
     Ok(p)
 }
 
-/// Dataset creation: storage allocated when the extent is set and never filled, so growth
-/// yields addresses at once and writes nothing but metadata.
-fn dcpl(layout: H5D_layout_t) -> Result<Hid> {
+/// Dataset creation: contiguous storage allocated at creation and never filled, so the dataset
+/// has its file address at once and creating it writes nothing but metadata.
+fn dcpl() -> Result<Hid> {
     let p = plist(*H5P_DATASET_CREATE)?;
     // SAFETY: `p` is a live dataset creation property list.
-    call("H5Pset_layout", || unsafe { H5Pset_layout(p.id(), layout) })?;
+    call("H5Pset_layout", || unsafe {
+        H5Pset_layout(p.id(), H5D_layout_t::H5D_CONTIGUOUS)
+    })?;
     // SAFETY: as above.
     call("H5Pset_alloc_time", || unsafe {
         H5Pset_alloc_time(p.id(), H5D_alloc_time_t::H5D_ALLOC_TIME_EARLY)
@@ -282,24 +240,17 @@ fn dcpl(layout: H5D_layout_t) -> Result<Hid> {
     Ok(p)
 }
 
-pub(super) fn open_file(path: &Path, mode: Mode) -> Result<Hid> {
+/// Opens a file read-only with SWMR read (which works whatever else has the file open); only
+/// to validate it and learn its layout: nobody writes through HDF5 after creation.
+pub(super) fn open_file(path: &Path) -> Result<Hid> {
     let name = cstring(path)?;
-    let fapl = fapl(mode == Mode::ClearFlags)?;
+    let fapl = fapl()?;
     // SAFETY: `name` is NUL-terminated and `fapl` live for the call.
     let file = Hid::new("H5Fopen", H5Fclose, || unsafe {
-        H5Fopen(name.as_ptr(), mode.flags(), fapl.id())
+        H5Fopen(name.as_ptr(), H5F_ACC_RDONLY | H5F_ACC_SWMR_READ, fapl.id())
     })?;
     set_cloexec(&file)?;
     Ok(file)
-}
-
-/// Makes HDF5's dirty metadata reach the OS (not the disk: that is the caller's fsync).
-pub(super) fn flush(file: &Hid) -> Result<()> {
-    // SAFETY: `file` is a live file identifier.
-    call("H5Fflush", || unsafe {
-        H5Fflush(file.id(), H5F_scope_t::H5F_SCOPE_LOCAL)
-    })
-    .map(drop)
 }
 
 /// The descriptor HDF5's sec2 driver opened; valid while `file` is open.
@@ -356,23 +307,45 @@ fn set_cloexec(file: &Hid) -> Result<()> {
 // ---------------------------------------------------------------------------------------------
 // Creation
 
-/// Builds a complete hashdir file at `path` (which must not exist), with `root` in slot 0.
-pub(super) fn create_file(path: &Path, root: &[u8]) -> Result<()> {
+/// Builds a complete hashdir file at `path` (which must not exist): the identity attributes,
+/// `/root` (two slots, `root` written by `slot0` once the layout is known) and `/data` of
+/// `capacity` bytes, both contiguous and allocated now. `/data` is never filled: the file is
+/// that long but takes no disk until the engine writes into it. Nothing in HDF5's metadata
+/// changes after this.
+pub(super) fn create_file(
+    path: &Path,
+    capacity: u64,
+    slot0: impl FnOnce(Layout) -> Vec<u8>,
+) -> Result<Layout> {
     locked(|| {
         let name = cstring(path)?;
-        let fapl = fapl(false)?;
+        let fapl = fapl()?;
         // SAFETY: `name` is NUL-terminated, `fapl` live; EXCL refuses an existing file.
         let file = Hid::new("H5Fcreate", H5Fclose, || unsafe {
             H5Fcreate(name.as_ptr(), H5F_ACC_EXCL, H5P_DEFAULT, fapl.id())
         })?;
         set_cloexec(&file)?;
         write_identity(&file)?;
-        create_root(&file, root)?;
-        create_group(&file, VALUES_GROUP)?;
-        for ds in Ds::all() {
-            create_chunked(&file, ds)?;
-        }
-        file.close()
+        let root = create_contiguous(&file, ROOT_NAME, &[2, ROOT_SLOT as u64])?;
+        let data = create_contiguous(&file, DATA_NAME, &[capacity])?;
+        let layout = layout(&file)?;
+        let mut slots = slot0(layout);
+        slots.resize(2 * ROOT_SLOT, 0);
+        // SAFETY: `slots` holds exactly the dataset's 2*ROOT_SLOT u8 elements (H5S_ALL).
+        call("H5Dwrite(root)", || unsafe {
+            H5Dwrite(
+                root.id(),
+                *H5T_NATIVE_UINT8,
+                0, // H5S_ALL
+                0,
+                H5P_DEFAULT,
+                slots.as_ptr().cast(),
+            )
+        })?;
+        root.close()?;
+        data.close()?;
+        file.close()?;
+        Ok(layout)
     })
 }
 
@@ -431,20 +404,6 @@ fn write_attr(
     attr.close()
 }
 
-fn create_group(file: &Hid, name: &CStr) -> Result<()> {
-    // SAFETY: `file` is live and `name` NUL-terminated.
-    Hid::new("H5Gcreate2", H5Gclose, || unsafe {
-        H5Gcreate2(
-            file.id(),
-            name.as_ptr(),
-            H5P_DEFAULT,
-            H5P_DEFAULT,
-            H5P_DEFAULT,
-        )
-    })?
-    .close()
-}
-
 fn create_dataset(file: &Hid, name: &CStr, space: &Hid, dcpl: &Hid) -> Result<Hid> {
     let dapl = dapl()?;
     // SAFETY: all ids are live and `name` is NUL-terminated.
@@ -461,46 +420,12 @@ fn create_dataset(file: &Hid, name: &CStr, space: &Hid, dcpl: &Hid) -> Result<Hi
     })
 }
 
-/// `/root`: contiguous, so both slots sit at one fixed file address we can pwrite.
-fn create_root(file: &Hid, root: &[u8]) -> Result<()> {
-    let dims = [2, ROOT_SLOT as u64];
-    let space = simple_space(&dims, &dims)?;
-    let dcpl = dcpl(H5D_layout_t::H5D_CONTIGUOUS)?;
-    let dset = create_dataset(file, ROOT_NAME, &space, &dcpl)?;
-    let mut slots = vec![0u8; 2 * ROOT_SLOT];
-    slots[..root.len()].copy_from_slice(root);
-    // SAFETY: `slots` holds exactly the dataset's 2*ROOT_SLOT u8 elements (H5S_ALL).
-    call("H5Dwrite(root)", || unsafe {
-        H5Dwrite(
-            dset.id(),
-            *H5T_NATIVE_UINT8,
-            0, // H5S_ALL
-            0,
-            H5P_DEFAULT,
-            slots.as_ptr().cast(),
-        )
-    })?;
-    dset.close()
-}
-
-fn create_chunked(file: &Hid, ds: Ds) -> Result<()> {
-    let chunk = ds.chunk_dims();
-    let mut max = chunk.to_vec();
-    max[0] = H5S_UNLIMITED;
-    let space = simple_space(&extent(ds, 0), &max)?;
-    let dcpl = dcpl(H5D_layout_t::H5D_CHUNKED)?;
-    // SAFETY: `chunk` holds `chunk.len()` dimensions; `dcpl` is live.
-    call("H5Pset_chunk", || unsafe {
-        H5Pset_chunk(dcpl.id(), chunk.len() as c_int, chunk.as_ptr())
-    })?;
-    create_dataset(file, &ds_name(ds), &space, &dcpl)?.close()
-}
-
-/// Dataset shape holding `n_chunks` whole chunks.
-fn extent(ds: Ds, n_chunks: u64) -> Vec<u64> {
-    let mut dims = ds.chunk_dims().to_vec();
-    dims[0] *= n_chunks;
-    dims
+/// A contiguous u8 dataset of shape `dims`, allocated at creation (so it sits at one fixed
+/// file address, page-aligned by the file's alignment) and never filled.
+fn create_contiguous(file: &Hid, name: &CStr, dims: &[u64]) -> Result<Hid> {
+    let space = simple_space(dims, dims)?;
+    let dcpl = dcpl()?;
+    create_dataset(file, name, &space, &dcpl)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -518,7 +443,9 @@ pub(super) fn check_identity(file: &Hid) -> std::result::Result<(), String> {
     let version = read_uint_attr(file, ATTR_FORMAT)?;
     if version != u64::from(FORMAT_VERSION) {
         return Err(format!(
-            "format version {version} is not supported (this build reads {FORMAT_VERSION})"
+            "format version {version} is not supported (this build reads {FORMAT_VERSION}); \
+             to move the data, run `hashdir dump` with the version that wrote the file and \
+             `hashdir load` with this one (docs/USAGE.md)"
         ));
     }
     let page = read_uint_attr(file, ATTR_PAGE)?;
@@ -614,12 +541,10 @@ fn open_dataset(file: &Hid, name: &CStr) -> Result<Hid> {
     })
 }
 
-/// Shape, chunk shape, layout and filters of a dataset, to check it against the schema.
+/// Shape, layout and element size of a dataset, to check it against the schema.
 struct Geometry {
     dims: Vec<u64>,
-    chunk: Vec<u64>,
     layout: H5D_layout_t,
-    filters: c_int,
     elem_size: usize,
 }
 
@@ -639,20 +564,11 @@ fn geometry(dset: &Hid, name: &str) -> Result<Geometry> {
     let dims = space_dims(&space, name)?;
     // SAFETY: `dcpl` is a live dataset creation property list.
     let layout = locked(|| unsafe { H5Pget_layout(dcpl.id()) });
-    let chunk = if layout == H5D_layout_t::H5D_CHUNKED {
-        chunk_dims(&dcpl)?
-    } else {
-        Vec::new()
-    };
-    // SAFETY: `dcpl` is a live dataset creation property list.
-    let filters = call("H5Pget_nfilters", || unsafe { H5Pget_nfilters(dcpl.id()) })?;
     // SAFETY: `dtype` is a live datatype.
     let elem_size = locked(|| unsafe { H5Tget_size(dtype.id()) });
     Ok(Geometry {
         dims,
-        chunk,
         layout,
-        filters,
         elem_size,
     })
 }
@@ -673,209 +589,49 @@ fn space_dims(space: &Hid, name: &str) -> Result<Vec<u64>> {
     Ok(dims)
 }
 
-fn chunk_dims(dcpl: &Hid) -> Result<Vec<u64>> {
-    let mut chunk = [0u64; MAX_RANK];
-    // SAFETY: `chunk` has room for the MAX_RANK entries we allow HDF5 to write.
-    let rank = call("H5Pget_chunk", || unsafe {
-        H5Pget_chunk(dcpl.id(), MAX_RANK as c_int, chunk.as_mut_ptr())
-    })? as usize;
-    Ok(chunk[..rank.min(MAX_RANK)].to_vec())
-}
-
 fn layout_error(name: &str, detail: String) -> Error {
     Error::corrupt("dataset layout", 0, format!("/{name}: {detail}"))
 }
 
-/// File offset of `/root` slot 0, after checking the dataset matches the schema.
-pub(super) fn root_offset(file: &Hid) -> Result<u64> {
-    let dset = open_dataset(file, ROOT_NAME).map_err(|e| layout_error("root", e.to_string()))?;
-    let g = geometry(&dset, "root")?;
-    let want = [2, ROOT_SLOT as u64];
-    if g.layout != H5D_layout_t::H5D_CONTIGUOUS || g.dims != want || g.elem_size != 1 {
+/// The file offset of a contiguous u8 dataset whose shape passes `shape_ok`, and its bytes.
+fn contiguous(file: &Hid, name: &CStr, shape_ok: impl Fn(&[u64]) -> bool) -> Result<(u64, u64)> {
+    let shown = name.to_string_lossy();
+    let dset = open_dataset(file, name).map_err(|e| layout_error(&shown, e.to_string()))?;
+    let g = geometry(&dset, &shown)?;
+    if g.layout != H5D_layout_t::H5D_CONTIGUOUS || !shape_ok(&g.dims) || g.elem_size != 1 {
         let detail = format!(
             "{:?} {:?} of {}-byte elements",
             g.layout, g.dims, g.elem_size
         );
-        return Err(layout_error("root", detail));
+        return Err(layout_error(&shown, detail));
     }
     // SAFETY: `dset` is a live dataset.
     let addr: haddr_t = locked(|| unsafe { H5Dget_offset(dset.id()) });
-    if addr == HADDR_UNDEF {
-        return Err(layout_error("root", "no storage allocated".to_owned()));
+    if addr == HADDR_UNDEF || addr % PAGE as u64 != 0 {
+        return Err(layout_error(&shown, format!("storage at {addr:#x}")));
     }
-    Ok(addr)
+    Ok((addr, g.dims.iter().product()))
 }
 
-/// Opens a chunked dataset, checks it against the schema, and returns it with its chunk count.
-pub(super) fn open_chunked(file: &Hid, ds: Ds) -> Result<(Hid, u64)> {
-    let name = ds.name();
-    let dset = open_dataset(file, &ds_name(ds)).map_err(|e| layout_error(&name, e.to_string()))?;
-    let g = geometry(&dset, &name)?;
-    let chunk = ds.chunk_dims();
-    let shape_ok = g.dims.len() == chunk.len() && g.dims[1..] == chunk[1..];
-    let whole_chunks = shape_ok && g.dims[0] % chunk[0] == 0;
-    if g.layout != H5D_layout_t::H5D_CHUNKED
-        || g.chunk != chunk
-        || g.filters != 0
-        || g.elem_size != 1
-        || !whole_chunks
-    {
-        let detail = format!(
-            "{:?} shape {:?} chunk {:?}, {} filters, {}-byte elements",
-            g.layout, g.dims, g.chunk, g.filters, g.elem_size
-        );
-        return Err(layout_error(&name, detail));
-    }
-    let n_chunks = g.dims[0] / chunk[0];
-    if n_chunks > MAX_CHUNKS {
-        return Err(layout_error(&name, format!("{n_chunks} chunks")));
-    }
-    Ok((dset, n_chunks))
+/// Where hashdir's bytes are in a file that passed `check_identity`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Layout {
+    /// File offset of `/root` slot 0 (slot 1 follows it).
+    pub root: u64,
+    /// File offset and bytes of `/data`.
+    pub data: u64,
+    pub capacity: u64,
 }
 
-/// Sets the extent of `ds` to `n_chunks` whole chunks (early allocation allocates them now).
-pub(super) fn set_extent(dset: &Hid, ds: Ds, n_chunks: u64) -> Result<()> {
-    let dims = extent(ds, n_chunks);
-    // SAFETY: `dims` holds the dataset's rank of entries.
-    call("H5Dset_extent", || unsafe {
-        H5Dset_extent(dset.id(), dims.as_ptr())
+/// The offsets of `/root` and `/data`, after checking both match the schema.
+pub(super) fn layout(file: &Hid) -> Result<Layout> {
+    let (root, _) = contiguous(file, ROOT_NAME, |d| d == [2, ROOT_SLOT as u64])?;
+    let (data, capacity) = contiguous(file, DATA_NAME, |d| {
+        d.len() == 1 && d[0] % SEGMENT == 0 && (MIN_CAPACITY..=MAX_CAPACITY).contains(&d[0])
+    })?;
+    Ok(Layout {
+        root,
+        data,
+        capacity,
     })
-    .map(drop)
-}
-
-/// What the chunk iteration callback collects; filled without panicking (it runs inside C).
-struct ChunkScan {
-    chunk0: u64,
-    chunk_bytes: u64,
-    found: Vec<(u64, u64)>,
-    /// First chunk that is not a plain, whole, unfiltered chunk: (coordinate, mask, size).
-    bad: Option<(u64, c_uint, u64)>,
-}
-
-unsafe extern "C" fn scan_chunk(
-    offset: *const hsize_t,
-    filter_mask: c_uint,
-    addr: haddr_t,
-    size: hsize_t,
-    op_data: *mut c_void,
-) -> c_int {
-    // SAFETY: `op_data` is the `ChunkScan` that `scan_chunks` passed, exclusively borrowed for
-    // the iteration; `offset` points to the chunk's coordinates (rank >= 1).
-    let (scan, first) = unsafe { (&mut *op_data.cast::<ChunkScan>(), *offset) };
-    if filter_mask != 0 || size != scan.chunk_bytes || first % scan.chunk0 != 0 {
-        scan.bad = Some((first, filter_mask, size));
-        return 1; // H5_ITER_STOP
-    }
-    scan.found.push((first / scan.chunk0, addr));
-    0 // H5_ITER_CONT
-}
-
-fn index_error(ds: Ds, detail: String) -> Error {
-    Error::corrupt("chunk index", 0, format!("/{}: {detail}", ds.name()))
-}
-
-/// Every chunk in the index of `ds` as (chunk index, address), sorted by index. The index may
-/// hold chunks beyond the extent (see `repair_after_crash`).
-fn scan_chunks(dset: &Hid, ds: Ds) -> Result<Vec<(u64, u64)>> {
-    let chunk = ds.chunk_dims();
-    let mut scan = ChunkScan {
-        chunk0: chunk[0],
-        chunk_bytes: chunk.iter().product(),
-        found: Vec::new(),
-        bad: None,
-    };
-    // SAFETY: `scan` outlives the call and is only touched by `scan_chunk` during it.
-    call("H5Dchunk_iter", || unsafe {
-        H5Dchunk_iter(
-            dset.id(),
-            H5P_DEFAULT,
-            Some(scan_chunk),
-            (&raw mut scan).cast(),
-        )
-    })?;
-    if let Some((coord, mask, size)) = scan.bad {
-        let detail = format!("chunk at {coord}: filter mask {mask:#x}, {size} bytes");
-        return Err(index_error(ds, detail));
-    }
-    scan.found.sort_unstable();
-    Ok(scan.found)
-}
-
-/// How many chunks, from index 0 on, are present without a hole.
-fn dense_prefix(found: &[(u64, u64)]) -> u64 {
-    found
-        .iter()
-        .enumerate()
-        .take_while(|&(i, &(idx, _))| idx == i as u64)
-        .count() as u64
-}
-
-/// File address of chunks `0..n_chunks` of `ds`, which must all exist. Chunks beyond the
-/// extent (left by a growth a crash interrupted) are ignored: growing over them replaces them.
-pub(super) fn chunk_addrs(dset: &Hid, ds: Ds, n_chunks: u64) -> Result<Vec<u64>> {
-    let found = scan_chunks(dset, ds)?;
-    let dense = dense_prefix(&found);
-    if dense < n_chunks {
-        let detail = format!("chunk {dense} of {n_chunks} is missing from the index");
-        return Err(index_error(ds, detail));
-    }
-    let n = n_chunks as usize;
-    Ok(found[..n].iter().map(|&(_, addr)| addr).collect())
-}
-
-// ---------------------------------------------------------------------------------------------
-// Recovery
-
-// Not declared by hdf5-sys; both exist since HDF5 1.10.0.
-unsafe extern "C" {
-    fn H5Fget_eoa(file_id: hid_t, eoa: *mut haddr_t) -> herr_t;
-    fn H5Fincrement_filesize(file_id: hid_t, increment: hsize_t) -> herr_t;
-}
-
-/// End of everything the file's metadata records as allocated: the end-of-allocation (EOA)
-/// and every chunk in every chunk index (including chunks beyond an extent).
-///
-/// Works on a file opened with `Mode::Inspect`, which (unlike read-write opens) does not
-/// refuse a file shorter than its recorded EOA.
-pub(super) fn allocated_end(file: &Hid) -> Result<u64> {
-    let mut eoa: haddr_t = 0;
-    // SAFETY: `file` is live and `eoa` a valid out-pointer.
-    call("H5Fget_eoa", || unsafe { H5Fget_eoa(file.id(), &mut eoa) })?;
-    let mut end = eoa;
-    for ds in Ds::all() {
-        let (dset, _) = open_chunked(file, ds)?;
-        let bytes: u64 = ds.chunk_dims().iter().product();
-        let found = scan_chunks(&dset, ds)?;
-        let last = found.iter().map(|&(_, addr)| addr + bytes).max();
-        end = end.max(last.unwrap_or(0));
-    }
-    Ok(end)
-}
-
-/// Repairs what a writer killed in the middle of a growth step can leave behind, on a file
-/// opened with `Mode::ClearFlags` after the caller extended it to `allocated_end`.
-///
-/// HDF5 writes its metadata in no particular order, so a kill inside `grow` (before its flush
-/// completed) can persist any subset of: the new extent, the new chunk index entries, the new
-/// EOA in the superblock, the file extension. Seen in tests: index entries beyond the extent,
-/// chunks inside the extent past the recorded EOA (HDF5 would hand that space out again), and
-/// a recorded EOA past the end of the file (HDF5 then refuses read-write opens). The engine
-/// never used those chunks (grow had not returned), so:
-/// - the EOA is raised to the file's length, past every recorded chunk and every byte HDF5
-///   wrote, so nothing recorded is ever allocated twice (the unfinished step's space may leak);
-/// - an extent reaching past a hole in the chunk index is cut back to the hole.
-pub(super) fn repair_after_crash(file: &Hid) -> Result<()> {
-    // SAFETY: `file` is a live file opened read-write; HDF5 sets EOA = max(EOA, EOF) + 0.
-    call("H5Fincrement_filesize", || unsafe {
-        H5Fincrement_filesize(file.id(), 0)
-    })?;
-    for ds in Ds::all() {
-        let (dset, n) = open_chunked(file, ds)?;
-        let dense = dense_prefix(&scan_chunks(&dset, ds)?);
-        if dense < n {
-            set_extent(&dset, ds, dense)?;
-        }
-        dset.close()?;
-    }
-    Ok(())
 }

@@ -1,24 +1,28 @@
-//! The reader table: a small shared-memory file next to the data file (`<path>.readers`) where
-//! each reader announces the root epochs it holds views of, so the writer reuses freed
-//! space only once no live reader can still be reading it (LMDB keeps its reader table in
-//! `lock.mdb` the same way).
+//! The reader table: a small file next to the data file (`<path>.readers`) where each reader
+//! announces the root epochs it holds views of, so the writer reuses freed space only once no
+//! live reader can still be reading it (LMDB keeps its reader table in `lock.mdb` the same way).
 //!
 //! Layout (all little-endian): a 64-byte header — magic `"HDREADR1"`, slot count u32 — then
-//! `SLOTS` slots of 64 bytes (one cache line each): pin u64 (0 = pins nothing, else root
-//! epoch + 1), pid u32. A slot belongs to whoever holds an OFD write lock on its 64 bytes; the lock
-//! dies with its owner, so the writer ignores (and clears) pins whose slot nobody holds. The
-//! file holds no data: deleting it while no process has the data file open loses nothing.
+//! `SLOTS` slots of 64 bytes: pin u64 (0 = pins nothing, else root epoch + 1), pid u32. A slot
+//! belongs to whoever holds an OFD write lock on its 64 bytes; the lock dies with its owner, so
+//! the writer ignores (and clears) pins whose slot nobody holds. The file holds no data:
+//! deleting it while no process has the data file open loses nothing.
 //!
-//! When the table cannot be opened for writing (a read-only directory or file system) readers
-//! run without pins and rely on validation and retry alone.
+//! The table is read and written with `pread`/`pwrite`, never through a mapping: a store into a
+//! shared mapping of a file on a full disk (or one another process shortened) kills the
+//! process with SIGBUS, where a `pwrite` returns an error. A pin is written when a reader moves
+//! to a new root, and the writer reads the table before it reuses space: both rare next to
+//! lookups, which never touch it. The table's blocks are allocated when it is created
+//! (`posix_fallocate`), so pins never need new disk space.
+//!
+//! When the table cannot be opened or allocated for writing (a read-only directory or file
+//! system, a full disk) readers run without pins and rely on validation and retry alone.
 
 use std::fs::{File, OpenOptions};
 use std::io;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::ptr::NonNull;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
@@ -33,17 +37,10 @@ const BYTES: usize = SLOT * (SLOTS + 1);
 
 pub struct ReaderTable {
     file: File,
-    base: NonNull<u8>,
     path: PathBuf,
     /// Slots this table's descriptor holds (OFD locks do not conflict within one descriptor).
     claimed: Mutex<Vec<bool>>,
 }
-
-// SAFETY: the mapping is only accessed through atomics (pins) and plain byte copies into slots
-// this process owns; it is unmapped once, on drop.
-unsafe impl Send for ReaderTable {}
-// SAFETY: as above.
-unsafe impl Sync for ReaderTable {}
 
 /// A claimed slot: one pinned root of a reader. Released (pin cleared, lock dropped) on drop.
 pub struct Slot {
@@ -58,9 +55,14 @@ pub fn table_path(path: &Path) -> PathBuf {
     PathBuf::from(p)
 }
 
+fn pin_at(idx: usize) -> u64 {
+    ((idx + 1) * SLOT) as u64
+}
+
 impl ReaderTable {
-    /// Opens (creating it if needed) the table of the data file at `path`; `None` when it cannot
-    /// be written here (permissions, read-only file system) or is not a reader table.
+    /// Opens (creating it if needed) the table of the data file at `path`; `None` when it
+    /// cannot be written here (permissions, read-only file system, no space) or is not a
+    /// reader table.
     pub fn open(path: &Path) -> Result<Option<Arc<ReaderTable>>> {
         let path = table_path(path);
         let file = match OpenOptions::new()
@@ -76,62 +78,49 @@ impl ReaderTable {
             Err(e) if unusable(&e) => return Ok(None),
             Err(e) => return Err(Error::io("open", &path, e)),
         };
-        let len = file
-            .metadata()
-            .map_err(|e| Error::io("fstat", &path, e))?
-            .len();
-        if len < BYTES as u64 {
-            // Concurrent creators all extend to the same size; zeros are a valid empty table.
-            if let Err(e) = file.set_len(BYTES as u64) {
-                return if unusable(&e) {
-                    Ok(None)
-                } else {
-                    Err(Error::io("ftruncate", &path, e))
-                };
-            }
+        // Concurrent creators all allocate the same size; zeros are a valid empty table.
+        // SAFETY: a valid descriptor for the call; posix_fallocate reads no memory of ours.
+        let rc = unsafe { libc::posix_fallocate(file.as_raw_fd(), 0, BYTES as libc::off_t) };
+        if rc != 0 {
+            let e = io::Error::from_raw_os_error(rc);
+            return match unusable(&e) {
+                true => Ok(None),
+                false => Err(Error::io("posix_fallocate", &path, e)),
+            };
         }
-        let base = map(&file, &path)?;
         let t = ReaderTable {
             file,
-            base,
             path,
             claimed: Mutex::new(vec![false; SLOTS]),
         };
-        if !t.stamp() {
-            return Ok(None);
+        match t.stamp() {
+            Ok(true) => Ok(Some(Arc::new(t))),
+            Ok(false) => Ok(None),
+            Err(e) if unusable(&e) => Ok(None),
+            Err(e) => Err(Error::io("reader table", &t.path, e)),
         }
-        Ok(Some(Arc::new(t)))
     }
 
     /// Writes the header of a new table; false when the file is something else.
-    fn stamp(&self) -> bool {
+    fn stamp(&self) -> io::Result<bool> {
+        let mut want = [0u8; 12];
+        want[..8].copy_from_slice(MAGIC);
+        want[8..].copy_from_slice(&(SLOTS as u32).to_le_bytes());
         let mut hdr = [0u8; 12];
-        hdr[..8].copy_from_slice(MAGIC);
-        hdr[8..].copy_from_slice(&(SLOTS as u32).to_le_bytes());
-        let word = self.word(0);
-        let magic = u64::from_le_bytes(*MAGIC);
-        match word.compare_exchange(0, magic, Ordering::SeqCst, Ordering::SeqCst) {
-            Ok(_) => {
-                self.word(1).store(SLOTS as u64, Ordering::SeqCst);
-                true
-            }
-            Err(found) => found == magic,
+        self.file.read_exact_at(&mut hdr, 0)?;
+        if hdr == [0; 12] {
+            // Two creators write the same bytes.
+            self.file.write_all_at(&want, 0)?;
+            self.file.read_exact_at(&mut hdr, 0)?;
         }
+        Ok(hdr == want)
     }
 
-    /// The 8-byte word `i` of the mapping.
-    fn word(&self, i: usize) -> &AtomicU64 {
-        debug_assert!(i < BYTES / 8);
-        // SAFETY: the mapping is BYTES long, page-aligned and lives as long as `self`; word `i`
-        // is in bounds and 8-aligned, and every access to shared words is atomic.
-        unsafe { &*self.base.as_ptr().add(8 * i).cast::<AtomicU64>() }
+    fn write_pin(&self, idx: usize, pin: u64) -> io::Result<()> {
+        self.file.write_all_at(&pin.to_le_bytes(), pin_at(idx))
     }
 
-    fn pin_word(&self, idx: usize) -> &AtomicU64 {
-        self.word((idx + 1) * SLOT / 8)
-    }
-
-    /// Claims a free slot; `None` when all are taken.
+    /// Claims a free slot; `None` when all are taken (or the table cannot be written).
     pub fn claim(self: &Arc<Self>) -> Option<Slot> {
         let mut claimed = self.claimed.lock();
         let start = std::process::id() as usize % SLOTS;
@@ -140,10 +129,13 @@ impl ReaderTable {
             if claimed[idx] || lock_slot(&self.file, idx, libc::F_WRLCK).is_err() {
                 continue;
             }
+            let mut slot = [0u8; 12];
+            slot[8..].copy_from_slice(&std::process::id().to_le_bytes());
+            if self.file.write_all_at(&slot, pin_at(idx)).is_err() {
+                let _ = lock_slot(&self.file, idx, libc::F_UNLCK);
+                return None;
+            }
             claimed[idx] = true;
-            self.pin_word(idx).store(0, Ordering::SeqCst);
-            self.word((idx + 1) * SLOT / 8 + 1)
-                .store(std::process::id() as u64, Ordering::Relaxed);
             return Some(Slot {
                 table: self.clone(),
                 idx,
@@ -155,16 +147,22 @@ impl ReaderTable {
     /// The oldest root epoch a live reader is reading under, if any. Pins of readers that died
     /// (their slot lock is gone) are cleared. For the writer's table, which claims no slots:
     /// OFD locks of this very descriptor do not show as held, so its own pins would be cleared.
+    /// A table that cannot be read counts as pinning everything (epoch 0): holding space back
+    /// is safe, reusing it might not be.
     pub fn oldest(&self) -> Option<u64> {
+        let mut all = vec![0u8; BYTES];
+        if self.file.read_exact_at(&mut all, 0).is_err() {
+            return Some(0);
+        }
         let mut oldest: Option<u64> = None;
         for idx in 0..SLOTS {
-            let w = self.pin_word(idx);
-            let pin = w.load(Ordering::SeqCst);
+            let at = pin_at(idx) as usize;
+            let pin = u64::from_le_bytes(all[at..at + 8].try_into().expect("8 bytes"));
             if pin == 0 {
                 continue;
             }
             if !held(&self.file, idx) {
-                let _ = w.compare_exchange(pin, 0, Ordering::SeqCst, Ordering::SeqCst);
+                let _ = self.write_pin(idx, 0);
                 continue;
             }
             oldest = Some(oldest.map_or(pin - 1, |o| o.min(pin - 1)));
@@ -177,28 +175,16 @@ impl ReaderTable {
     }
 }
 
-impl Drop for ReaderTable {
-    fn drop(&mut self) {
-        // SAFETY: `base` came from a successful mmap of BYTES bytes and is unmapped only here;
-        // no `Slot` outlives the table (each holds an Arc to it).
-        unsafe {
-            libc::munmap(self.base.as_ptr().cast(), BYTES);
-        }
-    }
-}
-
 impl Slot {
-    /// Announces that its owner reads under root `epoch` (or a later one) from now on.
-    #[inline]
-    pub fn pin(&self, epoch: u64) {
-        self.table
-            .pin_word(self.idx)
-            .store(epoch + 1, Ordering::SeqCst);
+    /// Announces that its owner reads under root `epoch` (or a later one) from now on. A pin
+    /// that cannot be written leaves the slot pinning its earlier root or nothing; `false`
+    /// then, and the caller must read as an unpinned reader does.
+    pub fn pin(&self, epoch: u64) -> bool {
+        self.table.write_pin(self.idx, epoch + 1).is_ok()
     }
 
-    #[inline]
     pub fn unpin(&self) {
-        self.table.pin_word(self.idx).store(0, Ordering::Release);
+        let _ = self.table.write_pin(self.idx, 0);
     }
 }
 
@@ -213,27 +199,13 @@ impl Drop for Slot {
 fn unusable(e: &io::Error) -> bool {
     matches!(
         e.raw_os_error(),
-        Some(libc::EACCES) | Some(libc::EPERM) | Some(libc::EROFS)
+        Some(libc::EACCES)
+            | Some(libc::EPERM)
+            | Some(libc::EROFS)
+            | Some(libc::ENOSPC)
+            | Some(libc::EDQUOT)
+            | Some(libc::EOPNOTSUPP)
     )
-}
-
-fn map(file: &File, path: &Path) -> Result<NonNull<u8>> {
-    // SAFETY: a fresh shared read-write mapping chosen by the kernel (addr null) of a file we
-    // just made at least BYTES long; no existing memory is affected.
-    let p = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            BYTES,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_SHARED,
-            file.as_raw_fd(),
-            0,
-        )
-    };
-    if p == libc::MAP_FAILED {
-        return Err(Error::io("mmap", path, io::Error::last_os_error()));
-    }
-    NonNull::new(p.cast()).ok_or_else(|| Error::io("mmap", path, io::Error::other("null map")))
 }
 
 fn slot_lock(idx: usize, kind: libc::c_int) -> libc::flock {
@@ -241,7 +213,7 @@ fn slot_lock(idx: usize, kind: libc::c_int) -> libc::flock {
     let mut fl: libc::flock = unsafe { std::mem::zeroed() };
     fl.l_type = kind as libc::c_short;
     fl.l_whence = libc::SEEK_SET as libc::c_short;
-    fl.l_start = ((idx + 1) * SLOT) as libc::off_t;
+    fl.l_start = pin_at(idx) as libc::off_t;
     fl.l_len = SLOT as libc::off_t;
     fl
 }

@@ -1,0 +1,250 @@
+//! What the writer's two threads share — the committing thread (`writer`) and the background
+//! worker (`worker`: flushes and merges) — and the one way a new root reaches the file.
+//!
+//! Publishing root `e`:
+//! 1. the free lists are written if they changed (new pages; the old ones are freed by `e`);
+//! 2. `fdatasync`, unless `e` references nothing that is not already durable (a log switch)
+//!    and root `e - 1`, in the other slot, is durable: the pages a root references must be
+//!    durable before the root can be, and a slot is overwritten only while the other slot
+//!    holds a durable root, so a torn or lost slot write always leaves a durable root behind;
+//! 3. the slot `e % 2` is written;
+//! 4. for a durable publish, `fdatasync` again: root `e` is durable. Only then does the space
+//!    it freed become reusable (once no pinned reader reads under an older root), so a power
+//!    cut never finds a durable root whose space was rewritten.
+//!
+//! A failed `fdatasync` is fatal to the writer: the kernel may have dropped the dirty pages
+//! and report success to a later sync, so nothing after it can be trusted to be durable. The
+//! writer refuses all work from then on; reopening the file recovers from what is durable.
+
+use super::failpoint;
+use super::space::{Run, Space};
+use super::table::write::Alloc;
+use crate::error::{Error, Result};
+use crate::format::array::ArrayRef;
+use crate::format::layout::{PAGE, ROOT_SLOT, SEGMENT};
+use crate::format::page::Page;
+use crate::format::root::{Root, Span};
+use crate::store::{Positional, ReaderTable, WriterFile};
+use parking_lot::{Condvar, Mutex};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use super::array::{self, Sink};
+use super::oplog::OpLog;
+
+pub struct Core {
+    pub file: WriterFile,
+    pub readers: Option<Arc<ReaderTable>>,
+    pub st: Mutex<State>,
+    /// Signalled whenever the state changes in a way the other thread may be waiting for.
+    pub cv: Condvar,
+    /// A sealed log waits for the worker (checked between merge steps without the lock).
+    pub sealed: AtomicBool,
+}
+
+pub struct State {
+    /// The last root published.
+    pub root: Root,
+    /// The newest root known durable.
+    pub durable: u64,
+    pub space: Space,
+    /// The ops of `root.sealed`, for the worker to turn into a delta table.
+    pub sealed_ops: Option<OpLog>,
+    /// Why the writer refuses work (a failed sync, a failed background step).
+    pub broken: Option<String>,
+    /// The worker is to stop at its next step boundary.
+    pub stop: bool,
+    /// Someone waits for every delta table to be merged into the base.
+    pub compact: bool,
+    /// The worker has nothing to do.
+    pub idle: bool,
+    /// Log size for the next log the worker sets aside (0: automatic).
+    pub log_bytes: u64,
+}
+
+/// How a root is published.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// A log switch: references nothing new; not made durable (the next sync or durable
+    /// publish does).
+    Switch,
+    /// Everything else: references new pages; durable when it returns.
+    Durable,
+}
+
+/// Space a root stops referencing.
+#[derive(Default)]
+pub struct Frees {
+    pub runs: Vec<Run>,
+    pub pages: Vec<u64>,
+}
+
+impl Core {
+    /// Marks the writer unusable (first reason wins) and wakes whoever waits.
+    pub fn fail(&self, st: &mut State, why: String) {
+        st.broken.get_or_insert(why);
+        self.cv.notify_all();
+    }
+
+    /// The error a refused call reports.
+    pub fn refused(&self, why: &str) -> Error {
+        Error::io(
+            "writer",
+            self.file.path(),
+            std::io::Error::other(format!(
+                "unusable after an earlier failure ({why}); reopen the file: every durable batch is kept"
+            )),
+        )
+    }
+
+    /// fdatasync; a failure breaks the writer.
+    pub fn sync(&self, st: &mut State) -> Result<()> {
+        match self.file.sync() {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                self.fail(st, format!("fdatasync failed: {e}"));
+                Err(e)
+            }
+        }
+    }
+
+    /// Publishes `next` (its epoch and free lists are set here) with `frees` applied.
+    pub fn publish(&self, st: &mut State, mut next: Root, frees: Frees, mode: Mode) -> Result<()> {
+        if let Some(why) = &st.broken {
+            return Err(self.refused(why));
+        }
+        let epoch = st.root.epoch + 1;
+        next.epoch = epoch;
+        for (off, n) in frees.runs {
+            st.space.free(off, n);
+        }
+        for p in frees.pages {
+            st.space.free_page(p);
+        }
+        let wrote = mode == Mode::Durable;
+        match mode {
+            Mode::Durable => self.write_lists(st, &mut next, epoch)?,
+            Mode::Switch => {
+                next.free_segments = st.root.free_segments;
+                next.free_pages = st.root.free_pages;
+                next.segments_used = st.root.segments_used;
+                next.lists = st.root.lists;
+            }
+        }
+        if wrote || st.durable < st.root.epoch {
+            self.sync(st)?;
+            st.durable = st.durable.max(st.root.epoch);
+        }
+        failpoint::hit("publish.synced");
+        let slot = self.file.root_offset() + (epoch % 2) * ROOT_SLOT as u64;
+        let bytes = next.encode();
+        if cfg!(feature = "failpoints") && failpoint::armed("publish.root_torn") {
+            // A torn root slot: its first part reaches the file, then the process dies.
+            self.file.write_at(slot, &bytes[..ROOT_SLOT / 8])?;
+            failpoint::hit("publish.root_torn");
+        }
+        if let Err(e) = self.file.write_at(slot, &bytes) {
+            // The slot may be half written; the other slot holds a durable root, but this
+            // handle can no longer tell which root the file has.
+            self.fail(st, format!("writing root {epoch} failed: {e}"));
+            return Err(e);
+        }
+        failpoint::hit("publish.root_written");
+        st.root = next;
+        st.space.publish(epoch);
+        if mode == Mode::Durable {
+            self.sync(st)?;
+            st.durable = epoch;
+        }
+        self.release(st)?;
+        self.cv.notify_all();
+        Ok(())
+    }
+
+    /// Writes the free lists for root `epoch` into `next`, in the list area of its parity
+    /// (which no root after the one before it reads), growing the area first if the lists
+    /// would not fit.
+    fn write_lists(&self, st: &mut State, next: &mut Root, epoch: u64) -> Result<()> {
+        let side = (epoch % 2) as usize;
+        loop {
+            let runs: Vec<u64> = st.space.listed_runs().into_iter().flat_map(|(o, n)| [o, n]).collect();
+            let pages = st.space.listed_pages();
+            let need = (array::fresh_pages(runs.len() as u64) + array::fresh_pages(pages.len() as u64)) as u64;
+            let area = next.lists[side];
+            if need * PAGE_BYTES > area.bytes {
+                // A larger area, with room to grow; the old one was last used two roots ago.
+                let segs = (2 * need * PAGE_BYTES).div_ceil(SEGMENT).max(1);
+                let off = st.space.alloc(segs)?;
+                st.space.free(area.offset, area.bytes / SEGMENT);
+                next.lists[side] = Span {
+                    offset: off,
+                    bytes: segs * SEGMENT,
+                };
+                continue; // the lists changed
+            }
+            let mut at = area.offset;
+            let mut alloc = || -> Result<(u64, u64)> {
+                at += PAGE_BYTES;
+                Ok((at - PAGE_BYTES, epoch))
+            };
+            let mut out: Vec<(u64, Box<Page>)> = Vec::new();
+            let (seg_ref, _) = array::write(&runs, &mut Sink { alloc: &mut alloc, out: &mut out })?;
+            let (page_ref, _) = array::write(&pages, &mut Sink { alloc: &mut alloc, out: &mut out })?;
+            for (off, p) in &out {
+                self.file.write_at(*off, &p[..])?;
+            }
+            next.free_segments = seg_ref;
+            next.free_pages = page_ref;
+            next.segments_used = st.space.used;
+            return Ok(());
+        }
+    }
+
+    /// Makes reusable what durable roots freed and no pinned reader can read, and gives the
+    /// segments among it back to the filesystem.
+    pub fn release(&self, st: &mut State) -> Result<()> {
+        let oldest = self.readers.as_ref().and_then(|t| t.oldest());
+        let upto = st.durable.min(oldest.unwrap_or(u64::MAX));
+        st.space.release(upto);
+        for (off, n) in st.space.take_released() {
+            // A filesystem without hole punching keeps the bytes; nothing depends on it.
+            let _ = self.file.punch(off, n * crate::format::layout::SEGMENT);
+        }
+        Ok(())
+    }
+
+    pub fn wake(&self) {
+        self.cv.notify_all();
+    }
+
+    pub fn sealed_waiting(&self) -> bool {
+        self.sealed.load(Ordering::Acquire)
+    }
+}
+
+/// The worker's allocator: space from the shared state, stamped with the epoch after the last
+/// published root (larger than that of anything written before at the same place, since
+/// space is reused only after the root that freed it).
+pub struct CoreAlloc<'a>(pub &'a Core);
+
+impl Alloc for CoreAlloc<'_> {
+    fn segments(&mut self, n: u64) -> Result<(u64, u64)> {
+        let mut st = self.0.st.lock();
+        let off = st.space.alloc(n)?;
+        Ok((off, st.root.epoch + 1))
+    }
+
+    fn page(&mut self) -> Result<(u64, u64)> {
+        let mut st = self.0.st.lock();
+        let off = st.space.alloc_page()?;
+        Ok((off, st.root.epoch + 1))
+    }
+}
+
+/// The pages an array takes, read from the file (to free an array a root stops using).
+pub fn array_pages(file: &WriterFile, aref: ArrayRef, max_epoch: u64) -> Result<Vec<u64>> {
+    let shape = super::source::settled(array::shape(file, aref, max_epoch))?;
+    Ok(shape.pages().collect())
+}
+
+const PAGE_BYTES: u64 = PAGE as u64;

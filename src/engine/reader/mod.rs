@@ -1,0 +1,292 @@
+//! Readers: a snapshot of the newest root (its tables' directories cached, the log frames that
+//! followed it applied as overlays), lookups from a read-only mapping — no HDF5 call, no
+//! syscall and no global lock on the lookup path. While any view of a root is alive, a
+//! reader-table slot pins it (the writer then reuses none of its space), so a table page is
+//! validated in full (checksum, epoch, range, the epoch its directory item names) the first
+//! time the root's views read it and after that read in place: only its header, tags and the
+//! matching entry. Without a slot (table full or read-only) every page is copied and
+//! validated on every read, and one that fails because the writer reused it makes the reader
+//! refresh and retry.
+
+mod hold;
+mod snap;
+mod view;
+
+use super::options::{Options, Stats};
+use super::source::{Fault, Res};
+use crate::error::{Error, Result};
+use crate::store::{ReadFile, ReaderTable};
+use crate::{Key, Value};
+use hold::Hold;
+use parking_lot::{Mutex, RwLock};
+use snap::Snap;
+use std::cell::RefCell;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::Instant;
+
+/// Tries per key before a page that keeps failing validation is reported as corrupt.
+const RETRIES: usize = 4;
+/// Readers whose snapshot a thread keeps a copy of.
+const CACHED_READERS: usize = 4;
+
+thread_local! {
+    /// What this thread keeps of the readers it used last.
+    static SNAPS: RefCell<Vec<Cached>> = const { RefCell::new(Vec::new()) };
+}
+
+/// A thread's copy of a reader's snapshot.
+struct Cached {
+    id: u64,
+    gen: u64,
+    snap: Arc<Snap>,
+}
+
+pub struct Reader {
+    /// Unique for the life of the process (addresses are reused after close).
+    id: u64,
+    file: ReadFile,
+    /// Where this reader pins the roots it reads so the writer holds that space back.
+    table: Option<Arc<ReaderTable>>,
+    /// Every pin this reader made: closing releases those that threads' caches still hold.
+    holds: Mutex<Vec<Weak<Hold>>>,
+    snap: RwLock<Arc<Snap>>,
+    /// Bumped after `snap` changes; threads keep their copy of `snap` while it is unchanged.
+    gen: AtomicU64,
+    refreshing: Mutex<()>,
+    interval_ms: u64,
+    born: Instant,
+    last_refresh_ms: AtomicU64,
+}
+
+impl Reader {
+    pub fn open(path: &Path, opts: &Options) -> Result<Reader> {
+        let file = ReadFile::open(path)?;
+        let table = ReaderTable::open(path)?;
+        let snap = Snap::load(&file, None, table.as_ref()).map_err(|f| stale_to_corrupt(f, "root"))?;
+        static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+        Ok(Reader {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            file,
+            table,
+            holds: Mutex::new(snap.hold.iter().map(Arc::downgrade).collect()),
+            snap: RwLock::new(Arc::new(snap)),
+            gen: AtomicU64::new(0),
+            refreshing: Mutex::new(()),
+            interval_ms: opts.refresh_interval_ms as u64,
+            born: Instant::now(),
+            last_refresh_ms: AtomicU64::new(0),
+        })
+    }
+
+    fn snapshot(&self) -> Arc<Snap> {
+        self.snap.read().clone()
+    }
+
+    /// Runs `f` on this thread's copy of the current snapshot: while the snapshot is unchanged
+    /// a lookup writes no shared cache line (no lock, no reference count), so threads scale.
+    fn with_snap<T>(&self, f: impl FnOnce(&Snap) -> T) -> T {
+        let gen = self.gen.load(Ordering::Acquire);
+        SNAPS.with(|cache| {
+            let mut cache = cache.borrow_mut();
+            let at = match cache.iter().position(|e| e.id == self.id) {
+                Some(at) if cache[at].gen == gen => at,
+                Some(at) => {
+                    cache[at] = self.cached(gen);
+                    at
+                }
+                None => {
+                    if cache.len() >= CACHED_READERS {
+                        cache.remove(0);
+                    }
+                    cache.push(self.cached(gen));
+                    cache.len() - 1
+                }
+            };
+            f(&cache[at].snap)
+        })
+    }
+
+    fn cached(&self, gen: u64) -> Cached {
+        Cached {
+            id: self.id,
+            gen,
+            snap: self.snapshot(),
+        }
+    }
+
+    /// Calls `step(snap, i)` for i in 0..n, refreshing and resuming at the same i when a page
+    /// turns out stale.
+    fn each(&self, n: usize, mut step: impl FnMut(&Snap, usize) -> Res<()>) -> Result<()> {
+        self.maybe_refresh()?;
+        let (mut i, mut tries) = (0, 0);
+        while i < n {
+            let fault = self.with_snap(|s| {
+                while i < n {
+                    if let Err(f) = step(s, i) {
+                        return Some(f);
+                    }
+                    i += 1;
+                }
+                None
+            });
+            match fault {
+                None => break,
+                Some(f) if f.retryable() && tries < RETRIES => {
+                    tries += 1;
+                    self.refresh()?;
+                }
+                Some(f) => return Err(stale_to_corrupt(f, "page or extent")),
+            }
+        }
+        Ok(())
+    }
+
+    /// Moves to the newest committed state: a new root if there is one, then the WAL tail.
+    pub fn refresh(&self) -> Result<()> {
+        let _one_at_a_time = self.refreshing.lock();
+        self.refresh_locked()
+    }
+
+    fn refresh_locked(&self) -> Result<()> {
+        let mut last = Fault::Stale;
+        for _ in 0..RETRIES {
+            let cur = self.snapshot();
+            match Snap::load(&self.file, Some(&cur), self.table.as_ref()) {
+                Ok(next) => {
+                    self.track(&next);
+                    *self.snap.write() = Arc::new(next);
+                    self.gen.fetch_add(1, Ordering::Release);
+                    let now = self.born.elapsed().as_millis() as u64;
+                    self.last_refresh_ms.store(now, Ordering::Relaxed);
+                    return Ok(());
+                }
+                Err(f) if f.retryable() => last = f,
+                Err(f) => return Err(stale_to_corrupt(f, "directory")),
+            }
+        }
+        Err(stale_to_corrupt(last, "directory"))
+    }
+
+    /// Remembers a new root's hold, so closing can release it.
+    fn track(&self, snap: &Snap) {
+        let Some(hold) = &snap.hold else { return };
+        let mut holds = self.holds.lock();
+        if !holds.iter().any(|h| h.as_ptr() == Arc::as_ptr(hold)) {
+            holds.retain(|h| h.strong_count() > 0);
+            holds.push(Arc::downgrade(hold));
+        }
+    }
+
+    /// Refreshes when the automatic interval has passed, unless another thread is at it.
+    fn maybe_refresh(&self) -> Result<()> {
+        if self.interval_ms == 0 {
+            return Ok(());
+        }
+        let now = self.born.elapsed().as_millis() as u64;
+        if now - self.last_refresh_ms.load(Ordering::Relaxed) < self.interval_ms {
+            return Ok(());
+        }
+        match self.refreshing.try_lock() {
+            Some(_g) => self.refresh_locked(),
+            None => Ok(()),
+        }
+    }
+
+    pub fn lookup(&self, keys: &[Key], first: &mut [Value], found: &mut [u8]) -> Result<()> {
+        if first.len() < keys.len() || found.len() < keys.len() {
+            return Err(Error::InvalidArgument(
+                "output arrays shorter than keys".into(),
+            ));
+        }
+        self.each(keys.len(), |s, i| {
+            let v = s.first(&keys[i])?;
+            found[i] = u8::from(v.is_some());
+            first[i] = v.unwrap_or_default();
+            Ok(())
+        })
+    }
+
+    pub fn get(&self, keys: &[Key], values: &mut [Value], counts: &mut [u64]) -> Result<usize> {
+        if counts.len() < keys.len() {
+            return Err(Error::InvalidArgument("counts shorter than keys".into()));
+        }
+        let mut total = 0usize;
+        self.each(keys.len(), |s, i| {
+            let set = s.all(&keys[i])?;
+            counts[i] = set.len() as u64;
+            if let Some(out) = values.get_mut(total..total + set.len()) {
+                out.copy_from_slice(&set);
+            }
+            total += set.len();
+            Ok(())
+        })?;
+        if total > values.len() {
+            return Err(Error::BufferTooSmall {
+                needed: total,
+                capacity: values.len(),
+            });
+        }
+        Ok(total)
+    }
+
+    /// Calls `f(key, values)` for every key that has values, in hash order, until `f` returns
+    /// false. A scan the writer overtakes (space reused under an unpinned reader) refreshes and
+    /// resumes after the last key it handed to `f`, so every key is visited once.
+    pub fn scan(&self, mut f: impl FnMut(&Key, &[Value]) -> bool) -> Result<()> {
+        let mut after = None;
+        let mut tries = 0;
+        loop {
+            // Holding the snapshot holds its root's pin for the whole scan.
+            let snap = self.snapshot();
+            match snap.scan(&mut after, &mut f) {
+                Ok(_) => return Ok(()),
+                Err(f) if f.retryable() && tries < RETRIES => {
+                    tries += 1;
+                    self.refresh()?;
+                }
+                Err(f) => return Err(stale_to_corrupt(f, "page or extent")),
+            }
+        }
+    }
+
+    /// Drops the file's pages from this reader's mapping and from the OS page cache, so the
+    /// next lookups read from the device: the benchmark's cold mode. Threads' cached views of
+    /// older mappings keep theirs.
+    #[doc(hidden)]
+    pub fn evict(&self) -> Result<()> {
+        self.snapshot().map.evict();
+        crate::store::drop_cache(self.file.path())
+    }
+
+    /// Whether the current snapshot reads its log tail in place (else it holds a copy).
+    #[doc(hidden)]
+    pub fn reads_log_in_place(&self) -> bool {
+        self.snapshot().current.overlay.indexed()
+    }
+
+    pub fn stats(&self) -> Result<Stats> {
+        let s = self.snapshot();
+        Ok(Stats::of(&s.root, self.file.size()?, s.log_pos()))
+    }
+}
+
+/// The error a reader reports once refreshing did not cure a fault.
+fn stale_to_corrupt(f: Fault, what: &'static str) -> Error {
+    match f {
+        Fault::Suspect(e) | Fault::Fail(e) => e,
+        Fault::Stale => Error::corrupt(what, 0, "still failing validation after refreshing"),
+    }
+}
+
+impl Drop for Reader {
+    fn drop(&mut self) {
+        // Other threads' copies go when they use other readers or exit; their pins go now.
+        let _ = SNAPS.try_with(|c| c.borrow_mut().retain(|e| e.id != self.id));
+        for hold in self.holds.get_mut().iter().filter_map(Weak::upgrade) {
+            hold.release();
+        }
+    }
+}
+

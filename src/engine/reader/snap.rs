@@ -1,0 +1,380 @@
+//! A snapshot: one root, views of its tables, and overlays of the log frames that followed it.
+//!
+//! A key's set under a root is its base set, then the changes of the delta tables (oldest
+//! first), then those of the logs. While a merge runs, hashes below its cursor are in the
+//! merging table (which holds the base and the merged delta tables), the rest in the base and
+//! those delta tables. A lookup goes newest first and stops at a change that drops the earlier
+//! values.
+
+use super::super::memtable::Delta;
+use super::super::overlay::{Log, Overlay};
+use super::super::sets::Change;
+use super::super::source::{Fault, Res, Source};
+use super::super::table::scan::{change_of, set_of, Item, Scan};
+use super::super::wal::{self, Cursor};
+use super::hold::Hold;
+use super::view::{misplaced, Ctx, Known, TableView};
+use crate::error::{Error, Result};
+use crate::format::bucket::Body;
+use crate::format::hash::key_hash;
+use crate::format::layout::{ROOT_SLOT, SEGMENT};
+use crate::format::root::{self, LogRef, Root};
+use crate::format::table::TableRef;
+use crate::store::{Mmap, ReadFile, ReaderTable};
+use crate::{Key, Value};
+use std::sync::Arc;
+
+/// A log and the overlay of its frames read so far.
+#[derive(Clone)]
+pub struct LogView {
+    pub log: LogRef,
+    pub chunks: Arc<Vec<u64>>,
+    pub overlay: Overlay,
+    pub cursor: Cursor,
+}
+
+impl LogView {
+    fn new(log: LogRef, in_place: bool) -> LogView {
+        LogView {
+            log,
+            chunks: Arc::new(wal::chunks(&log)),
+            overlay: Overlay::new(in_place && log.bytes <= u32::MAX as u64),
+            cursor: Cursor {
+                gen: log.gen,
+                lsn: log.lsn,
+                pos: 0,
+            },
+        }
+    }
+
+    fn source<'a>(&'a self, map: &'a Mmap) -> Log<'a> {
+        Log {
+            src: map,
+            chunks: &self.chunks,
+        }
+    }
+
+    /// This view with the frames written after its cursor applied.
+    fn extended(&self, map: &Mmap) -> Result<LogView> {
+        let (overlay, cursor) = self.overlay.extended(&self.source(map), self.cursor)?;
+        Ok(LogView {
+            overlay,
+            cursor,
+            ..self.clone()
+        })
+    }
+}
+
+pub struct Snap {
+    pub map: Arc<Mmap>,
+    pub root: Root,
+    pub base: Option<Arc<TableView>>,
+    /// The merge's new table and its cursor.
+    pub merging: Option<(Arc<TableView>, u64)>,
+    /// Delta tables, oldest first; the first `root.merged` are in the merge.
+    pub deltas: Vec<Arc<TableView>>,
+    pub sealed: Option<LogView>,
+    pub current: LogView,
+    /// The pin on `root` (shared by every view of it); None when no slot was free.
+    pub hold: Option<Arc<Hold>>,
+}
+
+/// The newest valid root in the mapping.
+fn read_root(map: &Mmap, at: u64) -> Res<Root> {
+    let mut slots = vec![0u8; 2 * ROOT_SLOT];
+    map.read(at, &mut slots)?;
+    root::newest(&slots[..ROOT_SLOT], &slots[ROOT_SLOT..]).map_err(|why| Fault::Fail(Error::corrupt("root", at, why)))
+}
+
+/// The two root slots are copied one after the other: while the writer publishes two roots in
+/// quick succession the copy can pair an old slot with a torn one and find an older root than
+/// this reader already has. Going back is never right: read again.
+fn check_forward(root: &Root, cur: &Snap) -> Res<()> {
+    if root.epoch < cur.root.epoch {
+        return Err(Fault::Stale);
+    }
+    Ok(())
+}
+
+/// The view of table `t`: the current snapshot's if it is the same table, unchanged; else
+/// loaded, reusing the leaves the current snapshot has.
+fn view(map: &Mmap, t: &TableRef, epoch: u64, cur: Option<&Snap>, known: &Known) -> Res<Arc<TableView>> {
+    if let Some(v) = cur.and_then(|c| c.tables().find(|v| v.t == *t)) {
+        return Ok(v.clone());
+    }
+    Ok(Arc::new(TableView::load(map, *t, epoch, known)?))
+}
+
+impl Snap {
+    fn tables(&self) -> impl Iterator<Item = &Arc<TableView>> {
+        self.base.iter().chain(self.merging.iter().map(|m| &m.0)).chain(&self.deltas)
+    }
+
+    /// The newest state of the file, reusing what `cur` already has; a new root gets a slot of
+    /// `table` (if one is free) to pin it.
+    pub fn load(file: &ReadFile, cur: Option<&Snap>, table: Option<&Arc<ReaderTable>>) -> Res<Snap> {
+        let map = file.map()?;
+        if let Some(cur) = cur {
+            let root = read_root(&map, file.root_offset())?;
+            check_forward(&root, cur)?;
+            if root.epoch == cur.root.epoch {
+                return Ok(cur.tail(map)?);
+            }
+        }
+        // Pinned while loading at the root we have (0 on open), which no newer root's space can
+        // be reused under; the root is read after pinning. Not at 0 on refresh: readers refresh
+        // often, and a pin at 0 would keep the writer from reusing anything.
+        let slot = table.and_then(|t| t.claim());
+        let pinned = slot.filter(|s| s.pin(cur.map_or(0, |c| c.root.epoch)));
+        let root = read_root(&map, file.root_offset())?;
+        if let Some(cur) = cur {
+            check_forward(&root, cur)?;
+        }
+        let epoch = root.epoch;
+        let bytes = root.segments_used * SEGMENT;
+        let hold = pinned.and_then(|s| Hold::new(s, epoch, root.data_offset, bytes)).map(Arc::new);
+        let mut known = Known::new();
+        if let Some(c) = cur {
+            c.tables().for_each(|v| v.remember(&mut known));
+        }
+        let base = match root.base.is_some() {
+            true => Some(view(&map, &root.base, epoch, cur, &known)?),
+            false => None,
+        };
+        let merging = match root.merging.is_some() {
+            true => Some((view(&map, &root.merging, epoch, cur, &known)?, root.cursor)),
+            false => None,
+        };
+        let deltas = root.deltas.iter().map(|t| view(&map, t, epoch, cur, &known)).collect::<Res<Vec<_>>>()?;
+        let in_place = hold.is_some();
+        // A log the current snapshot already follows is taken over with what it has read.
+        let logs: Vec<&LogView> = cur.map(|c| c.sealed.iter().chain([&c.current]).collect()).unwrap_or_default();
+        let reuse = |l: &LogRef| -> LogView {
+            match logs.iter().find(|v| v.log == *l) {
+                Some(v) => (*v).clone(),
+                None => LogView::new(*l, in_place),
+            }
+        };
+        let sealed = root.sealed.as_ref().map(|s| reuse(&s.log));
+        let current = reuse(&root.log);
+        let base = Snap {
+            map: map.clone(),
+            root,
+            base,
+            merging,
+            deltas,
+            sealed,
+            current,
+            hold,
+        };
+        Ok(base.tail(map)?)
+    }
+
+    /// This snapshot with the log frames written after its cursors applied.
+    fn tail(&self, map: Arc<Mmap>) -> Result<Snap> {
+        let sealed = match &self.sealed {
+            Some(s) => Some(s.extended(&map)?),
+            None => None,
+        };
+        Ok(Snap {
+            map: map.clone(),
+            root: self.root.clone(),
+            base: self.base.clone(),
+            merging: self.merging.clone(),
+            deltas: self.deltas.clone(),
+            sealed,
+            current: self.current.extended(&map)?,
+            hold: self.hold.clone(),
+        })
+    }
+
+    fn ctx(&self) -> Ctx<'_> {
+        Ctx {
+            map: &self.map,
+            epoch: self.root.epoch,
+            hold: self.hold.as_deref(),
+        }
+    }
+
+    /// The key's delta in the logs, sealed then current, composed.
+    pub fn log_delta(&self, key: &Key) -> Res<Option<Delta>> {
+        let mut out: Option<Delta> = None;
+        for l in self.sealed.iter().chain([&self.current]) {
+            if let Some(d) = l.overlay.delta(key, &l.source(&self.map))? {
+                out.get_or_insert_with(Delta::default).then(&d);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Tables consulted for hash `h`, newest first, ending with the base (or merging) table.
+    fn chain(&self, h: u64) -> impl Iterator<Item = &TableView> {
+        let merged = self.root.merged as usize;
+        let below = self.merging.as_ref().is_some_and(|(_, c)| h < *c);
+        let newer = self.deltas[merged..].iter().rev();
+        let in_merge = self.deltas[..merged].iter().rev().filter(move |_| !below);
+        let last = match (&self.merging, below) {
+            (Some((m, _)), true) => Some(m),
+            _ => self.base.as_ref(),
+        };
+        newer.chain(in_merge).chain(last).map(|v| &**v)
+    }
+
+    /// The key's entries in the tables for it, newest first, up to one that drops the
+    /// earlier values (a base entry does).
+    fn entries(&self, h: u64, key: &Key) -> Res<Vec<(Body, bool)>> {
+        let cx = self.ctx();
+        let mut out = Vec::new();
+        for v in self.chain(h) {
+            let base = v.t.kind == crate::format::table::Kind::Base;
+            if let Some(b) = v.find(&cx, h, key)? {
+                let stops = base || matches!(b, Body::Delta(d) if d.cleared);
+                out.push((b, base));
+                if stops {
+                    break;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Starts loading the lines of the key's page in the table most likely to hold it.
+    fn warm(&self, h: u64) {
+        if !self.current.overlay.large() {
+            return;
+        }
+        if let Some(v) = self.chain(h).last() {
+            v.warm(&self.map, h);
+        }
+    }
+
+    /// A base entry's set or a delta entry's change, read from the mapping.
+    fn change(&self, body: &Body, base: bool) -> Res<Change> {
+        let src: &dyn Source = &*self.map;
+        match base {
+            true => Ok(Change {
+                cleared: true,
+                adds: set_of(src, body)?,
+                dels: Vec::new(),
+            }),
+            false => change_of(src, body),
+        }
+    }
+
+    pub fn all(&self, key: &Key) -> Res<Vec<Value>> {
+        let h = key_hash(key);
+        self.warm(h);
+        let d = self.log_delta(key)?;
+        if d.as_ref().is_some_and(|d| d.cleared) {
+            return Ok(Change::of(d.as_ref().expect("checked")).adds);
+        }
+        let entries = self.entries(h, key)?;
+        let mut set = Vec::new();
+        for (body, base) in entries.iter().rev() {
+            set = self.change(body, *base)?.apply(&set);
+        }
+        Ok(match d {
+            Some(d) => Change::of(&d).apply(&set),
+            None => set,
+        })
+    }
+
+    /// One value of the key (the least, when nothing but a base entry holds it), or None.
+    pub fn first(&self, key: &Key) -> Res<Option<Value>> {
+        let h = key_hash(key);
+        self.warm(h);
+        if self.log_delta(key)?.is_none() {
+            let entries = self.entries(h, key)?;
+            if let [(body, true)] = entries.as_slice() {
+                return body.first().map(Some).ok_or_else(|| misplaced("a change in a base table"));
+            }
+            if entries.is_empty() {
+                return Ok(None);
+            }
+        }
+        Ok(self.all(key)?.first().copied())
+    }
+
+    /// Calls `f` on every key with values, in (hash, key) order, after `after` (the last key
+    /// it was called on, for a scan going on after a refresh); updates `after` as it goes and
+    /// returns false when `f` asked to stop.
+    pub fn scan(&self, after: &mut Option<(u64, Key)>, f: &mut impl FnMut(&Key, &[Value]) -> bool) -> Res<bool> {
+        let src: &dyn Source = &*self.map;
+        let from = after.map_or(0, |a| a.0);
+        let cursor = self.merging.as_ref().map(|m| m.1);
+        // Sources, oldest first; each with the hashes it answers for.
+        let merged = self.root.merged as usize;
+        let mut tables: Vec<(&TableView, u64, u64)> = Vec::new();
+        if let Some((m, c)) = &self.merging {
+            tables.push((m, 0, *c));
+        }
+        if let Some(b) = &self.base {
+            tables.push((b, cursor.unwrap_or(0), u64::MAX));
+        }
+        for (i, d) in self.deltas.iter().enumerate() {
+            let lo = if i < merged { cursor.unwrap_or(0) } else { 0 };
+            tables.push((d, lo, u64::MAX));
+        }
+        let mut scans = Vec::new();
+        for (v, lo, hi) in &tables {
+            let mut s = Scan::new(src, v.t, self.root.epoch, from.max(*lo), None)?;
+            let head = next_below(&mut s, *hi)?;
+            scans.push((s, head, *hi, v.t.kind == crate::format::table::Kind::Base));
+        }
+        let mut logged = self.log_keys()?;
+        logged.retain(|(h, k)| after.is_none_or(|a| (*h, *k) > a));
+        logged.sort_unstable();
+        let mut li = 0;
+        loop {
+            let table_min = scans.iter().filter_map(|s| s.1.as_ref().map(|i| (i.hash, i.key))).min();
+            let log_min = logged.get(li).copied();
+            let Some((h, key)) = [table_min, log_min].into_iter().flatten().min() else {
+                return Ok(true);
+            };
+            if log_min == Some((h, key)) {
+                li += 1;
+            }
+            // Fold the tables' entries, oldest first (the order of `scans`), then the logs'.
+            let mut set: Vec<Value> = Vec::new();
+            for (s, head, hi, base) in &mut scans {
+                if head.as_ref().is_some_and(|i| i.hash == h && i.key == key) {
+                    let item = head.take().expect("checked");
+                    let c = match base {
+                        true => Change { cleared: true, adds: set_of(src, &item.body)?, dels: Vec::new() },
+                        false => change_of(src, &item.body)?,
+                    };
+                    set = c.apply(&set);
+                    *head = next_below(s, *hi)?;
+                }
+            }
+            if let Some(d) = self.log_delta(&key)? {
+                set = Change::of(&d).apply(&set);
+            }
+            let done = after.is_some_and(|a| (h, key) <= a);
+            if !done && !set.is_empty() {
+                *after = Some((h, key));
+                if !f(&key, &set) {
+                    return Ok(false);
+                }
+            }
+        }
+    }
+
+    /// Every key the logs change, with its hash.
+    fn log_keys(&self) -> Res<Vec<(u64, Key)>> {
+        let mut keys = std::collections::HashSet::new();
+        for l in self.sealed.iter().chain([&self.current]) {
+            keys.extend(l.overlay.keys(&l.source(&self.map))?);
+        }
+        Ok(keys.into_iter().map(|k| (key_hash(&k), k)).collect())
+    }
+
+    /// Bytes read of the log commits append to.
+    pub fn log_pos(&self) -> u64 {
+        self.current.cursor.pos
+    }
+}
+
+fn next_below(s: &mut Scan, hi: u64) -> Res<Option<Item>> {
+    Ok(s.next()?.filter(|i| i.hash < hi || hi == u64::MAX))
+}

@@ -1,0 +1,140 @@
+//! A reader's view of one table: its directory in memory (4-byte page numbers, leaves shared
+//! between snapshots while their page is unchanged) and the search of a key's entry.
+
+use super::super::array;
+use super::super::source::{Fault, Res, Source};
+use super::hold::Hold;
+use crate::error::Error;
+use crate::format::array::LEAF;
+use crate::format::bucket::{self, Body};
+use crate::format::hash::dir_index;
+use crate::format::layout::PAGE;
+use crate::format::page::{epoch as page_epoch, HEADER, MAGIC_BUCKET};
+use crate::format::table::TableRef;
+use crate::store::Mmap;
+use crate::Key;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// Bytes at the start of a table page that a search reads first: header, tags and the first
+/// entries of a page of one-value keys.
+pub const SEARCH_LINES: usize = 6 * 64;
+
+pub struct Leaf {
+    /// The leaf page (offset, epoch); (0, 0) for a leaf of empty slots.
+    pub id: (u64, u64),
+    /// Page numbers (file offset / PAGE; 0 = no page): a page starts on a page boundary, so
+    /// four bytes reach 16 TiB and the directory takes half the memory of its 8-byte items.
+    pages: Vec<u32>,
+}
+
+impl Leaf {
+    /// The leaf of directory items `items`, read from the array leaf page `id`.
+    pub fn new(id: (u64, u64), items: &[u64]) -> Leaf {
+        Leaf {
+            id,
+            pages: items.iter().map(|&i| i as u32).collect(),
+        }
+    }
+
+    fn zero() -> Leaf {
+        Leaf {
+            id: (0, 0),
+            pages: vec![0; LEAF],
+        }
+    }
+}
+
+/// Leaves known from earlier snapshots, by (offset, epoch).
+pub type Known = HashMap<(u64, u64), Arc<Leaf>>;
+
+pub struct TableView {
+    pub t: TableRef,
+    leaves: Arc<[Arc<Leaf>]>,
+}
+
+/// What a search reads with.
+pub struct Ctx<'a> {
+    pub map: &'a Mmap,
+    pub epoch: u64,
+    pub hold: Option<&'a Hold>,
+}
+
+impl TableView {
+    /// The view of table `t` under a root of epoch `epoch`, reusing the leaves of `known`.
+    pub fn load(map: &Mmap, t: TableRef, epoch: u64, known: &Known) -> Res<TableView> {
+        let shape = array::shape(map, t.dir, epoch)?;
+        let zero = Arc::new(Leaf::zero());
+        let mut leaves = Vec::with_capacity(shape.leaves.len());
+        for (i, id) in shape.leaves.iter().enumerate() {
+            if id.0 == 0 {
+                leaves.push(zero.clone());
+            } else if let Some(l) = known.get(id) {
+                leaves.push(Arc::clone(l));
+            } else {
+                let items = array::read_leaf(map, t.dir.len, i, *id, epoch)?;
+                leaves.push(Arc::new(Leaf::new(*id, &items)));
+            }
+        }
+        Ok(TableView {
+            t,
+            leaves: leaves.into(),
+        })
+    }
+
+    /// Adds this view's leaves to `known`.
+    pub fn remember(&self, known: &mut Known) {
+        for l in self.leaves.iter().filter(|l| l.id.0 != 0) {
+            known.insert(l.id, Arc::clone(l));
+        }
+    }
+
+    /// The file offset of the page holding slot `idx` (0: none), and where its item is.
+    fn slot(&self, idx: u64) -> (u64, &Leaf, usize) {
+        let i = idx as usize;
+        let leaf = &self.leaves[i / LEAF];
+        (u64::from(leaf.pages[i % LEAF]) * PAGE as u64, leaf, i % LEAF)
+    }
+
+    /// Starts loading the first lines of the page for hash `h`, so that its cache misses
+    /// overlap others instead of following them.
+    pub fn warm(&self, map: &Mmap, h: u64) {
+        let (off, _, _) = self.slot(dir_index(h, self.t.depth));
+        if off != 0 {
+            map.prefetch(off, SEARCH_LINES);
+        }
+    }
+
+    /// The entry of `key` (hash `h`), if the table has one.
+    pub fn find(&self, cx: &Ctx, h: u64, key: &Key) -> Res<Option<Body>> {
+        let (off, leaf, i) = self.slot(dir_index(h, self.t.depth));
+        if off == 0 {
+            return Ok(None);
+        }
+        if cx.hold.is_some_and(|hd| hd.verified(off)) {
+            // Validated under this pin and unchanged since: read only what the search needs.
+            cx.map.prefetch(off, SEARCH_LINES);
+            let mut read = |at: usize, out: &mut [u8]| cx.map.read(off + at as u64, out);
+            return Ok(bucket::find_in(&mut read, h, key, off)?);
+        }
+        let mut page = [0u8; PAGE];
+        cx.map.page_into(off, MAGIC_BUCKET, cx.epoch, "table page", &mut page)?;
+        // The page must be the one the directory item names: its epoch is in the item's top
+        // half (read from the leaf page, which the root's view validated).
+        let mut stamp = [0u8; 4];
+        cx.map.read(leaf.id.0 + (HEADER + 8 * i + 4) as u64, &mut stamp)?;
+        if page_epoch(&page) as u32 != u32::from_le_bytes(stamp) || !bucket::header(&page).1.contains(h) {
+            return Err(Fault::Stale);
+        }
+        let found = bucket::find(&page, h, key, off)?;
+        if let Some(hold) = cx.hold {
+            hold.mark(off);
+        }
+        Ok(found)
+    }
+}
+
+/// A reader-side error for an entry that makes no sense in its table.
+pub fn misplaced(what: &str) -> Fault {
+    Fault::Suspect(Error::corrupt("table entry", 0, what.to_owned()))
+}

@@ -1,0 +1,238 @@
+//! Reading a table in (hash, key) order from a given hash on: the writer's merges and flushes,
+//! `verify` and the reader's scan. Pages are read one after another through the directory
+//! and checked (magic, checksum, epoch against the directory item, the range of slots the
+//! directory gives them); the segments ahead are asked of the kernel in advance, so a table
+//! larger than the page cache streams at the device's pace.
+
+use super::super::array::{self, Shape};
+use super::super::sets::{self, Change};
+use super::super::source::{Fault, Res, Source};
+use crate::error::Error;
+use crate::format::bucket::{self, Body, Span};
+use crate::format::hash::{dir_index, Range};
+use crate::format::layout::{PAGE, SEGMENT};
+use crate::format::page::{epoch as page_epoch, Page, MAGIC_BUCKET};
+use crate::format::table::{dir_item_parts, TableRef};
+use crate::{Key, Value};
+
+/// Bytes of segments a scan asks the kernel for ahead of where it reads.
+const AHEAD: u64 = 32 * SEGMENT;
+
+/// An entry as a scan yields it.
+#[derive(Clone, Debug)]
+pub struct Item {
+    pub hash: u64,
+    pub key: Key,
+    pub body: Body,
+    /// The entry's bytes after the key and its tag code, for an inline body (copied as is).
+    pub raw: Option<(u8, Vec<u8>)>,
+}
+
+pub struct Scan<'a> {
+    src: &'a dyn Source,
+    t: TableRef,
+    max_epoch: u64,
+    shape: Shape,
+    /// The directory leaf loaded: its index and items.
+    leaf: Option<(usize, Vec<u64>)>,
+    /// The next slot whose page has not been read.
+    slot: u64,
+    /// Entries of the page read last (at `page_off`), from `at` on.
+    page: Box<Page>,
+    page_off: u64,
+    spans: Vec<Span>,
+    at: usize,
+    from: u64,
+    /// The table's segments (offset, last hash), and how far they have been asked for.
+    segs: Vec<(u64, u64)>,
+    asked: usize,
+    /// Optional hint callback for segments (the writer's file); None for mappings.
+    will_need: Option<&'a dyn Fn(u64, u64)>,
+}
+
+impl<'a> Scan<'a> {
+    /// A scan of table `t` from hash `from` on, read under a root of epoch `max_epoch`.
+    pub fn new(src: &'a dyn Source, t: TableRef, max_epoch: u64, from: u64, will_need: Option<&'a dyn Fn(u64, u64)>) -> Res<Scan<'a>> {
+        let shape = array::shape(src, t.dir, max_epoch)?;
+        let segs = match will_need {
+            Some(_) => pairs(&array::load(src, t.segs, max_epoch)?.0),
+            None => Vec::new(),
+        };
+        Ok(Scan {
+            src,
+            t,
+            max_epoch,
+            shape,
+            leaf: None,
+            slot: dir_index(from, t.depth),
+            page: Box::new([0; PAGE]),
+            page_off: 0,
+            spans: Vec::new(),
+            at: 0,
+            from,
+            segs,
+            asked: 0,
+            will_need,
+        })
+    }
+
+    /// A scan of no table: it yields nothing.
+    pub fn empty(src: &'a dyn Source) -> Res<Scan<'a>> {
+        Ok(Scan {
+            src,
+            t: TableRef::default(),
+            max_epoch: 0,
+            shape: Shape::default(),
+            leaf: None,
+            slot: 1,
+            page: Box::new([0; PAGE]),
+            page_off: 0,
+            spans: Vec::new(),
+            at: 0,
+            from: 0,
+            segs: Vec::new(),
+            asked: 0,
+            will_need: None,
+        })
+    }
+
+    fn slots(&self) -> u64 {
+        1u64 << self.t.depth
+    }
+
+    fn item(&mut self, slot: u64) -> Res<u64> {
+        let i = (slot / crate::format::array::LEAF as u64) as usize;
+        if self.leaf.as_ref().is_none_or(|(j, _)| *j != i) {
+            let items = array::read_leaf(self.src, self.t.dir.len, i, self.shape.leaves[i], self.max_epoch)?;
+            self.leaf = Some((i, items));
+        }
+        let (_, items) = self.leaf.as_ref().expect("loaded");
+        Ok(items[(slot % crate::format::array::LEAF as u64) as usize])
+    }
+
+    /// Reads the next page (if any) into `page`/`spans`.
+    fn next_page(&mut self) -> Res<bool> {
+        while self.slot < self.slots() {
+            let item = self.item(self.slot)?;
+            if item == 0 {
+                self.slot += 1;
+                continue;
+            }
+            let (off, stamp) = dir_item_parts(item);
+            self.src.page_into(off, MAGIC_BUCKET, self.max_epoch, "table page", &mut self.page)?;
+            if page_epoch(&self.page) as u32 != stamp {
+                return Err(Fault::Stale);
+            }
+            let (_, range) = bucket::header(&self.page[..]);
+            let start = Range::slots(self.slot, self.slot, self.t.depth).lo;
+            let last = dir_index(range.hi, self.t.depth);
+            if !range.contains(start) || range.hi < start {
+                return Err(Fault::Suspect(Error::corrupt("table page", off, "its range does not hold the directory slot that leads to it")));
+            }
+            for s in self.slot..=last {
+                if self.item(s)? != item {
+                    return Err(Fault::Suspect(Error::corrupt("table page", off, "the directory sends other slots of its range elsewhere")));
+                }
+            }
+            self.spans.clear();
+            bucket::spans(&self.page, 0, off, &mut self.spans)?;
+            self.page_off = off;
+            self.at = self.spans.partition_point(|s| s.hash < self.from);
+            self.slot = last + 1;
+            self.ask_ahead(range.hi);
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
+    /// Asks for the segments after the one holding hash `h`, up to `AHEAD` bytes.
+    fn ask_ahead(&mut self, h: u64) {
+        let Some(f) = self.will_need else { return };
+        let here = self.segs.iter().position(|s| s.1 >= h).unwrap_or(self.segs.len());
+        let want = (here + (AHEAD / SEGMENT) as usize).min(self.segs.len());
+        while self.asked < want {
+            f(self.segs[self.asked].0, SEGMENT);
+            self.asked += 1;
+        }
+    }
+
+    /// The file offset of the page the last entry came from.
+    pub fn page_offset(&self) -> u64 {
+        self.page_off
+    }
+
+    /// The next entry, or None at the end of the table.
+    pub fn next(&mut self) -> Res<Option<Item>> {
+        while self.at >= self.spans.len() {
+            if !self.next_page()? {
+                return Ok(None);
+            }
+        }
+        let s = self.spans[self.at];
+        self.at += 1;
+        let srcs: &[&[u8]] = &[&self.page[..]];
+        let (key, body) = bucket::span_entry(&s, srcs, 0)?;
+        let raw = body.inline_values().map(|_| (s.code, s.bytes(srcs)[16..].to_vec()));
+        Ok(Some(Item {
+            hash: s.hash,
+            key,
+            body,
+            raw,
+        }))
+    }
+}
+
+/// Item pairs of a segment list.
+pub fn pairs(items: &[u64]) -> Vec<(u64, u64)> {
+    items.chunks_exact(2).map(|c| (c[0], c[1])).collect()
+}
+
+/// The values of an extent: `count` values at `offset`, checked against `crc` and their order.
+pub fn read_values(src: &dyn Source, offset: u64, count: u64, crc: u32) -> Res<Vec<Value>> {
+    let len = count.saturating_mul(16);
+    if offset.saturating_add(len) > src.size() {
+        return Err(Fault::Suspect(Error::corrupt("value extent", offset, format!("{count} values would end past the file"))));
+    }
+    let mut vals = vec![[0u8; 16]; count as usize];
+    src.read(offset, vals.as_flattened_mut())?;
+    if crc32c::crc32c(vals.as_flattened()) != crc {
+        return Err(Fault::Suspect(Error::corrupt("value extent", offset, "checksum mismatch")));
+    }
+    Ok(vals)
+}
+
+/// A base entry's set, ascending.
+pub fn set_of(src: &dyn Source, body: &Body) -> Res<Vec<Value>> {
+    let vals = match body {
+        Body::Extent(x) => read_values(src, x.offset, x.count, x.crc)?,
+        Body::Delta(_) => return Err(Fault::Fail(Error::corrupt("table page", 0, "a change entry in a base table"))),
+        inline => inline.inline_values().unwrap_or_default().to_vec(),
+    };
+    if !sets::is_set(&vals) {
+        return Err(Fault::Suspect(Error::corrupt("value set", 0, "values out of order")));
+    }
+    Ok(vals)
+}
+
+/// A delta entry's change.
+pub fn change_of(src: &dyn Source, body: &Body) -> Res<Change> {
+    let c = match body {
+        Body::Delta(d) => {
+            let vals = match d.values() {
+                0 => Vec::new(),
+                n => read_values(src, d.offset, n, d.crc)?,
+            };
+            let (adds, dels) = vals.split_at(d.adds as usize);
+            Change {
+                cleared: d.cleared,
+                adds: adds.to_vec(),
+                dels: dels.to_vec(),
+            }
+        }
+        set => Change::adds_only(set_of(src, set)?),
+    };
+    if !sets::is_set(&c.adds) || !sets::is_set(&c.dels) {
+        return Err(Fault::Suspect(Error::corrupt("value set", 0, "values out of order")));
+    }
+    Ok(c)
+}
