@@ -123,6 +123,7 @@ fn opts(a: &Args) -> Options {
         sync_commit: a.sync,
         checkpoint_bytes: a.checkpoint_mb << 20,
         refresh_interval_ms: 0,
+        capacity: 0,
     }
 }
 

@@ -51,7 +51,7 @@ pub struct State {
     /// The ops of `root.sealed`, for the worker to turn into a delta table.
     pub sealed_ops: Option<OpLog>,
     /// Why the writer refuses work (a failed sync, a failed background step).
-    pub broken: Option<String>,
+    pub broken: Option<Broken>,
     /// The worker is to stop at its next step boundary.
     pub stop: bool,
     /// Someone waits for every delta table to be merged into the base.
@@ -60,6 +60,12 @@ pub struct State {
     pub idle: bool,
     /// Log size for the next log the worker sets aside (0: automatic).
     pub log_bytes: u64,
+}
+
+/// Why a writer refuses work, and whether it was damage in the file (reported as such).
+pub struct Broken {
+    pub why: String,
+    pub corrupt: Option<(&'static str, u64)>,
 }
 
 /// How a root is published.
@@ -82,19 +88,33 @@ pub struct Frees {
 impl Core {
     /// Marks the writer unusable (first reason wins) and wakes whoever waits.
     pub fn fail(&self, st: &mut State, why: String) {
-        st.broken.get_or_insert(why);
+        st.broken.get_or_insert(Broken { why, corrupt: None });
+        self.cv.notify_all();
+    }
+
+    /// Marks the writer unusable because of `e`; damage keeps its kind.
+    pub fn fail_with(&self, st: &mut State, context: &str, e: &Error) {
+        let corrupt = match e {
+            Error::Corrupt { what, offset, .. } => Some((*what, *offset)),
+            _ => None,
+        };
+        st.broken.get_or_insert(Broken {
+            why: format!("{context}: {e}"),
+            corrupt,
+        });
         self.cv.notify_all();
     }
 
     /// The error a refused call reports.
-    pub fn refused(&self, why: &str) -> Error {
-        Error::io(
-            "writer",
-            self.file.path(),
-            std::io::Error::other(format!(
-                "unusable after an earlier failure ({why}); reopen the file: every durable batch is kept"
-            )),
-        )
+    pub fn refused(&self, b: &Broken) -> Error {
+        let detail = format!(
+            "the writer is unusable after an earlier failure ({}); reopen the file: every durable batch is kept",
+            b.why
+        );
+        match b.corrupt {
+            Some((what, offset)) => Error::corrupt(what, offset, detail),
+            None => Error::io("writer", self.file.path(), std::io::Error::other(detail)),
+        }
     }
 
     /// fdatasync; a failure breaks the writer.
@@ -161,11 +181,18 @@ impl Core {
         Ok(())
     }
 
-    /// Writes the free lists for root `epoch` into `next`, in the list area of its parity
-    /// (which no root after the one before it reads), growing the area first if the lists
-    /// would not fit.
+    /// Writes the free lists for root `epoch` into `next`, in the list area the last root's
+    /// lists are not in (a log switch keeps the lists of the root before it, so the area in
+    /// use does not follow the epoch's parity), growing the area first if the lists would not
+    /// fit.
     fn write_lists(&self, st: &mut State, next: &mut Root, epoch: u64) -> Result<()> {
-        let side = (epoch % 2) as usize;
+        let last = &st.root;
+        let in_area = |a: &Span| {
+            [last.free_segments.top, last.free_pages.top]
+                .iter()
+                .any(|t| *t != 0 && (a.offset..a.offset + a.bytes).contains(t))
+        };
+        let side = usize::from(in_area(&last.lists[0]));
         loop {
             let runs: Vec<u64> = st.space.listed_runs().into_iter().flat_map(|(o, n)| [o, n]).collect();
             let pages = st.space.listed_pages();

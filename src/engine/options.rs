@@ -39,14 +39,14 @@ impl Default for Options {
 }
 
 impl Options {
-    /// The log size in effect (0 = automatic), whole segments; more than
-    /// [`MAX_CHECKPOINT_BYTES`] is refused.
+    /// The log size in effect (0 = automatic); more than [`MAX_CHECKPOINT_BYTES`] is
+    /// refused.
     pub fn log_bytes(&self) -> Result<u64> {
         match self.checkpoint_bytes {
             n if n > MAX_CHECKPOINT_BYTES => Err(Error::InvalidArgument(format!(
                 "checkpoint_bytes {n} is above the maximum {MAX_CHECKPOINT_BYTES} (4 GiB)"
             ))),
-            n => Ok(n.next_multiple_of(SEGMENT)),
+            n => Ok(n),
         }
     }
 

@@ -26,6 +26,8 @@ pub struct Writer {
     core: Arc<Core>,
     worker: Option<std::thread::JoinHandle<()>>,
     sync: bool,
+    /// Log bytes after which the log is sealed (0: when its range is nearly full).
+    limit: u64,
     /// Ops committed to the log commits append to.
     mem: OpLog,
     wal: Cursor,
@@ -103,6 +105,7 @@ impl Writer {
             core,
             worker: Some(worker),
             sync: opts.sync_commit,
+            limit: log_bytes,
             mem: rec.mem,
             wal: rec.wal,
             log,
@@ -173,7 +176,8 @@ impl Writer {
         self.batch.clear();
         // Seal a nearly full log now, while the previous one is flushed already, so the next
         // commits rarely wait.
-        if self.wal.pos + self.log.bytes / 16 >= self.log.bytes && self.core.st.lock().root.sealed.is_none() {
+        let limit = self.log_limit();
+        if self.wal.pos + limit / 16 >= limit && self.core.st.lock().root.sealed.is_none() {
             self.switch(0)?;
         }
         Ok(())
@@ -217,7 +221,7 @@ impl Writer {
         if self.wal.pos == 0 && need <= self.log.bytes {
             return Ok(());
         }
-        if st.root.next_log.bytes < need {
+        if st.root.next_log.bytes == 0 || st.root.next_log.bytes < need {
             // No log set aside is large enough: set one aside now (a durable publish).
             let bytes = need.max(checkpoint::log_bytes(&st)).next_multiple_of(SEGMENT);
             let mut next = st.root.clone();
@@ -314,6 +318,14 @@ impl Writer {
         failpoint::hit("gc.reclaimed");
         super::trim::trim(&self.core, &mut st)?;
         Ok(report)
+    }
+
+    /// Log bytes at which the log commits append to is sealed.
+    pub fn log_limit(&self) -> u64 {
+        match self.limit {
+            0 => self.log.bytes,
+            n => n.min(self.log.bytes),
+        }
     }
 
     /// What this open recovered: the root it started from, the batches it replayed, and

@@ -70,8 +70,9 @@ pub struct Root {
     pub cursor: u64,
     /// The oldest `merged` delta tables are being merged with `base` into `merging`.
     pub merged: u32,
-    /// Where the free lists of roots with even and odd epochs are written (their pages are
-    /// allocated from these runs, never from the free lists themselves).
+    /// Two areas the free lists are written in, in turn (their pages come from these runs,
+    /// never from the free lists themselves): a root's lists lie in one, and the next root
+    /// that writes lists writes them in the other.
     pub lists: [Span; 2],
     pub base: TableRef,
     pub merging: TableRef,

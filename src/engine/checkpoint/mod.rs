@@ -22,18 +22,20 @@ pub const MIN_LOG: u64 = 4 << 20;
 /// recovery replays both (about 0.5 s per GiB).
 pub const AUTO_LOG_MAX: u64 = 512 << 20;
 
-/// The size of the next log: as set, or a quarter of the tables' bytes within
-/// [`MIN_LOG`, `AUTO_LOG_MAX`]; whole segments.
+/// The size of the next log's range: as set, or a quarter of the tables' bytes within
+/// [`MIN_LOG`, `AUTO_LOG_MAX`]; whole segments (a log set smaller is sealed before its range
+/// is full).
 pub fn log_bytes(st: &State) -> u64 {
+    let r = &st.root;
     let want = match st.log_bytes {
         0 => {
-            let r = &st.root;
             let tables: u64 = [r.base, r.merging].iter().chain(&r.deltas).map(|t| t.bytes).sum();
-            (tables / 4).clamp(MIN_LOG, AUTO_LOG_MAX)
+            // A small file's logs stay small against its data area too.
+            (tables / 4).clamp(MIN_LOG, AUTO_LOG_MAX).min(r.capacity / 16)
         }
         n => n,
     };
-    want.next_multiple_of(SEGMENT)
+    want.max(1).next_multiple_of(SEGMENT)
 }
 
 enum Task {
@@ -83,7 +85,7 @@ fn run(core: &Core) {
         };
         if let Err(e) = done {
             let mut st = core.st.lock();
-            core.fail(&mut st, format!("background work failed: {e}"));
+            core.fail_with(&mut st, "background work failed", &e);
         }
     }
 }

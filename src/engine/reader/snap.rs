@@ -279,20 +279,27 @@ impl Snap {
         })
     }
 
-    /// One value of the key (the least, when nothing but a base entry holds it), or None.
+    /// One value of the key, or None. The newest change that adds values settles it without
+    /// reading older tables: nothing newer removed what it added.
     pub fn first(&self, key: &Key) -> Res<Option<Value>> {
         let h = key_hash(key);
         self.warm(h);
-        if self.log_delta(key)?.is_none() {
-            let entries = self.entries(h, key)?;
-            if let [(body, true)] = entries.as_slice() {
-                return body.first().map(Some).ok_or_else(|| misplaced("a change in a base table"));
-            }
-            if entries.is_empty() {
-                return Ok(None);
+        match self.log_delta(key)? {
+            Some(d) if d.adds.iter().next().is_some() => return Ok(d.adds.iter().next().copied()),
+            Some(d) if d.cleared => return Ok(None),
+            Some(_) => return Ok(self.all(key)?.first().copied()),
+            None => {}
+        }
+        let cx = self.ctx();
+        for v in self.chain(h) {
+            match v.find(&cx, h, key)? {
+                None => continue,
+                Some(Body::Delta(d)) if d.adds == 0 && d.cleared => return Ok(None),
+                Some(Body::Delta(_)) => return Ok(self.all(key)?.first().copied()),
+                Some(b) => return b.first().map(Some).ok_or_else(|| misplaced("an entry without values")),
             }
         }
-        Ok(self.all(key)?.first().copied())
+        Ok(None)
     }
 
     /// Calls `f` on every key with values, in (hash, key) order, after `after` (the last key
