@@ -12,6 +12,14 @@
  * - hashdir_options, hashdir_stats and hashdir_recovery start with struct_size, so programs built against
  *   an older or newer version of this header keep working.
  *
+ * Durability (hashdir_writer_commit has the details):
+ * - Default mode: a committed batch survives a crash of the process. A power cut, kernel
+ *   crash or lost node may lose the batches committed since the last durable point (a
+ *   background flush or merge step, hashdir_writer_sync, _checkpoint or _close), never older
+ *   data and never the file. Costs no fsync per commit.
+ * - HASHDIR_SYNC_COMMIT: every acknowledged batch survives a power cut as far as the file
+ *   system keeps its promises. Costs one fdatasync per commit.
+ *
  * SPDX-License-Identifier: MIT OR Apache-2.0 */
 
 #ifndef HASHDIR_H
@@ -29,7 +37,9 @@
 #define HASHDIR_CREATE 1u
 
 /**
- * Writer flag: fsync the file at every commit (durable commits, slower).
+ * Writer flag: fdatasync the file at every commit, so every acknowledged batch survives a
+ * power cut (one fdatasync per commit). Without it a power cut may lose the batches since
+ * the last durable point, never older data (see `hashdir_writer_commit`).
  */
 #define HASHDIR_SYNC_COMMIT 2u
 
@@ -108,14 +118,12 @@ typedef struct hashdir_options {
    */
   uint32_t flags;
   /**
-   * Writer: WAL size in bytes that triggers a checkpoint; 0 = grow with the table (half
-   * its bucket pages, between 128 MiB and 1 GiB; past 8 GiB of pages an eighth of them, up
-   * to 2 GiB). At most 4 GiB: recovery after a crash
-   * replays up to this much log, and the writer and every reader hold the changes committed
-   * since the last checkpoint in memory. The writer takes about 1.5 times the log's bytes,
-   * 3 times while a checkpoint sorts them. A reader holding a reader-table slot takes about a
-   * third of them; without a slot, about 1.6 times for one-value inserts and more for keys
-   * given several values or deletes.
+   * Writer: bytes of WAL after which the log is sealed and turned into a delta table in
+   * the background; 0 = grow with the tables (a quarter of their bytes, between 4 MiB and
+   * 512 MiB). At most 4 GiB. Recovery after a crash replays up to two logs (the one being
+   * turned into a table and the current one); the writer holds their changes in memory
+   * (about 1.3 times their bytes), and so does every reader, as an index of about half
+   * their bytes (with a reader-table slot; without one, a copy of about 1.6 times).
    */
   uint64_t checkpoint_bytes;
   /**
@@ -123,6 +131,13 @@ typedef struct hashdir_options {
    * `hashdir_reader_refresh`.
    */
   uint32_t refresh_interval_ms;
+  /**
+   * Writer creating a file: bytes of its data area, fixed for the life of the file; 0 =
+   * 4 TiB. The file is that long from the start but takes disk only as data is written
+   * (it is sparse: `du` shows its use, `ls -l` its length). A multiple of 1 MiB between
+   * 64 MiB and 16 TiB - 64 MiB. Ignored when the file exists.
+   */
+  uint64_t capacity;
 } hashdir_options;
 
 /**
@@ -158,19 +173,19 @@ typedef struct hashdir_stats {
    */
   uint32_t struct_size;
   /**
-   * Bits of key hash that select a directory slot.
+   * Bits of key hash that select a directory slot of the base table.
    */
   uint32_t global_depth;
   /**
-   * Distinct keys as of the last checkpoint (`epoch`).
+   * Distinct keys of the base table (as of the last completed merge).
    */
   uint64_t keys;
   /**
-   * Key-value pairs as of the last checkpoint (`epoch`).
+   * Key-value pairs of the base table.
    */
   uint64_t values;
   /**
-   * Buckets in the directory.
+   * Pages of the base table.
    */
   uint64_t buckets;
   /**
@@ -178,24 +193,36 @@ typedef struct hashdir_stats {
    */
   uint64_t file_bytes;
   /**
-   * Number of the last checkpoint.
+   * Number of the last root published.
    */
   uint64_t epoch;
   /**
-   * WAL bytes committed since the last checkpoint (for a reader: those its view has
-   * applied).
+   * WAL bytes committed to the current log (for a reader: those its view has applied).
    */
   uint64_t wal_bytes;
   /**
-   * Value sets large enough to live in extents of their own rather than inline in
-   * their bucket.
+   * Value sets of the base table large enough to live in extents of their own rather
+   * than inline in their page.
    */
   uint64_t extents;
   /**
    * Bytes the filesystem holds for the file (`st_blocks` × 512): less than `file_bytes`
-   * where closing the writer or `hashdir_writer_gc` gave free space back.
+   * where space was never written or was given back.
    */
   uint64_t disk_bytes;
+  /**
+   * Delta tables waiting to be merged into the base table (`keys`, `values`, `buckets`
+   * and `extents` count the base table: exact after `hashdir_writer_checkpoint`).
+   */
+  uint64_t delta_tables;
+  /**
+   * Bytes of those delta tables.
+   */
+  uint64_t delta_bytes;
+  /**
+   * 1 while a merge of delta tables into the base is under way, else 0.
+   */
+  uint32_t merging;
 } hashdir_stats;
 
 /**
@@ -415,12 +442,22 @@ enum hashdir_status hashdir_writer_delete_pairs(struct hashdir_writer *w,
                                                 size_t n);
 
 /**
- * Makes every change since the last commit durable in the WAL (fsynced with
- * `HASHDIR_SYNC_COMMIT`) and visible to readers at their next refresh. May checkpoint
- * when the WAL has grown past `checkpoint_bytes`.
+ * Makes every change since the last commit one atomic batch in the WAL, visible to readers
+ * at their next refresh. Durability: once it returns the batch survives a crash of the
+ * process; a power cut, kernel crash or lost node may lose the batches committed since the
+ * last durable point (the last background flush or merge step, `hashdir_writer_sync`,
+ * `hashdir_writer_checkpoint` or `hashdir_writer_close`), never older data and never the
+ * file. With `HASHDIR_SYNC_COMMIT` the batch is fsynced before the call returns and
+ * survives a power cut as far as the file system keeps its promises (one `fdatasync` per
+ * commit). When the WAL reaches `checkpoint_bytes` it is sealed and turned into a delta
+ * table in the background; a commit waits only while the previous sealed log is still
+ * being turned into one.
  *
  * # Errors
- * `HASHDIR_ERR_INVALID_ARGUMENT` for a NULL writer; `HASHDIR_ERR_IO`;
+ * `HASHDIR_ERR_INVALID_ARGUMENT` for a NULL writer; `HASHDIR_ERR_IO` (the batch is not
+ * committed and stays pending; after a failed fsync, or a failure of the background work,
+ * the writer refuses all calls and the file must be reopened, which recovers every durable
+ * batch); `HASHDIR_ERR_CORRUPT` when background work met a damaged page;
  * `HASHDIR_ERR_PANIC` if this writer panicked before.
  *
  * # Threads
@@ -432,9 +469,11 @@ enum hashdir_status hashdir_writer_delete_pairs(struct hashdir_writer *w,
 enum hashdir_status hashdir_writer_commit(struct hashdir_writer *w);
 
 /**
- * Folds everything committed into the hash directory and starts a new epoch, so the WAL
- * is empty and the counts in `hashdir_stats` are current. Changes not yet committed stay
- * pending: a checkpoint never splits or commits a batch.
+ * Merges everything committed into the base table and waits until that root is durable, so
+ * the WAL is empty and the counts in `hashdir_stats` are current. Changes not yet committed
+ * stay pending: a checkpoint never splits or commits a batch. Its cost follows the whole
+ * table (the writer does the same work in the background on its own); to make commits
+ * durable at a point of your choosing, `hashdir_writer_sync` is far cheaper.
  *
  * # Errors
  * As `hashdir_writer_commit`.
@@ -446,6 +485,25 @@ enum hashdir_status hashdir_writer_commit(struct hashdir_writer *w);
  * `w` is NULL or a live writer handle.
  */
 enum hashdir_status hashdir_writer_checkpoint(struct hashdir_writer *w);
+
+/**
+ * Makes every batch committed so far durable against a power cut, now: one `fdatasync`
+ * of the file (which also makes the root listing the current log durable). For programs
+ * that commit often in the default mode and want durability at points of their own;
+ * cheaper than a checkpoint, which merges tables. Changes not yet committed stay pending.
+ *
+ * # Errors
+ * `HASHDIR_ERR_INVALID_ARGUMENT` for a NULL writer; `HASHDIR_ERR_IO` if the sync fails (the
+ * writer then refuses all calls: reopen the file, which recovers every durable batch);
+ * `HASHDIR_ERR_PANIC` if this writer panicked before.
+ *
+ * # Threads
+ * Any thread; calls on one writer are serialised.
+ *
+ * # Safety
+ * `w` is NULL or a live writer handle.
+ */
+enum hashdir_status hashdir_writer_sync(struct hashdir_writer *w);
 
 /**
  * Fills `*out` with the writer's counters (see `hashdir_stats` for `struct_size`).
@@ -489,12 +547,15 @@ enum hashdir_status hashdir_writer_recovery(struct hashdir_writer *w,
                                             size_t report_len);
 
 /**
- * Commits, checkpoints, releases the file lock and frees the handle. NULL is a no-op.
+ * Commits, turns the log into a delta table (so the next open replays nothing), makes that
+ * durable, stops the background work (a merge under way goes on at the next open), releases
+ * the file lock and frees the handle. NULL is a no-op. Its cost follows the log, not the
+ * table.
  *
  * Closing also gives the file's free space back to the filesystem (it punches holes, on
- * filesystems that can): old page versions and both logs' chunks, except what a reader's
- * pinned root may still read. The file's length stays; `disk_bytes` in `hashdir_stats` (and
- * `du`) then counts about the live data only.
+ * filesystems that can), except what a reader's pinned root may still read; free segments
+ * are given back as they free up while the writer runs. The file's length stays;
+ * `disk_bytes` in `hashdir_stats` (and `du`) counts about the live data only.
  *
  * The handle is freed even when this fails; the failure says what did not reach the
  * file. A writer that panicked earlier is closed without committing and reports
@@ -513,11 +574,12 @@ enum hashdir_status hashdir_writer_close(struct hashdir_writer *w);
 
 /**
  * The full garbage-collection pass: checkpoints what is committed, recomputes live space
- * from the root, returns every page and extent byte that nothing references and no free
- * list holds to the free lists, and publishes them. Idempotent: a second pass reclaims 0.
- * Then gives the free pages and extent space back to the filesystem (punching holes, as
- * `hashdir_writer_close` does, which also gives back the logs' free chunks).
- * Either out-parameter may be NULL.
+ * from the root, returns every page and segment that nothing references and no free list
+ * holds to the free lists, and publishes them (`pages_reclaimed` counts pages,
+ * `segment_bytes_reclaimed` the bytes of whole segments). Idempotent: a second pass reclaims
+ * 0, and so does a first one unless something went wrong: a crash never leaks space. Then
+ * gives the free space back to the filesystem (punching holes, as `hashdir_writer_close`
+ * does). Either out-parameter may be NULL.
  *
  * # Errors
  * `HASHDIR_ERR_INVALID_ARGUMENT` for a NULL writer; `HASHDIR_ERR_CORRUPT` when the file
@@ -531,7 +593,7 @@ enum hashdir_status hashdir_writer_close(struct hashdir_writer *w);
  */
 enum hashdir_status hashdir_writer_gc(struct hashdir_writer *w,
                                       uint64_t *pages_reclaimed,
-                                      uint64_t *extent_bytes_reclaimed);
+                                      uint64_t *segment_bytes_reclaimed);
 
 /**
  * Opens the file at `path` for reading, seeing the last commit. Any number of readers,

@@ -238,7 +238,7 @@ fn reseal_frames(log: &mut [u8]) {
 /// byte the newest root references.
 pub fn image_of(path: &Path) -> Result<Vec<u8>> {
     let file = ReadFile::open(path)?;
-    let map = file.map()?;
+    let map = file.map(u64::MAX)?;
     let root_at = file.root_offset();
     let mut slots = vec![0u8; 2 * ROOT_SLOT];
     map.read(root_at, &mut slots)?;

@@ -37,13 +37,14 @@ pub fn verify(path: &Path) -> Result<VerifyReport> {
     let file = ReadFile::open(path)?;
     let mut last = VerifyReport::default();
     for _ in 0..3 {
-        let map = file.map()?;
-        map.sequential();
+        let map = file.map(0)?;
         let Some(root) = newest_root(&map, file.root_offset(), &mut last)? else {
             return Ok(last);
         };
-        last = check(&*map, map.len() as u64, &root);
-        let again = file.map()?;
+        let map = file.map(root.data_offset + root.segments_used * SEGMENT)?;
+        map.sequential();
+        last = check(&*map, file.size()?.len, &root);
+        let again = file.map(0)?;
         let now = newest_root(&again, file.root_offset(), &mut VerifyReport::default())?;
         if last.is_ok() || now.is_none_or(|r| r.epoch == root.epoch) {
             return Ok(last);

@@ -49,7 +49,9 @@ pub enum hashdir_status {
 // The `u32` suffixes make cbindgen write `1u`, unsigned like the `flags` field.
 /// Writer flag: create the file if it does not exist. Set by `hashdir_options_init`.
 pub const HASHDIR_CREATE: u32 = 1u32;
-/// Writer flag: fsync the file at every commit (durable commits, slower).
+/// Writer flag: fdatasync the file at every commit, so every acknowledged batch survives a
+/// power cut (one fdatasync per commit). Without it a power cut may lose the batches since
+/// the last durable point, never older data (see `hashdir_writer_commit`).
 pub const HASHDIR_SYNC_COMMIT: u32 = 2u32;
 
 /// Options for `hashdir_writer_open` and `hashdir_reader_open`.

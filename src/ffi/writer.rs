@@ -228,12 +228,22 @@ pub unsafe extern "C" fn hashdir_writer_delete_pairs(
     })
 }
 
-/// Makes every change since the last commit durable in the WAL (fsynced with
-/// `HASHDIR_SYNC_COMMIT`) and visible to readers at their next refresh. May checkpoint
-/// when the WAL has grown past `checkpoint_bytes`.
+/// Makes every change since the last commit one atomic batch in the WAL, visible to readers
+/// at their next refresh. Durability: once it returns the batch survives a crash of the
+/// process; a power cut, kernel crash or lost node may lose the batches committed since the
+/// last durable point (the last background flush or merge step, `hashdir_writer_sync`,
+/// `hashdir_writer_checkpoint` or `hashdir_writer_close`), never older data and never the
+/// file. With `HASHDIR_SYNC_COMMIT` the batch is fsynced before the call returns and
+/// survives a power cut as far as the file system keeps its promises (one `fdatasync` per
+/// commit). When the WAL reaches `checkpoint_bytes` it is sealed and turned into a delta
+/// table in the background; a commit waits only while the previous sealed log is still
+/// being turned into one.
 ///
 /// # Errors
-/// `HASHDIR_ERR_INVALID_ARGUMENT` for a NULL writer; `HASHDIR_ERR_IO`;
+/// `HASHDIR_ERR_INVALID_ARGUMENT` for a NULL writer; `HASHDIR_ERR_IO` (the batch is not
+/// committed and stays pending; after a failed fsync, or a failure of the background work,
+/// the writer refuses all calls and the file must be reopened, which recovers every durable
+/// batch); `HASHDIR_ERR_CORRUPT` when background work met a damaged page;
 /// `HASHDIR_ERR_PANIC` if this writer panicked before.
 ///
 /// # Threads
@@ -249,9 +259,11 @@ pub unsafe extern "C" fn hashdir_writer_commit(w: *mut hashdir_writer) -> hashdi
     })
 }
 
-/// Folds everything committed into the hash directory and starts a new epoch, so the WAL
-/// is empty and the counts in `hashdir_stats` are current. Changes not yet committed stay
-/// pending: a checkpoint never splits or commits a batch.
+/// Merges everything committed into the base table and waits until that root is durable, so
+/// the WAL is empty and the counts in `hashdir_stats` are current. Changes not yet committed
+/// stay pending: a checkpoint never splits or commits a batch. Its cost follows the whole
+/// table (the writer does the same work in the background on its own); to make commits
+/// durable at a point of your choosing, `hashdir_writer_sync` is far cheaper.
 ///
 /// # Errors
 /// As `hashdir_writer_commit`.
@@ -266,6 +278,29 @@ pub unsafe extern "C" fn hashdir_writer_checkpoint(w: *mut hashdir_writer) -> ha
     ffi_call("hashdir_writer_checkpoint", || {
         // SAFETY: `w` is NULL or live, by contract.
         unsafe { writer(w) }?.with(Writer::checkpoint)
+    })
+}
+
+/// Makes every batch committed so far durable against a power cut, now: one `fdatasync`
+/// of the file (which also makes the root listing the current log durable). For programs
+/// that commit often in the default mode and want durability at points of their own;
+/// cheaper than a checkpoint, which merges tables. Changes not yet committed stay pending.
+///
+/// # Errors
+/// `HASHDIR_ERR_INVALID_ARGUMENT` for a NULL writer; `HASHDIR_ERR_IO` if the sync fails (the
+/// writer then refuses all calls: reopen the file, which recovers every durable batch);
+/// `HASHDIR_ERR_PANIC` if this writer panicked before.
+///
+/// # Threads
+/// Any thread; calls on one writer are serialised.
+///
+/// # Safety
+/// `w` is NULL or a live writer handle.
+#[no_mangle]
+pub unsafe extern "C" fn hashdir_writer_sync(w: *mut hashdir_writer) -> hashdir_status {
+    ffi_call("hashdir_writer_sync", || {
+        // SAFETY: `w` is NULL or live, by contract.
+        unsafe { writer(w) }?.with(Writer::sync)
     })
 }
 
@@ -344,12 +379,15 @@ pub unsafe extern "C" fn hashdir_writer_recovery(
     })
 }
 
-/// Commits, checkpoints, releases the file lock and frees the handle. NULL is a no-op.
+/// Commits, turns the log into a delta table (so the next open replays nothing), makes that
+/// durable, stops the background work (a merge under way goes on at the next open), releases
+/// the file lock and frees the handle. NULL is a no-op. Its cost follows the log, not the
+/// table.
 ///
 /// Closing also gives the file's free space back to the filesystem (it punches holes, on
-/// filesystems that can): old page versions and both logs' chunks, except what a reader's
-/// pinned root may still read. The file's length stays; `disk_bytes` in `hashdir_stats` (and
-/// `du`) then counts about the live data only.
+/// filesystems that can), except what a reader's pinned root may still read; free segments
+/// are given back as they free up while the writer runs. The file's length stays;
+/// `disk_bytes` in `hashdir_stats` (and `du`) counts about the live data only.
 ///
 /// The handle is freed even when this fails; the failure says what did not reach the
 /// file. A writer that panicked earlier is closed without committing and reports

@@ -21,7 +21,12 @@ use super::map::Mmap;
 use super::trace;
 use super::Positional;
 use crate::error::{Error, Result};
-use crate::format::layout::{MAX_CAPACITY, MIN_CAPACITY, SEGMENT};
+use crate::format::layout::{MAX_CAPACITY, MIN_CAPACITY, ROOT_SLOT, SEGMENT};
+
+/// Readers map the file in steps of this many bytes as the data in use grows (a mapping of
+/// the whole data area, terabytes of address space, is refused by some tools, valgrind
+/// among them).
+const MAP_STEP: u64 = 1 << 30;
 /// Identity of an open file, independent of the path used to reach it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct FileId {
@@ -430,12 +435,17 @@ impl ReadFile {
         self.layout.data
     }
 
-    /// A read-only shared mapping of the whole file. The file's length is fixed at creation
-    /// (a file shorter than its data area was cut by someone else: refused, since reading
-    /// the mapping past the end would fault).
-    pub fn map(&self) -> Result<Arc<Mmap>> {
+    /// A read-only shared mapping of the file from its start that covers at least `need`
+    /// bytes (and the root slots), clamped to the end of the data area. The same mapping is
+    /// returned while it covers what is asked; a larger one is made (with room to spare)
+    /// when the data in use grows past it, and older mappings stay valid for whoever holds
+    /// them. A file shorter than its data area was cut by someone else: refused, since reading
+    /// the mapping past the end of the file would fault.
+    pub fn map(&self, need: u64) -> Result<Arc<Mmap>> {
+        let end = self.layout.data + self.layout.capacity;
+        let need = need.max(self.layout.root + 2 * ROOT_SLOT as u64).min(end);
         let mut cached = self.map.lock();
-        if let Some(m) = cached.as_ref() {
+        if let Some(m) = cached.as_ref().filter(|m| m.len() as u64 >= need) {
             return Ok(Arc::clone(m));
         }
         let len = self
@@ -443,7 +453,6 @@ impl ReadFile {
             .metadata()
             .map_err(|e| Error::io("fstat", &self.path, e))?
             .len();
-        let end = self.layout.data + self.layout.capacity;
         if len < end {
             return Err(Error::corrupt(
                 "file length",
@@ -451,7 +460,8 @@ impl ReadFile {
                 format!("the data area ends at {end}: the file was truncated"),
             ));
         }
-        let m = Arc::new(Mmap::map(&self.fd, end, &self.path)?);
+        let want = need.next_multiple_of(MAP_STEP).min(end);
+        let m = Arc::new(Mmap::map(&self.fd, want, &self.path)?);
         *cached = Some(Arc::clone(&m));
         Ok(m)
     }

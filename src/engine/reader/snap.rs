@@ -113,7 +113,7 @@ impl Snap {
     /// The newest state of the file, reusing what `cur` already has; a new root gets a slot of
     /// `table` (if one is free) to pin it.
     pub fn load(file: &ReadFile, cur: Option<&Snap>, table: Option<&Arc<ReaderTable>>) -> Res<Snap> {
-        let map = file.map()?;
+        let mut map = file.map(0)?;
         if let Some(cur) = cur {
             let root = read_root(&map, file.root_offset())?;
             check_forward(&root, cur)?;
@@ -130,6 +130,7 @@ impl Snap {
         if let Some(cur) = cur {
             check_forward(&root, cur)?;
         }
+        map = file.map(root.data_offset + root.segments_used * SEGMENT)?;
         let epoch = root.epoch;
         let bytes = root.segments_used * SEGMENT;
         let hold = pinned.and_then(|s| Hold::new(s, epoch, root.data_offset, bytes)).map(Arc::new);
