@@ -118,9 +118,9 @@ fn create_load_get_delete_stats() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("data.h5");
     let f = s(&file);
-    assert!(ok(&["create", f], None).contains("created"));
+    assert!(ok(&["create", f, "--capacity", "64M"], None).contains("created"));
     assert!(file.exists());
-    let again = fails(1, &["create", f], None);
+    let again = fails(1, &["create", f, "--capacity", "64M"], None);
     assert!(again.contains("already exists"), "{again}");
 
     let pairs = sample_pairs();
@@ -155,7 +155,10 @@ fn create_load_get_delete_stats() {
             "extents",
             "file_bytes",
             "disk_bytes",
-            "wal_bytes"
+            "wal_bytes",
+            "delta_tables",
+            "delta_bytes",
+            "merging"
         ]
     );
     assert_eq!(field(&stats, "keys"), 201);
@@ -188,7 +191,12 @@ fn create_load_get_delete_stats() {
     let got = ok(&["get", f, &key5, &hex(7777)], None);
     assert_eq!(got, format!("{key5} absent\n{} absent\n", hex(7777)));
 
+    // The deletes wait in a delta table until a merge (gc checkpoints first).
     let stats = ok(&["stats", f], None);
+    assert!(field(&stats, "delta_tables") >= 1, "{stats}");
+    ok(&["gc", f], None);
+    let stats = ok(&["stats", f], None);
+    assert_eq!(field(&stats, "delta_tables"), 0);
     assert_eq!(field(&stats, "keys"), 199);
     assert_eq!(field(&stats, "values"), pairs.len() as u64 - 43);
 }
@@ -198,7 +206,7 @@ fn binary_load_from_a_file_and_dump_round_trip() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("bin.h5");
     let f = s(&file);
-    ok(&["create", f], None);
+    ok(&["create", f, "--capacity", "64M"], None);
     let mut pairs = sample_pairs();
     pairs.extend((0..3000u128).map(|i| (i.wrapping_mul(0x9e37_79b9_7f4a_7c15_f39c), i)));
     let mut records = Vec::new();
@@ -251,7 +259,7 @@ fn bad_input_is_one_line_and_keeps_what_came_before() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("bad.h5");
     let f = s(&file);
-    ok(&["create", f], None);
+    ok(&["create", f, "--capacity", "64M"], None);
     let input = format!("# comment\n{} {}\n\n{} nothex\n", hex(1), hex(2), hex(3));
     let err = fails(1, &["load", f], Some(input.as_bytes()));
     assert!(
@@ -272,18 +280,22 @@ fn bad_input_is_one_line_and_keeps_what_came_before() {
 /// Bytes of each page that begins with the bucket magic (docs/FORMAT.md), one byte inside
 /// the checksummed body flipped: every live bucket page is among them.
 fn corrupt_bucket_pages(path: &Path) -> usize {
-    let mut bytes = std::fs::read(path).unwrap();
+    use std::io::Read;
+    use std::os::unix::fs::FileExt;
+    // The pages of a small file lie in its first segments.
+    let mut bytes = Vec::new();
+    std::fs::File::open(path).unwrap().take(64 << 20).read_to_end(&mut bytes).unwrap();
+    let f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
     let mut flipped = 0;
     let mut at = 0;
     while let Some(i) = bytes[at..].windows(4).position(|w| w == b"HDBK") {
         let page = at + i;
-        if page + 100 < bytes.len() {
-            bytes[page + 100] ^= 0x5a;
+        if page % 4096 == 0 && page + 100 < bytes.len() {
+            f.write_all_at(&[bytes[page + 100] ^ 0x5a], (page + 100) as u64).unwrap();
             flipped += 1;
         }
         at = page + 4;
     }
-    std::fs::write(path, bytes).unwrap();
     flipped
 }
 
@@ -292,7 +304,7 @@ fn verify_passes_a_sound_file_and_fails_a_corrupt_one() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("v.h5");
     let f = s(&file);
-    ok(&["create", f], None);
+    ok(&["create", f, "--capacity", "64M"], None);
     ok(
         &["load", f, "--batch", "50"],
         Some(hex_lines(&sample_pairs()).as_bytes()),
@@ -346,7 +358,7 @@ fn gc_runs_and_leaves_a_sound_file() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("gc.h5");
     let f = s(&file);
-    ok(&["create", f], None);
+    ok(&["create", f, "--capacity", "64M"], None);
     ok(
         &["load", f, "--batch", "25"],
         Some(hex_lines(&sample_pairs()).as_bytes()),
@@ -357,7 +369,7 @@ fn gc_runs_and_leaves_a_sound_file() {
     let fields = fields(&report);
     assert_eq!(
         fields.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>(),
-        ["pages reclaimed", "extent bytes reclaimed"],
+        ["pages reclaimed", "segment bytes reclaimed"],
         "{report}"
     );
     assert!(
@@ -367,7 +379,7 @@ fn gc_runs_and_leaves_a_sound_file() {
     // A second pass finds nothing more.
     let again = ok(&["gc", f], None);
     assert!(
-        again.contains("pages reclaimed: 0") && again.contains("extent bytes reclaimed: 0"),
+        again.contains("pages reclaimed: 0") && again.contains("segment bytes reclaimed: 0"),
         "{again}"
     );
     assert!(ok(&["verify", f], None).contains("OK"));
@@ -379,7 +391,7 @@ fn usage_errors_exit_2_with_one_line() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("u.h5");
     let f = s(&file);
-    ok(&["create", f], None);
+    ok(&["create", f, "--capacity", "64M"], None);
     let cases: &[&[&str]] = &[
         &["frobnicate"],
         &["get", f],

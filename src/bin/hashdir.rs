@@ -35,6 +35,10 @@ enum Command {
     Create {
         /// The file to create
         path: PathBuf,
+        /// Bytes of its data area, fixed for the file's life (suffixes KiB: K, MiB: M, GiB: G,
+        /// TiB: T); the file is that long but takes disk only as data is written
+        #[arg(long, value_name = "BYTES", default_value = "4T", value_parser = bytes)]
+        capacity: u64,
     },
     /// Insert pairs from a file or stdin, committed in batches
     #[command(
@@ -64,7 +68,7 @@ enum Command {
         #[arg(long, value_name = "VALUEHEX", value_parser = hex::arg)]
         value: Option<Value>,
     },
-    /// Print the file's statistics (keys, values, buckets as of the last checkpoint)
+    /// Print the file's statistics (keys, values, buckets of the base table, as of the last merge; delta tables waiting)
     Stats {
         /// The hashdir file
         path: PathBuf,
@@ -159,6 +163,23 @@ fn count(text: &str) -> Result<u64, String> {
         .parse()
         .map_err(|_| "expected a number, optionally with suffix k, M or G".to_string())?;
     n.checked_mul(mul).ok_or_else(|| "too large".to_string())
+}
+
+/// A size in bytes, with an optional binary suffix K, M, G or T.
+fn bytes(text: &str) -> Result<u64, String> {
+    let (digits, shift) = match text.as_bytes().last() {
+        Some(b'K') => (&text[..text.len() - 1], 10),
+        Some(b'M') => (&text[..text.len() - 1], 20),
+        Some(b'G') => (&text[..text.len() - 1], 30),
+        Some(b'T') => (&text[..text.len() - 1], 40),
+        _ => (text, 0),
+    };
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| "expected a number of bytes, optionally with suffix K, M, G or T".to_string())?;
+    n.checked_shl(shift)
+        .filter(|v| v >> shift == n)
+        .ok_or_else(|| "too large".to_string())
 }
 
 fn positive(text: &str) -> Result<u64, String> {
@@ -265,7 +286,7 @@ fn usage_error(e: clap::Error) -> ExitCode {
 
 fn run(command: Command) -> Result<ExitCode, Failure> {
     match command {
-        Command::Create { path } => create(&path)?,
+        Command::Create { path, capacity } => create(&path, capacity)?,
         Command::Load(a) => load::run(&load::Load {
             path: a.path,
             input: a.input,
@@ -292,11 +313,15 @@ fn run(command: Command) -> Result<ExitCode, Failure> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn create(path: &Path) -> Result<(), Failure> {
+fn create(path: &Path, capacity: u64) -> Result<(), Failure> {
     if path.symlink_metadata().is_ok() {
         return Err(Failure::run(format!("{} already exists", path.display())));
     }
-    let w = Writer::open(path, &Options::default()).map_err(|e| engine_error(path, e))?;
+    let opts = Options {
+        capacity,
+        ..Options::default()
+    };
+    let w = Writer::open(path, &opts).map_err(|e| engine_error(path, e))?;
     w.close().map_err(|e| engine_error(path, e))?;
     println!("created {}", path.display());
     Ok(())
@@ -406,6 +431,9 @@ fn stats(path: &Path) -> Result<(), Failure> {
     println!("file_bytes: {}", s.file_bytes);
     println!("disk_bytes: {}", s.disk_bytes);
     println!("wal_bytes: {}", s.wal_bytes);
+    println!("delta_tables: {}", s.delta_tables);
+    println!("delta_bytes: {}", s.delta_bytes);
+    println!("merging: {}", u8::from(s.merging));
     Ok(())
 }
 
@@ -447,7 +475,7 @@ fn gc(path: &Path) -> Result<(), Failure> {
     let report = w.gc().map_err(|e| engine_error(path, e))?;
     w.close().map_err(|e| engine_error(path, e))?;
     println!("pages reclaimed: {}", report.pages_reclaimed);
-    println!("segments reclaimed: {}", report.segments_reclaimed);
+    println!("segment bytes reclaimed: {}", report.segments_reclaimed << 20);
     Ok(())
 }
 

@@ -53,8 +53,12 @@ pub fn run(a: &Load) -> Result<(), Failure> {
     let flushed = read.and(flushed);
     let pairs = job.committed;
     let bar = job.bar.clone();
-    bar.set_message(format!("{pairs} pairs committed; closing (checkpoint)"));
-    let closed = job.writer.close().map_err(|e| engine_error(&a.path, e));
+    bar.set_message(format!("{pairs} pairs committed; merging and closing (checkpoint)"));
+    let mut w = job.writer;
+    let closed = w
+        .checkpoint()
+        .and_then(|()| w.close())
+        .map_err(|e| engine_error(&a.path, e));
     bar.finish_and_clear();
     let secs = job.started.elapsed().as_secs_f64();
     if let Err(f) = flushed.and(closed) {
