@@ -11,10 +11,21 @@ use std::path::Path;
 
 type Model = HashMap<Key, BTreeSet<Value>>;
 
+/// Data areas of 64 MiB, of which the first part holds everything written.
+fn opts() -> Options {
+    Options {
+        capacity: 64 << 20,
+        ..Options::default()
+    }
+}
+
+/// Bytes of a test file that hold everything it has written (the rest is a hole).
+const USED: u64 = 32 << 20;
+
 /// A file whose last two roots hold the same state (so falling back to the older root is
-/// still correct data), with inline sets, extents, several buckets and an empty log.
+/// still correct data), with inline sets, extents, several pages and an empty log.
 fn build(path: &Path) -> Model {
-    let mut w = Writer::open(path, &Options::default()).unwrap();
+    let mut w = Writer::open(path, &opts()).unwrap();
     let mut model = Model::new();
     for i in 0..3000u64 {
         let n = if i % 50 == 0 { 40 } else { 1 + i % 3 };
@@ -38,19 +49,26 @@ enum Damage {
     Zero(usize),
 }
 
-fn apply(bytes: &[u8], d: &Damage) -> Vec<u8> {
-    let mut b = bytes.to_vec();
+/// Writes the damaged copy: the used bytes with `d` applied, at the original length (a hole
+/// after the used bytes, as in the original) unless `d` cuts it shorter.
+fn write_damaged(path: &Path, head: &[u8], len: u64, d: &Damage) {
+    let mut b = head.to_vec();
+    let mut len = len;
     match *d {
-        Damage::Truncate(len) => b.truncate(len),
+        Damage::Truncate(at) => {
+            b.truncate(at);
+            len = at as u64;
+        }
         Damage::Flip(at, bit) => b[at] ^= 1 << bit,
-        Damage::Zero(at) => b[at..(at + 4096).min(bytes.len())].fill(0),
+        Damage::Zero(at) => b[at..(at + 4096).min(head.len())].fill(0),
     }
-    b
+    std::fs::write(path, &b).unwrap();
+    std::fs::OpenOptions::new().write(true).open(path).unwrap().set_len(len).unwrap();
 }
 
 /// Every answer is an error or exactly the model.
 fn check_reads(path: &Path, model: &Model, keys: &[Key]) -> (usize, usize) {
-    let r = match Reader::open(path, &Options::default()) {
+    let r = match Reader::open(path, &opts()) {
         Ok(r) => r,
         Err(_) => return (0, 1),
     };
@@ -96,7 +114,13 @@ fn damaged_files_give_errors_or_correct_data() {
     let d = TempDir::new("corrupt");
     let good = d.file("good.h5");
     let model = build(&good);
-    let bytes = std::fs::read(&good).unwrap();
+    let len = std::fs::metadata(&good).unwrap().len();
+    let bytes = {
+        use std::io::Read;
+        let mut b = Vec::new();
+        std::fs::File::open(&good).unwrap().take(USED).read_to_end(&mut b).unwrap();
+        b
+    };
     let keys: Vec<Key> = (0..3000u64).step_by(7).map(k).chain([k(99_999)]).collect();
     let rounds = std::env::var("HASHDIR_CORRUPTIONS")
         .ok()
@@ -110,7 +134,7 @@ fn damaged_files_give_errors_or_correct_data() {
             _ => Damage::Zero(rng.below(bytes.len() as u64) as usize / 4096 * 4096),
         };
         let path = d.file(&format!("bad{round}.h5"));
-        std::fs::write(&path, apply(&bytes, &damage)).unwrap();
+        write_damaged(&path, &bytes, len, &damage);
         let (ok, errors) = check_reads(&path, &model, &keys);
         if ok > 0 {
             opened += 1;
@@ -125,7 +149,7 @@ fn damaged_files_give_errors_or_correct_data() {
             &path,
             &Options {
                 create: false,
-                ..Options::default()
+                ..opts()
             },
         ) {
             let _ = w.close();
