@@ -141,7 +141,10 @@ fn child_roles() {
     match role.as_str() {
         "workload" => workload(path),
         "open" => {
-            open_writer(path, &opts()).unwrap().close().unwrap();
+            // Open (recovery), then finish what the file has under way (a merge).
+            let mut w = open_writer(path, &opts()).unwrap();
+            w.checkpoint().unwrap();
+            w.close().unwrap();
             println!("@finished");
         }
         _ => panic!("unknown role {role}"),
@@ -201,6 +204,8 @@ fn spawn_child_env(
         .env("HASHDIR_CHILD", role)
         .env("HASHDIR_ARG", arg)
         .env_remove("HASHDIR_FAILPOINT")
+        // Small merge steps, so that the small tables here are merged in many of them.
+        .env("HASHDIR_MERGE_STEP", "40")
         .stdout(std::process::Stdio::piped());
     for (k, v) in env {
         cmd.env(k, v);
@@ -265,8 +270,13 @@ fn a_crash_during_recovery_is_recovered_again() {
     for fp in failpoint::ALL.iter().filter(|f| f.starts_with("recovery.")) {
         let d = TempDir::new("fprec");
         let path = d.file("t.h5");
-        // First crash: mid-commit, so recovery has a log to replay.
-        let (acked, finished) = run_child("workload", &path, Some("commit.frame_written:30"));
+        // First crash: mid-commit, so recovery has a log to replay; or mid-merge, so the open
+        // has a merge to go on with.
+        let first = match *fp {
+            "recovery.merge_resumed" => "merge.step_published:2",
+            _ => "commit.frame_written:30",
+        };
+        let (acked, finished) = run_child("workload", &path, Some(first));
         assert!(!finished);
         // Second crash: inside recovery itself.
         let (_, finished) = run_child("open", &path, Some(&format!("{fp}:1")));
@@ -339,7 +349,7 @@ fn run_child_killed_after(path: &Path, delay: std::time::Duration) -> (Option<u6
 fn recovery_reports_what_it_dropped() {
     let cases = [
         ("commit.half_frame:5", "dropped an incomplete batch"),
-        ("checkpoint.root_torn:3", "root slot"),
+        ("publish.root_torn:3", "root slot"),
     ];
     for (fp, expect) in cases {
         let d = TempDir::new("report");

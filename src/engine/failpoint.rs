@@ -15,7 +15,6 @@ pub const ALL: &[&str] = &[
     "merge.entry",
     "merge.step_written",
     "merge.step_published",
-    "merge.resumed",
     "merge.written",
     "merge.published",
     "publish.synced",
@@ -25,7 +24,7 @@ pub const ALL: &[&str] = &[
     "gc.reclaimed",
     "recovery.replaying",
     "recovery.replayed",
-    "recovery.published",
+    "recovery.merge_resumed",
 ];
 
 /// The armed failpoint and the pass that fires it, from `HASHDIR_FAILPOINT`.
@@ -66,6 +65,20 @@ pub fn hit(name: &'static str) {
             std::thread::sleep(std::time::Duration::from_secs(1));
         }
     }
+}
+
+/// Entries a merge step writes at most, from `HASHDIR_MERGE_STEP` (so that the small tables
+/// of the crash tests are merged in many steps); None without the feature.
+#[cfg(feature = "failpoints")]
+pub fn merge_step() -> Option<u64> {
+    static STEP: std::sync::OnceLock<Option<u64>> = std::sync::OnceLock::new();
+    *STEP.get_or_init(|| std::env::var("HASHDIR_MERGE_STEP").ok()?.parse().ok())
+}
+
+#[cfg(not(feature = "failpoints"))]
+#[inline(always)]
+pub fn merge_step() -> Option<u64> {
+    None
 }
 
 #[cfg(not(feature = "failpoints"))]

@@ -98,7 +98,6 @@ impl Writer {
             log = next.log;
             let mut st = core.st.lock();
             core.publish(&mut st, next, Frees::default(), Mode::Durable)?;
-            failpoint::hit("recovery.published");
         }
         let worker = checkpoint::spawn(core.clone())?;
         Ok(Writer {

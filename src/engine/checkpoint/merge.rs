@@ -49,7 +49,7 @@ impl<'a> Merge<'a> {
             let cursor = root.cursor;
             let dir = settled(ArrayWriter::resume(src, t.dir, dir_index(cursor, t.depth), Some(t.dir.len), epoch))?;
             let segs = settled(ArrayWriter::resume(src, t.segs, t.segs.len, None, epoch))?;
-            failpoint::hit("merge.resumed");
+            failpoint::hit("recovery.merge_resumed");
             (TableWriter::resume(&t, cursor, dir, segs), root.merged as usize, cursor)
         } else {
             let k = root.deltas.len();
@@ -92,14 +92,18 @@ impl<'a> Merge<'a> {
     pub fn step(&mut self) -> Result<bool> {
         let mut alloc = CoreAlloc(self.core);
         let until = self.w.bytes() + STEP;
+        let entries = failpoint::merge_step().unwrap_or(u64::MAX);
+        let mut done = 0u64;
         while let Some((hash, key)) = self.least() {
-            if self.w.bytes() >= until && self.w.starts_slot(hash) {
+            let full = self.w.bytes() >= until || done >= entries;
+            if full && self.w.starts_slot(hash) {
                 let slot = dir_index(hash, self.w.depth());
                 let upto = Range::slots(slot, slot, self.w.depth()).lo;
                 self.checkpoint(upto)?;
                 return Ok(false);
             }
             self.merge_key(hash, &key, &mut alloc)?;
+            done += 1;
             failpoint::hit("merge.entry");
         }
         self.finish()?;
