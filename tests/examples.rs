@@ -1,8 +1,9 @@
 //! The language examples under `examples/` (C++, Fortran, Python), each built and run
 //! against the freshly built `libhashdir.so` the way a user would: the library, header and
 //! `hashdir.pc` installed into a scratch prefix, C++ and Fortran compiled with the flags
-//! `pkg-config` gives, Python loading the library through `HASHDIR_LIB`. (The C example
-//! is run by `tests/c_api.rs`.)
+//! `pkg-config` gives, and Python imports the package from its wheel (built as
+//! `tests/python.rs` builds it). (The C example is run by `tests/c_api.rs`; the Python
+//! package's own tests, with h5py, by `tests/python.rs`.)
 //!
 //! Every example runs the same scenario and prints the same lines (`EXPECTED`); a failed
 //! check inside one makes it exit non-zero with the reason on stderr, shown here.
@@ -12,7 +13,7 @@
 
 mod common_c;
 
-use common_c::{check, install_shared, root};
+use common_c::{check, install_shared, install_wheel, root};
 use std::fs;
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
@@ -175,55 +176,26 @@ fn fortran_example_compiles_with_pkg_config_and_runs() {
     assert_scenario("Fortran", &run_example(&exe, &prefix));
 }
 
-/// `python3 <args>` in `examples/python`'s context, finding the library only through
-/// HASHDIR_LIB.
-fn python(prefix: &Prefix, args: &[&std::ffi::OsStr]) -> Output {
-    run_tool(
+#[test]
+fn python_example_runs_with_the_installed_package() {
+    let prefix = Prefix::new();
+    // The package as a user installs it: the wheel (`pip wheel .`), carrying its library.
+    let site = prefix.path().join("site");
+    install_wheel(&site);
+    let file = prefix.path().join("example.h5");
+    let out = run_tool(
         Command::new("python3")
-            .args(args)
+            .arg(root().join("examples/python/example.py"))
+            .arg(&file)
             .current_dir(prefix.path())
-            .env("HASHDIR_LIB", prefix.lib.join("libhashdir.so"))
-            .env("PYTHONDONTWRITEBYTECODE", "1") // no __pycache__ in the work tree
-            .env("TMPDIR", prefix.path())
-            .env_remove("PYTHONOPTIMIZE") // the examples check with assert
+            .env("PYTHONPATH", &site)
+            .env("PYTHONDONTWRITEBYTECODE", "1")
+            .env_remove("HASHDIR_LIB")
+            .env_remove("PYTHONOPTIMIZE") // the example checks with assert
             .env_remove("LD_LIBRARY_PATH"),
         "python3",
-    )
-}
-
-#[test]
-fn python_example_and_tests_run_with_h5py() {
-    let prefix = Prefix::new();
-    let modules = python(&prefix, &["-c".as_ref(), "import numpy, h5py".as_ref()]);
-    assert!(
-        modules.status.success(),
-        "python3 lacks numpy or h5py, which the Python example and its test need: \
-         `python3 -m pip install numpy h5py` (`bash scripts/dev.sh setup` does it)\n{}",
-        String::from_utf8_lossy(&modules.stderr)
-    );
-
-    let dir = root().join("examples/python");
-    let file = prefix.path().join("example.h5");
-    let out = python(
-        &prefix,
-        &[dir.join("example.py").as_os_str(), file.as_os_str()],
     );
     check("python3 examples/python/example.py", &out);
     assert!(file.exists());
     assert_scenario("Python", &String::from_utf8(out.stdout).unwrap());
-
-    // Unit tests of the wrapper, and h5py reading the files as ordinary HDF5.
-    let out = python(
-        &prefix,
-        &[dir.join("test_hashdir.py").as_os_str(), "-v".as_ref()],
-    );
-    check("python3 examples/python/test_hashdir.py", &out);
-    let report = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        report.contains("test_example_file_opens_with_h5py")
-            && report.contains("test_h5py_reads_while_a_writer_is_open")
-            && report.trim_end().ends_with("OK"),
-        "{report}"
-    );
-    println!("{report}");
 }
