@@ -182,3 +182,26 @@ pub fn install_wheel(site: &Path) {
         .expect("run python3 -m pip");
     check("pip install <wheel>", &out);
 }
+
+/// Installs the built library into `prefix` with `scripts/install.sh --no-build --no-cli`,
+/// as a package would: library, headers (hashdir.h, hashdir.hpp), the Fortran module's
+/// source, hashdir.pc and the CMake package. Returns `prefix/lib`.
+pub fn install_prefix(prefix: &Path) -> PathBuf {
+    library(); // what --no-build installs
+    let mut cmd = Command::new("bash");
+    cmd.arg(root().join("scripts/install.sh"))
+        .args(["--no-build", "--no-cli"])
+        .arg(prefix)
+        .env("CARGO_TARGET_DIR", c_api_target_dir())
+        .env_remove("CARGO_BUILD_TARGET_DIR")
+        .env_remove("PREFIX")
+        .env_remove("DESTDIR");
+    if profile_dir().parent().and_then(Path::file_name) == Some(TARGET.as_ref()) {
+        cmd.env("CARGO_BUILD_TARGET", TARGET);
+    } else {
+        cmd.env_remove("CARGO_BUILD_TARGET");
+    }
+    let out = cmd.output().expect("run bash");
+    check("scripts/install.sh --no-build --no-cli", &out);
+    prefix.join("lib")
+}
