@@ -50,9 +50,16 @@ def crate_version() -> str:
 
 
 def tool_env() -> dict:
-    """The environment for cargo, with the places scripts/dev.sh installs Rust and CMake
-    added to PATH (a shell opened before the install does not have them yet)."""
+    """The environment for cargo: the user's, with the places scripts/dev.sh installs Rust
+    and CMake added to PATH (a shell opened before the install does not have them yet).
+
+    pip builds in an isolated environment whose PYTHONPATH and PYTHONNOUSERSITE would also
+    isolate the Python programs cargo's build scripts run, such as the `cmake` that
+    `pip install cmake` provides (a Python script that imports its own module, which the
+    isolated environment hides). cargo's tools get them unset."""
     env = dict(os.environ)
+    for var in ("PYTHONPATH", "PYTHONNOUSERSITE"):
+        env.pop(var, None)
     extra = [
         os.path.join(os.path.expanduser("~"), ".cargo", "bin"),
         sysconfig.get_path("scripts"),
@@ -81,11 +88,7 @@ def cargo_build() -> Path:
     # Cargo's messages go to stderr (shown by `pip -v`); its JSON artifacts to stdout.
     proc = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, text=True)
     if proc.returncode != 0:
-        hint = ""
-        cmake = shutil.which("cmake", path=env["PATH"])
-        if not cmake:
-            hint = " CMake >= 3.26 is needed for the bundled HDF5: python3 -m pip install 'cmake>=3.26'."
-        raise SystemExit(f"hashdir: cargo build failed (exit {proc.returncode}).{hint}")
+        raise SystemExit(f"hashdir: cargo build failed (exit {proc.returncode}).{cmake_hint(env)}")
     for line in proc.stdout.splitlines():
         try:
             msg = json.loads(line)
@@ -96,6 +99,21 @@ def cargo_build() -> Path:
                 if f.endswith("/libhashdir.so"):
                     return Path(f)
     raise SystemExit("hashdir: cargo reported no libhashdir.so")
+
+
+def cmake_hint(env: dict) -> str:
+    """A hint when the CMake the bundled HDF5 build needs is missing, broken or too old."""
+    try:
+        out = subprocess.run(["cmake", "--version"], env=env, capture_output=True, text=True)
+        m = re.search(r"version (\d+)\.(\d+)", out.stdout)
+        if out.returncode == 0 and m and (int(m.group(1)), int(m.group(2))) >= (3, 26):
+            return ""
+    except OSError:
+        pass
+    return (
+        " The bundled HDF5 needs CMake >= 3.26 on PATH: python3 -m pip install 'cmake>=3.26'"
+        " (or bash scripts/dev.sh setup)."
+    )
 
 
 class BuildPyWithLibrary(build_py):
