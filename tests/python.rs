@@ -24,10 +24,15 @@ static BUILDS: Mutex<()> = Mutex::new(());
 /// no HASHDIR_LIB, no LD_LIBRARY_PATH, no cargo on PATH.
 fn python(site: &Path, cwd: &Path, args: &[&str]) -> Output {
     let path = std::env::var_os("PATH").unwrap_or_default();
+    // python3 as found on the full PATH (it may share a directory with cargo).
+    let python3 = std::env::split_paths(&path)
+        .map(|d| d.join("python3"))
+        .find(|p| p.is_file())
+        .expect("python3 is not on PATH (Debian package python3)");
     let without_cargo: Vec<PathBuf> = std::env::split_paths(&path)
         .filter(|d| !d.join("cargo").exists() && !d.join("rustc").exists())
         .collect();
-    Command::new("python3")
+    Command::new(python3)
         .args(args)
         .current_dir(cwd)
         .env("PYTHONPATH", site)

@@ -60,7 +60,18 @@ import threading
 from collections.abc import Iterable
 from ctypes import byref, c_size_t, c_uint64, c_void_p
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, List, NamedTuple, Optional, Union, overload
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Dict,
+    List,
+    NamedTuple,
+    Optional,
+    Type,
+    TypeVar,
+    Union,
+    overload,
+)
 
 import numpy as np
 
@@ -105,10 +116,13 @@ try:
 except PackageNotFoundError:  # imported from a source tree, not installed
     __version__ = "0+unknown"
 
-KeyLike = Union[bytes, bytearray, memoryview, "np.ndarray", "np.void"]
-"""One key or value: 16 bytes."""
+Bytes16 = Union[bytes, bytearray, memoryview, "np.void"]
+"""One key or value as bytes: 16 of them."""
+KeyLike = Union[Bytes16, "np.ndarray"]
+"""One key or value: 16 bytes, or a (16,) uint8 array."""
 Batch = Union["np.ndarray", "Iterable[KeyLike]"]
-"""A batch: an (n, 16) uint8 array, an (n,) 16-byte void array, or single keys."""
+"""A batch: an (n, 16) uint8 array, an (n,) 16-byte void array, or single keys. (For type
+checkers an array is a batch; at run time a (16,) uint8 array counts as one key.)"""
 PathLike = Union[str, bytes, "os.PathLike[str]", "os.PathLike[bytes]"]
 
 
@@ -190,7 +204,7 @@ class PanicError(Error):
     status = Status.ERR_PANIC
 
 
-_ERRORS = {
+_ERRORS: Dict[int, Type[Error]] = {
     cls.status: cls
     for cls in (
         InvalidArgumentError,
@@ -304,7 +318,7 @@ def _keys(x: Any, what: str) -> np.ndarray:
 
 def _addr(a: np.ndarray) -> int:
     """The address of an array's data (cheaper than ``a.ctypes.data``)."""
-    return a.__array_interface__["data"][0]
+    return int(a.__array_interface__["data"][0])
 
 
 def _out(n: int, like: np.ndarray) -> np.ndarray:
@@ -401,6 +415,9 @@ def _stats_of(s: _capi.CStats) -> Stats:
     return Stats(*(getattr(s, f) for f in Stats._fields))
 
 
+_H = TypeVar("_H", bound="_Handle")
+
+
 class _Handle:
     """A C handle, guarded so that closing waits for the calls running on it and calls
     after closing raise instead of reaching freed memory."""
@@ -460,7 +477,7 @@ class _Handle:
             if status:
                 _raise(status)
 
-    def __enter__(self):
+    def __enter__(self: _H) -> _H:
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -532,7 +549,8 @@ class Writer(_Handle):
         """Adds the pairs ``(key, values[i])``: :meth:`insert` for one key and many
         values, without repeating the key.
 
-        >>> w.insert_values(key(7), np.random.bytes(16 * 1000))  # doctest: +SKIP
+        >>> rng = np.random.default_rng()
+        >>> w.insert_values(key(7), rng.integers(0, 256, (1000, 16), dtype=np.uint8))
         """
         if not _is_single(key):
             raise _invalid("insert_values: key is one key of 16 bytes, not a batch")
@@ -599,7 +617,7 @@ class Reader(_Handle):
         self._call("hashdir_reader_refresh")
 
     @overload
-    def lookup(self, keys: KeyLike) -> Optional[bytes]: ...
+    def lookup(self, keys: Bytes16) -> Optional[bytes]: ...
     @overload
     def lookup(self, keys: Batch) -> Lookup: ...
 
@@ -631,7 +649,7 @@ class Reader(_Handle):
         return self.lookup(_one(key, "key")) is not None
 
     @overload
-    def get(self, keys: KeyLike, capacity: Optional[int] = None) -> List[bytes]: ...
+    def get(self, keys: Bytes16, capacity: Optional[int] = None) -> List[bytes]: ...
     @overload
     def get(self, keys: Batch, capacity: Optional[int] = None) -> ValueSets: ...
 
@@ -703,7 +721,7 @@ class Reader(_Handle):
 
 def version() -> str:
     """The C library's version, e.g. ``"0.1.0"`` (the package's own, for a wheel)."""
-    return library().hashdir_version().decode()
+    return str(library().hashdir_version().decode())
 
 
 def get_include() -> str:

@@ -18,7 +18,7 @@ import os
 import threading
 from ctypes import c_char_p, c_int, c_size_t, c_uint32, c_uint64, c_void_p
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 KEY_SIZE = 16
 
@@ -106,7 +106,7 @@ _lib_path: Optional[str] = None
 _lib_lock = threading.Lock()
 
 
-def candidates() -> list:
+def candidates() -> List[str]:
     """The libraries to try, in order: ``$HASHDIR_LIB``; the package's own copy; the
     system's (``ctypes.util.find_library``, then ``libhashdir.so.0`` on the loader's path)."""
     explicit = os.environ.get("HASHDIR_LIB")
