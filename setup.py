@@ -15,8 +15,9 @@ the library through ctypes), so one wheel serves every CPython 3 version, but th
 makes it specific to the platform (Linux x86-64 with the builder's glibc or newer).
 
 No dependency beyond setuptools: a custom build_py is some forty lines, where
-setuptools-rust would name the library like a CPython extension module (tying the wheel
-to one Python version) and maturin's only ABI-level mode generates cffi bindings.
+setuptools-rust's binding-less mode installs the library under a CPython extension
+module's name (`*.cpython-311-*.so`, or `*.abi3.so`), tagging the wheel for CPython, and
+maturin's only ABI-level mode generates cffi bindings.
 """
 
 import json
