@@ -41,17 +41,19 @@ install_cmake() {
 }
 
 install_python_packages() {
-  # NumPy and h5py for the Python example and its test (tests/examples.rs), which reads
-  # hashdir files with h5py to show they are ordinary HDF5.
-  if python3 -c 'import numpy, h5py' 2>/dev/null; then
+  # NumPy (the Python package's dependency), h5py and pytest for the Python package's tests
+  # (tests/python.rs runs python/tests with pytest; they read hashdir files with h5py to
+  # show they are ordinary HDF5) and the Python example (tests/examples.rs).
+  if python3 -c 'import numpy, h5py, pytest' 2>/dev/null; then
     return
   fi
   if [ "$(id -u)" -eq 0 ]; then
-    python3 -m pip install --quiet --break-system-packages numpy h5py
+    python3 -m pip install --quiet --break-system-packages numpy h5py pytest
   else
-    python3 -m pip install --quiet --user --break-system-packages numpy h5py
+    python3 -m pip install --quiet --user --break-system-packages numpy h5py pytest
   fi
-  python3 -c 'import numpy, h5py; print("numpy", numpy.__version__, "h5py", h5py.__version__)'
+  python3 -c 'import numpy, h5py, pytest
+print("numpy", numpy.__version__, "h5py", h5py.__version__, "pytest", pytest.__version__)'
 }
 
 install_rust() {

@@ -7,7 +7,13 @@
 #   PREFIX/lib/libhashdir.so               -> libhashdir.so.0 (what `-lhashdir` links)
 #   PREFIX/lib/libhashdir.a                the static library
 #   PREFIX/include/hashdir.h               the header
+#   PREFIX/include/hashdir.hpp             the C++20 wrapper (header-only, over hashdir.h)
+#   PREFIX/share/hashdir/fortran/hashdir.f90   the Fortran 2008 module `hashdir`, as source
 #   PREFIX/lib/pkgconfig/hashdir.pc        pkgconfig/hashdir.pc.in with PREFIX and VERSION
+#   PREFIX/lib/cmake/hashdir/hashdirConfig.cmake, hashdirConfigVersion.cmake
+#                                          the CMake package: find_package(hashdir CONFIG)
+#                                          gives hashdir::hashdir, hashdir::hashdir_static
+#                                          and (Fortran enabled) hashdir::fortran
 #   PREFIX/bin/hashdir                     the command-line tool (not with --no-cli)
 #
 # PREFIX is the argument, else $PREFIX, else /usr/local. DESTDIR (staged installs, packaging)
@@ -111,7 +117,7 @@ put() { # mode source destination
   installed+=("$3")
 }
 
-install -d "$lib/pkgconfig" "$root/include"
+install -d "$lib/pkgconfig" "$lib/cmake/hashdir" "$root/include" "$root/share/hashdir/fortran"
 put 0755 "$out/libhashdir.so" "$lib/$real"
 if [ "$soname" != "$real" ]; then
   ln -sfn "$real" "$lib/$soname"
@@ -121,14 +127,26 @@ ln -sfn "$soname" "$lib/libhashdir.so"
 installed+=("$lib/libhashdir.so -> $soname")
 put 0644 "$out/libhashdir.a" "$lib/libhashdir.a"
 put 0644 include/hashdir.h "$root/include/hashdir.h"
+put 0644 include/hashdir.hpp "$root/include/hashdir.hpp"
+put 0644 fortran/hashdir.f90 "$root/share/hashdir/fortran/hashdir.f90"
 
-pc="$(mktemp)"
-trap 'rm -f "$pc"' EXIT
+scratch="$(mktemp -d)"
+trap 'rm -rf "$scratch"' EXIT
 # The template's comments explain how to render it; the rendered file keeps only the fields.
 prefix_sed="$(printf '%s' "$prefix" | sed 's/[|&\\]/\\&/g')"
 sed -e '/^#/d' -e "s|@PREFIX@|$prefix_sed|g" -e "s|@VERSION@|$version|g" \
-  pkgconfig/hashdir.pc.in >"$pc"
-put 0644 "$pc" "$lib/pkgconfig/hashdir.pc"
+  pkgconfig/hashdir.pc.in >"$scratch/hashdir.pc"
+put 0644 "$scratch/hashdir.pc" "$lib/pkgconfig/hashdir.pc"
+
+# The CMake files find the prefix from their own path; they are told the library's file
+# names and, for the static library, the .pc file's Libs.private (-lm -> m, as a CMake list).
+libs_private="$(sed -n 's/^Libs\.private: *//p' pkgconfig/hashdir.pc.in |
+  sed -e 's/^-l//' -e 's/  *-l/;/g')"
+for f in hashdirConfig hashdirConfigVersion; do
+  sed -e "s|@VERSION@|$version|g" -e "s|@REAL@|$real|g" -e "s|@SONAME@|$soname|g" \
+    -e "s|@LIBS_PRIVATE@|$libs_private|g" "cmake/$f.cmake.in" >"$scratch/$f.cmake"
+  put 0644 "$scratch/$f.cmake" "$lib/cmake/hashdir/$f.cmake"
+done
 
 if [ "$cli" = 1 ]; then
   install -d "$root/bin"

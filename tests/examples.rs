@@ -1,8 +1,11 @@
 //! The language examples under `examples/` (C++, Fortran, Python), each built and run
-//! against the freshly built `libhashdir.so` the way a user would: the library, header and
-//! `hashdir.pc` installed into a scratch prefix, C++ and Fortran compiled with the flags
-//! `pkg-config` gives, Python loading the library through `HASHDIR_LIB`. (The C example
-//! is run by `tests/c_api.rs`.)
+//! against the freshly built `libhashdir.so` the way a user would: `scripts/install.sh`
+//! installs the library, the headers (`hashdir.h`, the C++ wrapper `hashdir.hpp`), the
+//! Fortran module's source and `hashdir.pc` into a scratch prefix, C++ and Fortran are
+//! compiled from those installed files with the flags `pkg-config` gives, and Python
+//! imports the package from its wheel (built as `tests/python.rs` builds it). (The C
+//! example is run by `tests/c_api.rs`; the Python package's own tests, with h5py, by
+//! `tests/python.rs`; CMake builds of the installed package by `tests/install.rs`.)
 //!
 //! Every example runs the same scenario and prints the same lines (`EXPECTED`); a failed
 //! check inside one makes it exit non-zero with the reason on stderr, shown here.
@@ -12,13 +15,10 @@
 
 mod common_c;
 
-use common_c::{check, install_shared, root};
-use std::fs;
+use common_c::{check, install_prefix, install_wheel, root};
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-
-const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// What every example prints, in this order.
 const EXPECTED: &[&str] = &[
@@ -33,30 +33,18 @@ const EXPECTED: &[&str] = &[
     "all checks passed",
 ];
 
-/// A scratch prefix with the library installed as a package would install it.
+/// A scratch prefix with the library installed by `scripts/install.sh`.
 struct Prefix {
     dir: tempfile::TempDir,
     lib: PathBuf,
 }
 
 impl Prefix {
-    /// `include/hashdir.h`, `lib/libhashdir.so{,.0}`, `lib/pkgconfig/hashdir.pc`.
+    /// `include/hashdir.h` and `hashdir.hpp`, `lib/libhashdir.so*`, the Fortran module's
+    /// source, `lib/pkgconfig/hashdir.pc`: what the C++ and Fortran examples build with.
     fn new() -> Prefix {
         let dir = tempfile::tempdir().unwrap();
-        let p = dir.path();
-        let lib = install_shared(p);
-        fs::create_dir_all(p.join("include")).unwrap();
-        fs::create_dir_all(lib.join("pkgconfig")).unwrap();
-        fs::copy(
-            root().join("include/hashdir.h"),
-            p.join("include/hashdir.h"),
-        )
-        .unwrap();
-        let template = fs::read_to_string(root().join("pkgconfig/hashdir.pc.in")).unwrap();
-        let pc = template
-            .replace("@PREFIX@", p.to_str().unwrap())
-            .replace("@VERSION@", VERSION);
-        fs::write(lib.join("pkgconfig/hashdir.pc"), pc).unwrap();
+        let lib = install_prefix(dir.path());
         Prefix { dir, lib }
     }
 
@@ -135,8 +123,6 @@ fn cpp_example_compiles_with_pkg_config_and_runs() {
                 "-Werror",
                 "-O1",
             ])
-            .arg("-I")
-            .arg(root().join("examples/cpp"))
             .arg(root().join("examples/cpp/example.cpp"))
             .arg("-o")
             .arg(&exe)
@@ -164,66 +150,37 @@ fn fortran_example_compiles_with_pkg_config_and_runs() {
             // The module file (hashdir.mod) goes to the scratch dir, not the work tree.
             .arg("-J")
             .arg(prefix.path())
-            .arg(root().join("examples/fortran/hashdir.f90"))
+            .args(prefix.pkg_config(&["--variable=fortran_source"]))
             .arg(root().join("examples/fortran/example.f90"))
             .arg("-o")
             .arg(&exe)
             .args(prefix.pkg_config(&["--libs"])),
         "gfortran",
     );
-    check("compiling examples/fortran/*.f90", &out);
+    check("compiling the installed hashdir.f90 and examples/fortran/example.f90", &out);
     assert_scenario("Fortran", &run_example(&exe, &prefix));
 }
 
-/// `python3 <args>` in `examples/python`'s context, finding the library only through
-/// HASHDIR_LIB.
-fn python(prefix: &Prefix, args: &[&std::ffi::OsStr]) -> Output {
-    run_tool(
+#[test]
+fn python_example_runs_with_the_installed_package() {
+    let prefix = Prefix::new();
+    // The package as a user installs it: the wheel (`pip wheel .`), carrying its library.
+    let site = prefix.path().join("site");
+    install_wheel(&site);
+    let file = prefix.path().join("example.h5");
+    let out = run_tool(
         Command::new("python3")
-            .args(args)
+            .arg(root().join("examples/python/example.py"))
+            .arg(&file)
             .current_dir(prefix.path())
-            .env("HASHDIR_LIB", prefix.lib.join("libhashdir.so"))
-            .env("PYTHONDONTWRITEBYTECODE", "1") // no __pycache__ in the work tree
-            .env("TMPDIR", prefix.path())
-            .env_remove("PYTHONOPTIMIZE") // the examples check with assert
+            .env("PYTHONPATH", &site)
+            .env("PYTHONDONTWRITEBYTECODE", "1")
+            .env_remove("HASHDIR_LIB")
+            .env_remove("PYTHONOPTIMIZE") // the example checks with assert
             .env_remove("LD_LIBRARY_PATH"),
         "python3",
-    )
-}
-
-#[test]
-fn python_example_and_tests_run_with_h5py() {
-    let prefix = Prefix::new();
-    let modules = python(&prefix, &["-c".as_ref(), "import numpy, h5py".as_ref()]);
-    assert!(
-        modules.status.success(),
-        "python3 lacks numpy or h5py, which the Python example and its test need: \
-         `python3 -m pip install numpy h5py` (`bash scripts/dev.sh setup` does it)\n{}",
-        String::from_utf8_lossy(&modules.stderr)
-    );
-
-    let dir = root().join("examples/python");
-    let file = prefix.path().join("example.h5");
-    let out = python(
-        &prefix,
-        &[dir.join("example.py").as_os_str(), file.as_os_str()],
     );
     check("python3 examples/python/example.py", &out);
     assert!(file.exists());
     assert_scenario("Python", &String::from_utf8(out.stdout).unwrap());
-
-    // Unit tests of the wrapper, and h5py reading the files as ordinary HDF5.
-    let out = python(
-        &prefix,
-        &[dir.join("test_hashdir.py").as_os_str(), "-v".as_ref()],
-    );
-    check("python3 examples/python/test_hashdir.py", &out);
-    let report = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        report.contains("test_example_file_opens_with_h5py")
-            && report.contains("test_h5py_reads_while_a_writer_is_open")
-            && report.trim_end().ends_with("OK"),
-        "{report}"
-    );
-    println!("{report}");
 }

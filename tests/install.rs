@@ -1,6 +1,7 @@
 //! `scripts/install.sh` as a user or a packager runs it: into a scratch PREFIX, and staged
 //! under DESTDIR; then examples/c/quickstart.c is built with nothing but the flags of the
-//! installed `hashdir.pc` (shared, and `--static`) and run.
+//! installed `hashdir.pc` (shared, and `--static`) and run; and a CMake project builds the
+//! C, C++ and Fortran examples against the installed CMake package and runs them.
 //!
 //! The script builds with cargo into the directory `tests/common_c` builds the C library in
 //! (`target/<profile>/c-api/`), so after the C API tests it finds everything built.
@@ -146,9 +147,38 @@ fn check_tree(top: &Path, prefix: &Path, cli: bool) {
         Path::new("libhashdir.so.0")
     );
     assert!(lib.join("libhashdir.a").is_file());
-    assert_eq!(
-        fs::read(top.join("include/hashdir.h")).unwrap(),
-        fs::read(root().join("include/hashdir.h")).unwrap()
+    for (installed, source) in [
+        ("include/hashdir.h", "include/hashdir.h"),
+        ("include/hashdir.hpp", "include/hashdir.hpp"),
+        ("share/hashdir/fortran/hashdir.f90", "fortran/hashdir.f90"),
+    ] {
+        assert_eq!(
+            fs::read(top.join(installed)).unwrap(),
+            fs::read(root().join(source)).unwrap(),
+            "{installed}"
+        );
+    }
+    let pc_libs_private = fs::read_to_string(root().join("pkgconfig/hashdir.pc.in"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("Libs.private:").map(str::to_owned))
+        .unwrap();
+    let cmake_libs = pc_libs_private
+        .split_whitespace()
+        .map(|l| l.strip_prefix("-l").unwrap())
+        .collect::<Vec<_>>()
+        .join(";");
+    for file in ["hashdirConfig.cmake", "hashdirConfigVersion.cmake"] {
+        let text = fs::read_to_string(lib.join("cmake/hashdir").join(file)).unwrap();
+        assert!(!text.contains('@'), "unrendered placeholder in {file}:\n{text}");
+        assert!(text.contains(&format!("\"{VERSION}\"")), "{file} lacks the version");
+    }
+    let config = fs::read_to_string(lib.join("cmake/hashdir/hashdirConfig.cmake")).unwrap();
+    assert!(config.contains(&format!("/lib/{real}\"")), "{config}");
+    assert!(config.contains("IMPORTED_SONAME \"libhashdir.so.0\""), "{config}");
+    assert!(
+        config.contains(&format!("INTERFACE_LINK_LIBRARIES \"{cmake_libs}\"")),
+        "the static target's libraries are not hashdir.pc's Libs.private ({cmake_libs})"
     );
     let pc = fs::read_to_string(lib.join("pkgconfig/hashdir.pc")).unwrap();
     assert!(
@@ -315,4 +345,109 @@ fn bad_arguments_are_refused() {
         assert_eq!(out.status.code(), Some(2), "{args:?}");
         assert!(String::from_utf8_lossy(&out.stderr).contains("install.sh"));
     }
+}
+
+/// The CMake package: a project with C, C++ and Fortran programs (the examples) finds the
+/// installed prefix with `find_package(hashdir CONFIG)`, builds against `hashdir::hashdir`,
+/// `hashdir::hashdir_static` and `hashdir::fortran` with the cmake on PATH (CMake >= 3.26
+/// from PyPI, as `scripts/dev.sh setup` installs it), and the programs run without
+/// LD_LIBRARY_PATH (CMake puts the imported library's directory in their RUNPATH).
+#[test]
+fn cmake_package_builds_c_cpp_and_fortran_programs() {
+    let scratch = tempfile::tempdir().unwrap();
+    let prefix = scratch.path().join("prefix");
+    install(&["--no-cli", prefix.to_str().unwrap()], None);
+
+    let project = scratch.path().join("consumer");
+    fs::create_dir_all(&project).unwrap();
+    let examples = root().join("examples");
+    fs::write(
+        project.join("CMakeLists.txt"),
+        format!(
+            r#"cmake_minimum_required(VERSION 3.16)
+project(consumer LANGUAGES C CXX Fortran)
+
+# The version file: a newer major version, or a newer minor one, is not this package.
+foreach(wanted 1 0.99)
+  find_package(hashdir ${{wanted}} CONFIG QUIET)
+  if(hashdir_FOUND)
+    message(FATAL_ERROR "find_package(hashdir ${{wanted}}) accepted ${{hashdir_VERSION}}")
+  endif()
+endforeach()
+find_package(hashdir {major_minor} CONFIG REQUIRED)
+message(STATUS "found hashdir ${{hashdir_VERSION}} in ${{hashdir_DIR}}")
+
+add_executable(quickstart "{c}")
+target_link_libraries(quickstart PRIVATE hashdir::hashdir)
+
+add_executable(quickstart_static "{c}")
+target_link_libraries(quickstart_static PRIVATE hashdir::hashdir_static)
+
+add_executable(example_cpp "{cpp}")
+target_compile_features(example_cpp PRIVATE cxx_std_20)
+target_link_libraries(example_cpp PRIVATE hashdir::hashdir)
+
+add_executable(example_fortran "{f90}")
+target_link_libraries(example_fortran PRIVATE hashdir::fortran)
+"#,
+            major_minor = VERSION.rsplit_once('.').unwrap().0,
+            c = examples.join("c/quickstart.c").display(),
+            cpp = examples.join("cpp/example.cpp").display(),
+            f90 = examples.join("fortran/example.f90").display(),
+        ),
+    )
+    .unwrap();
+
+    let build = scratch.path().join("build");
+    let cmake = |args: &[&std::ffi::OsStr]| {
+        let out = Command::new("cmake")
+            .args(args)
+            .env_remove("CMAKE_PREFIX_PATH")
+            .env_remove("hashdir_DIR")
+            .output()
+            .expect("run cmake (>= 3.26: python3 -m pip install cmake; scripts/dev.sh setup)");
+        check(&format!("cmake {args:?}"), &out);
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let configure = cmake(&[
+        "-S".as_ref(),
+        project.as_os_str(),
+        "-B".as_ref(),
+        build.as_os_str(),
+        format!("-DCMAKE_PREFIX_PATH={}", prefix.display()).as_ref(),
+        "-DCMAKE_BUILD_TYPE=Release".as_ref(),
+    ]);
+    assert!(
+        configure.contains(&format!(
+            "found hashdir {VERSION} in {}",
+            prefix.join("lib/cmake/hashdir").display()
+        )),
+        "{configure}"
+    );
+    cmake(&["--build".as_ref(), build.as_os_str(), "-j2".as_ref()]);
+
+    let run = |name: &str| {
+        let exe = build.join(name);
+        let out = Command::new(&exe)
+            .arg(scratch.path().join(format!("{name}.h5")))
+            .current_dir(scratch.path())
+            .env_remove("LD_LIBRARY_PATH")
+            .output()
+            .unwrap_or_else(|e| panic!("run {name}: {e}"));
+        check(&format!("running {name}"), &out);
+        (exe, String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    for name in ["quickstart", "quickstart_static"] {
+        let (exe, out) = run(name);
+        assert!(out.contains("key 7 has 10 values, key 12345 has 0"), "{name}: {out}");
+        let linked = needed(&exe).iter().any(|n| n == "libhashdir.so.0");
+        assert_eq!(linked, name == "quickstart", "{name}: {:?}", needed(&exe));
+    }
+    for name in ["example_cpp", "example_fortran"] {
+        let (exe, out) = run(name);
+        assert!(out.contains("all checks passed"), "{name}: {out}");
+        assert!(needed(&exe).iter().any(|n| n == "libhashdir.so.0"));
+    }
+    // The Fortran module was compiled in the consumer's tree, by its compiler.
+    assert!(build.join("hashdir_fortran_modules/hashdir.mod").is_file());
 }

@@ -1,9 +1,10 @@
 // hashdir from C++20 through hashdir.hpp: write a batch, read it back, delete, refresh.
-// Build: c++ -std=c++20 -I examples/cpp examples/cpp/example.cpp -o example
+// Build (hashdir installed by scripts/install.sh, which installs hashdir.hpp with hashdir.h):
+//        c++ -std=c++20 examples/cpp/example.cpp -o example
 //            $(pkg-config --cflags --libs hashdir)
 // Run:   ./example /tmp/example.h5
 // Prints one line per step; exits non-zero (with the reason on stderr) if a check fails.
-#include "hashdir.hpp"
+#include <hashdir.hpp>
 
 #include <cstdio>
 #include <cstdlib>

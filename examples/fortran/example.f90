@@ -1,6 +1,8 @@
 ! hashdir from Fortran 2008 through the hashdir module: write a batch, read it back,
 ! delete, refresh.
-! Build: gfortran -std=f2008 hashdir.f90 example.f90 -o example $(pkg-config --libs hashdir)
+! Build (hashdir installed by scripts/install.sh, which installs the module's source):
+!   gfortran -std=f2008 $(pkg-config --variable=fortran_source hashdir) example.f90 \
+!       -o example $(pkg-config --libs hashdir)
 ! Run:   ./example /tmp/example.h5
 ! Prints one line per step; stops with a non-zero code (reason on stderr) if a check fails.
 program example

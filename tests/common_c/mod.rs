@@ -32,14 +32,24 @@ pub fn library() -> &'static Library {
     LIBRARY.get_or_init(build_library)
 }
 
+/// `target/<profile>` (or `target/<triple>/<profile>`) of this test binary.
+pub fn profile_dir() -> PathBuf {
+    let exe = env::current_exe().unwrap();
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>/deps/<exe>")
+        .to_owned()
+}
+
+/// The cargo target directory the C library is built in (`target/<profile>/c-api`).
+pub fn c_api_target_dir() -> PathBuf {
+    profile_dir().join("c-api")
+}
+
 /// Runs `cargo build --lib` with the profile (and target, if explicit) this test was
 /// built with, and reads the artifact paths from cargo's JSON messages.
 fn build_library() -> Library {
-    let exe = env::current_exe().unwrap();
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target/<profile>/deps/<exe>");
+    let profile_dir = profile_dir();
     let profile = match profile_dir.file_name().unwrap().to_str().unwrap() {
         "debug" => "dev",
         other => other,
@@ -56,7 +66,7 @@ fn build_library() -> Library {
     .arg("--manifest-path")
     .arg(root().join("Cargo.toml"))
     .arg("--target-dir")
-    .arg(profile_dir.join("c-api"));
+    .arg(c_api_target_dir());
     let explicit_target = profile_dir.parent().and_then(Path::file_name) == Some(TARGET.as_ref());
     if explicit_target {
         cmd.args(["--target", TARGET]);
@@ -114,4 +124,84 @@ pub fn check(what: &str, out: &Output) {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(out.status.success(), "{text}");
+}
+
+/// The Python package's wheel, built once per test binary the way a user builds it
+/// (`python3 -m pip wheel .` in the work tree, see setup.py), into
+/// `target/<profile>/c-api/wheel/`. setup.py's cargo build uses the C library's target
+/// directory, so it finds the library built and builds nothing.
+pub fn python_wheel() -> &'static Path {
+    static WHEEL: OnceLock<PathBuf> = OnceLock::new();
+    WHEEL.get_or_init(|| {
+        library(); // built first, with these tests' cargo and flags
+        let dir = c_api_target_dir().join("wheel");
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        let out = pip_build(&["wheel", "--no-deps", "--wheel-dir"], &dir);
+        check("python3 -m pip wheel .", &out);
+        let wheels: Vec<PathBuf> = fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|x| x == "whl"))
+            .collect();
+        assert_eq!(wheels.len(), 1, "one wheel in {}: {wheels:?}", dir.display());
+        wheels.into_iter().next().unwrap()
+    })
+}
+
+/// `python3 -m pip <args> <dir> <work tree>`, building the package from the work tree with
+/// cargo's target directory set to the C library's (so nothing is built twice), quietly.
+pub fn pip_build(args: &[&str], dir: &Path) -> Output {
+    let mut cmd = Command::new("python3");
+    if profile_dir().parent().and_then(Path::file_name) == Some(TARGET.as_ref()) {
+        cmd.env("CARGO_BUILD_TARGET", TARGET); // as `library()` passes --target
+    }
+    cmd.args(["-m", "pip"])
+        .args(args)
+        .arg(dir)
+        .arg(root())
+        .args(["--quiet", "--disable-pip-version-check", "--no-input"])
+        .env("CARGO_TARGET_DIR", c_api_target_dir())
+        .env("PIP_ROOT_USER_ACTION", "ignore")
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .output()
+        .expect("run python3 -m pip (Debian packages python3, python3-pip)")
+}
+
+/// Installs the wheel into `site` (a directory to put on PYTHONPATH), without fetching
+/// anything and without cargo.
+pub fn install_wheel(site: &Path) {
+    let out = Command::new("python3")
+        .args(["-m", "pip", "install", "--no-deps", "--no-index", "--quiet"])
+        .args(["--disable-pip-version-check", "--no-input", "--target"])
+        .arg(site)
+        .arg(python_wheel())
+        .env("PIP_ROOT_USER_ACTION", "ignore")
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .output()
+        .expect("run python3 -m pip");
+    check("pip install <wheel>", &out);
+}
+
+/// Installs the built library into `prefix` with `scripts/install.sh --no-build --no-cli`,
+/// as a package would: library, headers (hashdir.h, hashdir.hpp), the Fortran module's
+/// source, hashdir.pc and the CMake package. Returns `prefix/lib`.
+pub fn install_prefix(prefix: &Path) -> PathBuf {
+    library(); // what --no-build installs
+    let mut cmd = Command::new("bash");
+    cmd.arg(root().join("scripts/install.sh"))
+        .args(["--no-build", "--no-cli"])
+        .arg(prefix)
+        .env("CARGO_TARGET_DIR", c_api_target_dir())
+        .env_remove("CARGO_BUILD_TARGET_DIR")
+        .env_remove("PREFIX")
+        .env_remove("DESTDIR");
+    if profile_dir().parent().and_then(Path::file_name) == Some(TARGET.as_ref()) {
+        cmd.env("CARGO_BUILD_TARGET", TARGET);
+    } else {
+        cmd.env_remove("CARGO_BUILD_TARGET");
+    }
+    let out = cmd.output().expect("run bash");
+    check("scripts/install.sh --no-build --no-cli", &out);
+    prefix.join("lib")
 }

@@ -13,7 +13,9 @@
 // Threads: a Reader may be used by many threads at once; a Writer's calls are serialised
 // by the library. Handles are movable, not copyable.
 //
-// Build: c++ -std=c++20 -I examples/cpp prog.cpp $(pkg-config --cflags --libs hashdir)
+// Installed with hashdir.h by scripts/install.sh (PREFIX/include/hashdir.hpp).
+// Build: c++ -std=c++20 prog.cpp $(pkg-config --cflags --libs hashdir)
+//   or, with CMake: find_package(hashdir CONFIG REQUIRED), link hashdir::hashdir.
 //
 // SPDX-License-Identifier: MIT OR Apache-2.0
 #ifndef HASHDIR_HPP

@@ -11,7 +11,11 @@
 !   ones are cut); without `stat` a failure prints the message and stops the program
 !   (ERROR STOP).
 !
-! Build: gfortran -std=f2008 hashdir.f90 prog.f90 $(pkg-config --libs hashdir)
+! Installed by scripts/install.sh as PREFIX/share/hashdir/fortran/hashdir.f90 (module files
+! are compiler-specific, so the module ships as source). Build:
+!   gfortran -std=f2008 $(pkg-config --variable=fortran_source hashdir) prog.f90 \
+!       $(pkg-config --libs hashdir)
+! or, with CMake (Fortran enabled): find_package(hashdir CONFIG REQUIRED), link hashdir::fortran.
 !
 ! Threads: a reader may be used by many threads at once; a writer's calls are
 ! serialised by the library. Close every handle exactly once.
