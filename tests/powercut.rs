@@ -326,10 +326,8 @@ fn run_mode(mode: Mode, test: &str) {
     }
 
     let mut run = run;
-    if incomplete.is_some()
-        && std::env::var("HASHDIR_POWERCUT_FILL_UNTRACED").is_ok_and(|v| v == "1")
-    {
-        let filled = fill_untraced(&mut run.base, &replayed, &run.left);
+    if incomplete.is_some() && pc::fill_untraced_requested() {
+        let filled = pc::fill_untraced(&mut run.base, &replayed, &run.left);
         eprintln!(
             "{} mode: DIAGNOSTIC: {filled} untraced bytes and the final length ({} bytes) put into the base; this is not the fault model",
             mode.name(),
@@ -339,6 +337,18 @@ fn run_mode(mode: Mode, test: &str) {
     let run = run;
     let models = Models::new(batches, plan.shrink);
     let n = run.recs.len();
+    // Crash points: before the first record, and right after each operation. A point after
+    // a marker gives the image of the operation before it with looser bounds, so those add
+    // nothing.
+    let points: Vec<usize> = std::iter::once(0)
+        .chain(
+            run.recs
+                .iter()
+                .enumerate()
+                .filter(|(_, r)| !matches!(r, Rec::Mark(_) | Rec::Fault { .. }))
+                .map(|(i, _)| i + 1),
+        )
+        .collect();
     let next = AtomicUsize::new(0);
     let outcomes = Mutex::new(Vec::new());
     let todo: Vec<u64> = match only {
@@ -347,15 +357,15 @@ fn run_mode(mode: Mode, test: &str) {
     };
     std::thread::scope(|s| {
         for t in 0..threads {
-            let (run, tl, models, todo, next, outcomes, dir) =
-                (&run, &tl, &models, &todo, &next, &outcomes, &dir);
+            let (run, tl, models, todo, next, outcomes, dir, points) =
+                (&run, &tl, &models, &todo, &next, &outcomes, &dir, &points);
             s.spawn(move || {
                 let path = dir.file(&format!("image-{t}.h5"));
                 loop {
                     let j = next.fetch_add(1, Ordering::Relaxed);
                     let Some(&i) = todo.get(j) else { break };
                     let mut rng = Rng(pc::image_seed(seed, i));
-                    let crash = rng.below(n as u64 + 1) as usize;
+                    let crash = points[rng.below(points.len() as u64) as usize];
                     let profile = Profile::pick(&mut rng);
                     let (img, built) = image::build(
                         &run.base,
@@ -404,23 +414,6 @@ fn run_mode(mode: Mode, test: &str) {
     );
     let failed = outcomes.iter().filter(|o| o.result.is_err()).count();
     assert!(failed == 0 && incomplete.is_none(), "{summary}");
-}
-
-/// `HASHDIR_POWERCUT_FILL_UNTRACED`: puts into `base` every byte in which the whole-trace
-/// replay differs from the file the writer left, and extends it to that file's length.
-/// Returns how many bytes it changed.
-fn fill_untraced(base: &mut Vec<u8>, replayed: &[u8], left: &[u8]) -> usize {
-    if base.len() < left.len() {
-        base.resize(left.len(), 0);
-    }
-    let mut n = 0;
-    for (i, &b) in left.iter().enumerate() {
-        if replayed.get(i).copied().unwrap_or(0) != b && base[i] != b {
-            base[i] = b;
-            n += 1;
-        }
-    }
-    n
 }
 
 fn panic_message(p: &Box<dyn std::any::Any + Send>) -> String {

@@ -358,3 +358,27 @@ pub fn replay_differences(replayed: &[u8], actual: &[u8]) -> Option<String> {
         actual.len()
     ))
 }
+
+/// Whether `HASHDIR_POWERCUT_FILL_UNTRACED=1` asks for the format-v2 diagnostic.
+pub fn fill_untraced_requested() -> bool {
+    std::env::var("HASHDIR_POWERCUT_FILL_UNTRACED").is_ok_and(|v| v == "1")
+}
+
+/// The format-v2 diagnostic (`HASHDIR_POWERCUT_FILL_UNTRACED=1`): puts into `base` every byte
+/// in which the whole-trace replay differs from the file the writer left, and extends it to
+/// that file's length, as if HDF5 had written and synced its own metadata before the run.
+/// Not the fault model: it only shows which failures come from the writes the trace lacks.
+/// Returns how many bytes it changed.
+pub fn fill_untraced(base: &mut Vec<u8>, replayed: &[u8], left: &[u8]) -> usize {
+    if base.len() < left.len() {
+        base.resize(left.len(), 0);
+    }
+    let mut n = 0;
+    for (i, &b) in left.iter().enumerate() {
+        if replayed.get(i).copied().unwrap_or(0) != b && base[i] != b {
+            base[i] = b;
+            n += 1;
+        }
+    }
+    n
+}

@@ -2,8 +2,8 @@
 //! batches for some `k` in the range the crash allows, verifies clean, and takes new work.
 
 use super::workload::{Models, State, PROBE, PROGRESS};
-use crate::common::k;
-use hashdir::{Options, Reader, Writer};
+use crate::common::{k, open_writer};
+use hashdir::{Options, Reader};
 use std::path::Path;
 
 /// Reads every key and set of a file.
@@ -92,8 +92,9 @@ pub fn check(
     hi: u64,
     probe: u64,
 ) -> Result<u64, String> {
-    // (a) It opens for writing: recovery works.
-    let mut w = Writer::open(path, opts).map_err(|e| format!("writer open (recovery): {e}"))?;
+    // (a) It opens for writing: recovery works. (`open_writer` waits out the writer lock a
+    // child forked by another test thread may hold for a moment; see tests/common.)
+    let mut w = open_writer(path, opts).map_err(|e| format!("writer open (recovery): {e}"))?;
     // (b) A whole-batch prefix, (c) no shorter than what was durable.
     let got = scan(path)?;
     let n = prefix_of(&got, models)?;
@@ -119,7 +120,7 @@ pub fn check(
         .and_then(|()| w.checkpoint())
         .and_then(|()| w.close())
         .map_err(|e| format!("after recovery, commit/checkpoint/close of a new batch: {e}"))?;
-    let w = Writer::open(path, opts).map_err(|e| format!("reopen after the new batch: {e}"))?;
+    let w = open_writer(path, opts).map_err(|e| format!("reopen after the new batch: {e}"))?;
     let mut want = models.after(n).clone();
     want.insert(pk, [pv].into());
     let again = scan(path)?;
