@@ -390,7 +390,7 @@ fn one(
     let mut points: Vec<usize> = match failed_sync {
         None => Vec::new(),
         Some(f) => (f..recs.len())
-            .filter(|&i| matches!(recs[i], Rec::Mark(v) if v >= 1 && v < workload::ACK_LIMIT))
+            .filter(|&i| matches!(recs[i], Rec::Mark(v) if (1..workload::ACK_LIMIT).contains(&v)))
             .map(|i| i + 1)
             .collect(),
     };

@@ -187,10 +187,10 @@ impl Timeline {
                     Marker::Stopped => t.ends_stopped = i + 1 == recs.len(),
                     Marker::Unknown(v) => t.unknown.push(v),
                 },
-                Rec::Write { off, data } if t.first_growth.is_none() => {
-                    if off + data.len() as u64 > base_len {
-                        t.first_growth = Some(i);
-                    }
+                Rec::Write { off, data }
+                    if t.first_growth.is_none() && off + data.len() as u64 > base_len =>
+                {
+                    t.first_growth = Some(i);
                 }
                 _ => {}
             }
