@@ -17,6 +17,8 @@
 //! - `L`: the file's length set to `offset`; no payload;
 //! - `S`: a completed `fdatasync`/`fsync`: every operation recorded before it is durable;
 //! - `M`: a marker from the program (`mark`): `offset` is its value; no payload.
+//! - `F`: an injected fault (`HASHDIR_IO_FAULT`): the operation did not reach the file and
+//!   failed; `offset` is the kind (0 write or length change, 1 sync, 2 punch), `len` the errno.
 
 use std::io;
 
@@ -100,6 +102,11 @@ mod imp {
         let f = fault_spec().filter(|f| f.op == op)?;
         let n = COUNTS[op as usize].fetch_add(1, Ordering::SeqCst) + 1;
         let fires = n == f.at || (f.sticky && n > f.at);
+        if fires {
+            // Where the fault fell among the traced operations: a test rebuilds what a
+            // failed sync may have cost from it.
+            record(b'F', op as u64, f.errno as u64, &[]);
+        }
         fires.then(|| io::Error::from_raw_os_error(f.errno))
     }
 
@@ -114,7 +121,7 @@ mod imp {
         let ok = out.write_all(&head).is_ok() && payload.iter().all(|p| out.write_all(p).is_ok());
         // A sync is a point the test builds images at: the record must be on disk before the
         // program goes on (it may be killed right after).
-        let ok = ok && (kind != b'S' && kind != b'M' || out.flush().is_ok());
+        let ok = ok && (!matches!(kind, b'S' | b'M' | b'F') || out.flush().is_ok());
         if !ok {
             *g = None; // a broken trace must not pass for a complete one
         }

@@ -1,0 +1,557 @@
+//! Power-cut tests: no acknowledged-and-synced batch is ever lost, and no file is ever lost,
+//! whatever a power cut keeps of what was not synced. See docs/POWERCUT.md.
+//!
+//! A writer child runs a deterministic workload (several writer sessions: commits, explicit
+//! and automatic checkpoints, GC passes, table growth and shrinkage, a close, an abandoned
+//! writer whose log the next open replays) with `HASHDIR_IO_TRACE` on, over a file the parent
+//! created, closed and fsynced beforehand (the base image). The trace holds every write, hole
+//! punch, length change and completed sync of the data file, and a marker after each
+//! acknowledged commit. From it the test builds crash images (tests/powercut/image.rs): the
+//! base, everything up to the last completed sync before a random crash point applied exactly,
+//! and each later operation kept, lost, or (writes, per 4 KiB piece) torn at 512 B sectors.
+//! Each image must open for writing (recovery), hold exactly the first `k` whole batches with
+//! `k` at least the batches acknowledged before that sync (and at most those begun), verify
+//! clean, and take a new batch through checkpoint, close and reopen
+//! (tests/powercut/oracle.rs). Every failure is counted; the test fails at the end with a
+//! summary. Both durability modes run: default and `sync_commit`.
+//!
+//! Environment:
+//! - `HASHDIR_POWERCUT=1`: run the engine tests (gated until format v3: on format v2 they
+//!   fail, see docs/POWERCUT.md). The builder's and parser's own tests always run.
+//! - `HASHDIR_POWERCUT_IMAGES=n`: images per mode (default 1000); the long run is
+//!   `HASHDIR_POWERCUT=1 HASHDIR_POWERCUT_IMAGES=100000 cargo test --release --test powercut`.
+//! - `HASHDIR_POWERCUT_THREADS=n`: threads checking images (default 2).
+//! - `HASHDIR_SEED=s`: the seed (printed by every run); `HASHDIR_POWERCUT_ONLY=i`: check
+//!   image `i` only (with the seed and the saved trace of a failed run, it rebuilds the same
+//!   image).
+//! - `HASHDIR_POWERCUT_FILL_UNTRACED=1` (a diagnostic for an incomplete trace, format v2): the
+//!   bytes in which a replay of the whole trace differs from the file the writer left, and
+//!   that file's length, are put into the base, as if HDF5 had written and synced its own
+//!   metadata before the run. That is not the fault model (HDF5 wrote them at growth time,
+//!   unsynced); it only tells which failures come from the writes the trace lacks. The test
+//!   still fails while the trace is incomplete.
+//! - `HASHDIR_POWERCUT_KEEP=dir`: save the base, the trace, the file the writer left and the
+//!   first failing images under `dir/<mode>/`; `HASHDIR_POWERCUT_REPLAY=dir`: take the base
+//!   and the trace from there instead of running the writer.
+
+mod common;
+#[path = "powercut/mod.rs"]
+mod pc;
+#[path = "powercut/selftest.rs"]
+mod selftest;
+
+use common::{child_role, Rng};
+use hashdir::Options;
+use pc::image::{self, FailedSync};
+use pc::trace::{self, Rec};
+use pc::workload::{self, End, Models, Plan, Session};
+use pc::{Counts, Profile, RandomChooser, Scratch, Timeline};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::Instant;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Mode {
+    Default,
+    Sync,
+}
+
+impl Mode {
+    fn name(self) -> &'static str {
+        match self {
+            Mode::Default => "default",
+            Mode::Sync => "sync",
+        }
+    }
+
+    fn parse(s: &str) -> Mode {
+        match s {
+            "sync" => Mode::Sync,
+            _ => Mode::Default,
+        }
+    }
+}
+
+/// Small logs, so that checkpoints also start on their own (a batch's frame is about 2 KiB).
+fn opts(mode: Mode) -> Options {
+    Options {
+        sync_commit: mode == Mode::Sync,
+        checkpoint_bytes: 16 << 10,
+        ..Options::default()
+    }
+}
+
+/// Three writer sessions over 120 batches: the first closes, the second is abandoned (the
+/// third's open replays its log), the third shrinks the table and closes.
+fn plan() -> Plan {
+    Plan {
+        shrink: 96,
+        sessions: vec![
+            Session {
+                batches: 0..40,
+                checkpoint_every: Some(8),
+                gc_after: &[23],
+                end: End::Close,
+            },
+            Session {
+                batches: 40..75,
+                checkpoint_every: None,
+                gc_after: &[60],
+                end: End::Abandon,
+            },
+            Session {
+                batches: 75..120,
+                checkpoint_every: Some(10),
+                gc_after: &[99, 113],
+                end: End::Close,
+            },
+        ],
+    }
+}
+
+#[test]
+fn child_roles() {
+    let Some((role, arg)) = child_role() else {
+        return;
+    };
+    let path = Path::new(&arg);
+    match role.as_str() {
+        "powercut" => {
+            let mode = Mode::parse(&std::env::var("HASHDIR_PC_MODE").unwrap_or_default());
+            let r = workload::run(path, &opts(mode), &plan(), |b| println!("@acked {b}"));
+            if let Err(f) = r {
+                pc::report_failure(&f);
+                panic!(
+                    "the traced workload failed: {} of batch {}: {}",
+                    f.call.name(),
+                    f.batch,
+                    f.error
+                );
+            }
+            println!("@finished");
+        }
+        "tiny" => {
+            // selftest: a short traced run in sync mode.
+            let r = workload::run(path, &opts(Mode::Sync), &selftest::tiny_plan(), |b| {
+                println!("@acked {b}")
+            });
+            if let Err(f) = r {
+                pc::report_failure(&f);
+                panic!("the tiny workload failed: {}", f.error);
+            }
+            println!("@finished");
+        }
+        _ => panic!("unknown role {role}"),
+    }
+}
+
+/// Whether the engine tests are switched off (they fail on format v2; see the module doc).
+fn gated(test: &str) -> bool {
+    if std::env::var("HASHDIR_POWERCUT").is_ok_and(|v| v == "1") {
+        return false;
+    }
+    eprintln!(
+        "{test}: skipped: set HASHDIR_POWERCUT=1 to run it (gated until format v3, see docs/POWERCUT.md)"
+    );
+    true
+}
+
+fn env_u64(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+#[test]
+fn power_cuts_in_default_mode() {
+    if !gated("power_cuts_in_default_mode") {
+        run_mode(Mode::Default, "power_cuts_in_default_mode");
+    }
+}
+
+#[test]
+fn power_cuts_in_sync_mode() {
+    if !gated("power_cuts_in_sync_mode") {
+        run_mode(Mode::Sync, "power_cuts_in_sync_mode");
+    }
+}
+
+/// The run's inputs: the base image, the trace, the file the writer left.
+struct Run {
+    base: Vec<u8>,
+    recs: Vec<Rec>,
+    left: Vec<u8>,
+    /// What the child acknowledged on stdout (None when replayed from a saved run).
+    child_acks: Option<Vec<u64>>,
+}
+
+fn record_run(mode: Mode, dir: &Scratch) -> Run {
+    if let Some(saved) = std::env::var_os("HASHDIR_POWERCUT_REPLAY") {
+        let d = PathBuf::from(saved).join(mode.name());
+        eprintln!("replaying the saved run in {}", d.display());
+        let read = |n: &str| {
+            std::fs::read(d.join(n)).unwrap_or_else(|e| panic!("{}: {e}", d.join(n).display()))
+        };
+        let recs = trace::parse(&read("trace")).unwrap_or_else(|e| panic!("saved trace: {e}"));
+        return Run {
+            base: read("base.h5"),
+            recs,
+            left: read("left.h5"),
+            child_acks: None,
+        };
+    }
+    let path = dir.file("run.h5");
+    let trace_path = dir.file("run.trace");
+    let base = pc::make_base(&path, &opts(mode));
+    let rep = pc::run_child(
+        "child_roles",
+        "powercut",
+        &path,
+        &[
+            ("HASHDIR_IO_TRACE", trace_path.to_str().unwrap().to_string()),
+            ("HASHDIR_PC_MODE", mode.name().to_string()),
+        ],
+    );
+    assert!(
+        rep.finished && rep.status.is_some_and(|s| s.success()),
+        "the traced writer did not finish: {:?} (failed call: {:?})",
+        rep.status,
+        rep.failed
+    );
+    let bytes = std::fs::read(&trace_path).unwrap();
+    let recs = trace::parse(&bytes).unwrap_or_else(|e| panic!("the writer's trace: {e}"));
+    let left = std::fs::read(&path).unwrap();
+    if let Some(keep) = std::env::var_os("HASHDIR_POWERCUT_KEEP") {
+        let d = PathBuf::from(keep).join(mode.name());
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join("base.h5"), &base).unwrap();
+        std::fs::write(d.join("trace"), &bytes).unwrap();
+        std::fs::write(d.join("left.h5"), &left).unwrap();
+        eprintln!(
+            "saved the base, the trace and the file left in {}",
+            d.display()
+        );
+    }
+    Run {
+        base,
+        recs,
+        left,
+        child_acks: Some(rep.acked),
+    }
+}
+
+/// One image's outcome.
+struct Outcome {
+    image: u64,
+    crash: usize,
+    profile: Profile,
+    built: image::Built,
+    /// The crash point follows the first write past the base file's end.
+    grown: bool,
+    lo: u64,
+    hi: u64,
+    result: Result<u64, String>,
+}
+
+fn run_mode(mode: Mode, test: &str) {
+    let began = Instant::now();
+    let seed = Rng::seeded(test).0;
+    let images = env_u64("HASHDIR_POWERCUT_IMAGES", 1000);
+    let threads = env_u64("HASHDIR_POWERCUT_THREADS", 2).max(1);
+    let only = std::env::var("HASHDIR_POWERCUT_ONLY")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok());
+    let dir = Scratch::new("powercut");
+    let run = record_run(mode, &dir);
+    let plan = plan();
+    let batches = plan.batches();
+
+    // The harness checks itself on the trace before judging the engine by it.
+    let tl = Timeline::of(&run.recs, run.base.len() as u64);
+    let counts = Counts::of(&run.recs);
+    assert!(
+        tl.ends_complete,
+        "the trace does not end with the run's END marker: it was cut short"
+    );
+    assert!(
+        tl.unknown.is_empty(),
+        "unknown markers in the trace: {:?}",
+        tl.unknown
+    );
+    assert_eq!(
+        counts.faults, 0,
+        "a fault was injected into a run that asked for none"
+    );
+    assert_eq!(
+        tl.acks,
+        (1..=batches).collect::<Vec<_>>(),
+        "the trace's acknowledgements are not batches 1..={batches} in order"
+    );
+    if let Some(acks) = &run.child_acks {
+        assert_eq!(
+            acks,
+            &(0..batches).collect::<Vec<_>>(),
+            "the child's acknowledgements"
+        );
+    }
+    eprintln!(
+        "{} mode: trace of {} records: {} writes ({} KiB), {} punches, {} length changes, {} syncs, {} markers; base {} KiB; first write past the base's end at record {:?}",
+        mode.name(),
+        run.recs.len(),
+        counts.writes,
+        counts.write_bytes >> 10,
+        counts.punches,
+        counts.lengths,
+        counts.syncs,
+        counts.marks,
+        run.base.len() >> 10,
+        tl.first_growth,
+    );
+    // Completeness: the base with every operation applied must be the file the writer left.
+    let (replayed, _) = image::build(
+        &run.base,
+        &run.recs,
+        run.recs.len(),
+        FailedSync::KeepsDirty,
+        &mut image::KeepAll,
+    );
+    let incomplete = pc::replay_differences(&replayed, &run.left);
+    if let Some(why) = &incomplete {
+        eprintln!(
+            "{} mode: the trace is INCOMPLETE: {why}. The file holds bytes the trace lacks (format v2: HDF5's own metadata writes when a dataset grows); images are built from the trace alone and cannot hold them.",
+            mode.name()
+        );
+    }
+
+    let mut run = run;
+    if incomplete.is_some() && pc::fill_untraced_requested() {
+        let filled = pc::fill_untraced(&mut run.base, &replayed, &run.left);
+        eprintln!(
+            "{} mode: DIAGNOSTIC: {filled} untraced bytes and the final length ({} bytes) put into the base; this is not the fault model",
+            mode.name(),
+            run.left.len()
+        );
+    }
+    let run = run;
+    let models = Models::new(batches, plan.shrink);
+    let n = run.recs.len();
+    // Crash points: before the first record, and right after each operation. A point after
+    // a marker gives the image of the operation before it with looser bounds, so those add
+    // nothing.
+    let points: Vec<usize> = std::iter::once(0)
+        .chain(
+            run.recs
+                .iter()
+                .enumerate()
+                .filter(|(_, r)| !matches!(r, Rec::Mark(_) | Rec::Fault { .. }))
+                .map(|(i, _)| i + 1),
+        )
+        .collect();
+    let next = AtomicUsize::new(0);
+    let outcomes = Mutex::new(Vec::new());
+    let todo: Vec<u64> = match only {
+        Some(i) => vec![i],
+        None => (0..images).collect(),
+    };
+    std::thread::scope(|s| {
+        for t in 0..threads {
+            let (run, tl, models, todo, next, outcomes, dir, points) =
+                (&run, &tl, &models, &todo, &next, &outcomes, &dir, &points);
+            s.spawn(move || {
+                let path = dir.file(&format!("image-{t}.h5"));
+                loop {
+                    let j = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(&i) = todo.get(j) else { break };
+                    let mut rng = Rng(pc::image_seed(seed, i));
+                    let crash = points[rng.below(points.len() as u64) as usize];
+                    let profile = Profile::pick(&mut rng);
+                    let (img, built) = image::build(
+                        &run.base,
+                        &run.recs,
+                        crash,
+                        FailedSync::KeepsDirty,
+                        &mut RandomChooser {
+                            rng: &mut rng,
+                            profile,
+                        },
+                    );
+                    let lo = built.last_sync.map_or(0, |s| tl.acked[s]);
+                    let hi = (tl.acked[crash] + 1).min(batches);
+                    pc::write_image(&path, &img);
+                    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        pc::oracle::check(&path, &opts(mode), models, lo, hi, i)
+                    }))
+                    .unwrap_or_else(|p| Err(format!("panicked: {}", panic_message(&p))));
+                    if result.is_err() {
+                        keep_failed_image(mode, i, &img);
+                    }
+                    pc::remove_image(&path);
+                    outcomes.lock().unwrap().push(Outcome {
+                        image: i,
+                        crash,
+                        profile,
+                        built,
+                        grown: tl.first_growth.is_some_and(|g| g < crash),
+                        lo,
+                        hi,
+                        result,
+                    });
+                }
+            });
+        }
+    });
+    let mut outcomes = outcomes.into_inner().unwrap();
+    outcomes.sort_by_key(|o| o.image);
+    let summary = summarize(mode, seed, &outcomes, &tl, n, incomplete.as_deref());
+    eprintln!("{summary}");
+    eprintln!(
+        "{} mode: {} images in {:.1} s",
+        mode.name(),
+        outcomes.len(),
+        began.elapsed().as_secs_f64()
+    );
+    let failed = outcomes.iter().filter(|o| o.result.is_err()).count();
+    assert!(failed == 0 && incomplete.is_none(), "{summary}");
+}
+
+fn panic_message(p: &Box<dyn std::any::Any + Send>) -> String {
+    p.downcast_ref::<String>()
+        .cloned()
+        .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_else(|| "?".into())
+}
+
+fn keep_failed_image(mode: Mode, i: u64, img: &[u8]) {
+    static KEPT: AtomicUsize = AtomicUsize::new(0);
+    let Some(keep) = std::env::var_os("HASHDIR_POWERCUT_KEEP") else {
+        return;
+    };
+    if KEPT.fetch_add(1, Ordering::Relaxed) < 10 {
+        let d = PathBuf::from(keep).join(mode.name());
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join(format!("image-{i}.h5")), img).unwrap();
+    }
+}
+
+/// The kind of a failure, from its message: what the oracle's step found.
+fn kind(msg: &str) -> &'static str {
+    if msg.starts_with("writer open") {
+        "does not open"
+    } else if msg.starts_with("lost durable") {
+        "lost durable batches"
+    } else if msg.starts_with("contents are no whole-batch prefix") {
+        "not a whole-batch prefix"
+    } else if msg.starts_with("holds") {
+        "more batches than begun"
+    } else if msg.starts_with("verify") {
+        "verify"
+    } else if msg.starts_with("reader") {
+        "unreadable"
+    } else if msg.starts_with("panicked") {
+        "panic"
+    } else {
+        "takes no new work"
+    }
+}
+
+fn summarize(
+    mode: Mode,
+    seed: u64,
+    outcomes: &[Outcome],
+    tl: &Timeline,
+    records: usize,
+    incomplete: Option<&str>,
+) -> String {
+    use std::collections::BTreeMap;
+    let failed: Vec<&Outcome> = outcomes.iter().filter(|o| o.result.is_err()).collect();
+    let mut s = format!(
+        "{} mode: {} of {} images failed (seed {seed}, trace of {records} records)",
+        mode.name(),
+        failed.len(),
+        outcomes.len()
+    );
+    if let Some(why) = incomplete {
+        s += &format!("\n  trace incomplete: {why}");
+    }
+    let mut kinds: BTreeMap<&str, usize> = BTreeMap::new();
+    for o in &failed {
+        *kinds
+            .entry(kind(o.result.as_ref().unwrap_err()))
+            .or_default() += 1;
+    }
+    s += &format!("\n  by kind: {kinds:?}");
+    let class = |f: &dyn Fn(&Outcome) -> bool| {
+        let all = outcomes.iter().filter(|o| f(o)).count();
+        let bad = failed.iter().filter(|o| f(o)).count();
+        format!("{bad} of {all}")
+    };
+    s += &format!(
+        "\n  crash point before the first write past the base's end: {}; after it: {}",
+        class(&|o| !o.grown),
+        class(&|o| o.grown)
+    );
+    s += &format!(
+        "\n  no operation after the last sync: {}; some, all kept whole (the page cache's view): {}; some lost or torn: {}",
+        class(&|o| o.built.unsynced == 0),
+        class(&|o| o.built.unsynced > 0 && o.built.nothing_lost()),
+        class(&|o| !o.built.nothing_lost())
+    );
+    let held: Vec<u64> = outcomes
+        .iter()
+        .filter_map(|o| o.result.as_ref().ok())
+        .copied()
+        .collect();
+    if !held.is_empty() {
+        let recovered_less = outcomes
+            .iter()
+            .filter(|o| o.result.as_ref().is_ok_and(|k| *k + 1 < o.hi))
+            .count();
+        s += &format!(
+            "\n  passing images held {}..={} batches; {recovered_less} of them lost acknowledged but unsynced batches (allowed)",
+            held.iter().min().unwrap(),
+            held.iter().max().unwrap()
+        );
+    }
+    // The first failure of each kind, then the next ones, up to 8.
+    let mut shown: Vec<&Outcome> = Vec::new();
+    for kind_name in kinds.keys() {
+        if let Some(o) = failed
+            .iter()
+            .find(|o| kind(o.result.as_ref().unwrap_err()) == *kind_name)
+        {
+            shown.push(o);
+        }
+    }
+    for o in &failed {
+        if shown.len() >= 8 {
+            break;
+        }
+        if !shown.iter().any(|x| x.image == o.image) {
+            shown.push(o);
+        }
+    }
+    shown.sort_by_key(|o| o.image);
+    for o in shown {
+        s += &format!(
+            "\n  image {} (replay: HASHDIR_SEED={seed} HASHDIR_POWERCUT_ONLY={}, image seed {}): crash point {}/{records} ({}), last sync {:?}, must hold {}..={} batches, {:?}, kept {} lost {} torn {} pieces, meta {}+{} skipped: {}",
+            o.image,
+            o.image,
+            pc::image_seed(seed, o.image),
+            o.crash,
+            tl.place(o.crash),
+            o.built.last_sync,
+            o.lo,
+            o.hi,
+            o.profile,
+            o.built.kept,
+            o.built.lost,
+            o.built.torn,
+            o.built.meta_applied,
+            o.built.meta_skipped,
+            o.result.as_ref().unwrap_err()
+        );
+    }
+    s
+}
