@@ -58,6 +58,7 @@ module hashdir
     integer(c_int32_t) :: flags = 0
     integer(c_int64_t) :: checkpoint_bytes = 0
     integer(c_int32_t) :: refresh_interval_ms = 0
+    integer(c_int64_t) :: capacity = 0
   end type hashdir_options
 
   !> Counters of an open file. struct_size must be set before the call (the handle
@@ -73,6 +74,9 @@ module hashdir
     integer(c_int64_t) :: wal_bytes = 0
     integer(c_int64_t) :: extents = 0
     integer(c_int64_t) :: disk_bytes = 0
+    integer(c_int64_t) :: delta_tables = 0
+    integer(c_int64_t) :: delta_bytes = 0
+    integer(c_int32_t) :: merging = 0
   end type hashdir_stats
 
   ! ---------------------------------------------------------------------------------
@@ -81,6 +85,7 @@ module hashdir
   public :: hashdir_writer_open, hashdir_writer_insert, hashdir_writer_insert_values
   public :: hashdir_writer_delete_keys
   public :: hashdir_writer_delete_pairs, hashdir_writer_commit, hashdir_writer_checkpoint
+  public :: hashdir_writer_sync
   public :: hashdir_writer_stats, hashdir_writer_close
   public :: hashdir_reader_open, hashdir_reader_refresh, hashdir_reader_lookup
   public :: hashdir_reader_get, hashdir_reader_stats, hashdir_reader_close
@@ -163,6 +168,12 @@ module hashdir
       type(c_ptr), value :: w
       integer(c_int) :: hashdir_writer_checkpoint
     end function hashdir_writer_checkpoint
+
+    function hashdir_writer_sync(w) bind(C, name="hashdir_writer_sync")
+      import :: c_ptr, c_int
+      type(c_ptr), value :: w
+      integer(c_int) :: hashdir_writer_sync
+    end function hashdir_writer_sync
 
     function hashdir_writer_stats(w, out) bind(C, name="hashdir_writer_stats")
       import :: c_ptr, c_int, hashdir_stats
@@ -253,6 +264,7 @@ module hashdir
     procedure :: delete_pairs => writer_delete_pairs
     procedure :: commit => writer_commit
     procedure :: checkpoint => writer_checkpoint
+    procedure :: sync => writer_sync
     procedure :: stats => writer_stats
     procedure :: close => writer_close
     procedure :: is_open => writer_is_open
@@ -513,13 +525,21 @@ contains
     call finish(hashdir_writer_commit(self%handle), stat, errmsg)
   end subroutine writer_commit
 
-  !> Commits and folds the WAL into the directory (stats counts become current).
+  !> Merges everything committed into the base table (stats counts become current).
   subroutine writer_checkpoint(self, stat, errmsg)
     class(hd_writer), intent(inout) :: self
     integer, intent(out), optional :: stat
     character(len=*), intent(out), optional :: errmsg
     call finish(hashdir_writer_checkpoint(self%handle), stat, errmsg)
   end subroutine writer_checkpoint
+
+  !> Makes every committed batch durable against a power cut now (one fdatasync).
+  subroutine writer_sync(self, stat, errmsg)
+    class(hd_writer), intent(inout) :: self
+    integer, intent(out), optional :: stat
+    character(len=*), intent(out), optional :: errmsg
+    call finish(hashdir_writer_sync(self%handle), stat, errmsg)
+  end subroutine writer_sync
 
   subroutine writer_stats(self, st, stat, errmsg)
     class(hd_writer), intent(inout) :: self

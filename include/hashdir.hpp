@@ -114,11 +114,17 @@ class Options {
   Options() noexcept { hashdir_options_init(&o_); }
   /// Writer: create the file if it is missing (on by default).
   Options &create(bool on) noexcept { return flag(HASHDIR_CREATE, on); }
-  /// Writer: fsync at every commit (survives power loss; slower).
+  /// Writer: fsync at every commit (every acknowledged batch survives a power cut; one
+  /// fdatasync per commit).
   Options &sync_commit(bool on) noexcept { return flag(HASHDIR_SYNC_COMMIT, on); }
-  /// Writer: WAL bytes that trigger a checkpoint; 0 = library default.
+  /// Writer: WAL bytes after which the log becomes a delta table; 0 = library default.
   Options &checkpoint_bytes(std::uint64_t n) noexcept {
     o_.checkpoint_bytes = n;
+    return *this;
+  }
+  /// Writer creating a file: bytes of its data area, fixed for its life; 0 = 4 TiB.
+  Options &capacity(std::uint64_t n) noexcept {
+    o_.capacity = n;
     return *this;
   }
   /// Reader: refresh automatically every `ms` milliseconds; 0 = only on refresh().
@@ -151,7 +157,8 @@ struct ValueSets {
   }
 };
 
-/// The one writer of a file. Closing (destructor or close()) commits and checkpoints.
+/// The one writer of a file. Closing (destructor or close()) commits and makes everything
+/// committed durable.
 class Writer {
  public:
   explicit Writer(const std::filesystem::path &path, const Options &opts = Options()) {
@@ -193,16 +200,19 @@ class Writer {
   /// Makes everything since the last commit one atomic, crash-safe batch, visible to
   /// readers at their next refresh.
   void commit() { detail::check(hashdir_writer_commit(handle())); }
-  /// Commits and folds the WAL into the directory, so stats() counts are current.
+  /// Merges everything committed into the base table, so stats() counts are current (its
+  /// cost follows the whole table).
   void checkpoint() { detail::check(hashdir_writer_checkpoint(handle())); }
+  /// Makes every committed batch durable against a power cut now (one fdatasync).
+  void sync() { detail::check(hashdir_writer_sync(handle())); }
   Stats stats() {
     Stats s{};
     s.struct_size = sizeof s;
     detail::check(hashdir_writer_stats(handle(), &s));
     return s;
   }
-  /// Commits, checkpoints and releases the file; throws if that failed. The handle is
-  /// gone either way.
+  /// Commits, makes everything committed durable and releases the file; throws if that
+  /// failed. The handle is gone either way.
   void close() { detail::check(hashdir_writer_close(std::exchange(w_, nullptr))); }
   bool is_open() const noexcept { return w_ != nullptr; }
   hashdir_writer *handle() const {

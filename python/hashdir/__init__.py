@@ -333,8 +333,10 @@ def _out(n: int, like: np.ndarray) -> np.ndarray:
 
 
 class Stats(NamedTuple):
-    """Counters of an open file. ``keys``, ``values``, ``buckets`` and ``extents`` are as
-    of the last checkpoint (``epoch``); ``wal_bytes`` is what was committed since."""
+    """Counters of an open file. ``keys``, ``values``, ``buckets`` and ``extents`` count
+    the base table (as of the last merge; exact after :meth:`Writer.checkpoint`);
+    ``delta_tables`` and ``delta_bytes`` what waits to be merged into it, ``merging``
+    whether a merge is under way; ``wal_bytes`` is what was committed to the current log."""
 
     global_depth: int
     keys: int
@@ -345,13 +347,16 @@ class Stats(NamedTuple):
     wal_bytes: int
     extents: int
     disk_bytes: int
+    delta_tables: int
+    delta_bytes: int
+    merging: int
 
 
 class GcResult(NamedTuple):
     """What :meth:`Writer.gc` reclaimed."""
 
     pages_reclaimed: int
-    extent_bytes_reclaimed: int
+    segment_bytes_reclaimed: int
 
 
 class Lookup(NamedTuple):
@@ -398,9 +403,13 @@ def _path_arg(path: PathLike) -> bytes:
     return raw
 
 
-def _options(flags: int, checkpoint_bytes: int, refresh_interval_ms: int) -> _capi.Options:
+def _options(
+    flags: int, checkpoint_bytes: int, refresh_interval_ms: int, capacity: int = 0
+) -> _capi.Options:
     if not 0 <= int(checkpoint_bytes) < 2**64:
         raise _invalid(f"checkpoint_bytes={checkpoint_bytes}: not a byte count")
+    if not 0 <= int(capacity) < 2**64:
+        raise _invalid(f"capacity={capacity}: not a byte count")
     if not 0 <= int(refresh_interval_ms) < 2**32:
         raise _invalid(f"refresh_interval_ms={refresh_interval_ms}: not 0 .. 2**32 - 1")
     o = _capi.Options()
@@ -408,6 +417,7 @@ def _options(flags: int, checkpoint_bytes: int, refresh_interval_ms: int) -> _ca
     o.flags = flags
     o.checkpoint_bytes = int(checkpoint_bytes)
     o.refresh_interval_ms = int(refresh_interval_ms)
+    o.capacity = int(capacity)
     return o
 
 
@@ -504,13 +514,18 @@ class Writer(_Handle):
 
     ``Writer(path)`` creates the file if it is missing (``create=False`` raises
     :class:`NotFoundError` instead) and recovers what a crashed writer committed.
-    ``sync=True`` fsyncs every commit (it then survives power loss, not only a crash of
-    the process). ``checkpoint_bytes`` is the log size that triggers a checkpoint
-    (0: the library's default, which grows with the table).
+    ``sync=True`` fsyncs every commit (it then survives a power cut, not only a crash of
+    the process); without it a power cut may lose the batches since the last durable point
+    (a background flush or merge step, :meth:`sync`, :meth:`checkpoint`, :meth:`close`),
+    never older data. ``checkpoint_bytes`` is the log size after which the log is turned
+    into a delta table in the background (0: the library's default, which grows with the
+    tables). ``capacity`` is the size of a new file's data area, fixed for its life (0:
+    4 TiB; the file takes disk only as data is written).
 
-    Changes are one atomic batch until :meth:`commit`, which makes them durable and
+    Changes are one atomic batch until :meth:`commit`, which makes them crash-safe and
     visible to readers. :meth:`close` (or leaving the ``with`` block, also on an
-    exception) commits, checkpoints and releases the file: there is no rollback.
+    exception) commits, makes everything durable and releases the file: there is no
+    rollback.
 
     >>> with hashdir.Writer("data.h5") as w:
     ...     w.insert(key(1), key(10))
@@ -526,10 +541,11 @@ class Writer(_Handle):
         create: bool = True,
         sync: bool = False,
         checkpoint_bytes: int = 0,
+        capacity: int = 0,
     ):
         super().__init__(path)
         flags = (CREATE if create else 0) | (SYNC_COMMIT if sync else 0)
-        self._open("hashdir_writer_open", _options(flags, checkpoint_bytes, 0))
+        self._open("hashdir_writer_open", _options(flags, checkpoint_bytes, 0, capacity))
 
     def insert(self, keys: Union[KeyLike, Batch], values: Union[KeyLike, Batch]) -> None:
         """Adds the pairs ``(keys[i], values[i])`` (one key and one value add one pair).
@@ -577,16 +593,22 @@ class Writer(_Handle):
         self._call("hashdir_writer_commit")
 
     def checkpoint(self) -> None:
-        """Folds everything committed into the hash directory (so :meth:`stats` counts are
-        current). Uncommitted changes stay pending."""
+        """Merges everything committed into the base table and makes it durable (so
+        :meth:`stats` counts are current). Its cost follows the whole table. Uncommitted
+        changes stay pending."""
         self._call("hashdir_writer_checkpoint")
 
+    def sync(self) -> None:
+        """Makes every committed batch durable against a power cut now (one fdatasync):
+        cheaper than :meth:`checkpoint`. Uncommitted changes stay pending."""
+        self._call("hashdir_writer_sync")
+
     def gc(self) -> GcResult:
-        """The full garbage-collection pass: reclaims every page and extent nothing
-        references, and gives free space back to the file system. Idempotent."""
-        pages, extent_bytes = c_uint64(0), c_uint64(0)
-        self._call("hashdir_writer_gc", byref(pages), byref(extent_bytes))
-        return GcResult(pages.value, extent_bytes.value)
+        """The full garbage-collection pass: checkpoints, reclaims every page and segment
+        nothing references, and gives free space back to the file system. Idempotent."""
+        pages, segment_bytes = c_uint64(0), c_uint64(0)
+        self._call("hashdir_writer_gc", byref(pages), byref(segment_bytes))
+        return GcResult(pages.value, segment_bytes.value)
 
     def stats(self) -> Stats:
         """The writer's counters (see :class:`Stats`)."""

@@ -54,6 +54,7 @@ class Options(ctypes.Structure):
         ("flags", c_uint32),
         ("checkpoint_bytes", c_uint64),
         ("refresh_interval_ms", c_uint32),
+        ("capacity", c_uint64),
     ]
 
 
@@ -71,6 +72,9 @@ class CStats(ctypes.Structure):
         ("wal_bytes", c_uint64),
         ("extents", c_uint64),
         ("disk_bytes", c_uint64),
+        ("delta_tables", c_uint64),
+        ("delta_bytes", c_uint64),
+        ("merging", c_uint32),
     ]
 
 
@@ -87,6 +91,7 @@ SIGNATURES = {
     "hashdir_writer_delete_pairs": (c_int, [_P, _P, _P, c_size_t]),
     "hashdir_writer_commit": (c_int, [_P]),
     "hashdir_writer_checkpoint": (c_int, [_P]),
+    "hashdir_writer_sync": (c_int, [_P]),
     "hashdir_writer_stats": (c_int, [_P, _P]),
     "hashdir_writer_gc": (c_int, [_P, _P, _P]),
     "hashdir_writer_close": (c_int, [_P]),

@@ -221,7 +221,7 @@ def test_writer_options_and_gc(path):
         w.checkpoint()
         gc = w.gc()
         assert isinstance(gc, hashdir.GcResult)
-        assert gc.pages_reclaimed + gc.extent_bytes_reclaimed >= 0
+        assert gc.pages_reclaimed + gc.segment_bytes_reclaimed >= 0
         assert w.gc() == (0, 0)  # idempotent: a second pass reclaims nothing
         assert w.stats().keys == 0
     # create=False opens an existing file.

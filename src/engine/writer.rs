@@ -22,6 +22,11 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+/// Tables smaller than this together are merged into one base table when the writer closes,
+/// so a small file at rest has one table; a larger one keeps its delta tables until its next
+/// writer (or `checkpoint`) merges them.
+pub const CLOSE_MERGE: u64 = 256 << 20;
+
 pub struct Writer {
     core: Arc<Core>,
     worker: Option<std::thread::JoinHandle<()>>,
@@ -338,14 +343,24 @@ impl Writer {
         Ok(Stats::of(&st.root, self.core.file.size()?, self.wal.pos))
     }
 
-    /// Commits, moves the log into a delta table, stops the worker (a merge in progress goes
-    /// on at the next open), gives free space back to the filesystem and releases the file.
+    /// Commits, moves the log into a delta table, merges the delta tables into the base when
+    /// the tables are small (below `CLOSE_MERGE` bytes: a fraction of a second), stops the
+    /// worker (a merge in progress goes on at the next open), gives free space back to the
+    /// filesystem and releases the file. Its cost follows the log, not a large table.
     pub fn close(mut self) -> Result<()> {
         self.commit()?;
         if self.wal.pos > 0 {
             self.switch(0)?;
         }
         self.wait(|st| st.root.sealed.is_none())?;
+        let small = {
+            let r = &self.core.st.lock().root;
+            let bytes: u64 = [r.base, r.merging].iter().chain(&r.deltas).map(|t| t.bytes).sum();
+            bytes <= CLOSE_MERGE && (!r.deltas.is_empty() || r.merging.is_some())
+        };
+        if small {
+            self.checkpoint()?;
+        }
         self.stop_worker();
         let mut st = self.core.st.lock();
         if let Some(why) = &st.broken {

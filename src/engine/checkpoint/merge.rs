@@ -53,7 +53,7 @@ impl<'a> Merge<'a> {
             (TableWriter::resume(&t, cursor, dir, segs), root.merged as usize, cursor)
         } else {
             let k = root.deltas.len();
-            let bytes = [root.base].iter().chain(&root.deltas).map(|t| t.pages * PAGE as u64).sum();
+            let bytes = [root.base].iter().chain(&root.deltas).map(entry_bytes).sum();
             let w = TableWriter::new(Kind::Base, root.next_table_id, depth_for(bytes));
             (w, k, 0)
         };
@@ -200,6 +200,15 @@ impl<'a> Merge<'a> {
         failpoint::hit("merge.published");
         Ok(())
     }
+}
+
+/// Bytes of a table's entries at most (to size the table merged from it): what its pages
+/// hold, or for a table of few keys what that many of the longest entries take.
+fn entry_bytes(t: &TableRef) -> u64 {
+    let longest = crate::format::bucket::body_size(&crate::format::bucket::Body::Few(
+        vec![[0; 16]; crate::format::bucket::INLINE_MAX].into(),
+    )) as u64;
+    (t.pages * PAGE as u64).min(t.entries * longest)
 }
 
 /// Whether a pass should start: the delta tables hold a quarter of the base's bytes, or there
