@@ -33,9 +33,22 @@ pub enum Error {
     BufferTooSmall { needed: usize, capacity: usize },
     /// The file's data area has no room left (its size is fixed when the file is created).
     NoSpace { needed: u64, capacity: u64 },
+    /// The writer refuses work after a failure it cannot recover from in place (a failed
+    /// fsync, failed background work): reopening the file recovers every durable batch.
+    /// `errno` is the operating-system error of the first failure, if it was one.
+    Unusable { why: String, errno: Option<i32> },
 }
 
 impl Error {
+    /// The operating-system error behind this one, if any.
+    pub fn errno(&self) -> Option<i32> {
+        match self {
+            Error::Io { source, .. } => source.raw_os_error(),
+            Error::Unusable { errno, .. } => *errno,
+            _ => None,
+        }
+    }
+
     pub fn corrupt(what: &'static str, offset: u64, detail: impl Into<String>) -> Error {
         Error::Corrupt {
             what,
@@ -82,6 +95,11 @@ impl fmt::Display for Error {
             Error::BufferTooSmall { needed, capacity } => write!(
                 f,
                 "value buffer too small: {needed} values needed, capacity {capacity}"
+            ),
+            Error::Unusable { why, .. } => write!(
+                f,
+                "the writer is unusable after an earlier failure ({why}); reopen the file: \
+                 every durable batch is kept"
             ),
             Error::NoSpace { needed, capacity } => write!(
                 f,

@@ -23,12 +23,10 @@
 //!   acknowledged batch: none may be acknowledged after a failed sync unless it is durable.
 //!
 //! `HASHDIR_POWERCUT_KEEP=dir` saves each failed run's base and trace under
-//! `dir/iofault-<mode>/<spec>/`; `HASHDIR_POWERCUT_FILL_UNTRACED=1` is the format-v2 diagnostic
-//! of tests/powercut.rs.
+//! `dir/iofault-<mode>/<spec>/`.
 //!
-//! Both durability modes run. `HASHDIR_POWERCUT=1` switches these engine tests on (gated like
-//! tests/powercut.rs until format v3; see docs/POWERCUT.md). `HASHDIR_IOFAULT_STEP=k` tries
-//! every k-th `n` only (default 1: all of them).
+//! Both durability modes run. `HASHDIR_IOFAULT_STEP=k` tries every k-th `n` only (default 1:
+//! all of them).
 
 mod common;
 #[path = "powercut/mod.rs"]
@@ -62,6 +60,7 @@ fn opts(mode: Mode) -> Options {
     Options {
         sync_commit: mode == Mode::Sync,
         checkpoint_bytes: 8 << 10,
+        capacity: 64 << 20,
         ..Options::default()
     }
 }
@@ -114,28 +113,14 @@ fn child_roles() {
     println!("@finished");
 }
 
-fn gated(test: &str) -> bool {
-    if std::env::var("HASHDIR_POWERCUT").is_ok_and(|v| v == "1") {
-        return false;
-    }
-    eprintln!(
-        "{test}: skipped: set HASHDIR_POWERCUT=1 to run it (gated until format v3, see docs/POWERCUT.md)"
-    );
-    true
-}
-
 #[test]
 fn io_faults_in_default_mode() {
-    if !gated("io_faults_in_default_mode") {
-        sweep(Mode::Default);
-    }
+    sweep(Mode::Default);
 }
 
 #[test]
 fn io_faults_in_sync_mode() {
-    if !gated("io_faults_in_sync_mode") {
-        sweep(Mode::Sync);
-    }
+    sweep(Mode::Sync);
 }
 
 /// One traced child run with an optional fault: its report, its trace and the file it left.
@@ -159,12 +144,12 @@ fn run(
     let rep = pc::run_child("child_roles", "iofault", &path, &env);
     let bytes = std::fs::read(&trace_path).unwrap_or_default();
     let recs = trace::parse(&bytes).unwrap_or_else(|e| panic!("{fault:?}: the trace: {e}"));
-    (rep, recs, std::fs::read(&path).unwrap())
+    (rep, recs, pc::read_prefix(&path))
 }
 
-/// Whether a replay of the whole trace over `base` gives the file the writer left; with the
-/// format-v2 diagnostic on, the base for the crash images with the untraced bytes put in.
-fn completeness(base: &[u8], recs: &[Rec], left: &[u8]) -> (Option<String>, Vec<u8>) {
+/// Whether a replay of the whole trace over `base` gives the file the writer left (None) or
+/// how it differs.
+fn completeness(base: &[u8], recs: &[Rec], left: &[u8]) -> Option<String> {
     let (replayed, _) = image::build(
         base,
         recs,
@@ -172,12 +157,7 @@ fn completeness(base: &[u8], recs: &[Rec], left: &[u8]) -> (Option<String>, Vec<
         FailedSync::KeepsDirty,
         &mut image::KeepAll,
     );
-    let why = pc::replay_differences(&replayed, left);
-    let mut base = base.to_vec();
-    if why.is_some() && pc::fill_untraced_requested() {
-        pc::fill_untraced(&mut base, &replayed, left);
-    }
-    (why, base)
+    pc::replay_differences(&replayed, left)
 }
 
 /// `HASHDIR_POWERCUT_KEEP=dir`: saves a failed run's base and trace under
@@ -232,12 +212,11 @@ fn sweep(mode: Mode) {
         Timeline::of(&recs, base.len() as u64).ends_complete,
         "clean trace cut short"
     );
-    let (incomplete, _) = completeness(&base, &recs, &left);
+    let incomplete = completeness(&base, &recs, &left);
     if let Some(why) = &incomplete {
         eprintln!(
-            "{} mode: the trace is INCOMPLETE: {why} (format v2: HDF5's own metadata writes when a dataset grows). Crash images after failed syncs are built from the trace alone and cannot hold them{}.",
-            mode.name(),
-            if pc::fill_untraced_requested() { "; DIAGNOSTIC: the untraced bytes are put into their base (not the fault model)" } else { "" }
+            "{} mode: the trace is INCOMPLETE: {why} (bytes written outside store::trace).",
+            mode.name()
         );
     }
     // Length changes go through the write fault counter too.
@@ -315,7 +294,7 @@ fn one(
     errno: i32,
     t: &mut Tally,
 ) -> Result<(), String> {
-    let (rep, recs, left) = run(mode, dir, base, Some(spec));
+    let (rep, recs, _left) = run(mode, dir, base, Some(spec));
     let batches = models.batches();
     if !rep.finished || !rep.status.is_some_and(|s| s.success()) {
         return Err(format!(
@@ -396,7 +375,7 @@ fn one(
     };
     points.push(recs.len());
     let img_path = dir.file("image.h5");
-    let (_, img_base) = completeness(base, &recs, &left);
+    let img_base = base;
     for crash in points {
         let (img, built) = image::build(
             &img_base,

@@ -16,20 +16,16 @@
 //! summary. Both durability modes run: default and `sync_commit`.
 //!
 //! Environment:
-//! - `HASHDIR_POWERCUT=1`: run the engine tests (gated until format v3: on format v2 they
-//!   fail, see docs/POWERCUT.md). The builder's and parser's own tests always run.
 //! - `HASHDIR_POWERCUT_IMAGES=n`: images per mode (default 1000); the long run is
-//!   `HASHDIR_POWERCUT=1 HASHDIR_POWERCUT_IMAGES=100000 cargo test --release --test powercut`.
+//!   `HASHDIR_POWERCUT_IMAGES=100000 cargo test --release --test powercut`.
 //! - `HASHDIR_POWERCUT_THREADS=n`: threads checking images (default 2).
 //! - `HASHDIR_SEED=s`: the seed (printed by every run); `HASHDIR_POWERCUT_ONLY=i`: check
 //!   image `i` only (with the seed and the saved trace of a failed run, it rebuilds the same
 //!   image).
-//! - `HASHDIR_POWERCUT_FILL_UNTRACED=1` (a diagnostic for an incomplete trace, format v2): the
-//!   bytes in which a replay of the whole trace differs from the file the writer left, and
-//!   that file's length, are put into the base, as if HDF5 had written and synced its own
-//!   metadata before the run. That is not the fault model (HDF5 wrote them at growth time,
-//!   unsynced); it only tells which failures come from the writes the trace lacks. The test
-//!   still fails while the trace is incomplete.
+//!
+//! The trace must be complete: replayed over the base it must give the file the writer left.
+//! Every byte the writer changes goes through `store::trace`, and HDF5 writes nothing after
+//! the file is created; a byte that changed outside the trace fails the test.
 //! - `HASHDIR_POWERCUT_KEEP=dir`: save the base, the trace, the file the writer left and the
 //!   first failing images under `dir/<mode>/`; `HASHDIR_POWERCUT_REPLAY=dir`: take the base
 //!   and the trace from there instead of running the writer.
@@ -78,6 +74,7 @@ fn opts(mode: Mode) -> Options {
     Options {
         sync_commit: mode == Mode::Sync,
         checkpoint_bytes: 16 << 10,
+        capacity: 64 << 20,
         ..Options::default()
     }
 }
@@ -146,17 +143,6 @@ fn child_roles() {
     }
 }
 
-/// Whether the engine tests are switched off (they fail on format v2; see the module doc).
-fn gated(test: &str) -> bool {
-    if std::env::var("HASHDIR_POWERCUT").is_ok_and(|v| v == "1") {
-        return false;
-    }
-    eprintln!(
-        "{test}: skipped: set HASHDIR_POWERCUT=1 to run it (gated until format v3, see docs/POWERCUT.md)"
-    );
-    true
-}
-
 fn env_u64(name: &str, default: u64) -> u64 {
     std::env::var(name)
         .ok()
@@ -166,16 +152,12 @@ fn env_u64(name: &str, default: u64) -> u64 {
 
 #[test]
 fn power_cuts_in_default_mode() {
-    if !gated("power_cuts_in_default_mode") {
-        run_mode(Mode::Default, "power_cuts_in_default_mode");
-    }
+    run_mode(Mode::Default, "power_cuts_in_default_mode");
 }
 
 #[test]
 fn power_cuts_in_sync_mode() {
-    if !gated("power_cuts_in_sync_mode") {
-        run_mode(Mode::Sync, "power_cuts_in_sync_mode");
-    }
+    run_mode(Mode::Sync, "power_cuts_in_sync_mode");
 }
 
 /// The run's inputs: the base image, the trace, the file the writer left.
@@ -222,7 +204,7 @@ fn record_run(mode: Mode, dir: &Scratch) -> Run {
     );
     let bytes = std::fs::read(&trace_path).unwrap();
     let recs = trace::parse(&bytes).unwrap_or_else(|e| panic!("the writer's trace: {e}"));
-    let left = std::fs::read(&path).unwrap();
+    let left = pc::read_prefix(&path);
     if let Some(keep) = std::env::var_os("HASHDIR_POWERCUT_KEEP") {
         let d = PathBuf::from(keep).join(mode.name());
         std::fs::create_dir_all(&d).unwrap();
@@ -320,21 +302,10 @@ fn run_mode(mode: Mode, test: &str) {
     let incomplete = pc::replay_differences(&replayed, &run.left);
     if let Some(why) = &incomplete {
         eprintln!(
-            "{} mode: the trace is INCOMPLETE: {why}. The file holds bytes the trace lacks (format v2: HDF5's own metadata writes when a dataset grows); images are built from the trace alone and cannot hold them.",
+            "{} mode: the trace is INCOMPLETE: {why}. The file holds bytes the trace lacks (written outside store::trace: by HDF5 after creation, or a path that bypasses the recorder).",
             mode.name()
         );
     }
-
-    let mut run = run;
-    if incomplete.is_some() && pc::fill_untraced_requested() {
-        let filled = pc::fill_untraced(&mut run.base, &replayed, &run.left);
-        eprintln!(
-            "{} mode: DIAGNOSTIC: {filled} untraced bytes and the final length ({} bytes) put into the base; this is not the fault model",
-            mode.name(),
-            run.left.len()
-        );
-    }
-    let run = run;
     let models = Models::new(batches, plan.shrink);
     let n = run.recs.len();
     // Crash points: before the first record, and right after each operation. A point after

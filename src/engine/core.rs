@@ -62,10 +62,12 @@ pub struct State {
     pub log_bytes: u64,
 }
 
-/// Why a writer refuses work, and whether it was damage in the file (reported as such).
+/// Why a writer refuses work, and whether it was damage in the file (reported as such) or
+/// an operating-system error (its errno is kept).
 pub struct Broken {
     pub why: String,
     pub corrupt: Option<(&'static str, u64)>,
+    pub errno: Option<i32>,
 }
 
 /// How a root is published.
@@ -87,8 +89,12 @@ pub struct Frees {
 
 impl Core {
     /// Marks the writer unusable (first reason wins) and wakes whoever waits.
-    pub fn fail(&self, st: &mut State, why: String) {
-        st.broken.get_or_insert(Broken { why, corrupt: None });
+    pub fn fail(&self, st: &mut State, why: String, errno: Option<i32>) {
+        st.broken.get_or_insert(Broken {
+            why,
+            corrupt: None,
+            errno,
+        });
         self.cv.notify_all();
     }
 
@@ -101,19 +107,20 @@ impl Core {
         st.broken.get_or_insert(Broken {
             why: format!("{context}: {e}"),
             corrupt,
+            errno: e.errno(),
         });
         self.cv.notify_all();
     }
 
     /// The error a refused call reports.
     pub fn refused(&self, b: &Broken) -> Error {
-        let detail = format!(
-            "the writer is unusable after an earlier failure ({}); reopen the file: every durable batch is kept",
-            b.why
-        );
+        let unusable = Error::Unusable {
+            why: b.why.clone(),
+            errno: b.errno,
+        };
         match b.corrupt {
-            Some((what, offset)) => Error::corrupt(what, offset, detail),
-            None => Error::io("writer", self.file.path(), std::io::Error::other(detail)),
+            Some((what, offset)) => Error::corrupt(what, offset, unusable.to_string()),
+            None => unusable,
         }
     }
 
@@ -122,7 +129,7 @@ impl Core {
         match self.file.sync() {
             Ok(()) => Ok(()),
             Err(e) => {
-                self.fail(st, format!("fdatasync failed: {e}"));
+                self.fail(st, format!("fdatasync failed: {e}"), e.errno());
                 Err(e)
             }
         }
@@ -166,7 +173,7 @@ impl Core {
         if let Err(e) = self.file.write_at(slot, &bytes) {
             // The slot may be half written; the other slot holds a durable root, but this
             // handle can no longer tell which root the file has.
-            self.fail(st, format!("writing root {epoch} failed: {e}"));
+            self.fail(st, format!("writing root {epoch} failed: {e}"), e.errno());
             return Err(e);
         }
         failpoint::hit("publish.root_written");

@@ -204,7 +204,7 @@ impl Writer {
                 Ok(())
             }
             Err(e) => {
-                self.core.fail(&mut st, format!("fdatasync failed: {e}"));
+                self.core.fail(&mut st, format!("fdatasync failed: {e}"), e.errno());
                 Err(e)
             }
         }

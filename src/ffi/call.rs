@@ -44,7 +44,9 @@ fn status_of(e: &Error) -> hashdir_status {
         Error::InvalidArgument(_) => HASHDIR_ERR_INVALID_ARGUMENT,
         // C callers cannot act differently on an HDF5 failure than on an OS one: both
         // mean the bytes could not be moved.
-        Error::Io { .. } | Error::Hdf5 { .. } | Error::NoSpace { .. } => HASHDIR_ERR_IO,
+        Error::Io { .. } | Error::Hdf5 { .. } | Error::NoSpace { .. } | Error::Unusable { .. } => {
+            HASHDIR_ERR_IO
+        }
         Error::Corrupt { .. } => HASHDIR_ERR_CORRUPT,
         Error::NotHashdir { .. } => HASHDIR_ERR_NOT_HASHDIR,
         Error::Locked { .. } => HASHDIR_ERR_LOCKED,

@@ -53,12 +53,43 @@ fn writable_dir(p: &Path) -> bool {
     ok
 }
 
-/// Writes an image as a file, leaving its all-zero 4 KiB blocks as holes.
+/// The length of the files of a run: fixed when the base is made (a hashdir file never
+/// changes its length), so an image holds only the file's bytes up to its last data and
+/// the rest is a hole.
+static FILE_LEN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// A file's bytes up to the end of its last data (the rest of it is a hole, zeros).
+pub fn read_prefix(path: &Path) -> Vec<u8> {
+    use std::os::unix::fs::FileExt;
+    use std::os::unix::io::AsRawFd;
+    let f = std::fs::File::open(path).unwrap();
+    let len = f.metadata().unwrap().len() as i64;
+    // The end of the last data extent: SEEK_DATA / SEEK_HOLE from the start.
+    let (mut at, mut end) = (0i64, 0i64);
+    loop {
+        // SAFETY: lseek on an open descriptor; it reads no memory of ours.
+        let data = unsafe { libc::lseek(f.as_raw_fd(), at, libc::SEEK_DATA) };
+        if data < 0 || data >= len {
+            break;
+        }
+        // SAFETY: as above.
+        let hole = unsafe { libc::lseek(f.as_raw_fd(), data, libc::SEEK_HOLE) };
+        end = if hole < 0 { len } else { hole };
+        at = end;
+    }
+    let mut b = vec![0u8; end as usize];
+    f.read_exact_at(&mut b, 0).unwrap();
+    b
+}
+
+/// Writes an image as a file of the run's length, leaving its all-zero 4 KiB blocks (and
+/// everything past the image's bytes) as holes.
 pub fn write_image(path: &Path, bytes: &[u8]) {
     let _ = std::fs::remove_file(path);
     let _ = std::fs::remove_file(hashdir::store::table_path(path));
     let f = std::fs::File::create(path).unwrap();
-    f.set_len(bytes.len() as u64).unwrap();
+    let len = FILE_LEN.load(std::sync::atomic::Ordering::Relaxed);
+    f.set_len(len.max(bytes.len() as u64)).unwrap();
     for (i, block) in bytes.chunks(image::BLOCK as usize).enumerate() {
         if block.iter().any(|&b| b != 0) {
             f.write_all_at(block, i as u64 * image::BLOCK).unwrap();
@@ -296,12 +327,7 @@ pub fn run_child(test: &str, role: &str, path: &Path, env: &[(&str, String)]) ->
 
 /// The child's side of `run_child`'s protocol for one failure.
 pub fn report_failure(f: &workload::Failure) {
-    let errno = match &f.error {
-        hashdir::Error::Io { source, .. } => source
-            .raw_os_error()
-            .map_or("-".to_string(), |e| e.to_string()),
-        _ => "-".to_string(),
-    };
+    let errno = f.error.errno().map_or("-".to_string(), |e| e.to_string());
     println!(
         "@failed {} {} errno={errno} {}",
         f.call.name(),
@@ -317,8 +343,10 @@ pub fn make_base(path: &Path, opts: &hashdir::Options) -> Vec<u8> {
         .unwrap()
         .close()
         .unwrap();
-    std::fs::File::open(path).unwrap().sync_all().unwrap();
-    std::fs::read(path).unwrap()
+    let f = std::fs::File::open(path).unwrap();
+    f.sync_all().unwrap();
+    FILE_LEN.store(f.metadata().unwrap().len(), std::sync::atomic::Ordering::Relaxed);
+    read_prefix(path)
 }
 
 /// Compares a replay of a whole trace with the file the writer left: the differing 4 KiB
@@ -352,33 +380,14 @@ pub fn replay_differences(replayed: &[u8], actual: &[u8]) -> Option<String> {
             }
         }
     }
+    // Past the shorter one, both are zeros (a file is its bytes up to its last data, then a
+    // hole): only differing blocks count.
+    if n == 0 {
+        return None;
+    }
     Some(format!(
         "replaying the whole trace over the base gives {} bytes, the writer left {} bytes; {n} blocks of 4 KiB differ ({bytes} bytes), first at offsets {first:?}",
         replayed.len(),
         actual.len()
     ))
-}
-
-/// Whether `HASHDIR_POWERCUT_FILL_UNTRACED=1` asks for the format-v2 diagnostic.
-pub fn fill_untraced_requested() -> bool {
-    std::env::var("HASHDIR_POWERCUT_FILL_UNTRACED").is_ok_and(|v| v == "1")
-}
-
-/// The format-v2 diagnostic (`HASHDIR_POWERCUT_FILL_UNTRACED=1`): puts into `base` every byte
-/// in which the whole-trace replay differs from the file the writer left, and extends it to
-/// that file's length, as if HDF5 had written and synced its own metadata before the run.
-/// Not the fault model: it only shows which failures come from the writes the trace lacks.
-/// Returns how many bytes it changed.
-pub fn fill_untraced(base: &mut Vec<u8>, replayed: &[u8], left: &[u8]) -> usize {
-    if base.len() < left.len() {
-        base.resize(left.len(), 0);
-    }
-    let mut n = 0;
-    for (i, &b) in left.iter().enumerate() {
-        if replayed.get(i).copied().unwrap_or(0) != b && base[i] != b {
-            base[i] = b;
-            n += 1;
-        }
-    }
-    n
 }

@@ -528,6 +528,7 @@ fn the_oracle_rejects_files_that_lost_batches_or_are_damaged() {
     let path = dir.file("t.h5");
     let opts = hashdir::Options {
         checkpoint_bytes: 16 << 10,
+        capacity: 64 << 20,
         ..Default::default()
     };
     let models = Models::new(3, 3);
@@ -607,6 +608,7 @@ fn the_recorder_writes_what_the_parser_reads() {
     let opts = hashdir::Options {
         sync_commit: true,
         checkpoint_bytes: 16 << 10,
+        capacity: 64 << 20,
         ..Default::default()
     };
     let base = pc::make_base(&path, &opts);
@@ -642,7 +644,7 @@ fn the_recorder_writes_what_the_parser_reads() {
     }
     // Every write the trace holds is in the file the writer left, unless a later operation
     // of the trace changed those bytes (checked by replaying it).
-    let left = std::fs::read(&path).unwrap();
+    let left = pc::read_prefix(&path);
     let (replayed, _) = build(
         &base,
         &recs,
