@@ -284,14 +284,19 @@ fn corrupt_bucket_pages(path: &Path) -> usize {
     use std::os::unix::fs::FileExt;
     // The pages of a small file lie in its first segments.
     let mut bytes = Vec::new();
-    std::fs::File::open(path).unwrap().take(64 << 20).read_to_end(&mut bytes).unwrap();
+    std::fs::File::open(path)
+        .unwrap()
+        .take(64 << 20)
+        .read_to_end(&mut bytes)
+        .unwrap();
     let f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
     let mut flipped = 0;
     let mut at = 0;
     while let Some(i) = bytes[at..].windows(4).position(|w| w == b"HDBK") {
         let page = at + i;
         if page % 4096 == 0 && page + 100 < bytes.len() {
-            f.write_all_at(&[bytes[page + 100] ^ 0x5a], (page + 100) as u64).unwrap();
+            f.write_all_at(&[bytes[page + 100] ^ 0x5a], (page + 100) as u64)
+                .unwrap();
             flipped += 1;
         }
         at = page + 4;

@@ -63,7 +63,12 @@ fn write_damaged(path: &Path, head: &[u8], len: u64, d: &Damage) {
         Damage::Zero(at) => b[at..(at + 4096).min(head.len())].fill(0),
     }
     std::fs::write(path, &b).unwrap();
-    std::fs::OpenOptions::new().write(true).open(path).unwrap().set_len(len).unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .unwrap()
+        .set_len(len)
+        .unwrap();
 }
 
 /// Every answer is an error or exactly the model.
@@ -118,7 +123,11 @@ fn damaged_files_give_errors_or_correct_data() {
     let bytes = {
         use std::io::Read;
         let mut b = Vec::new();
-        std::fs::File::open(&good).unwrap().take(USED).read_to_end(&mut b).unwrap();
+        std::fs::File::open(&good)
+            .unwrap()
+            .take(USED)
+            .read_to_end(&mut b)
+            .unwrap();
         b
     };
     let keys: Vec<Key> = (0..3000u64).step_by(7).map(k).chain([k(99_999)]).collect();

@@ -709,8 +709,7 @@ fn verify_and_readers_report_a_damaged_page() {
     w.commit().unwrap();
     match w.checkpoint() {
         Err(Error::Corrupt {
-            what: "table page",
-            ..
+            what: "table page", ..
         }) => {}
         other => panic!("checkpoint over a damaged page gave {other:?}"),
     }

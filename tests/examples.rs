@@ -157,7 +157,10 @@ fn fortran_example_compiles_with_pkg_config_and_runs() {
             .args(prefix.pkg_config(&["--libs"])),
         "gfortran",
     );
-    check("compiling the installed hashdir.f90 and examples/fortran/example.f90", &out);
+    check(
+        "compiling the installed hashdir.f90 and examples/fortran/example.f90",
+        &out,
+    );
     assert_scenario("Fortran", &run_example(&exe, &prefix));
 }
 

@@ -170,12 +170,21 @@ fn check_tree(top: &Path, prefix: &Path, cli: bool) {
         .join(";");
     for file in ["hashdirConfig.cmake", "hashdirConfigVersion.cmake"] {
         let text = fs::read_to_string(lib.join("cmake/hashdir").join(file)).unwrap();
-        assert!(!text.contains('@'), "unrendered placeholder in {file}:\n{text}");
-        assert!(text.contains(&format!("\"{VERSION}\"")), "{file} lacks the version");
+        assert!(
+            !text.contains('@'),
+            "unrendered placeholder in {file}:\n{text}"
+        );
+        assert!(
+            text.contains(&format!("\"{VERSION}\"")),
+            "{file} lacks the version"
+        );
     }
     let config = fs::read_to_string(lib.join("cmake/hashdir/hashdirConfig.cmake")).unwrap();
     assert!(config.contains(&format!("/lib/{real}\"")), "{config}");
-    assert!(config.contains("IMPORTED_SONAME \"libhashdir.so.0\""), "{config}");
+    assert!(
+        config.contains("IMPORTED_SONAME \"libhashdir.so.0\""),
+        "{config}"
+    );
     assert!(
         config.contains(&format!("INTERFACE_LINK_LIBRARIES \"{cmake_libs}\"")),
         "the static target's libraries are not hashdir.pc's Libs.private ({cmake_libs})"
@@ -439,7 +448,10 @@ target_link_libraries(example_fortran PRIVATE hashdir::fortran)
     };
     for name in ["quickstart", "quickstart_static"] {
         let (exe, out) = run(name);
-        assert!(out.contains("key 7 has 10 values, key 12345 has 0"), "{name}: {out}");
+        assert!(
+            out.contains("key 7 has 10 values, key 12345 has 0"),
+            "{name}: {out}"
+        );
         let linked = needed(&exe).iter().any(|n| n == "libhashdir.so.0");
         assert_eq!(linked, name == "quickstart", "{name}: {:?}", needed(&exe));
     }

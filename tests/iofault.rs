@@ -377,13 +377,8 @@ fn one(
     let img_path = dir.file("image.h5");
     let img_base = base;
     for crash in points {
-        let (img, built) = image::build(
-            &img_base,
-            &recs,
-            crash,
-            FailedSync::LosesDirty,
-            &mut LoseAll,
-        );
+        let (img, built) =
+            image::build(img_base, &recs, crash, FailedSync::LosesDirty, &mut LoseAll);
         let lo = built.last_sync.map_or(0, |s| tl.acked[s]);
         let hi = (tl.acked[crash] + 1).min(batches);
         pc::write_image(&img_path, &img);

@@ -82,7 +82,10 @@ fn wheel_is_for_any_python_3_and_carries_the_library() {
         "hashdir/libhashdir.so",
         "hashdir/include/hashdir.h",
     ] {
-        assert!(listing.contains(file), "{file} missing from the wheel:\n{listing}");
+        assert!(
+            listing.contains(file),
+            "{file} missing from the wheel:\n{listing}"
+        );
     }
 
     // Installed without cargo on PATH, it loads its own library and works.
@@ -114,14 +117,27 @@ fn pip_install_from_the_work_tree() {
     let out = python(
         &site,
         scratch.path(),
-        &["-c", "import hashdir; print(hashdir.version(), hashdir.library_path())"],
+        &[
+            "-c",
+            "import hashdir; print(hashdir.version(), hashdir.library_path())",
+        ],
     );
     check("import hashdir", &out);
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.starts_with(&format!("{VERSION} {}", site.display())), "{stdout}");
+    assert!(
+        stdout.starts_with(&format!("{VERSION} {}", site.display())),
+        "{stdout}"
+    );
     // The build leaves nothing in the work tree (setuptools' files go under target/).
-    for stray in ["build", "python/hashdir.egg-info", "python/hashdir/libhashdir.so"] {
-        assert!(!root().join(stray).exists(), "the build left {stray} in the work tree");
+    for stray in [
+        "build",
+        "python/hashdir.egg-info",
+        "python/hashdir/libhashdir.so",
+    ] {
+        assert!(
+            !root().join(stray).exists(),
+            "the build left {stray} in the work tree"
+        );
     }
 }
 

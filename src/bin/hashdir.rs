@@ -174,9 +174,9 @@ fn bytes(text: &str) -> Result<u64, String> {
         Some(b'T') => (&text[..text.len() - 1], 40),
         _ => (text, 0),
     };
-    let n: u64 = digits
-        .parse()
-        .map_err(|_| "expected a number of bytes, optionally with suffix K, M, G or T".to_string())?;
+    let n: u64 = digits.parse().map_err(|_| {
+        "expected a number of bytes, optionally with suffix K, M, G or T".to_string()
+    })?;
     n.checked_shl(shift)
         .filter(|v| v >> shift == n)
         .ok_or_else(|| "too large".to_string())
@@ -475,7 +475,10 @@ fn gc(path: &Path) -> Result<(), Failure> {
     let report = w.gc().map_err(|e| engine_error(path, e))?;
     w.close().map_err(|e| engine_error(path, e))?;
     println!("pages reclaimed: {}", report.pages_reclaimed);
-    println!("segment bytes reclaimed: {}", report.segments_reclaimed << 20);
+    println!(
+        "segment bytes reclaimed: {}",
+        report.segments_reclaimed << 20
+    );
     Ok(())
 }
 

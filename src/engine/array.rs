@@ -45,7 +45,12 @@ fn bad(aref: &ArrayRef, why: &str) -> Fault {
 }
 
 /// Reads the page at `(off, epoch)`: an array page of exactly that epoch.
-fn page(src: &dyn Source, (off, epoch): (u64, u64), max_epoch: u64, what: &'static str) -> Res<Box<Page>> {
+fn page(
+    src: &dyn Source,
+    (off, epoch): (u64, u64),
+    max_epoch: u64,
+    what: &'static str,
+) -> Res<Box<Page>> {
     let p = src.page(off, MAGIC_ARRAY, max_epoch, what)?;
     if page_epoch(&p) != epoch {
         return Err(Fault::Stale);
@@ -57,10 +62,21 @@ fn page(src: &dyn Source, (off, epoch): (u64, u64), max_epoch: u64, what: &'stat
 pub fn shape(src: &dyn Source, aref: ArrayRef, max_epoch: u64) -> Res<Shape> {
     let mut s = Shape::default();
     if aref.levels != ArrayRef::levels_for(aref.len) {
-        return Err(bad(&aref, &format!("{} levels for {} items", aref.levels, aref.len)));
+        return Err(bad(
+            &aref,
+            &format!("{} levels for {} items", aref.levels, aref.len),
+        ));
     }
     if aref.levels > 0 {
-        walk(src, &aref, aref.levels - 1, 0, aref.top_ref(), max_epoch, &mut s)?;
+        walk(
+            src,
+            &aref,
+            aref.levels - 1,
+            0,
+            aref.top_ref(),
+            max_epoch,
+            &mut s,
+        )?;
     }
     if s.leaves.len() != leaf_count(aref.len) {
         return Err(bad(&aref, "tree does not cover its length"));
@@ -100,13 +116,27 @@ fn walk(
     s.nodes.push(child.0);
     for (i, pair) in words.chunks_exact(2).enumerate() {
         let child_first = first + i as u64 * child_span;
-        walk(src, aref, level - 1, child_first, (pair[0], pair[1]), max_epoch, s)?;
+        walk(
+            src,
+            aref,
+            level - 1,
+            child_first,
+            (pair[0], pair[1]),
+            max_epoch,
+            s,
+        )?;
     }
     Ok(())
 }
 
 /// The items of leaf `i` (zeros for offset 0).
-pub fn read_leaf(src: &dyn Source, len: u64, i: usize, leaf: (u64, u64), max_epoch: u64) -> Res<Vec<u64>> {
+pub fn read_leaf(
+    src: &dyn Source,
+    len: u64,
+    i: usize,
+    leaf: (u64, u64),
+    max_epoch: u64,
+) -> Res<Vec<u64>> {
     let n = leaf_len(len, i);
     if leaf.0 == 0 {
         return Ok(vec![0; n]);
@@ -233,7 +263,10 @@ impl ArrayWriter {
             }
             let span = ArrayRef::span(level as u32 + 1);
             let first = (self.pushed - 1) / span * span;
-            let words: Vec<u64> = self.pending[level].iter().flat_map(|(o, e)| [*o, *e]).collect();
+            let words: Vec<u64> = self.pending[level]
+                .iter()
+                .flat_map(|(o, e)| [*o, *e])
+                .collect();
             r = sink.put(level as u32 + 1, first, &words)?;
             self.written.push(r.0);
             self.pending[level].clear();
@@ -304,7 +337,13 @@ impl ArrayWriter {
     /// written (the rest zero, when `fixed`): finds the full pages on the path to the last
     /// item and reads back the partial leaf; the partial pages are replaced by the next
     /// snapshot.
-    pub fn resume(src: &dyn Source, aref: ArrayRef, pushed: u64, fixed: Option<u64>, max_epoch: u64) -> Res<ArrayWriter> {
+    pub fn resume(
+        src: &dyn Source,
+        aref: ArrayRef,
+        pushed: u64,
+        fixed: Option<u64>,
+        max_epoch: u64,
+    ) -> Res<ArrayWriter> {
         let len = fixed.unwrap_or(pushed);
         if aref.len != len || pushed > len || aref.levels != ArrayRef::levels_for(len) {
             return Err(bad(&aref, "does not match the array being resumed"));
@@ -349,7 +388,10 @@ impl ArrayWriter {
             level -= 1;
         }
         let tail = w.tail.clone();
-        w.written = shape(src, aref, max_epoch)?.pages().filter(|p| !tail.contains(p)).collect();
+        w.written = shape(src, aref, max_epoch)?
+            .pages()
+            .filter(|p| !tail.contains(p))
+            .collect();
         Ok(w)
     }
 }
@@ -370,7 +412,10 @@ mod tests {
 
     impl Source for Mem {
         fn read(&self, off: u64, buf: &mut [u8]) -> Res<()> {
-            let p = self.pages.get(&off).ok_or_else(|| Fault::Fail(Error::corrupt("mem", off, "no page")))?;
+            let p = self
+                .pages
+                .get(&off)
+                .ok_or_else(|| Fault::Fail(Error::corrupt("mem", off, "no page")))?;
             buf.copy_from_slice(&p[..buf.len()]);
             Ok(())
         }
@@ -385,7 +430,10 @@ mod tests {
         }
     }
 
-    fn sink_into<'a>(alloc: &'a mut dyn FnMut() -> Result<(u64, u64)>, out: &'a mut Vec<(u64, Box<Page>)>) -> Sink<'a> {
+    fn sink_into<'a>(
+        alloc: &'a mut dyn FnMut() -> Result<(u64, u64)>,
+        out: &'a mut Vec<(u64, Box<Page>)>,
+    ) -> Sink<'a> {
         Sink { alloc, out }
     }
 
@@ -421,13 +469,23 @@ mod tests {
                 let (items, s) = load(&mem, aref, epoch).unwrap();
                 assert_eq!(items.len() as u64, fixed.unwrap_or(pushed));
                 for (i, x) in items.iter().enumerate() {
-                    let want = if (i as u64) < pushed { i as u64 * 3 + 1 } else { 0 };
+                    let want = if (i as u64) < pushed {
+                        i as u64 * 3 + 1
+                    } else {
+                        0
+                    };
                     assert_eq!(*x, want, "item {i} of {pushed} pushed");
                 }
                 let live: std::collections::HashSet<u64> = s.pages().collect();
-                assert!(w.retired.iter().all(|p| !live.contains(p)), "a retired page is in use");
-                assert!(live.iter().all(|p| w.written.contains(p)), "a page in use is not listed");
-                if rnd() % 3 == 0 {
+                assert!(
+                    w.retired.iter().all(|p| !live.contains(p)),
+                    "a retired page is in use"
+                );
+                assert!(
+                    live.iter().all(|p| w.written.contains(p)),
+                    "a page in use is not listed"
+                );
+                if rnd().is_multiple_of(3) {
                     w = ArrayWriter::resume(&mem, aref, pushed, fixed, epoch).unwrap();
                 }
             }

@@ -201,9 +201,15 @@ impl Core {
         };
         let side = usize::from(in_area(&last.lists[0]));
         loop {
-            let runs: Vec<u64> = st.space.listed_runs().into_iter().flat_map(|(o, n)| [o, n]).collect();
+            let runs: Vec<u64> = st
+                .space
+                .listed_runs()
+                .into_iter()
+                .flat_map(|(o, n)| [o, n])
+                .collect();
             let pages = st.space.listed_pages();
-            let need = (array::fresh_pages(runs.len() as u64) + array::fresh_pages(pages.len() as u64)) as u64;
+            let need = (array::fresh_pages(runs.len() as u64)
+                + array::fresh_pages(pages.len() as u64)) as u64;
             let area = next.lists[side];
             if need * PAGE_BYTES > area.bytes {
                 // A larger area, with room to grow; the old one was last used two roots ago.
@@ -222,8 +228,20 @@ impl Core {
                 Ok((at - PAGE_BYTES, epoch))
             };
             let mut out: Vec<(u64, Box<Page>)> = Vec::new();
-            let (seg_ref, _) = array::write(&runs, &mut Sink { alloc: &mut alloc, out: &mut out })?;
-            let (page_ref, _) = array::write(&pages, &mut Sink { alloc: &mut alloc, out: &mut out })?;
+            let (seg_ref, _) = array::write(
+                &runs,
+                &mut Sink {
+                    alloc: &mut alloc,
+                    out: &mut out,
+                },
+            )?;
+            let (page_ref, _) = array::write(
+                &pages,
+                &mut Sink {
+                    alloc: &mut alloc,
+                    out: &mut out,
+                },
+            )?;
             for (off, p) in &out {
                 self.file.write_at(*off, &p[..])?;
             }

@@ -156,7 +156,10 @@ impl OpLog {
         let mut at = 0;
         std::iter::from_fn(move || {
             let first = recs.get(at)?;
-            let n = recs[at..].iter().take_while(|r| r[..24] == first[..24]).count();
+            let n = recs[at..]
+                .iter()
+                .take_while(|r| r[..24] == first[..24])
+                .count();
             at += n;
             Some(n)
         })

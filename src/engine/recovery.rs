@@ -5,11 +5,11 @@
 //! must not count, and the open publishes a root that starts a new log generation where the
 //! replay ended.
 
+use super::array;
 use super::oplog::OpLog;
 use super::source::settled;
 use super::space::Space;
 use super::wal::{self, Cursor};
-use super::array;
 use crate::error::{Error, Result};
 use crate::format::layout::ROOT_SLOT;
 use crate::format::root::{self, LogRef, Root};
@@ -73,10 +73,21 @@ pub fn recover(file: &WriterFile) -> Result<Recovered> {
     let runs = settled(array::load(file, root.free_segments, root.epoch))?.0;
     let pages = settled(array::load(file, root.free_pages, root.epoch))?.0;
     if runs.len() % 2 != 0 {
-        return Err(Error::corrupt("free segment list", root.free_segments.top, "odd length"));
+        return Err(Error::corrupt(
+            "free segment list",
+            root.free_segments.top,
+            "odd length",
+        ));
     }
     let runs: Vec<(u64, u64)> = runs.chunks_exact(2).map(|c| (c[0], c[1])).collect();
-    let space = Space::new(root.data_offset, root.capacity, root.segments_used, &runs, &pages, root.epoch)?;
+    let space = Space::new(
+        root.data_offset,
+        root.capacity,
+        root.segments_used,
+        &runs,
+        &pages,
+        root.epoch,
+    )?;
     let mut report = RecoveryReport {
         root_epoch: root.epoch,
         notes: slot_notes(file, &root)?,
@@ -126,7 +137,12 @@ pub fn recover(file: &WriterFile) -> Result<Recovered> {
 }
 
 /// Replays one log into `mem`; returns the cursor after its last whole frame.
-fn replay_log(file: &WriterFile, log: &LogRef, mem: &mut OpLog, report: &mut RecoveryReport) -> Result<Cursor> {
+fn replay_log(
+    file: &WriterFile,
+    log: &LogRef,
+    mem: &mut OpLog,
+    report: &mut RecoveryReport,
+) -> Result<Cursor> {
     let chunks = wal::chunks(log);
     let start = Cursor {
         gen: log.gen,

@@ -27,7 +27,11 @@ impl Change {
     /// A writer's or reader's delta, sorted.
     pub fn of(d: &Delta) -> Change {
         let mut adds = d.adds.to_vec();
-        let mut dels = if d.cleared { Vec::new() } else { d.dels.to_vec() };
+        let mut dels = if d.cleared {
+            Vec::new()
+        } else {
+            d.dels.to_vec()
+        };
         adds.sort_unstable();
         dels.sort_unstable();
         Change {
@@ -158,7 +162,11 @@ mod tests {
                 let adds = pick(6);
                 let dels = minus(&pick(6), &adds);
                 let cleared = pick(8).len() > 6;
-                changes.push(Change { cleared, adds, dels });
+                changes.push(Change {
+                    cleared,
+                    adds,
+                    dels,
+                });
             }
             let mut model: BTreeSet<Value> = base.iter().copied().collect();
             let mut step = base.clone();

@@ -73,7 +73,14 @@ impl Space {
     /// The space of a root: `used` segments handed out, `free_runs` and `free_pages` listed
     /// free by it. Everything listed starts out held at `epoch` (readers of older roots may
     /// still read it).
-    pub fn new(data: u64, capacity: u64, used: u64, free_runs: &[Run], free_pages: &[u64], epoch: u64) -> Result<Space> {
+    pub fn new(
+        data: u64,
+        capacity: u64,
+        used: u64,
+        free_runs: &[Run],
+        free_pages: &[u64],
+        epoch: u64,
+    ) -> Result<Space> {
         let total = capacity / SEGMENT;
         let mut s = Space {
             data,
@@ -91,17 +98,29 @@ impl Space {
         runs.sort_unstable();
         for w in runs.windows(2) {
             if w[0].0 + w[0].1 * SEGMENT > w[1].0 {
-                return Err(Error::corrupt("free segment list", w[1].0, "overlapping runs"));
+                return Err(Error::corrupt(
+                    "free segment list",
+                    w[1].0,
+                    "overlapping runs",
+                ));
             }
         }
         for &(off, n) in &runs {
             if n == 0 || s.index(off).is_none_or(|i| i + n > used) {
-                return Err(Error::corrupt("free segment list", off, "run outside the used segments"));
+                return Err(Error::corrupt(
+                    "free segment list",
+                    off,
+                    "run outside the used segments",
+                ));
             }
         }
         for &p in free_pages {
             if !s.page_inside(p) {
-                return Err(Error::corrupt("free page list", p, "page outside the used segments"));
+                return Err(Error::corrupt(
+                    "free page list",
+                    p,
+                    "page outside the used segments",
+                ));
             }
         }
         s.held.hold(epoch, runs);
@@ -121,13 +140,19 @@ impl Space {
 
     /// Whether `off` is a page inside the segments handed out.
     pub fn page_inside(&self, off: u64) -> bool {
-        off >= self.data && (off - self.data) % PAGE as u64 == 0 && (off - self.data) / SEGMENT < self.used
+        off >= self.data
+            && (off - self.data).is_multiple_of(PAGE as u64)
+            && (off - self.data) / SEGMENT < self.used
     }
 
     /// `n` contiguous segments: the lowest free run that has them, else from the end.
     pub fn alloc(&mut self, n: u64) -> Result<u64> {
         debug_assert!(n > 0);
-        let fit = self.free.iter().find(|(_, len)| **len >= n).map(|(s, l)| (*s, *l));
+        let fit = self
+            .free
+            .iter()
+            .find(|(_, len)| **len >= n)
+            .map(|(s, l)| (*s, *l));
         let start = match fit {
             Some((start, len)) => {
                 self.free.remove(&start);
@@ -155,14 +180,15 @@ impl Space {
     pub fn free(&mut self, off: u64, n: u64) {
         if n > 0 {
             self.freed.push((off, n));
-            }
+        }
     }
 
     /// One page for an array.
     pub fn alloc_page(&mut self) -> Result<u64> {
         if self.pages.is_empty() {
             let seg = self.alloc(1)?;
-            self.pages.extend((0..PAGES_PER_SEGMENT).rev().map(|i| seg + i * PAGE as u64));
+            self.pages
+                .extend((0..PAGES_PER_SEGMENT).rev().map(|i| seg + i * PAGE as u64));
         }
         Ok(self.pages.pop().expect("refilled"))
     }
@@ -170,13 +196,14 @@ impl Space {
     pub fn free_page(&mut self, off: u64) {
         if off != 0 {
             self.pages_freed.push(off);
-            }
+        }
     }
 
     /// After root `epoch` is published: what it freed is held for readers and durability.
     pub fn publish(&mut self, epoch: u64) {
         self.held.hold(epoch, std::mem::take(&mut self.freed));
-        self.pages_held.hold(epoch, std::mem::take(&mut self.pages_freed));
+        self.pages_held
+            .hold(epoch, std::mem::take(&mut self.pages_freed));
     }
 
     /// Makes reusable what roots up to `upto` freed (`upto`: the least of the newest durable
@@ -199,7 +226,9 @@ impl Space {
 
     /// Adds a run to the free map, joining its neighbours.
     fn insert_free(&mut self, off: u64, n: u64) {
-        let Some(mut start) = self.index(off) else { return };
+        let Some(mut start) = self.index(off) else {
+            return;
+        };
         let mut len = n;
         if let Some((&s, &l)) = self.free.range(..start).next_back() {
             if s + l == start {
@@ -222,7 +251,11 @@ impl Space {
 
     /// Every run a root must list as free: free, held and freed (as runs of file offsets).
     pub fn listed_runs(&self) -> Vec<Run> {
-        let mut runs: Vec<Run> = self.free.iter().map(|(s, l)| (self.offset(*s), *l)).collect();
+        let mut runs: Vec<Run> = self
+            .free
+            .iter()
+            .map(|(s, l)| (self.offset(*s), *l))
+            .collect();
         runs.extend(self.held.iter().chain(&self.freed).copied());
         runs.sort_unstable();
         runs
@@ -230,14 +263,23 @@ impl Space {
 
     /// Every page a root must list as free: free, held and freed.
     pub fn listed_pages(&self) -> Vec<u64> {
-        let mut p: Vec<u64> = self.pages.iter().chain(self.pages_held.iter()).chain(&self.pages_freed).copied().collect();
+        let mut p: Vec<u64> = self
+            .pages
+            .iter()
+            .chain(self.pages_held.iter())
+            .chain(&self.pages_freed)
+            .copied()
+            .collect();
         p.sort_unstable();
         p
     }
 
     /// The free runs reusable now (for giving their blocks back at close).
     pub fn free_runs(&self) -> Vec<Run> {
-        self.free.iter().map(|(s, l)| (self.offset(*s), *l)).collect()
+        self.free
+            .iter()
+            .map(|(s, l)| (self.offset(*s), *l))
+            .collect()
     }
 
     /// The free pages reusable now.
@@ -259,10 +301,18 @@ mod tests {
         let b = s.alloc(2).unwrap();
         assert_eq!((a, b), (D, D + 4 * SEGMENT));
         s.free(a, 4);
-        assert_eq!(s.alloc(1).unwrap(), D + 6 * SEGMENT, "not before its root is published");
+        assert_eq!(
+            s.alloc(1).unwrap(),
+            D + 6 * SEGMENT,
+            "not before its root is published"
+        );
         s.publish(5);
         s.release(4);
-        assert_eq!(s.alloc(1).unwrap(), D + 7 * SEGMENT, "not before it is durable and unpinned");
+        assert_eq!(
+            s.alloc(1).unwrap(),
+            D + 7 * SEGMENT,
+            "not before it is durable and unpinned"
+        );
         s.release(5);
         assert_eq!(s.take_released(), vec![(a, 4)]);
         assert_eq!(s.alloc(3).unwrap(), a, "the lowest run that fits");

@@ -14,8 +14,18 @@ use crate::format::layout::PAGE;
 /// filesystem that cannot punch holes).
 pub fn trim(core: &Core, st: &mut State) -> Result<u64> {
     core.release(st)?;
-    let mut ranges: Vec<(u64, u64)> = st.space.free_page_list().iter().map(|p| (*p, PAGE as u64)).collect();
-    ranges.extend(st.space.free_runs().iter().map(|(o, n)| (*o, n * crate::format::layout::SEGMENT)));
+    let mut ranges: Vec<(u64, u64)> = st
+        .space
+        .free_page_list()
+        .iter()
+        .map(|p| (*p, PAGE as u64))
+        .collect();
+    ranges.extend(
+        st.space
+            .free_runs()
+            .iter()
+            .map(|(o, n)| (*o, n * crate::format::layout::SEGMENT)),
+    );
     ranges.sort_unstable();
     let mut punched = 0;
     let mut i = 0;

@@ -91,8 +91,9 @@ fn counts(live: &mut Live, root: &Root) {
     ];
     for (what, found, said) in pairs {
         if found != said {
-            live.problems
-                .push(format!("the base table says {said} {what}, its pages hold {found}"));
+            live.problems.push(format!(
+                "the base table says {said} {what}, its pages hold {found}"
+            ));
         }
     }
 }
@@ -105,7 +106,10 @@ fn space(live: &mut Live, root: &Root, file_len: u64) {
     let end = data + root.segments_used * SEGMENT;
     let mut problems = Vec::new();
     if data + root.capacity > file_len {
-        problems.push(format!("the data area ends at {} past the file ({file_len} bytes)", data + root.capacity));
+        problems.push(format!(
+            "the data area ends at {} past the file ({file_len} bytes)",
+            data + root.capacity
+        ));
     }
     let mut segs: Vec<(u64, String)> = live.segments.clone();
     for &(off, n) in &live.free_runs {
@@ -116,12 +120,17 @@ fn space(live: &mut Live, root: &Root, file_len: u64) {
     segs.sort_unstable();
     for w in segs.windows(2) {
         if w[0].0 == w[1].0 {
-            problems.push(format!("segment at {} is both {} and {}", w[0].0, w[0].1, w[1].1));
+            problems.push(format!(
+                "segment at {} is both {} and {}",
+                w[0].0, w[0].1, w[1].1
+            ));
         }
     }
     for (off, what) in &segs {
-        if *off < data || off + SEGMENT > end || (off - data) % SEGMENT != 0 {
-            problems.push(format!("{what} segment at {off} is outside the segments in use"));
+        if *off < data || off + SEGMENT > end || !(off - data).is_multiple_of(SEGMENT) {
+            problems.push(format!(
+                "{what} segment at {off} is outside the segments in use"
+            ));
         }
     }
     let whole: std::collections::HashSet<u64> = segs.iter().map(|s| s.0).collect();
@@ -130,13 +139,19 @@ fn space(live: &mut Live, root: &Root, file_len: u64) {
     pages.sort_unstable();
     for w in pages.windows(2) {
         if w[0].0 == w[1].0 {
-            problems.push(format!("page at {} is both {} and {}", w[0].0, w[0].1, w[1].1));
+            problems.push(format!(
+                "page at {} is both {} and {}",
+                w[0].0, w[0].1, w[1].1
+            ));
         }
     }
     for (off, what) in &pages {
         let seg = data + off.saturating_sub(data) / SEGMENT * SEGMENT;
-        let in_lists = root.lists.iter().any(|l| (l.offset..l.offset + l.bytes).contains(off));
-        if *off < data || off + PAGE as u64 > end || (off - data) % PAGE as u64 != 0 {
+        let in_lists = root
+            .lists
+            .iter()
+            .any(|l| (l.offset..l.offset + l.bytes).contains(off));
+        if *off < data || off + PAGE as u64 > end || !(off - data).is_multiple_of(PAGE as u64) {
             problems.push(format!("{what} at {off} is outside the segments in use"));
         } else if whole.contains(&seg) && !in_lists {
             problems.push(format!("{what} at {off} lies in a segment used whole"));

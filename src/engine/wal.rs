@@ -19,7 +19,9 @@ pub struct Cursor {
 
 /// The segments of a log, in order (a log is one contiguous range of whole segments).
 pub fn chunks(log: &LogRef) -> Vec<u64> {
-    (0..log.bytes / SEGMENT).map(|i| log.offset + i * SEGMENT).collect()
+    (0..log.bytes / SEGMENT)
+        .map(|i| log.offset + i * SEGMENT)
+        .collect()
 }
 
 pub fn capacity(chunks: &[u64]) -> u64 {
@@ -70,8 +72,11 @@ pub fn new_gen() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as u64);
     let local = 0u8;
-    let mix = t ^ u64::from(std::process::id()).rotate_left(32)
-        ^ SEQ.fetch_add(1, Ordering::Relaxed).wrapping_mul(0x9e37_79b9_7f4a_7c15)
+    let mix = t
+        ^ u64::from(std::process::id()).rotate_left(32)
+        ^ SEQ
+            .fetch_add(1, Ordering::Relaxed)
+            .wrapping_mul(0x9e37_79b9_7f4a_7c15)
         ^ (&raw const local) as u64;
     let mut k = [0u8; 16];
     k[..8].copy_from_slice(&mix.to_le_bytes());

@@ -40,7 +40,8 @@ impl Live {
 
     fn range(&mut self, s: Span, what: &str) {
         for i in 0..s.bytes / SEGMENT {
-            self.segments.push((s.offset + i * SEGMENT, what.to_owned()));
+            self.segments
+                .push((s.offset + i * SEGMENT, what.to_owned()));
         }
     }
 
@@ -63,9 +64,21 @@ fn segment_of(data: u64, off: u64) -> u64 {
 pub fn walk(src: &dyn Source, root: &Root, deep: bool) -> Live {
     let mut live = Live::default();
     let epoch = root.epoch;
-    live.range(Span { offset: root.log.offset, bytes: root.log.bytes }, "log");
+    live.range(
+        Span {
+            offset: root.log.offset,
+            bytes: root.log.bytes,
+        },
+        "log",
+    );
     if let Some(s) = &root.sealed {
-        live.range(Span { offset: s.log.offset, bytes: s.log.bytes }, "sealed log");
+        live.range(
+            Span {
+                offset: s.log.offset,
+                bytes: s.log.bytes,
+            },
+            "sealed log",
+        );
     }
     live.range(root.next_log, "next log");
     live.range(root.lists[0], "free-list area");
@@ -78,16 +91,38 @@ pub fn walk(src: &dyn Source, root: &Root, deep: bool) -> Live {
         Ok((items, _)) => live.free_pages = items,
         Err(f) => live.fault("free page list", f),
     }
-    let cursor = if root.merging.is_some() { root.cursor } else { 0 };
+    let cursor = if root.merging.is_some() {
+        root.cursor
+    } else {
+        0
+    };
     let merged = root.merged as usize;
     if root.base.is_some() {
-        let counts = table(src, root, &root.base, "base table", cursor, u64::MAX, deep, &mut live);
+        let counts = table(
+            src,
+            root,
+            &root.base,
+            "base table",
+            cursor,
+            u64::MAX,
+            deep,
+            &mut live,
+        );
         if cursor == 0 {
             (live.keys, live.values, live.table_pages, live.extents) = counts;
         }
     }
     if root.merging.is_some() {
-        table(src, root, &root.merging, "merging table", 0, cursor, deep, &mut live);
+        table(
+            src,
+            root,
+            &root.merging,
+            "merging table",
+            0,
+            cursor,
+            deep,
+            &mut live,
+        );
     }
     for (i, t) in root.deltas.iter().enumerate() {
         let from = if i < merged { cursor } else { 0 };
@@ -100,16 +135,28 @@ pub fn walk(src: &dyn Source, root: &Root, deep: bool) -> Live {
 /// `below`), every extent; returns its entries, values, pages and extents (all of them only
 /// when `from` is 0).
 #[allow(clippy::too_many_arguments)]
-fn table(src: &dyn Source, root: &Root, t: &TableRef, what: &str, from: u64, below: u64, deep: bool, live: &mut Live) -> (u64, u64, u64, u64) {
+fn table(
+    src: &dyn Source,
+    root: &Root,
+    t: &TableRef,
+    what: &str,
+    from: u64,
+    below: u64,
+    deep: bool,
+    live: &mut Live,
+) -> (u64, u64, u64, u64) {
     let epoch = root.epoch;
     let name = format!("{what} {}", t.id);
     match array::shape(src, t.dir, epoch) {
-        Ok(s) => live.pages.extend(s.pages().map(|p| (p, format!("{name} directory")))),
+        Ok(s) => live
+            .pages
+            .extend(s.pages().map(|p| (p, format!("{name} directory")))),
         Err(f) => live.fault(&format!("{name} directory"), f),
     }
     let segs = match array::load(src, t.segs, epoch) {
         Ok((items, s)) => {
-            live.pages.extend(s.pages().map(|p| (p, format!("{name} segment list"))));
+            live.pages
+                .extend(s.pages().map(|p| (p, format!("{name} segment list"))));
             pairs(&items)
         }
         Err(f) => {
@@ -124,7 +171,11 @@ fn table(src: &dyn Source, root: &Root, t: &TableRef, what: &str, from: u64, bel
         }
     }
     let data = root.data_offset;
-    let inside = |off: u64, len: u64| (segment_of(data, off)..off + len).step_by(SEGMENT as usize).all(|s| mine.contains(&s));
+    let inside = |off: u64, len: u64| {
+        (segment_of(data, off)..off + len)
+            .step_by(SEGMENT as usize)
+            .all(|s| mine.contains(&s))
+    };
     let mut scan = match Scan::new(src, *t, epoch, from, None) {
         Ok(s) => s,
         Err(f) => {
@@ -145,10 +196,16 @@ fn table(src: &dyn Source, root: &Root, t: &TableRef, what: &str, from: u64, bel
             }
         };
         if last.is_some_and(|l| l >= (item.hash, item.key)) {
-            live.problem(format!("{name}: entries out of order at hash {:#x}", item.hash));
+            live.problem(format!(
+                "{name}: entries out of order at hash {:#x}",
+                item.hash
+            ));
         }
         if item.hash >= below {
-            live.problem(format!("{name}: an entry at hash {:#x} past its merge cursor {below:#x}", item.hash));
+            live.problem(format!(
+                "{name}: an entry at hash {:#x} past its merge cursor {below:#x}",
+                item.hash
+            ));
         }
         last = Some((item.hash, item.key));
         let page = scan.page_offset();
@@ -169,7 +226,9 @@ fn table(src: &dyn Source, root: &Root, t: &TableRef, what: &str, from: u64, bel
             extents += 1;
             live.data.push((off, n * 16));
             if !inside(off, n * 16) {
-                live.problem(format!("{name}: extent {off} of {n} values outside its segments"));
+                live.problem(format!(
+                    "{name}: extent {off} of {n} values outside its segments"
+                ));
             } else if deep {
                 match read_values(src, off, n, crc) {
                     Err(f) => live.fault(&format!("{name} extent at {off}"), f),
@@ -179,11 +238,15 @@ fn table(src: &dyn Source, root: &Root, t: &TableRef, what: &str, from: u64, bel
                                 let (a, b) = v.split_at(d.adds as usize);
                                 super::sets::is_set(a) && super::sets::is_set(b)
                             }
-                            Body::Extent(x) => v.first() == Some(&x.first) && super::sets::is_set(&v),
+                            Body::Extent(x) => {
+                                v.first() == Some(&x.first) && super::sets::is_set(&v)
+                            }
                             _ => true,
                         };
                         if !ordered {
-                            live.problem(format!("{name}: extent {off} out of order or its first value wrong"));
+                            live.problem(format!(
+                                "{name}: extent {off} out of order or its first value wrong"
+                            ));
                         }
                     }
                 }
@@ -191,12 +254,18 @@ fn table(src: &dyn Source, root: &Root, t: &TableRef, what: &str, from: u64, bel
         }
         if let Some(vs) = item.body.inline_values() {
             if !super::sets::is_set(vs) {
-                live.problem(format!("{name}: inline values out of order at hash {:#x}", item.hash));
+                live.problem(format!(
+                    "{name}: inline values out of order at hash {:#x}",
+                    item.hash
+                ));
             }
         }
     }
     let n_pages = pages.len() as u64;
-    if from == 0 && below == u64::MAX && (entries, values, n_pages, extents) != (t.entries, t.values, t.pages, t.extents) {
+    if from == 0
+        && below == u64::MAX
+        && (entries, values, n_pages, extents) != (t.entries, t.values, t.pages, t.extents)
+    {
         live.problem(format!(
             "{name}: holds {entries} entries, {values} values, {n_pages} pages, {extents} extents; its descriptor says {}, {}, {}, {}",
             t.entries, t.values, t.pages, t.extents

@@ -120,7 +120,10 @@ impl Writer {
 
     pub fn insert(&mut self, keys: &[Key], values: &[Value]) -> Result<()> {
         same_len(keys, values)?;
-        self.push_all(keys.len(), keys.iter().zip(values).map(|(k, v)| Op::Insert(*k, *v)))
+        self.push_all(
+            keys.len(),
+            keys.iter().zip(values).map(|(k, v)| Op::Insert(*k, *v)),
+        )
     }
 
     /// Adds every value of `values` to `key`'s set: `insert` without repeating the key.
@@ -134,7 +137,10 @@ impl Writer {
 
     pub fn delete_pairs(&mut self, keys: &[Key], values: &[Value]) -> Result<()> {
         same_len(keys, values)?;
-        self.push_all(keys.len(), keys.iter().zip(values).map(|(k, v)| Op::DeletePair(*k, *v)))
+        self.push_all(
+            keys.len(),
+            keys.iter().zip(values).map(|(k, v)| Op::DeletePair(*k, *v)),
+        )
     }
 
     /// Refuses work once the writer cannot be trusted (a failed sync, failed background work).
@@ -204,7 +210,8 @@ impl Writer {
                 Ok(())
             }
             Err(e) => {
-                self.core.fail(&mut st, format!("fdatasync failed: {e}"), e.errno());
+                self.core
+                    .fail(&mut st, format!("fdatasync failed: {e}"), e.errno());
                 Err(e)
             }
         }
@@ -227,7 +234,9 @@ impl Writer {
         }
         if st.root.next_log.bytes == 0 || st.root.next_log.bytes < need {
             // No log set aside is large enough: set one aside now (a durable publish).
-            let bytes = need.max(checkpoint::log_bytes(&st)).next_multiple_of(SEGMENT);
+            let bytes = need
+                .max(checkpoint::log_bytes(&st))
+                .next_multiple_of(SEGMENT);
             let mut next = st.root.clone();
             let old = next.next_log;
             next.next_log = Span {
@@ -306,7 +315,9 @@ impl Writer {
             st.compact = true;
             self.core.wake();
         }
-        let done = self.wait(|st| st.root.sealed.is_none() && st.root.deltas.is_empty() && !st.root.merging.is_some());
+        let done = self.wait(|st| {
+            st.root.sealed.is_none() && st.root.deltas.is_empty() && !st.root.merging.is_some()
+        });
         self.core.st.lock().compact = false;
         done
     }
@@ -355,7 +366,11 @@ impl Writer {
         self.wait(|st| st.root.sealed.is_none())?;
         let small = {
             let r = &self.core.st.lock().root;
-            let bytes: u64 = [r.base, r.merging].iter().chain(&r.deltas).map(|t| t.bytes).sum();
+            let bytes: u64 = [r.base, r.merging]
+                .iter()
+                .chain(&r.deltas)
+                .map(|t| t.bytes)
+                .sum();
             bytes <= CLOSE_MERGE && (!r.deltas.is_empty() || r.merging.is_some())
         };
         if small {

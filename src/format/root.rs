@@ -244,7 +244,10 @@ impl Root {
         }
         if self.base.is_some() && self.base.kind != Kind::Base
             || self.merging.is_some() && self.merging.kind != Kind::Base
-            || self.deltas.iter().any(|t| !t.is_some() || t.kind != Kind::Delta)
+            || self
+                .deltas
+                .iter()
+                .any(|t| !t.is_some() || t.kind != Kind::Delta)
         {
             return Err("table of the wrong kind");
         }
@@ -332,15 +335,24 @@ mod tests {
     fn contradictions_are_refused() {
         let mut r = root(4);
         r.sealed.as_mut().unwrap().end = 6; // the sealed log must end where the log starts
-        assert_eq!(Root::decode(&r.encode()), Err("sealed log does not lead to the log"));
+        assert_eq!(
+            Root::decode(&r.encode()),
+            Err("sealed log does not lead to the log")
+        );
         let mut r = root(4);
         r.log.offset = 8192 + 64 * SEGMENT;
         assert_eq!(Root::decode(&r.encode()), Err("log outside the data area"));
         let mut r = root(4);
         r.merged = 1; // merging deltas without a table to merge into
-        assert_eq!(Root::decode(&r.encode()), Err("merge state does not match the tables"));
+        assert_eq!(
+            Root::decode(&r.encode()),
+            Err("merge state does not match the tables")
+        );
         let mut r = root(4);
         r.deltas[0].id = 5;
-        assert_eq!(Root::decode(&r.encode()), Err("table id not below the next table id"));
+        assert_eq!(
+            Root::decode(&r.encode()),
+            Err("table id not below the next table id")
+        );
     }
 }

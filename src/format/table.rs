@@ -98,7 +98,7 @@ impl TableRef {
         if t.depth > 32 || t.dir.len != 1u64 << t.depth {
             return Err("table directory size does not match its depth");
         }
-        if t.segs.len % 2 != 0 {
+        if !t.segs.len.is_multiple_of(2) {
             return Err("table segment list of odd length");
         }
         Ok(t)
@@ -113,12 +113,15 @@ impl TableRef {
 /// A directory item: the page covering the slot (page number = file offset / PAGE) and the
 /// low 32 bits of the epoch it was written with; 0 for a slot without entries.
 pub fn dir_item(offset: u64, epoch: u64) -> u64 {
-    offset / super::layout::PAGE as u64 | (epoch & 0xFFFF_FFFF) << 32
+    (offset / super::layout::PAGE as u64) | ((epoch & 0xFFFF_FFFF) << 32)
 }
 
 /// The file offset and epoch (low 32 bits) of a directory item.
 pub fn dir_item_parts(item: u64) -> (u64, u32) {
-    ((item & 0xFFFF_FFFF) * super::layout::PAGE as u64, (item >> 32) as u32)
+    (
+        (item & 0xFFFF_FFFF) * super::layout::PAGE as u64,
+        (item >> 32) as u32,
+    )
 }
 
 #[cfg(test)]
@@ -155,6 +158,9 @@ mod tests {
         assert_eq!(TableRef::get(&[0; 128], 0), Ok(TableRef::default()));
         b[64 + 12] = 4; // depth no longer matches the directory's length
         assert!(TableRef::get(&b, 64).is_err());
-        assert_eq!(dir_item_parts(dir_item(3 << 12, 0x1_0000_0005)), (3 << 12, 5));
+        assert_eq!(
+            dir_item_parts(dir_item(3 << 12, 0x1_0000_0005)),
+            (3 << 12, 5)
+        );
     }
 }

@@ -135,7 +135,9 @@ fn temp_path(path: &Path) -> Result<PathBuf> {
 /// place. Returns normally if another process won the race (its file is used instead).
 fn create_atomically(path: &Path, create: &Create) -> Result<()> {
     let tmp = TempFile(temp_path(path)?);
-    h5::create_file(&tmp.0, create.capacity, |l| (create.root)(l.data, l.capacity))?;
+    h5::create_file(&tmp.0, create.capacity, |l| {
+        (create.root)(l.data, l.capacity)
+    })?;
     sync_path(&tmp.0)?;
     match fs::hard_link(&tmp.0, path) {
         Ok(()) => {}
@@ -277,7 +279,7 @@ impl WriterFile {
 }
 
 fn check_capacity(capacity: u64) -> Result<()> {
-    if !(MIN_CAPACITY..=MAX_CAPACITY).contains(&capacity) || capacity % SEGMENT != 0 {
+    if !(MIN_CAPACITY..=MAX_CAPACITY).contains(&capacity) || !capacity.is_multiple_of(SEGMENT) {
         return Err(Error::InvalidArgument(format!(
             "capacity {capacity} must be a multiple of {SEGMENT} between {MIN_CAPACITY} and \
              {MAX_CAPACITY} bytes"
@@ -305,9 +307,11 @@ impl Positional for WriterFile {
 }
 
 fn write_at(fd: &File, path: &Path, off: u64, data: &[u8]) -> Result<()> {
-    trace::write(off, &[data], || fd.write_all_at(data, off).map(|()| data.len()))
-        .map(drop)
-        .map_err(|e| Error::io("pwrite", path, e))
+    trace::write(off, &[data], || {
+        fd.write_all_at(data, off).map(|()| data.len())
+    })
+    .map(drop)
+    .map_err(|e| Error::io("pwrite", path, e))
 }
 
 /// Buffers one `pwritev` takes (Linux's `IOV_MAX`).

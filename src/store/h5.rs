@@ -155,7 +155,6 @@ fn cstring(path: &Path) -> Result<CString> {
         .map_err(|_| Error::InvalidArgument(format!("path {} contains NUL", path.display())))
 }
 
-
 fn plist(class: hid_t) -> Result<Hid> {
     // SAFETY: `class` is one of HDF5's property list class ids.
     Hid::new("H5Pcreate", H5Pclose, || unsafe { H5Pcreate(class) })
@@ -607,7 +606,7 @@ fn contiguous(file: &Hid, name: &CStr, shape_ok: impl Fn(&[u64]) -> bool) -> Res
     }
     // SAFETY: `dset` is a live dataset.
     let addr: haddr_t = locked(|| unsafe { H5Dget_offset(dset.id()) });
-    if addr == HADDR_UNDEF || addr % PAGE as u64 != 0 {
+    if addr == HADDR_UNDEF || !addr.is_multiple_of(PAGE as u64) {
         return Err(layout_error(&shown, format!("storage at {addr:#x}")));
     }
     Ok((addr, g.dims.iter().product()))

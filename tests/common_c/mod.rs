@@ -144,7 +144,12 @@ pub fn python_wheel() -> &'static Path {
             .map(|e| e.unwrap().path())
             .filter(|p| p.extension().is_some_and(|x| x == "whl"))
             .collect();
-        assert_eq!(wheels.len(), 1, "one wheel in {}: {wheels:?}", dir.display());
+        assert_eq!(
+            wheels.len(),
+            1,
+            "one wheel in {}: {wheels:?}",
+            dir.display()
+        );
         wheels.into_iter().next().unwrap()
     })
 }

@@ -345,7 +345,10 @@ pub fn make_base(path: &Path, opts: &hashdir::Options) -> Vec<u8> {
         .unwrap();
     let f = std::fs::File::open(path).unwrap();
     f.sync_all().unwrap();
-    FILE_LEN.store(f.metadata().unwrap().len(), std::sync::atomic::Ordering::Relaxed);
+    FILE_LEN.store(
+        f.metadata().unwrap().len(),
+        std::sync::atomic::Ordering::Relaxed,
+    );
     read_prefix(path)
 }
 

@@ -53,7 +53,9 @@ pub fn run(a: &Load) -> Result<(), Failure> {
     let flushed = read.and(flushed);
     let pairs = job.committed;
     let bar = job.bar.clone();
-    bar.set_message(format!("{pairs} pairs committed; merging and closing (checkpoint)"));
+    bar.set_message(format!(
+        "{pairs} pairs committed; merging and closing (checkpoint)"
+    ));
     let mut w = job.writer;
     let closed = w
         .checkpoint()

@@ -35,7 +35,9 @@ pub fn flush(core: &Core, mut ops: OpLog) -> Result<()> {
     let mut next = st.root.clone();
     let sealed = next.sealed.take().expect("a sealed log to flush");
     let mut frees = Frees::default();
-    frees.runs.push((sealed.log.offset, sealed.log.bytes / SEGMENT));
+    frees
+        .runs
+        .push((sealed.log.offset, sealed.log.bytes / SEGMENT));
     if any {
         next.deltas.push(table);
         next.next_table_id = id + 1;
@@ -53,7 +55,8 @@ pub fn flush(core: &Core, mut ops: OpLog) -> Result<()> {
     }
     core.publish(&mut st, next, frees, Mode::Durable)?;
     st.sealed_ops = None;
-    core.sealed.store(false, std::sync::atomic::Ordering::Release);
+    core.sealed
+        .store(false, std::sync::atomic::Ordering::Release);
     failpoint::hit("flush.published");
     Ok(())
 }

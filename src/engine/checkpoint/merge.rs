@@ -47,17 +47,34 @@ impl<'a> Merge<'a> {
         let (w, k, cursor) = if root.merging.is_some() {
             let t = root.merging;
             let cursor = root.cursor;
-            let dir = settled(ArrayWriter::resume(src, t.dir, dir_index(cursor, t.depth), Some(t.dir.len), epoch))?;
+            let dir = settled(ArrayWriter::resume(
+                src,
+                t.dir,
+                dir_index(cursor, t.depth),
+                Some(t.dir.len),
+                epoch,
+            ))?;
             let segs = settled(ArrayWriter::resume(src, t.segs, t.segs.len, None, epoch))?;
             failpoint::hit("recovery.merge_resumed");
-            (TableWriter::resume(&t, cursor, dir, segs), root.merged as usize, cursor)
+            (
+                TableWriter::resume(&t, cursor, dir, segs),
+                root.merged as usize,
+                cursor,
+            )
         } else {
             let k = root.deltas.len();
-            let bytes = [root.base].iter().chain(&root.deltas).map(entry_bytes).sum();
+            let bytes = [root.base]
+                .iter()
+                .chain(&root.deltas)
+                .map(entry_bytes)
+                .sum();
             let w = TableWriter::new(Kind::Base, root.next_table_id, depth_for(bytes));
             (w, k, 0)
         };
-        let tables: Vec<TableRef> = [root.base].into_iter().chain(root.deltas[..k].iter().copied()).collect();
+        let tables: Vec<TableRef> = [root.base]
+            .into_iter()
+            .chain(root.deltas[..k].iter().copied())
+            .collect();
         let mut srcs = Vec::new();
         let mut old = Vec::new();
         if !root.base.is_some() {
@@ -71,7 +88,7 @@ impl<'a> Merge<'a> {
             let segs = pairs(&settled(super::super::array::load(src, t.segs, epoch))?.0);
             old.extend(segs.into_iter().filter(|s| s.1 >= cursor));
         }
-        old.sort_unstable_by(|a, b| b.1.cmp(&a.1));
+        old.sort_unstable_by_key(|s| std::cmp::Reverse(s.1));
         Ok(Merge {
             core,
             w,
@@ -84,7 +101,10 @@ impl<'a> Merge<'a> {
 
     /// The least (hash, key) any source has next.
     fn least(&self) -> Option<(u64, Key)> {
-        self.srcs.iter().filter_map(|(_, h)| h.as_ref().map(|i| (i.hash, i.key))).min()
+        self.srcs
+            .iter()
+            .filter_map(|(_, h)| h.as_ref().map(|i| (i.hash, i.key)))
+            .min()
     }
 
     /// Merges until about `STEP` more bytes are written, then publishes the cursor; true when
@@ -116,7 +136,10 @@ impl<'a> Merge<'a> {
         let (src, file): (&dyn Source, &dyn Positional) = (&core.file, &core.file);
         let mut items: Vec<Option<Item>> = Vec::with_capacity(self.srcs.len());
         for (scan, head) in &mut self.srcs {
-            if head.as_ref().is_some_and(|i| i.hash == hash && i.key == *key) {
+            if head
+                .as_ref()
+                .is_some_and(|i| i.hash == hash && i.key == *key)
+            {
                 items.push(std::mem::replace(head, settled(scan.next())?));
             } else {
                 items.push(None);
@@ -126,7 +149,10 @@ impl<'a> Merge<'a> {
         match (&items[0], changes.as_slice()) {
             // Only the base has the key: copied as it is (its extent, if any, rewritten).
             (Some(base), []) => match &base.raw {
-                Some((code, bytes)) => self.w.add(file, alloc, hash, key, Values::Raw(*code, bytes))?,
+                Some((code, bytes)) => {
+                    self.w
+                        .add(file, alloc, hash, key, Values::Raw(*code, bytes))?
+                }
                 None => {
                     let set = settled(set_of(src, &base.body))?;
                     self.w.add(file, alloc, hash, key, Values::Set(&set))?;
@@ -184,10 +210,18 @@ impl<'a> Merge<'a> {
         let mut st = self.core.st.lock();
         let mut next = st.root.clone();
         let max = next.epoch;
-        let gone: Vec<TableRef> = [next.base].into_iter().chain(next.deltas.drain(..self.k)).filter(|t| t.is_some()).collect();
+        let gone: Vec<TableRef> = [next.base]
+            .into_iter()
+            .chain(next.deltas.drain(..self.k))
+            .filter(|t| t.is_some())
+            .collect();
         for old in &gone {
-            frees.pages.extend(array_pages(&self.core.file, old.dir, max)?);
-            frees.pages.extend(array_pages(&self.core.file, old.segs, max)?);
+            frees
+                .pages
+                .extend(array_pages(&self.core.file, old.dir, max)?);
+            frees
+                .pages
+                .extend(array_pages(&self.core.file, old.segs, max)?);
         }
         next.base = t;
         next.merging = TableRef::default();
@@ -218,7 +252,8 @@ pub fn wanted(root: &Root, compact: bool) -> bool {
         return true;
     }
     let deltas: u64 = root.deltas.iter().map(|t| t.bytes).sum();
-    !root.deltas.is_empty() && (compact || deltas >= root.base.bytes / 4 || root.deltas.len() >= MANY_DELTAS)
+    !root.deltas.is_empty()
+        && (compact || deltas >= root.base.bytes / 4 || root.deltas.len() >= MANY_DELTAS)
 }
 
 /// Delta tables that start a merge however small they are (each costs a reader one more probe).

@@ -29,9 +29,15 @@ pub fn log_bytes(st: &State) -> u64 {
     let r = &st.root;
     let want = match st.log_bytes {
         0 => {
-            let tables: u64 = [r.base, r.merging].iter().chain(&r.deltas).map(|t| t.bytes).sum();
+            let tables: u64 = [r.base, r.merging]
+                .iter()
+                .chain(&r.deltas)
+                .map(|t| t.bytes)
+                .sum();
             // A small file's logs stay small against its data area too.
-            (tables / 4).clamp(MIN_LOG, AUTO_LOG_MAX).min(r.capacity / 16)
+            (tables / 4)
+                .clamp(MIN_LOG, AUTO_LOG_MAX)
+                .min(r.capacity / 16)
         }
         n => n,
     };

@@ -37,7 +37,8 @@ impl Hold {
     }
 
     pub fn verified(&self, off: u64) -> bool {
-        self.bit(off).is_some_and(|(w, b)| w.load(Ordering::Relaxed) & b != 0)
+        self.bit(off)
+            .is_some_and(|(w, b)| w.load(Ordering::Relaxed) & b != 0)
     }
 
     pub fn mark(&self, off: u64) {

@@ -63,8 +63,10 @@ pub struct Reader {
 impl Reader {
     pub fn open(path: &Path, opts: &Options) -> Result<Reader> {
         let file = ReadFile::open(path)?;
-        let table = ReaderTable::open(path)?;
-        let snap = Snap::load(&file, None, table.as_ref()).map_err(|f| stale_to_corrupt(f, "root"))?;
+        // A reader works without a table it cannot use (validating every read instead).
+        let table = ReaderTable::open(path).ok().flatten();
+        let snap =
+            Snap::load(&file, None, table.as_ref()).map_err(|f| stale_to_corrupt(f, "root"))?;
         static NEXT_ID: AtomicU64 = AtomicU64::new(1);
         Ok(Reader {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
@@ -289,4 +291,3 @@ impl Drop for Reader {
         }
     }
 }
-

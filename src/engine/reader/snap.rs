@@ -83,7 +83,8 @@ pub struct Snap {
 fn read_root(map: &Mmap, at: u64) -> Res<Root> {
     let mut slots = vec![0u8; 2 * ROOT_SLOT];
     map.read(at, &mut slots)?;
-    root::newest(&slots[..ROOT_SLOT], &slots[ROOT_SLOT..]).map_err(|why| Fault::Fail(Error::corrupt("root", at, why)))
+    root::newest(&slots[..ROOT_SLOT], &slots[ROOT_SLOT..])
+        .map_err(|why| Fault::Fail(Error::corrupt("root", at, why)))
 }
 
 /// The two root slots are copied one after the other: while the writer publishes two roots in
@@ -98,7 +99,13 @@ fn check_forward(root: &Root, cur: &Snap) -> Res<()> {
 
 /// The view of table `t`: the current snapshot's if it is the same table, unchanged; else
 /// loaded, reusing the leaves the current snapshot has.
-fn view(map: &Mmap, t: &TableRef, epoch: u64, cur: Option<&Snap>, known: &Known) -> Res<Arc<TableView>> {
+fn view(
+    map: &Mmap,
+    t: &TableRef,
+    epoch: u64,
+    cur: Option<&Snap>,
+    known: &Known,
+) -> Res<Arc<TableView>> {
     if let Some(v) = cur.and_then(|c| c.tables().find(|v| v.t == *t)) {
         return Ok(v.clone());
     }
@@ -107,12 +114,19 @@ fn view(map: &Mmap, t: &TableRef, epoch: u64, cur: Option<&Snap>, known: &Known)
 
 impl Snap {
     fn tables(&self) -> impl Iterator<Item = &Arc<TableView>> {
-        self.base.iter().chain(self.merging.iter().map(|m| &m.0)).chain(&self.deltas)
+        self.base
+            .iter()
+            .chain(self.merging.iter().map(|m| &m.0))
+            .chain(&self.deltas)
     }
 
     /// The newest state of the file, reusing what `cur` already has; a new root gets a slot of
     /// `table` (if one is free) to pin it.
-    pub fn load(file: &ReadFile, cur: Option<&Snap>, table: Option<&Arc<ReaderTable>>) -> Res<Snap> {
+    pub fn load(
+        file: &ReadFile,
+        cur: Option<&Snap>,
+        table: Option<&Arc<ReaderTable>>,
+    ) -> Res<Snap> {
         let mut map = file.map(0)?;
         if let Some(cur) = cur {
             let root = read_root(&map, file.root_offset())?;
@@ -133,7 +147,9 @@ impl Snap {
         map = file.map(root.data_offset + root.segments_used * SEGMENT)?;
         let epoch = root.epoch;
         let bytes = root.segments_used * SEGMENT;
-        let hold = pinned.and_then(|s| Hold::new(s, epoch, root.data_offset, bytes)).map(Arc::new);
+        let hold = pinned
+            .and_then(|s| Hold::new(s, epoch, root.data_offset, bytes))
+            .map(Arc::new);
         let mut known = Known::new();
         if let Some(c) = cur {
             c.tables().for_each(|v| v.remember(&mut known));
@@ -146,10 +162,16 @@ impl Snap {
             true => Some((view(&map, &root.merging, epoch, cur, &known)?, root.cursor)),
             false => None,
         };
-        let deltas = root.deltas.iter().map(|t| view(&map, t, epoch, cur, &known)).collect::<Res<Vec<_>>>()?;
+        let deltas = root
+            .deltas
+            .iter()
+            .map(|t| view(&map, t, epoch, cur, &known))
+            .collect::<Res<Vec<_>>>()?;
         let in_place = hold.is_some();
         // A log the current snapshot already follows is taken over with what it has read.
-        let logs: Vec<&LogView> = cur.map(|c| c.sealed.iter().chain([&c.current]).collect()).unwrap_or_default();
+        let logs: Vec<&LogView> = cur
+            .map(|c| c.sealed.iter().chain([&c.current]).collect())
+            .unwrap_or_default();
         let reuse = |l: &LogRef| -> LogView {
             match logs.iter().find(|v| v.log == *l) {
                 Some(v) => (*v).clone(),
@@ -297,7 +319,12 @@ impl Snap {
                 None => continue,
                 Some(Body::Delta(d)) if d.adds == 0 && d.cleared => return Ok(None),
                 Some(Body::Delta(_)) => return Ok(self.all(key)?.first().copied()),
-                Some(b) => return b.first().map(Some).ok_or_else(|| misplaced("an entry without values")),
+                Some(b) => {
+                    return b
+                        .first()
+                        .map(Some)
+                        .ok_or_else(|| misplaced("an entry without values"))
+                }
             }
         }
         Ok(None)
@@ -306,7 +333,11 @@ impl Snap {
     /// Calls `f` on every key with values, in (hash, key) order, after `after` (the last key
     /// it was called on, for a scan going on after a refresh); updates `after` as it goes and
     /// returns false when `f` asked to stop.
-    pub fn scan(&self, after: &mut Option<(u64, Key)>, f: &mut impl FnMut(&Key, &[Value]) -> bool) -> Res<bool> {
+    pub fn scan(
+        &self,
+        after: &mut Option<(u64, Key)>,
+        f: &mut impl FnMut(&Key, &[Value]) -> bool,
+    ) -> Res<bool> {
         let src: &dyn Source = &*self.map;
         let from = after.map_or(0, |a| a.0);
         let cursor = self.merging.as_ref().map(|m| m.1);
@@ -334,7 +365,10 @@ impl Snap {
         logged.sort_unstable();
         let mut li = 0;
         loop {
-            let table_min = scans.iter().filter_map(|s| s.1.as_ref().map(|i| (i.hash, i.key))).min();
+            let table_min = scans
+                .iter()
+                .filter_map(|s| s.1.as_ref().map(|i| (i.hash, i.key)))
+                .min();
             let log_min = logged.get(li).copied();
             let Some((h, key)) = [table_min, log_min].into_iter().flatten().min() else {
                 return Ok(true);
@@ -348,7 +382,11 @@ impl Snap {
                 if head.as_ref().is_some_and(|i| i.hash == h && i.key == key) {
                     let item = head.take().expect("checked");
                     let c = match base {
-                        true => Change { cleared: true, adds: set_of(src, &item.body)?, dels: Vec::new() },
+                        true => Change {
+                            cleared: true,
+                            adds: set_of(src, &item.body)?,
+                            dels: Vec::new(),
+                        },
                         false => change_of(src, &item.body)?,
                     };
                     set = c.apply(&set);

@@ -93,7 +93,11 @@ impl TableView {
     fn slot(&self, idx: u64) -> (u64, &Leaf, usize) {
         let i = idx as usize;
         let leaf = &self.leaves[i / LEAF];
-        (u64::from(leaf.pages[i % LEAF]) * PAGE as u64, leaf, i % LEAF)
+        (
+            u64::from(leaf.pages[i % LEAF]) * PAGE as u64,
+            leaf,
+            i % LEAF,
+        )
     }
 
     /// Starts loading the first lines of the page for hash `h`, so that its cache misses
@@ -118,12 +122,16 @@ impl TableView {
             return Ok(bucket::find_in(&mut read, h, key, off)?);
         }
         let mut page = [0u8; PAGE];
-        cx.map.page_into(off, MAGIC_BUCKET, cx.epoch, "table page", &mut page)?;
+        cx.map
+            .page_into(off, MAGIC_BUCKET, cx.epoch, "table page", &mut page)?;
         // The page must be the one the directory item names: its epoch is in the item's top
         // half (read from the leaf page, which the root's view validated).
         let mut stamp = [0u8; 4];
-        cx.map.read(leaf.id.0 + (HEADER + 8 * i + 4) as u64, &mut stamp)?;
-        if page_epoch(&page) as u32 != u32::from_le_bytes(stamp) || !bucket::header(&page).1.contains(h) {
+        cx.map
+            .read(leaf.id.0 + (HEADER + 8 * i + 4) as u64, &mut stamp)?;
+        if page_epoch(&page) as u32 != u32::from_le_bytes(stamp)
+            || !bucket::header(&page).1.contains(h)
+        {
             return Err(Fault::Stale);
         }
         let found = bucket::find(&page, h, key, off)?;

@@ -52,7 +52,13 @@ pub struct Scan<'a> {
 
 impl<'a> Scan<'a> {
     /// A scan of table `t` from hash `from` on, read under a root of epoch `max_epoch`.
-    pub fn new(src: &'a dyn Source, t: TableRef, max_epoch: u64, from: u64, will_need: Option<&'a dyn Fn(u64, u64)>) -> Res<Scan<'a>> {
+    pub fn new(
+        src: &'a dyn Source,
+        t: TableRef,
+        max_epoch: u64,
+        from: u64,
+        will_need: Option<&'a dyn Fn(u64, u64)>,
+    ) -> Res<Scan<'a>> {
         let shape = array::shape(src, t.dir, max_epoch)?;
         let segs = match will_need {
             Some(_) => pairs(&array::load(src, t.segs, max_epoch)?.0),
@@ -103,7 +109,13 @@ impl<'a> Scan<'a> {
     fn item(&mut self, slot: u64) -> Res<u64> {
         let i = (slot / crate::format::array::LEAF as u64) as usize;
         if self.leaf.as_ref().is_none_or(|(j, _)| *j != i) {
-            let items = array::read_leaf(self.src, self.t.dir.len, i, self.shape.leaves[i], self.max_epoch)?;
+            let items = array::read_leaf(
+                self.src,
+                self.t.dir.len,
+                i,
+                self.shape.leaves[i],
+                self.max_epoch,
+            )?;
             self.leaf = Some((i, items));
         }
         let (_, items) = self.leaf.as_ref().expect("loaded");
@@ -119,7 +131,13 @@ impl<'a> Scan<'a> {
                 continue;
             }
             let (off, stamp) = dir_item_parts(item);
-            self.src.page_into(off, MAGIC_BUCKET, self.max_epoch, "table page", &mut self.page)?;
+            self.src.page_into(
+                off,
+                MAGIC_BUCKET,
+                self.max_epoch,
+                "table page",
+                &mut self.page,
+            )?;
             if page_epoch(&self.page) as u32 != stamp {
                 return Err(Fault::Stale);
             }
@@ -127,11 +145,19 @@ impl<'a> Scan<'a> {
             let start = Range::slots(self.slot, self.slot, self.t.depth).lo;
             let last = dir_index(range.hi, self.t.depth);
             if !range.contains(start) || range.hi < start {
-                return Err(Fault::Suspect(Error::corrupt("table page", off, "its range does not hold the directory slot that leads to it")));
+                return Err(Fault::Suspect(Error::corrupt(
+                    "table page",
+                    off,
+                    "its range does not hold the directory slot that leads to it",
+                )));
             }
             for s in self.slot..=last {
                 if self.item(s)? != item {
-                    return Err(Fault::Suspect(Error::corrupt("table page", off, "the directory sends other slots of its range elsewhere")));
+                    return Err(Fault::Suspect(Error::corrupt(
+                        "table page",
+                        off,
+                        "the directory sends other slots of its range elsewhere",
+                    )));
                 }
             }
             self.spans.clear();
@@ -148,7 +174,11 @@ impl<'a> Scan<'a> {
     /// Asks for the segments after the one holding hash `h`, up to `AHEAD` bytes.
     fn ask_ahead(&mut self, h: u64) {
         let Some(f) = self.will_need else { return };
-        let here = self.segs.iter().position(|s| s.1 >= h).unwrap_or(self.segs.len());
+        let here = self
+            .segs
+            .iter()
+            .position(|s| s.1 >= h)
+            .unwrap_or(self.segs.len());
         let want = (here + (AHEAD / SEGMENT) as usize).min(self.segs.len());
         while self.asked < want {
             f(self.segs[self.asked].0, SEGMENT);
@@ -172,7 +202,9 @@ impl<'a> Scan<'a> {
         self.at += 1;
         let srcs: &[&[u8]] = &[&self.page[..]];
         let (key, body) = bucket::span_entry(&s, srcs, 0)?;
-        let raw = body.inline_values().map(|_| (s.code, s.bytes(srcs)[16..].to_vec()));
+        let raw = body
+            .inline_values()
+            .map(|_| (s.code, s.bytes(srcs)[16..].to_vec()));
         Ok(Some(Item {
             hash: s.hash,
             key,
@@ -191,12 +223,20 @@ pub fn pairs(items: &[u64]) -> Vec<(u64, u64)> {
 pub fn read_values(src: &dyn Source, offset: u64, count: u64, crc: u32) -> Res<Vec<Value>> {
     let len = count.saturating_mul(16);
     if offset.saturating_add(len) > src.size() {
-        return Err(Fault::Suspect(Error::corrupt("value extent", offset, format!("{count} values would end past the file"))));
+        return Err(Fault::Suspect(Error::corrupt(
+            "value extent",
+            offset,
+            format!("{count} values would end past the file"),
+        )));
     }
     let mut vals = vec![[0u8; 16]; count as usize];
     src.read(offset, vals.as_flattened_mut())?;
     if crc32c::crc32c(vals.as_flattened()) != crc {
-        return Err(Fault::Suspect(Error::corrupt("value extent", offset, "checksum mismatch")));
+        return Err(Fault::Suspect(Error::corrupt(
+            "value extent",
+            offset,
+            "checksum mismatch",
+        )));
     }
     Ok(vals)
 }
@@ -205,11 +245,21 @@ pub fn read_values(src: &dyn Source, offset: u64, count: u64, crc: u32) -> Res<V
 pub fn set_of(src: &dyn Source, body: &Body) -> Res<Vec<Value>> {
     let vals = match body {
         Body::Extent(x) => read_values(src, x.offset, x.count, x.crc)?,
-        Body::Delta(_) => return Err(Fault::Fail(Error::corrupt("table page", 0, "a change entry in a base table"))),
+        Body::Delta(_) => {
+            return Err(Fault::Fail(Error::corrupt(
+                "table page",
+                0,
+                "a change entry in a base table",
+            )))
+        }
         inline => inline.inline_values().unwrap_or_default().to_vec(),
     };
     if !sets::is_set(&vals) {
-        return Err(Fault::Suspect(Error::corrupt("value set", 0, "values out of order")));
+        return Err(Fault::Suspect(Error::corrupt(
+            "value set",
+            0,
+            "values out of order",
+        )));
     }
     Ok(vals)
 }
@@ -232,7 +282,11 @@ pub fn change_of(src: &dyn Source, body: &Body) -> Res<Change> {
         set => Change::adds_only(set_of(src, set)?),
     };
     if !sets::is_set(&c.adds) || !sets::is_set(&c.dels) {
-        return Err(Fault::Suspect(Error::corrupt("value set", 0, "values out of order")));
+        return Err(Fault::Suspect(Error::corrupt(
+            "value set",
+            0,
+            "values out of order",
+        )));
     }
     Ok(c)
 }

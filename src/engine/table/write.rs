@@ -236,7 +236,14 @@ impl TableWriter {
     }
 
     /// Adds the entry of `key` (hash `hash`, after every entry added before).
-    pub fn add(&mut self, file: &dyn Positional, alloc: &mut dyn Alloc, hash: u64, key: &[u8; 16], v: Values) -> Result<()> {
+    pub fn add(
+        &mut self,
+        file: &dyn Positional,
+        alloc: &mut dyn Alloc,
+        hash: u64,
+        key: &[u8; 16],
+        v: Values,
+    ) -> Result<()> {
         let s = dir_index(hash, self.depth);
         if s != self.slot {
             self.close_slot(file, alloc)?;
@@ -269,7 +276,13 @@ impl TableWriter {
         Ok(())
     }
 
-    fn set_body(&mut self, file: &dyn Positional, alloc: &mut dyn Alloc, hash: u64, vals: &[Value]) -> Result<Body> {
+    fn set_body(
+        &mut self,
+        file: &dyn Positional,
+        alloc: &mut dyn Alloc,
+        hash: u64,
+        vals: &[Value],
+    ) -> Result<Body> {
         debug_assert!(!vals.is_empty());
         if vals.len() <= INLINE_MAX {
             return Ok(Body::inline(vals));
@@ -283,7 +296,13 @@ impl TableWriter {
         }))
     }
 
-    fn change_body(&mut self, file: &dyn Positional, alloc: &mut dyn Alloc, hash: u64, c: &Change) -> Result<Body> {
+    fn change_body(
+        &mut self,
+        file: &dyn Positional,
+        alloc: &mut dyn Alloc,
+        hash: u64,
+        c: &Change,
+    ) -> Result<Body> {
         let (offset, crc) = match c.adds.len() + c.dels.len() {
             0 => (0, 0),
             _ => self.extent(file, alloc, hash, &[&c.adds, &c.dels])?,
@@ -298,7 +317,13 @@ impl TableWriter {
     }
 
     /// Writes `parts` one after another as one extent; returns its offset and CRC.
-    fn extent(&mut self, file: &dyn Positional, alloc: &mut dyn Alloc, hash: u64, parts: &[&[Value]]) -> Result<(u64, u32)> {
+    fn extent(
+        &mut self,
+        file: &dyn Positional,
+        alloc: &mut dyn Alloc,
+        hash: u64,
+        parts: &[&[Value]],
+    ) -> Result<(u64, u32)> {
         let len: u64 = parts.iter().map(|p| p.len() as u64 * 16).sum();
         let mut io = Io {
             file,
@@ -348,7 +373,10 @@ impl TableWriter {
         }
         let base = self.page_bytes.len() as u32;
         self.page_bytes.extend_from_slice(&self.slot_bytes);
-        self.page_spans.extend(self.slot_spans.iter().map(|s| Span { at: s.at + base, ..*s }));
+        self.page_spans.extend(self.slot_spans.iter().map(|s| Span {
+            at: s.at + base,
+            ..*s
+        }));
         self.page_used += size;
         let first = self.page_slots.map_or(self.slot, |p| p.0);
         self.page_slots = Some((first, self.slot));
@@ -408,7 +436,12 @@ impl TableWriter {
     /// Writes everything added so far and returns the table as published up to hash `upto`
     /// (the start of a slot no entry added so far falls into): the directory covers the slots
     /// before it, the rest stay zero. Writing can go on afterwards.
-    pub fn checkpoint(&mut self, file: &dyn Positional, alloc: &mut dyn Alloc, upto: u64) -> Result<TableRef> {
+    pub fn checkpoint(
+        &mut self,
+        file: &dyn Positional,
+        alloc: &mut dyn Alloc,
+        upto: u64,
+    ) -> Result<TableRef> {
         self.close_slot(file, alloc)?;
         self.cut_page(file, alloc)?;
         let end = dir_index(upto, self.depth);
