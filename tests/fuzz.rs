@@ -55,7 +55,11 @@ fn committed_corpus_replays() {
 fn real_files(dir: &TempDir) -> Vec<(PathBuf, u64)> {
     let mut out = Vec::new();
     let path = dir.file("seed.h5");
-    let mut w = Writer::open(&path, &Options::default()).unwrap();
+    let opts = Options {
+        capacity: 64 << 20,
+        ..Options::default()
+    };
+    let mut w = Writer::open(&path, &opts).unwrap();
     for i in 0..600u64 {
         let n = if i % 40 == 0 { 30 } else { 1 + i % 3 };
         let vals: Vec<_> = (0..n).map(k).collect();

@@ -83,12 +83,20 @@ pub fn walk(src: &dyn Source, root: &Root, deep: bool) -> Live {
     live.range(root.next_log, "next log");
     live.range(root.lists[0], "free-list area");
     live.range(root.lists[1], "free-list area");
+    // The free lists' pages lie in the list areas (whole segments in use), so they are data
+    // read on the way, not array pages of their own.
     match array::load(src, root.free_segments, epoch) {
-        Ok((items, _)) => live.free_runs = pairs(&items),
+        Ok((items, s)) => {
+            live.free_runs = pairs(&items);
+            live.data.extend(s.pages().map(|p| (p, PAGE as u64)));
+        }
         Err(f) => live.fault("free segment list", f),
     }
     match array::load(src, root.free_pages, epoch) {
-        Ok((items, _)) => live.free_pages = items,
+        Ok((items, s)) => {
+            live.free_pages = items;
+            live.data.extend(s.pages().map(|p| (p, PAGE as u64)));
+        }
         Err(f) => live.fault("free page list", f),
     }
     let cursor = if root.merging.is_some() {
