@@ -2,18 +2,38 @@
 //! processes look keys up while the writer keeps committing. Prints one JSON object per line
 //! (`{"metric": ..., "value": ..., ...}`) so runs can be compared by machine.
 //!
-//!   cargo bench --bench hashdir -- [--keys N] [--values-per-key K] [--batch B]
-//!       [--lookups L] [--threads T] [--sync] [--cold] [--checkpoint-mb M] [--dir DIR] [--keep]
+//!   cargo bench --bench hashdir -- [--keys N] [--values-per-key K] [--rounds | --zipf S]
+//!       [--batch B] [--lookups L] [--threads T] [--sync] [--cold] [--checkpoint-mb M]
+//!       [--dir DIR] [--keep]
+//!
+//! Workloads (N keys, K values a key on average, N × K pairs):
+//! - default: each key's K values together, keys one after another;
+//! - `--rounds`: K rounds, each giving every key one new value (the specification's shape,
+//!   U100 with `--keys 10M --values-per-key 100 --rounds`);
+//! - `--zipf S`: each pair's key drawn from a Zipf law of exponent S over the N keys, so a few
+//!   keys get millions of values and most get a few, in random order over time (Z100 with
+//!   `--keys 10M --values-per-key 100 --zipf 1`).
 
 use hashdir::{Key, Options, Reader, Value, Writer};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Shape {
+    /// Each key's values together.
+    KeyMajor,
+    /// One value for every key per round.
+    Rounds,
+    /// Keys drawn from a Zipf law of this exponent.
+    Zipf(f64),
+}
+
 #[derive(Clone, Debug)]
 struct Args {
     keys: u64,
     values_per_key: u64,
+    shape: Shape,
     batch: u64,
     lookups: u64,
     threads: u64,
@@ -30,6 +50,7 @@ fn parse() -> Args {
     let mut a = Args {
         keys: 10_000_000,
         values_per_key: 1,
+        shape: Shape::KeyMajor,
         batch: 100_000,
         lookups: 1_000_000,
         threads: 1,
@@ -56,6 +77,15 @@ fn parse() -> Args {
             "--lookups" => a.lookups = num("--lookups"),
             "--threads" => a.threads = num("--threads").max(1),
             "--checkpoint-mb" => a.checkpoint_mb = num("--checkpoint-mb"),
+            "--rounds" => a.shape = Shape::Rounds,
+            "--zipf" => {
+                let v = it.next().unwrap_or_else(|| die("--zipf needs an exponent"));
+                let e: f64 = v.parse().unwrap_or_else(|_| die(&format!("--zipf: not a number: {v}")));
+                if !(e > 0.0 && e < 10.0) {
+                    die("--zipf: the exponent must lie in (0, 10)");
+                }
+                a.shape = Shape::Zipf(e);
+            }
             "--sync" => a.sync = true,
             "--cold" => a.cold = true,
             "--keep" => a.keep = true,
@@ -69,7 +99,7 @@ fn parse() -> Args {
             "--file" => a.file = it.next().map(PathBuf::from),
             "--bench" => {} // cargo bench passes it
             "--help" | "-h" => {
-                println!("usage: cargo bench --bench hashdir -- [--keys N] [--values-per-key K] [--batch B] [--lookups L] [--threads T] [--sync] [--cold] [--checkpoint-mb M] [--dir DIR] [--keep]\n  N, B, L accept suffixes k, M, G (e.g. --keys 10M)\n  --cold adds lookups with the file dropped from the page cache every 1000 lookups, counting device reads, and a checkpoint of new keys over a table dropped from the page cache\n  --role recover --file F times the writer's recovery of F alone (profile it on a copy of a crashed writer's file: recovery keeps the log)");
+                println!("usage: cargo bench --bench hashdir -- [--keys N] [--values-per-key K] [--rounds | --zipf S] [--batch B] [--lookups L] [--threads T] [--sync] [--cold] [--checkpoint-mb M] [--dir DIR] [--keep]\n  N, B, L accept suffixes k, M, G (e.g. --keys 10M)\n  --rounds: K rounds, each giving every key one new value; --zipf S: each pair's key drawn from a Zipf law of exponent S\n  --cold adds lookups with the file dropped from the page cache every 1000 lookups, counting device reads, and a checkpoint of new keys over a table dropped from the page cache\n  --role recover --file F times the writer's recovery of F alone (profile it on a copy of a crashed writer's file: recovery keeps the log)");
                 std::process::exit(0);
             }
             other => die(&format!("unknown argument {other} (try --help)")),
@@ -103,6 +133,124 @@ fn key(i: u64) -> Key {
     k
 }
 
+/// Rejection-inversion sampling of a Zipf law over ranks 1..=n (Hörmann and Derflinger,
+/// "Rejection-inversion to generate variates from monotone discrete distributions", 1996;
+/// as in Apache Commons RNG): O(1) per draw for any n.
+struct Zipf {
+    n: f64,
+    e: f64,
+    h_x1: f64,
+    h_n: f64,
+    s: f64,
+}
+
+impl Zipf {
+    fn new(n: u64, e: f64) -> Zipf {
+        let mut z = Zipf {
+            n: n as f64,
+            e,
+            h_x1: 0.0,
+            h_n: 0.0,
+            s: 0.0,
+        };
+        z.h_x1 = z.h_integral(1.5) - 1.0;
+        z.h_n = z.h_integral(n as f64 + 0.5);
+        z.s = 2.0 - z.h_integral_inv(z.h_integral(2.5) - z.h(2.0));
+        z
+    }
+
+    fn h(&self, x: f64) -> f64 {
+        (-self.e * x.ln()).exp()
+    }
+
+    fn h_integral(&self, x: f64) -> f64 {
+        let l = x.ln();
+        helper2((1.0 - self.e) * l) * l
+    }
+
+    fn h_integral_inv(&self, x: f64) -> f64 {
+        let t = (x * (1.0 - self.e)).max(-1.0);
+        (helper1(t) * x).exp()
+    }
+
+    /// A rank in 1..=n; `u` uniform in [0, 1).
+    fn sample(&self, mut u: impl FnMut() -> f64) -> u64 {
+        loop {
+            let v = self.h_n + u() * (self.h_x1 - self.h_n);
+            let x = self.h_integral_inv(v);
+            let k = (x + 0.5).floor().clamp(1.0, self.n);
+            if k - x <= self.s || v >= self.h_integral(k + 0.5) - self.h(k) {
+                return k as u64;
+            }
+        }
+    }
+}
+
+fn helper1(x: f64) -> f64 {
+    if x.abs() > 1e-8 {
+        x.ln_1p() / x
+    } else {
+        1.0 - x * (0.5 - x * (1.0 / 3.0 - 0.25 * x))
+    }
+}
+
+fn helper2(x: f64) -> f64 {
+    if x.abs() > 1e-8 {
+        x.exp_m1() / x
+    } else {
+        1.0 + x * 0.5 * (1.0 + x / 3.0 * (1.0 + 0.25 * x))
+    }
+}
+
+/// The pairs of a workload in the order they arrive: pair `p` is (key index, value).
+struct Pairs {
+    shape: Shape,
+    keys: u64,
+    per_key: u64,
+    zipf: Option<Zipf>,
+    rng: u64,
+}
+
+impl Pairs {
+    fn new(a: &Args) -> Pairs {
+        Pairs {
+            shape: a.shape,
+            keys: a.keys,
+            per_key: a.values_per_key,
+            zipf: match a.shape {
+                Shape::Zipf(e) => Some(Zipf::new(a.keys, e)),
+                _ => None,
+            },
+            rng: 0x2545_f491_4f6c_dd1d,
+        }
+    }
+
+    fn get(&mut self, p: u64) -> (u64, Value) {
+        match self.shape {
+            Shape::KeyMajor => {
+                let (i, j) = (p / self.per_key, p % self.per_key);
+                (i, value(i, j))
+            }
+            Shape::Rounds => {
+                let (i, j) = (p % self.keys, p / self.keys);
+                (i, value(i, j))
+            }
+            Shape::Zipf(_) => {
+                let rng = &mut self.rng;
+                let mut u = || {
+                    *rng ^= *rng << 13;
+                    *rng ^= *rng >> 7;
+                    *rng ^= *rng << 17;
+                    (*rng >> 11) as f64 / (1u64 << 53) as f64
+                };
+                // Rank r is key r - 1: keys are mixed counters, so the big sets land anywhere.
+                let i = self.zipf.as_ref().expect("zipf").sample(&mut u) - 1;
+                (i, value(i, p))
+            }
+        }
+    }
+}
+
 fn value(i: u64, j: u64) -> Value {
     let mut v = [0u8; 16];
     v[..8].copy_from_slice(&i.to_le_bytes());
@@ -111,8 +259,13 @@ fn value(i: u64, j: u64) -> Value {
 }
 
 fn emit(metric: &str, value: f64, a: &Args, extra: &str) {
+    let shape = match a.shape {
+        Shape::KeyMajor => "\"by_key\"".to_string(),
+        Shape::Rounds => "\"rounds\"".to_string(),
+        Shape::Zipf(e) => format!("\"zipf {e}\""),
+    };
     println!(
-        "{{\"metric\":\"{metric}\",\"value\":{value:.3},\"keys\":{},\"values_per_key\":{},\"batch\":{},\"sync\":{}{extra}}}",
+        "{{\"metric\":\"{metric}\",\"value\":{value:.3},\"keys\":{},\"values_per_key\":{},\"shape\":{shape},\"batch\":{},\"sync\":{}{extra}}}",
         a.keys, a.values_per_key, a.batch, a.sync
     );
 }
@@ -149,37 +302,56 @@ fn load(a: &Args, path: &Path) -> Writer {
         Vec::with_capacity(a.batch as usize),
         Vec::with_capacity(a.batch as usize),
     );
-    let mut done = 0u64;
+    let mut gen = Pairs::new(a);
+    let (mut done, mut made) = (0u64, Duration::ZERO);
     let mut last_report = Instant::now();
+    let mut commits = Vec::new();
+    let mut peak_disk = 0u64;
     while done < pairs {
         keys.clear();
         vals.clear();
+        let m = Instant::now();
         for p in done..(done + a.batch).min(pairs) {
-            let (i, j) = (p / a.values_per_key, p % a.values_per_key);
+            let (i, v) = gen.get(p);
             keys.push(key(i));
-            vals.push(value(i, j));
+            vals.push(v);
         }
+        made += m.elapsed();
         w.insert(&keys, &vals)
             .unwrap_or_else(|e| die(&e.to_string()));
+        let c = Instant::now();
         w.commit().unwrap_or_else(|e| die(&e.to_string()));
+        commits.push(c.elapsed().as_secs_f64() * 1e3);
         done += keys.len() as u64;
         if last_report.elapsed() > Duration::from_secs(5) {
+            let s = w.stats().unwrap();
+            peak_disk = peak_disk.max(s.disk_bytes);
             eprintln!(
-                "  loaded {done}/{pairs} pairs, {:.2} M pairs/s",
-                done as f64 / t.elapsed().as_secs_f64() / 1e6
+                "  loaded {done}/{pairs} pairs, {:.2} M pairs/s; {} delta tables{}, {:.1} GB on disk",
+                done as f64 / (t.elapsed() - made).as_secs_f64() / 1e6,
+                s.delta_tables,
+                if s.merging { ", merging" } else { "" },
+                s.disk_bytes as f64 / 1e9
             );
             last_report = Instant::now();
         }
     }
+    let committed = (t.elapsed() - made).as_secs_f64();
     w.checkpoint().unwrap_or_else(|e| die(&e.to_string()));
-    let secs = t.elapsed().as_secs_f64();
+    // Making the pairs is not the engine's time.
+    let secs = (t.elapsed() - made).as_secs_f64();
     let s = w.stats().unwrap();
+    peak_disk = peak_disk.max(s.disk_bytes);
     emit(
         "insert_pairs_per_s",
         pairs as f64 / secs,
         a,
-        &format!(",\"seconds\":{secs:.3}"),
+        &format!(",\"seconds\":{secs:.3},\"committed_pairs_per_s\":{:.0},\"final_checkpoint_seconds\":{:.3}", pairs as f64 / committed, secs - committed),
     );
+    commits.sort_by(|x, y| x.total_cmp(y));
+    let extra = format!(",\"commits\":{}", commits.len());
+    emit("commit_p99_ms", percentile(&commits, 0.99), a, &extra);
+    emit("commit_max_ms", commits.last().copied().unwrap_or(0.0), a, &extra);
     emit(
         "write_bytes_per_pair",
         (written_bytes() - wrote0) as f64 / pairs as f64,
@@ -187,6 +359,7 @@ fn load(a: &Args, path: &Path) -> Writer {
         "",
     );
     let open = s.disk_bytes;
+    emit("writer_load_peak_rss_mb", status_mb("VmHWM:"), a, "");
     w.close().unwrap_or_else(|e| die(&e.to_string()));
     let w = Writer::open(path, &opts(a)).unwrap_or_else(|e| die(&e.to_string()));
     let s = w.stats().unwrap();
@@ -196,8 +369,8 @@ fn load(a: &Args, path: &Path) -> Writer {
         s.disk_bytes as f64 / pairs as f64,
         a,
         &format!(
-            ",\"disk_bytes\":{},\"disk_bytes_open\":{open},\"file_bytes\":{},\"buckets\":{},\"global_depth\":{},\"epoch\":{}",
-            s.disk_bytes, s.file_bytes, s.buckets, s.global_depth, s.epoch
+            ",\"disk_bytes\":{},\"disk_bytes_open\":{open},\"peak_disk_bytes\":{peak_disk},\"peak_over_rest\":{:.3},\"file_bytes\":{},\"buckets\":{},\"global_depth\":{},\"epoch\":{}",
+            s.disk_bytes, peak_disk as f64 / s.disk_bytes.max(1) as f64, s.file_bytes, s.buckets, s.global_depth, s.epoch
         ),
     );
     w
@@ -327,31 +500,46 @@ fn lookups(r: &Reader, a: &Args, n: u64, seed: u64, every_1000: &mut dyn FnMut()
         r.lookup(&[k], &mut first, &mut found)
             .unwrap_or_else(|e| die(&e.to_string()));
         out.push(t.elapsed().as_nanos() as f64 / 1000.0);
-        if found[0] != 1 || first[0][..8] != i.to_le_bytes() {
+        // Under a Zipf law a key of the far tail may have drawn no value at all.
+        let absent_ok = matches!(a.shape, Shape::Zipf(_)) && found[0] == 0;
+        if !absent_ok && (found[0] != 1 || first[0][..8] != i.to_le_bytes()) {
             die(&format!("key {i} not found or wrong value"));
         }
     }
     out
 }
 
+/// Gets of whole sets of random keys: latency in µs (of the call that fits, for a set that
+/// outgrew the buffer), checked (every value belongs to the key; the count is K unless the
+/// workload draws keys from a Zipf law).
 fn gets(r: &Reader, a: &Args, n: u64) -> Vec<f64> {
     let mut out = Vec::with_capacity(n as usize);
     let mut buf = vec![[0u8; 16]; a.values_per_key as usize];
     let mut counts = [0u64; 1];
+    let mut values = 0u64;
     for x in 0..n {
         let i = x.wrapping_mul(0x9e37_79b9_7f4a_7c15) % a.keys;
         let t = Instant::now();
-        let got = r
-            .get(&[key(i)], &mut buf, &mut counts)
-            .unwrap_or_else(|e| die(&e.to_string()));
-        out.push(t.elapsed().as_nanos() as f64 / 1000.0);
-        if got as u64 != a.values_per_key {
-            die(&format!(
-                "key {i}: {got} values, expected {}",
-                a.values_per_key
-            ));
+        let got = match r.get(&[key(i)], &mut buf, &mut counts) {
+            Err(hashdir::Error::BufferTooSmall { needed, .. }) => {
+                buf.resize(needed, [0u8; 16]);
+                let t = Instant::now();
+                let got = r.get(&[key(i)], &mut buf, &mut counts);
+                out.push(t.elapsed().as_nanos() as f64 / 1000.0);
+                got.unwrap_or_else(|e| die(&e.to_string()))
+            }
+            other => {
+                out.push(t.elapsed().as_nanos() as f64 / 1000.0);
+                other.unwrap_or_else(|e| die(&e.to_string()))
+            }
+        };
+        values += got as u64;
+        let exact = !matches!(a.shape, Shape::Zipf(_));
+        if exact && got as u64 != a.values_per_key || buf[..got].iter().any(|v| v[..8] != i.to_le_bytes()) {
+            die(&format!("key {i}: {got} values, expected {}", a.values_per_key));
         }
     }
+    emit("get_values_per_key", values as f64 / n as f64, a, &format!(",\"ops\":{n}"));
     out
 }
 
@@ -383,6 +571,15 @@ fn report_latency(what: &str, lat: &mut [f64], a: &Args, wall: f64) {
 fn child(role: &str, a: &Args, path: &Path) -> Command {
     let mut cmd = Command::new(std::env::current_exe().unwrap());
     cmd.args(["--role", role, "--file"]).arg(path);
+    match a.shape {
+        Shape::KeyMajor => {}
+        Shape::Rounds => {
+            cmd.arg("--rounds");
+        }
+        Shape::Zipf(e) => {
+            cmd.args(["--zipf", &e.to_string()]);
+        }
+    }
     for (flag, v) in [
         ("--keys", a.keys),
         ("--values-per-key", a.values_per_key),

@@ -41,7 +41,7 @@ pub fn verify(path: &Path) -> Result<VerifyReport> {
         let Some(root) = newest_root(&map, file.root_offset(), &mut last)? else {
             return Ok(last);
         };
-        let map = file.map(root.data_offset + root.segments_used * SEGMENT)?;
+        let map = file.map(root.data_offset.saturating_add(root.segments_used.saturating_mul(SEGMENT)))?;
         map.sequential();
         last = check(&*map, file.size()?.len, &root);
         let again = file.map(0)?;
@@ -103,16 +103,20 @@ fn counts(live: &mut Live, root: &Root) {
 /// table, a log or a free run claims).
 fn space(live: &mut Live, root: &Root, file_len: u64) {
     let data = root.data_offset;
-    let end = data + root.segments_used * SEGMENT;
+    let end = data.saturating_add(root.segments_used.saturating_mul(SEGMENT));
     let mut problems = Vec::new();
-    if data + root.capacity > file_len {
+    if data.saturating_add(root.capacity) > file_len {
         problems.push(format!(
             "the data area ends at {} past the file ({file_len} bytes)",
-            data + root.capacity
+            data.saturating_add(root.capacity)
         ));
     }
     let mut segs: Vec<(u64, String)> = live.segments.clone();
     for &(off, n) in &live.free_runs {
+        if n == 0 || n > root.segments_used || off.saturating_add(n.saturating_mul(SEGMENT)) > end {
+            problems.push(format!("free run at {off} of {n} segments is outside the segments in use"));
+            continue;
+        }
         for i in 0..n {
             segs.push((off + i * SEGMENT, "free".to_owned()));
         }
@@ -127,7 +131,7 @@ fn space(live: &mut Live, root: &Root, file_len: u64) {
         }
     }
     for (off, what) in &segs {
-        if *off < data || off + SEGMENT > end || !(off - data).is_multiple_of(SEGMENT) {
+        if *off < data || off.saturating_add(SEGMENT) > end || !(off - data).is_multiple_of(SEGMENT) {
             problems.push(format!(
                 "{what} segment at {off} is outside the segments in use"
             ));
@@ -150,8 +154,8 @@ fn space(live: &mut Live, root: &Root, file_len: u64) {
         let in_lists = root
             .lists
             .iter()
-            .any(|l| (l.offset..l.offset + l.bytes).contains(off));
-        if *off < data || off + PAGE as u64 > end || !(off - data).is_multiple_of(PAGE as u64) {
+            .any(|l| (l.offset..l.offset.saturating_add(l.bytes)).contains(off));
+        if *off < data || off.saturating_add(PAGE as u64) > end || !(off - data).is_multiple_of(PAGE as u64) {
             problems.push(format!("{what} at {off} is outside the segments in use"));
         } else if whole.contains(&seg) && !in_lists {
             problems.push(format!("{what} at {off} lies in a segment used whole"));

@@ -179,10 +179,11 @@ fn table(
         }
     }
     let data = root.data_offset;
-    let inside = |off: u64, len: u64| {
-        (segment_of(data, off)..off + len)
+    let inside = |off: u64, len: u64| match off.checked_add(len) {
+        Some(end) if len <= 1 << 40 => (segment_of(data, off)..end)
             .step_by(SEGMENT as usize)
-            .all(|s| mine.contains(&s))
+            .all(|s| mine.contains(&s)),
+        _ => false,
     };
     let mut scan = match Scan::new(src, *t, epoch, from, None) {
         Ok(s) => s,
@@ -232,8 +233,8 @@ fn table(
         };
         if let Some((off, n, crc)) = extent {
             extents += 1;
-            live.data.push((off, n * 16));
-            if !inside(off, n * 16) {
+            live.data.push((off, n.saturating_mul(16)));
+            if !inside(off, n.saturating_mul(16)) {
                 live.problem(format!(
                     "{name}: extent {off} of {n} values outside its segments"
                 ));

@@ -16,7 +16,7 @@
 
 use super::array::ArrayRef;
 use super::bytes::*;
-use super::layout::{FORMAT_VERSION, MAX_RUNS, PAGE, ROOT_SLOT, SEGMENT};
+use super::layout::{FORMAT_VERSION, MAX_CAPACITY, MAX_RUNS, PAGE, ROOT_SLOT, SEGMENT};
 use super::table::{Kind, TableRef, TABLE_BYTES};
 
 pub const MAGIC: &[u8; 8] = b"HDIRROOT";
@@ -209,7 +209,11 @@ impl Root {
 
     /// Checks that the fields agree with each other and stay inside `/data`.
     fn consistent(&self) -> Result<(), &'static str> {
-        let data = self.data_offset..self.data_offset.saturating_add(self.capacity);
+        // Everything a root references lies in the segments handed out.
+        let data = self.data_offset
+            ..self
+                .data_offset
+                .saturating_add(self.segments_used.saturating_mul(SEGMENT));
         let inside = |off: u64, bytes: u64| {
             bytes == 0
                 || data.start <= off
@@ -219,6 +223,9 @@ impl Root {
         if !self.capacity.is_multiple_of(SEGMENT) || !self.data_offset.is_multiple_of(PAGE as u64) {
             return Err("data area not segment-aligned");
         }
+        if self.capacity > MAX_CAPACITY || self.data_offset > MAX_CAPACITY {
+            return Err("data area larger than a file can hold");
+        }
         if self.segments_used > self.capacity / SEGMENT {
             return Err("more segments in use than the data area has");
         }
@@ -226,21 +233,21 @@ impl Root {
             return Err("unknown root flags");
         }
         if self.log.gen == 0 || !inside(self.log.offset, self.log.bytes) || self.log.bytes == 0 {
-            return Err("log outside the data area");
+            return Err("log outside the segments in use");
         }
         if let Some(s) = &self.sealed {
             if !inside(s.log.offset, s.log.bytes) || s.log.bytes == 0 || s.end < s.log.lsn {
-                return Err("sealed log outside the data area");
+                return Err("sealed log outside the segments in use");
             }
             if s.end != self.log.lsn || s.log.gen == self.log.gen {
                 return Err("sealed log does not lead to the log");
             }
         }
         if !inside(self.next_log.offset, self.next_log.bytes) {
-            return Err("next log outside the data area");
+            return Err("next log outside the segments in use");
         }
         if self.lists.iter().any(|l| !inside(l.offset, l.bytes)) {
-            return Err("free-list area outside the data area");
+            return Err("free-list area outside the segments in use");
         }
         if self.base.is_some() && self.base.kind != Kind::Base
             || self.merging.is_some() && self.merging.kind != Kind::Base
@@ -340,8 +347,8 @@ mod tests {
             Err("sealed log does not lead to the log")
         );
         let mut r = root(4);
-        r.log.offset = 8192 + 64 * SEGMENT;
-        assert_eq!(Root::decode(&r.encode()), Err("log outside the data area"));
+        r.log.offset = 8192 + 3 * SEGMENT;
+        assert_eq!(Root::decode(&r.encode()), Err("log outside the segments in use"));
         let mut r = root(4);
         r.merged = 1; // merging deltas without a table to merge into
         assert_eq!(
