@@ -38,8 +38,11 @@ pub struct Core {
     pub st: Mutex<State>,
     /// Signalled whenever the state changes in a way the other thread may be waiting for.
     pub cv: Condvar,
-    /// A sealed log waits for the worker (checked between merge steps without the lock).
+    /// A sealed log waits for the worker (checked between merge steps, and by commits,
+    /// without the lock).
     pub sealed: AtomicBool,
+    /// `State::broken` is set (checked by every call without the lock).
+    pub broken: AtomicBool,
 }
 
 pub struct State {
@@ -95,6 +98,7 @@ impl Core {
             corrupt: None,
             errno,
         });
+        self.broken.store(true, Ordering::Release);
         self.cv.notify_all();
     }
 
@@ -109,6 +113,7 @@ impl Core {
             corrupt,
             errno: e.errno(),
         });
+        self.broken.store(true, Ordering::Release);
         self.cv.notify_all();
     }
 

@@ -97,6 +97,7 @@ impl Writer {
             }),
             cv: Condvar::new(),
             sealed: AtomicBool::new(sealed),
+            broken: AtomicBool::new(false),
         });
         let mut log = rec.root.log;
         if let Some(next) = rec.fix {
@@ -145,6 +146,9 @@ impl Writer {
 
     /// Refuses work once the writer cannot be trusted (a failed sync, failed background work).
     fn usable(&self) -> Result<()> {
+        if !self.core.broken.load(Ordering::Acquire) {
+            return Ok(());
+        }
         match &self.core.st.lock().broken {
             None => Ok(()),
             Some(why) => Err(self.core.refused(why)),
@@ -187,7 +191,7 @@ impl Writer {
         // Seal a nearly full log now, while the previous one is flushed already, so the next
         // commits rarely wait.
         let limit = self.log_limit();
-        if self.wal.pos + limit / 16 >= limit && self.core.st.lock().root.sealed.is_none() {
+        if self.wal.pos + limit / 16 >= limit && !self.core.sealed_waiting() {
             self.switch(0)?;
         }
         Ok(())
