@@ -192,7 +192,7 @@ fn table(
             return (0, 0, 0, 0);
         }
     };
-    let (mut entries, mut values, mut extents) = (0u64, 0u64, 0u64);
+    let (mut entries, mut values, mut extents, mut changes) = (0u64, 0u64, 0u64, 0u64);
     let mut pages = HashSet::new();
     let mut last: Option<(u64, [u8; 16])> = None;
     loop {
@@ -225,6 +225,7 @@ fn table(
             }
         }
         entries += 1;
+        changes += u64::from(matches!(item.body, Body::Delta(_)));
         values += item.body.count();
         let extent = match &item.body {
             Body::Extent(x) => Some((x.offset, x.count, x.crc)),
@@ -273,11 +274,12 @@ fn table(
     let n_pages = pages.len() as u64;
     if from == 0
         && below == u64::MAX
-        && (entries, values, n_pages, extents) != (t.entries, t.values, t.pages, t.extents)
+        && (entries, values, n_pages, extents, changes)
+            != (t.entries, t.values, t.pages, t.extents, t.changes)
     {
         live.problem(format!(
-            "{name}: holds {entries} entries, {values} values, {n_pages} pages, {extents} extents; its descriptor says {}, {}, {}, {}",
-            t.entries, t.values, t.pages, t.extents
+            "{name}: holds {entries} entries, {values} values, {n_pages} pages, {extents} extents, {changes} changes; its descriptor says {}, {}, {}, {}, {}",
+            t.entries, t.values, t.pages, t.extents, t.changes
         ));
     }
     (entries, values, n_pages, extents)

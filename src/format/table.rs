@@ -14,7 +14,7 @@
 //! | 96 | 8 | pages |
 //! | 104 | 8 | extents |
 //! | 112 | 8 | bytes of its segments in use (pages and extents) |
-//! | 120 | 8 | zero |
+//! | 120 | 8 | general changes (DELTA entries; 0 in a base table) |
 
 use super::array::ArrayRef;
 use super::bytes::*;
@@ -42,6 +42,10 @@ pub struct TableRef {
     pub pages: u64,
     pub extents: u64,
     pub bytes: u64,
+    /// Entries that are general changes (they drop or remove values); 0 in a base table. A
+    /// delta table without any holds only values added: read as a base table, it is the same
+    /// sets when no table comes before it.
+    pub changes: u64,
 }
 
 impl TableRef {
@@ -67,6 +71,7 @@ impl TableRef {
         put_u64(b, at + 96, self.pages);
         put_u64(b, at + 104, self.extents);
         put_u64(b, at + 112, self.bytes);
+        put_u64(b, at + 120, self.changes);
     }
 
     /// The descriptor at `at`, or why it is not one (an all-zero one is "no table").
@@ -94,6 +99,7 @@ impl TableRef {
             pages: get_u64(b, at + 96),
             extents: get_u64(b, at + 104),
             bytes: get_u64(b, at + 112),
+            changes: get_u64(b, at + 120),
         };
         if t.depth > 32 || t.dir.len != 1u64 << t.depth {
             return Err("table directory size does not match its depth");
@@ -151,6 +157,7 @@ mod tests {
             pages: 2,
             extents: 1,
             bytes: 9000,
+            changes: 3,
         };
         let mut b = [0u8; 256];
         t.put(&mut b, 64);

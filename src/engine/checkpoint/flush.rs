@@ -4,6 +4,7 @@
 
 use super::super::core::{Core, CoreAlloc, Frees, Mode};
 use super::super::failpoint;
+use super::super::memtable::ValSet;
 use super::super::oplog::OpLog;
 use super::super::sets::Change;
 use super::super::table::write::{depth_for, entry_bytes, TableWriter, Values};
@@ -20,6 +21,12 @@ pub fn flush(core: &Core, mut ops: OpLog) -> Result<()> {
     let mut alloc = CoreAlloc(core);
     let mut any = false;
     for (h, k, d) in ops.deltas() {
+        if let (false, ValSet::One(v), ValSet::Empty) = (d.cleared, &d.adds, &d.dels) {
+            // One value added: most keys of most logs.
+            w.add(&core.file, &mut alloc, h, &k, Values::Set(std::slice::from_ref(v)))?;
+            any = true;
+            continue;
+        }
         let c = Change::of(&d);
         if !c.cleared && c.adds.is_empty() && c.dels.is_empty() {
             continue; // ops that cancel out

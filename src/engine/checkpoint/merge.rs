@@ -11,9 +11,10 @@ use super::super::array::ArrayWriter;
 use super::super::core::{array_pages, Core, CoreAlloc, Frees, Mode};
 use super::super::failpoint;
 use super::super::source::{settled, Source};
-use super::super::table::scan::{change_of, pairs, set_of, Item, Scan};
+use super::super::table::scan::{change_of, pairs, set_of, Scan};
 use super::super::table::write::{depth_for, TableWriter, Values};
 use crate::error::Result;
+use crate::format::bucket::INLINE_MAX;
 use crate::format::hash::{dir_index, Range};
 use crate::format::layout::PAGE;
 use crate::format::root::Root;
@@ -23,13 +24,16 @@ use crate::Key;
 
 /// Bytes of new table written between two published cursors.
 const STEP: u64 = 64 << 20;
+/// Tables a merge reads at most: the base and every delta table a root can list.
+const MAX_SOURCES: usize = 1 + crate::format::layout::MAX_RUNS;
 
 /// A pass in progress.
 pub struct Merge<'a> {
     core: &'a Core,
     w: TableWriter,
-    /// The base, then the merged delta tables oldest first, each with its next entry.
-    srcs: Vec<(Scan<'a>, Option<Item>)>,
+    /// The base, then the merged delta tables oldest first, each with the hash and key of its
+    /// next entry.
+    srcs: Vec<(Scan<'a>, Option<(u64, Key)>)>,
     /// How many delta tables the pass merges.
     k: usize,
     /// The old tables' segments not freed yet, by their last hash, descending (the next to
@@ -83,10 +87,17 @@ impl<'a> Merge<'a> {
         }
         for t in tables.iter().filter(|t| t.is_some()) {
             let mut scan = settled(Scan::new(src, *t, epoch, cursor, Some(hint)))?;
-            let head = settled(scan.next())?;
+            let head = settled(scan.head())?;
             srcs.push((scan, head));
             let segs = pairs(&settled(super::super::array::load(src, t.segs, epoch))?.0);
             old.extend(segs.into_iter().filter(|s| s.1 >= cursor));
+        }
+        if srcs.len() > MAX_SOURCES {
+            return Err(crate::error::Error::corrupt(
+                "root",
+                0,
+                format!("a merge of {} tables", srcs.len()),
+            ));
         }
         old.sort_unstable_by_key(|s| std::cmp::Reverse(s.1));
         Ok(Merge {
@@ -101,10 +112,7 @@ impl<'a> Merge<'a> {
 
     /// The least (hash, key) any source has next.
     fn least(&self) -> Option<(u64, Key)> {
-        self.srcs
-            .iter()
-            .filter_map(|(_, h)| h.as_ref().map(|i| (i.hash, i.key)))
-            .min()
+        self.srcs.iter().filter_map(|(_, h)| *h).min()
     }
 
     /// Merges until about `STEP` more bytes are written, then publishes the cursor; true when
@@ -130,46 +138,57 @@ impl<'a> Merge<'a> {
         Ok(true)
     }
 
-    /// Merges every source's entry of `key` and writes the result.
+    /// Merges every source's entry of `key` and writes the result; moves those sources on.
     fn merge_key(&mut self, hash: u64, key: &Key, alloc: &mut CoreAlloc) -> Result<()> {
         let core = self.core;
         let (src, file): (&dyn Source, &dyn Positional) = (&core.file, &core.file);
-        let mut items: Vec<Option<Item>> = Vec::with_capacity(self.srcs.len());
-        for (scan, head) in &mut self.srcs {
-            if head
-                .as_ref()
-                .is_some_and(|i| i.hash == hash && i.key == *key)
-            {
-                items.push(std::mem::replace(head, settled(scan.next())?));
-            } else {
-                items.push(None);
+        // The sources holding the key, oldest first (source 0 is the base).
+        let mut with = [0usize; MAX_SOURCES];
+        let mut n = 0;
+        for (i, (_, head)) in self.srcs.iter().enumerate() {
+            if *head == Some((hash, *key)) {
+                with[n] = i;
+                n += 1;
             }
         }
-        let changes: Vec<&Item> = items[1..].iter().flatten().collect();
-        match (&items[0], changes.as_slice()) {
-            // Only the base has the key: copied as it is (its extent, if any, rewritten).
-            (Some(base), []) => match &base.raw {
-                Some((code, bytes)) => {
-                    self.w
-                        .add(file, alloc, hash, key, Values::Raw(*code, bytes))?
+        let with = &with[..n];
+        if let [only] = *with {
+            // One table has the key: its set (a base entry), or the values it adds to none (a
+            // delta entry that only adds), is the key's set; copied as it is unless its values
+            // are in an extent (rewritten) or it is a general change.
+            let scan = &self.srcs[only].0;
+            match scan.raw() {
+                (code, bytes) if (1..=INLINE_MAX as u8).contains(&code) => {
+                    self.w.add(file, alloc, hash, key, Values::Raw(code, bytes))?
                 }
-                None => {
-                    let set = settled(set_of(src, &base.body))?;
-                    self.w.add(file, alloc, hash, key, Values::Set(&set))?;
-                }
-            },
-            (base, changes) => {
-                let mut set = match base {
-                    Some(b) => settled(set_of(src, &b.body))?,
-                    None => Vec::new(),
-                };
-                for c in changes {
-                    set = settled(change_of(src, &c.body))?.apply(&set);
-                }
-                if !set.is_empty() {
-                    self.w.add(file, alloc, hash, key, Values::Set(&set))?;
+                _ => {
+                    let body = settled(scan.body())?;
+                    let set = match only {
+                        0 => settled(set_of(src, &body))?,
+                        _ => settled(change_of(src, &body))?.apply(&[]),
+                    };
+                    if !set.is_empty() {
+                        self.w.add(file, alloc, hash, key, Values::Set(&set))?;
+                    }
                 }
             }
+        } else {
+            let mut set = Vec::new();
+            for &i in with {
+                let body = settled(self.srcs[i].0.body())?;
+                set = match i {
+                    0 => settled(set_of(src, &body))?,
+                    _ => settled(change_of(src, &body))?.apply(&set),
+                };
+            }
+            if !set.is_empty() {
+                self.w.add(file, alloc, hash, key, Values::Set(&set))?;
+            }
+        }
+        for &i in with {
+            let (scan, head) = &mut self.srcs[i];
+            scan.advance();
+            *head = settled(scan.head())?;
         }
         Ok(())
     }
@@ -245,15 +264,46 @@ fn entry_bytes(t: &TableRef) -> u64 {
     (t.pages * PAGE as u64).min(t.entries * longest)
 }
 
-/// Whether a pass should start: the delta tables hold a quarter of the base's bytes, or there
-/// are many of them, or someone waits for a full merge.
+/// When there is no base table (or an empty one) and the oldest delta table only adds
+/// values, that table is the base as it is: it becomes the base without being rewritten (a
+/// bulk load into a new file writes its first table once). Returns whether it did.
+pub fn adopt(core: &Core) -> Result<bool> {
+    let mut st = core.st.lock();
+    let r = &st.root;
+    let first = r.deltas.first().copied();
+    let Some(t) = first.filter(|t| t.changes == 0 && !r.merging.is_some() && r.base.entries == 0) else {
+        return Ok(false);
+    };
+    let mut next = r.clone();
+    let mut frees = Frees::default();
+    if next.base.is_some() {
+        let old = next.base;
+        frees.pages.extend(array_pages(&core.file, old.dir, next.epoch)?);
+        frees.pages.extend(array_pages(&core.file, old.segs, next.epoch)?);
+        let segs = pairs(&settled(super::super::array::load(&core.file, old.segs, next.epoch))?.0);
+        frees.runs.extend(segs.into_iter().map(|s| (s.0, 1)));
+    }
+    next.base = TableRef {
+        kind: Kind::Base,
+        ..t
+    };
+    next.deltas.remove(0);
+    core.publish(&mut st, next, frees, Mode::Durable)?;
+    failpoint::hit("merge.published");
+    Ok(true)
+}
+
+/// Whether a pass should start: the delta tables hold as many bytes as the base, or there are
+/// many of them, or someone waits for a full merge. (A pass rewrites the whole base: starting
+/// one when the deltas reach a fraction `r` of it costs about (1 + r) / r rewrites of each
+/// entry over a load; at 1, about two.)
 pub fn wanted(root: &Root, compact: bool) -> bool {
     if root.merging.is_some() {
         return true;
     }
     let deltas: u64 = root.deltas.iter().map(|t| t.bytes).sum();
     !root.deltas.is_empty()
-        && (compact || deltas >= root.base.bytes / 4 || root.deltas.len() >= MANY_DELTAS)
+        && (compact || deltas >= root.base.bytes || root.deltas.len() >= MANY_DELTAS)
 }
 
 /// Delta tables that start a merge however small they are (each costs a reader one more probe).

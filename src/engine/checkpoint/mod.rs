@@ -107,6 +107,9 @@ fn take_sealed(st: &mut State) -> Option<super::oplog::OpLog> {
 /// Runs a merge pass to its end (or until the writer stops), flushing sealed logs between its
 /// steps.
 fn merge_pass(core: &Core) -> Result<()> {
+    if merge::adopt(core)? {
+        return Ok(());
+    }
     let root = core.st.lock().root.clone();
     let hint = |off: u64, len: u64| core.file.will_need(off, len);
     let mut m = merge::Merge::open(core, &root, &hint)?;

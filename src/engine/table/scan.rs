@@ -24,8 +24,6 @@ pub struct Item {
     pub hash: u64,
     pub key: Key,
     pub body: Body,
-    /// The entry's bytes after the key and its tag code, for an inline body (copied as is).
-    pub raw: Option<(u8, Vec<u8>)>,
 }
 
 pub struct Scan<'a> {
@@ -191,26 +189,44 @@ impl<'a> Scan<'a> {
         self.page_off
     }
 
-    /// The next entry, or None at the end of the table.
-    pub fn next(&mut self) -> Res<Option<Item>> {
+    /// The hash and key of the entry at the scan's position (None at the end of the table),
+    /// reading the next page when the last one is done. Allocates nothing.
+    pub fn head(&mut self) -> Res<Option<(u64, Key)>> {
         while self.at >= self.spans.len() {
             if !self.next_page()? {
                 return Ok(None);
             }
         }
+        let s = &self.spans[self.at];
+        Ok(Some((s.hash, s.key(&[&self.page[..]]))))
+    }
+
+    /// The head entry's tag code and its bytes after the key, as the page holds them
+    /// (`head` returned it).
+    pub fn raw(&self) -> (u8, &[u8]) {
+        let s = &self.spans[self.at];
+        (s.code, &s.bytes(&[&self.page[..]])[16..])
+    }
+
+    /// The head entry decoded (`head` returned it).
+    pub fn body(&self) -> Res<Body> {
         let s = self.spans[self.at];
+        Ok(bucket::span_entry(&s, &[&self.page[..]], self.page_off)?.1)
+    }
+
+    /// Moves past the head entry.
+    pub fn advance(&mut self) {
         self.at += 1;
-        let srcs: &[&[u8]] = &[&self.page[..]];
-        let (key, body) = bucket::span_entry(&s, srcs, 0)?;
-        let raw = body
-            .inline_values()
-            .map(|_| (s.code, s.bytes(srcs)[16..].to_vec()));
-        Ok(Some(Item {
-            hash: s.hash,
-            key,
-            body,
-            raw,
-        }))
+    }
+
+    /// The next entry, or None at the end of the table.
+    pub fn next(&mut self) -> Res<Option<Item>> {
+        let Some((hash, key)) = self.head()? else {
+            return Ok(None);
+        };
+        let body = self.body()?;
+        self.advance();
+        Ok(Some(Item { hash, key, body }))
     }
 }
 

@@ -267,7 +267,10 @@ impl TableWriter {
             }
             Values::Set(vals) => self.set_body(file, alloc, hash, vals)?,
             Values::Change(c) if c.is_adds_only() => self.set_body(file, alloc, hash, &c.adds)?,
-            Values::Change(c) => self.change_body(file, alloc, hash, c)?,
+            Values::Change(c) => {
+                self.t.changes += 1;
+                self.change_body(file, alloc, hash, c)?
+            }
         };
         self.t.entries += 1;
         self.t.values += body.count();
