@@ -216,12 +216,10 @@ impl Reader {
         }
         let mut total = 0usize;
         self.each(keys.len(), |s, i| {
-            let set = s.all(&keys[i])?;
-            counts[i] = set.len() as u64;
-            if let Some(out) = values.get_mut(total..total + set.len()) {
-                out.copy_from_slice(&set);
-            }
-            total += set.len();
+            let room = values.get_mut(total..).unwrap_or_default();
+            let n = s.all_into(&keys[i], room)?;
+            counts[i] = n as u64;
+            total += n;
             Ok(())
         })?;
         if total > values.len() {

@@ -10,7 +10,7 @@ use super::super::memtable::Delta;
 use super::super::overlay::{Log, Overlay};
 use super::super::sets::Change;
 use super::super::source::{Fault, Res, Source};
-use super::super::table::scan::{change_of, set_of, Item, Scan};
+use super::super::table::scan::{change_of, read_values_into, set_of, Item, Scan};
 use super::super::wal::{self, Cursor};
 use super::hold::Hold;
 use super::view::{misplaced, Ctx, Known, TableView};
@@ -300,6 +300,40 @@ impl Snap {
             Some(d) => Change::of(&d).apply(&set),
             None => set,
         })
+    }
+
+    /// The key's set written to the start of `out` when it fits (else `out` is left
+    /// unspecified); returns how many values it has. A set that only a base entry holds goes
+    /// from the mapping straight into `out`, checked there.
+    pub fn all_into(&self, key: &Key, out: &mut [Value]) -> Res<usize> {
+        let h = key_hash(key);
+        self.warm(h);
+        if self.log_delta(key)?.is_none() {
+            let entries = self.entries(h, key)?;
+            match entries.as_slice() {
+                [] => return Ok(0),
+                [(Body::Extent(x), true)] => {
+                    let n = usize::try_from(x.count).unwrap_or(usize::MAX);
+                    if let Some(dst) = out.get_mut(..n) {
+                        read_values_into(&*self.map, x.offset, x.crc, dst)?;
+                    }
+                    return Ok(n);
+                }
+                [(b, true)] => {
+                    let vs = b.inline_values().ok_or_else(|| misplaced("a change in a base table"))?;
+                    if let Some(dst) = out.get_mut(..vs.len()) {
+                        dst.copy_from_slice(vs);
+                    }
+                    return Ok(vs.len());
+                }
+                _ => {}
+            }
+        }
+        let set = self.all(key)?;
+        if let Some(dst) = out.get_mut(..set.len()) {
+            dst.copy_from_slice(&set);
+        }
+        Ok(set.len())
     }
 
     /// One value of the key, or None. The newest change that adds values settles it without

@@ -257,6 +257,24 @@ pub fn read_values(src: &dyn Source, offset: u64, count: u64, crc: u32) -> Res<V
     Ok(vals)
 }
 
+/// The values of an extent at `offset` read into `dst` (its length is their count), checked
+/// against `crc` there: one copy out of the file or mapping, no allocation.
+pub fn read_values_into(src: &dyn Source, offset: u64, crc: u32, dst: &mut [Value]) -> Res<()> {
+    let len = dst.len() as u64 * 16;
+    if offset.saturating_add(len) > src.size() {
+        return Err(Fault::Suspect(Error::corrupt(
+            "value extent",
+            offset,
+            format!("{} values would end past the file", dst.len()),
+        )));
+    }
+    src.read(offset, dst.as_flattened_mut())?;
+    if crc32c::crc32c(dst.as_flattened()) != crc {
+        return Err(Fault::Suspect(Error::corrupt("value extent", offset, "checksum mismatch")));
+    }
+    Ok(())
+}
+
 /// A base entry's set, ascending.
 pub fn set_of(src: &dyn Source, body: &Body) -> Res<Vec<Value>> {
     let vals = match body {
