@@ -11,7 +11,8 @@ use super::super::array::ArrayWriter;
 use super::super::core::{array_pages, Core, CoreAlloc, Frees, Mode};
 use super::super::failpoint;
 use super::super::source::{settled, Source};
-use super::super::table::scan::{change_of, pairs, set_of, Scan};
+use super::super::sets::Fold;
+use super::super::table::scan::{change_into, pairs, set_into, Scan};
 use super::super::table::write::{depth_for, TableWriter, Values};
 use crate::error::Result;
 use crate::format::bucket::INLINE_MAX;
@@ -40,6 +41,9 @@ pub struct Merge<'a> {
     /// free last).
     old: Vec<(u64, u64)>,
     cursor: u64,
+    /// Buffers kept from key to key: the key's set as folded, a delta entry's values.
+    fold: Fold,
+    vals: Vec<crate::Value>,
 }
 
 impl<'a> Merge<'a> {
@@ -107,6 +111,8 @@ impl<'a> Merge<'a> {
             k,
             old,
             cursor,
+            fold: Fold::default(),
+            vals: Vec::new(),
         })
     }
 
@@ -140,8 +146,7 @@ impl<'a> Merge<'a> {
 
     /// Merges every source's entry of `key` and writes the result; moves those sources on.
     fn merge_key(&mut self, hash: u64, key: &Key, alloc: &mut CoreAlloc) -> Result<()> {
-        let core = self.core;
-        let (src, file): (&dyn Source, &dyn Positional) = (&core.file, &core.file);
+        let file: &dyn Positional = &self.core.file;
         // The sources holding the key, oldest first (source 0 is the base).
         let mut with = [0usize; MAX_SOURCES];
         let mut n = 0;
@@ -152,39 +157,36 @@ impl<'a> Merge<'a> {
             }
         }
         let with = &with[..n];
+        let fold = &mut self.fold;
         if let [only] = *with {
-            // One table has the key: its set (a base entry), or the values it adds to none (a
-            // delta entry that only adds), is the key's set; copied as it is unless its values
-            // are in an extent (rewritten) or it is a general change.
-            let scan = &self.srcs[only].0;
-            match scan.raw() {
-                (code, bytes) if (1..=INLINE_MAX as u8).contains(&code) => {
-                    self.w.add(file, alloc, hash, key, Values::Raw(code, bytes))?
-                }
-                _ => {
-                    let body = settled(scan.body())?;
-                    let set = match only {
-                        0 => settled(set_of(src, &body))?,
-                        _ => settled(change_of(src, &body))?.apply(&[]),
-                    };
-                    if !set.is_empty() {
-                        self.w.add(file, alloc, hash, key, Values::Set(&set))?;
-                    }
-                }
-            }
-        } else {
-            let mut set = Vec::new();
-            for &i in with {
-                let body = settled(self.srcs[i].0.body())?;
-                set = match i {
-                    0 => settled(set_of(src, &body))?,
-                    _ => settled(change_of(src, &body))?.apply(&set),
-                };
-            }
-            if !set.is_empty() {
-                self.w.add(file, alloc, hash, key, Values::Set(&set))?;
+            // One table has the key: its entry is copied as it is when its values are in
+            // the page (a base's set, or values a delta adds to none).
+            let (code, bytes) = self.srcs[only].0.raw();
+            if (1..=INLINE_MAX as u8).contains(&code) {
+                self.w.add(file, alloc, hash, key, Values::Raw(code, bytes))?;
+                return self.advance(with);
             }
         }
+        fold.clear();
+        for &i in with {
+            let scan = &self.srcs[i].0;
+            let body = settled(scan.body())?;
+            if i == 0 {
+                settled(set_into(scan, &body, fold.set_mut()))?;
+            } else {
+                let (cleared, adds) = settled(change_into(scan, &body, &mut self.vals))?;
+                fold.change(cleared, &self.vals[..adds], &self.vals[adds..]);
+            }
+        }
+        let set = fold.finish();
+        if !set.is_empty() {
+            self.w.add(file, alloc, hash, key, Values::Set(set))?;
+        }
+        self.advance(with)
+    }
+
+    /// Moves the sources `with` past their head entry.
+    fn advance(&mut self, with: &[usize]) -> Result<()> {
         for &i in with {
             let (scan, head) = &mut self.srcs[i];
             scan.advance();

@@ -11,7 +11,7 @@ use crate::error::Error;
 use crate::format::bucket::{self, Body, Span};
 use crate::format::hash::{dir_index, Range};
 use crate::format::layout::{PAGE, SEGMENT};
-use crate::format::page::{epoch as page_epoch, Page, MAGIC_BUCKET};
+use crate::format::page::{check, epoch as page_epoch, Check, Page, MAGIC_BUCKET};
 use crate::format::table::{dir_item_parts, TableRef};
 use crate::{Key, Value};
 
@@ -46,6 +46,79 @@ pub struct Scan<'a> {
     asked: usize,
     /// Optional hint callback for segments (the writer's file); None for mappings.
     will_need: Option<&'a dyn Fn(u64, u64)>,
+    /// With the hint: the segment read last, whole (see `Window`).
+    window: Option<Window>,
+}
+
+/// Two segments of a table held whole: a scan in hash order reads the pages of one segment
+/// and the extents of another one after another (a table writer streams its pages and its
+/// extents into segments of their own), so reading each segment at once costs one system call
+/// where reading each page and extent took one each. Only ranges inside one of the table's
+/// segments are served from it; those never change while the table is in use.
+struct Window {
+    /// The table's segment offsets, ascending.
+    segs: Vec<u64>,
+    /// The segments held (`u64::MAX`: none) with their bytes, the one read last first.
+    held: std::cell::RefCell<[(u64, Vec<u8>); 2]>,
+}
+
+impl Window {
+    fn new(segs: &[(u64, u64)]) -> Window {
+        let mut offs: Vec<u64> = segs.iter().map(|s| s.0).collect();
+        offs.sort_unstable();
+        Window {
+            segs: offs,
+            held: std::cell::RefCell::new([(u64::MAX, Vec::new()), (u64::MAX, Vec::new())]),
+        }
+    }
+
+    /// Reads `out.len()` bytes at `off`, through the window when they lie in one segment.
+    fn read(&self, src: &dyn Source, off: u64, out: &mut [u8]) -> Res<()> {
+        let i = self.segs.partition_point(|&s| s <= off);
+        let seg = match i.checked_sub(1).map(|i| self.segs[i]) {
+            Some(seg) if off + out.len() as u64 <= seg + SEGMENT => seg,
+            _ => return src.read(off, out),
+        };
+        let mut held = self.held.borrow_mut();
+        if held[0].0 != seg {
+            held.swap(0, 1);
+        }
+        if held[0].0 != seg {
+            let h = &mut held[0];
+            h.0 = u64::MAX;
+            let len = SEGMENT.min(src.size().saturating_sub(seg));
+            h.1.resize(len as usize, 0);
+            src.read(seg, &mut h.1)?;
+            h.0 = seg;
+        }
+        let from = (off - seg) as usize;
+        match held[0].1.get(from..from + out.len()) {
+            Some(b) => {
+                out.copy_from_slice(b);
+                Ok(())
+            }
+            None => src.read(off, out), // past the end of the file: the file says so
+        }
+    }
+}
+
+/// Reads through the window when there is one.
+fn read(window: &Option<Window>, src: &dyn Source, off: u64, out: &mut [u8]) -> Res<()> {
+    match window {
+        Some(w) => w.read(src, off, out),
+        None => src.read(off, out),
+    }
+}
+
+/// A scan reads its table's extents the way it reads its pages.
+impl Source for Scan<'_> {
+    fn read(&self, off: u64, out: &mut [u8]) -> Res<()> {
+        read(&self.window, self.src, off, out)
+    }
+
+    fn size(&self) -> u64 {
+        self.src.size()
+    }
 }
 
 impl<'a> Scan<'a> {
@@ -62,6 +135,7 @@ impl<'a> Scan<'a> {
             Some(_) => pairs(&array::load(src, t.segs, max_epoch)?.0),
             None => Vec::new(),
         };
+        let window = will_need.map(|_| Window::new(&segs));
         Ok(Scan {
             src,
             t,
@@ -77,6 +151,7 @@ impl<'a> Scan<'a> {
             segs,
             asked: 0,
             will_need,
+            window,
         })
     }
 
@@ -97,6 +172,7 @@ impl<'a> Scan<'a> {
             segs: Vec::new(),
             asked: 0,
             will_need: None,
+            window: None,
         })
     }
 
@@ -129,13 +205,14 @@ impl<'a> Scan<'a> {
                 continue;
             }
             let (off, stamp) = dir_item_parts(item);
-            self.src.page_into(
-                off,
-                MAGIC_BUCKET,
-                self.max_epoch,
-                "table page",
-                &mut self.page,
-            )?;
+            read(&self.window, self.src, off, &mut self.page[..])?;
+            match check(&self.page, MAGIC_BUCKET, self.max_epoch) {
+                Check::Ok => {}
+                Check::Stale => return Err(Fault::Stale),
+                Check::Bad(why) => {
+                    return Err(Fault::Suspect(Error::corrupt("table page", off, why)))
+                }
+            }
             if page_epoch(&self.page) as u32 != stamp {
                 return Err(Fault::Stale);
             }
@@ -235,26 +312,26 @@ pub fn pairs(items: &[u64]) -> Vec<(u64, u64)> {
     items.chunks_exact(2).map(|c| (c[0], c[1])).collect()
 }
 
-/// The values of an extent: `count` values at `offset`, checked against `crc` and their order.
+/// The values of an extent: `count` values at `offset`, checked against `crc`.
 pub fn read_values(src: &dyn Source, offset: u64, count: u64, crc: u32) -> Res<Vec<Value>> {
-    let len = count.saturating_mul(16);
-    if offset.saturating_add(len) > src.size() {
+    let mut vals = Vec::new();
+    extent_into(src, offset, count, crc, &mut vals)?;
+    Ok(vals)
+}
+
+/// Appends the `count` values of the extent at `offset` to `out`, checked against `crc`; a
+/// count the file cannot hold is refused before anything is allocated.
+fn extent_into(src: &dyn Source, offset: u64, count: u64, crc: u32, out: &mut Vec<Value>) -> Res<()> {
+    if offset.saturating_add(count.saturating_mul(16)) > src.size() {
         return Err(Fault::Suspect(Error::corrupt(
             "value extent",
             offset,
             format!("{count} values would end past the file"),
         )));
     }
-    let mut vals = vec![[0u8; 16]; count as usize];
-    src.read(offset, vals.as_flattened_mut())?;
-    if crc32c::crc32c(vals.as_flattened()) != crc {
-        return Err(Fault::Suspect(Error::corrupt(
-            "value extent",
-            offset,
-            "checksum mismatch",
-        )));
-    }
-    Ok(vals)
+    let at = out.len();
+    out.resize(at + count as usize, [0; 16]);
+    read_values_into(src, offset, crc, &mut out[at..])
 }
 
 /// The values of an extent at `offset` read into `dst` (its length is their count), checked
@@ -277,8 +354,16 @@ pub fn read_values_into(src: &dyn Source, offset: u64, crc: u32, dst: &mut [Valu
 
 /// A base entry's set, ascending.
 pub fn set_of(src: &dyn Source, body: &Body) -> Res<Vec<Value>> {
-    let vals = match body {
-        Body::Extent(x) => read_values(src, x.offset, x.count, x.crc)?,
+    let mut vals = Vec::new();
+    set_into(src, body, &mut vals)?;
+    Ok(vals)
+}
+
+/// A base entry's set, ascending, in `out` (what it held is dropped).
+pub fn set_into(src: &dyn Source, body: &Body, out: &mut Vec<Value>) -> Res<()> {
+    out.clear();
+    match body {
+        Body::Extent(x) => extent_into(src, x.offset, x.count, x.crc, out)?,
         Body::Delta(_) => {
             return Err(Fault::Fail(Error::corrupt(
                 "table page",
@@ -286,41 +371,47 @@ pub fn set_of(src: &dyn Source, body: &Body) -> Res<Vec<Value>> {
                 "a change entry in a base table",
             )))
         }
-        inline => inline.inline_values().unwrap_or_default().to_vec(),
-    };
-    if !sets::is_set(&vals) {
-        return Err(Fault::Suspect(Error::corrupt(
-            "value set",
-            0,
-            "values out of order",
-        )));
+        inline => out.extend_from_slice(inline.inline_values().unwrap_or_default()),
     }
-    Ok(vals)
+    ordered(out)
 }
 
 /// A delta entry's change.
 pub fn change_of(src: &dyn Source, body: &Body) -> Res<Change> {
-    let c = match body {
-        Body::Delta(d) => {
-            let vals = match d.values() {
-                0 => Vec::new(),
-                n => read_values(src, d.offset, n, d.crc)?,
-            };
-            let (adds, dels) = vals.split_at(d.adds as usize);
-            Change {
-                cleared: d.cleared,
-                adds: adds.to_vec(),
-                dels: dels.to_vec(),
-            }
-        }
-        set => Change::adds_only(set_of(src, set)?),
+    let mut vals = Vec::new();
+    let (cleared, adds) = change_into(src, body, &mut vals)?;
+    let dels = vals.split_off(adds);
+    Ok(Change {
+        cleared,
+        adds: vals,
+        dels,
+    })
+}
+
+/// A delta entry's change in `out`, adds then dels (what it held is dropped): whether it
+/// drops the earlier values, and how many values it adds.
+pub fn change_into(src: &dyn Source, body: &Body, out: &mut Vec<Value>) -> Res<(bool, usize)> {
+    let Body::Delta(d) = body else {
+        set_into(src, body, out)?;
+        return Ok((false, out.len()));
     };
-    if !sets::is_set(&c.adds) || !sets::is_set(&c.dels) {
-        return Err(Fault::Suspect(Error::corrupt(
+    out.clear();
+    if d.values() > 0 {
+        extent_into(src, d.offset, d.values(), d.crc, out)?;
+    }
+    let adds = d.adds as usize;
+    ordered(&out[..adds])?;
+    ordered(&out[adds..])?;
+    Ok((d.cleared, adds))
+}
+
+fn ordered(vals: &[Value]) -> Res<()> {
+    match sets::is_set(vals) {
+        true => Ok(()),
+        false => Err(Fault::Suspect(Error::corrupt(
             "value set",
             0,
             "values out of order",
-        )));
+        ))),
     }
-    Ok(c)
 }
