@@ -1,5 +1,6 @@
-//! What the writer's two threads share — the committing thread (`writer`) and the background
-//! worker (`worker`: flushes and merges) — and the one way a new root reaches the file.
+//! What the writer's threads share — the committing thread (`writer`) and the two background
+//! threads (`checkpoint`: one flushes sealed logs, one merges tables) — and the one way a new
+//! root reaches the file.
 //!
 //! Publishing root `e`:
 //! 1. the free lists are written if they changed (new pages; the old ones are freed by `e`);
@@ -17,7 +18,7 @@
 //! writer refuses all work from then on; reopening the file recovers from what is durable.
 
 use super::failpoint;
-use super::space::{Run, Space};
+use super::space::{Run, Space, Work};
 use super::table::write::Alloc;
 use crate::error::{Error, Result};
 use crate::format::array::ArrayRef;
@@ -26,7 +27,7 @@ use crate::format::page::Page;
 use crate::format::root::{Root, Span};
 use crate::store::{Positional, ReaderTable, WriterFile};
 use parking_lot::{Condvar, Mutex};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 
 use super::array::{self, Sink};
@@ -43,7 +44,38 @@ pub struct Core {
     pub sealed: AtomicBool,
     /// `State::broken` is set (checked by every call without the lock).
     pub broken: AtomicBool,
+    /// How far the flush of the sealed log and the running merge have come, for pacing
+    /// commits (`checkpoint::pace`).
+    pub flush_progress: Progress,
+    pub merge_progress: Progress,
+    /// Delta tables the running merge removes when it ends (0: no merge runs).
+    pub merge_frees: AtomicU32,
+    /// Delta tables the last root published lists.
+    pub runs: AtomicU32,
 }
+
+/// A fraction of a task done, in 1/65536ths, written by the thread doing it and read by
+/// commits without the lock.
+#[derive(Default)]
+pub struct Progress(AtomicU32);
+
+impl Progress {
+    /// The task has reached hash `h` of the hash space (tasks that run in hash order).
+    pub fn at_hash(&self, h: u64) {
+        self.set((h >> 48) as u32);
+    }
+
+    pub fn set(&self, done: u32) {
+        self.0.store(done.min(ALL_DONE), Ordering::Relaxed);
+    }
+
+    pub fn get(&self) -> f64 {
+        self.0.load(Ordering::Relaxed) as f64 / ALL_DONE as f64
+    }
+}
+
+/// `Progress` of a task done.
+pub const ALL_DONE: u32 = 1 << 16;
 
 pub struct State {
     /// The last root published.
@@ -55,12 +87,14 @@ pub struct State {
     pub sealed_ops: Option<OpLog>,
     /// Why the writer refuses work (a failed sync, a failed background step).
     pub broken: Option<Broken>,
-    /// The worker is to stop at its next step boundary.
+    /// The background threads are to stop at their next step boundary.
     pub stop: bool,
     /// Someone waits for every delta table to be merged into the base.
     pub compact: bool,
-    /// The worker has nothing to do.
-    pub idle: bool,
+    /// Each background thread (by `Work`) has nothing to do.
+    pub idle: [bool; 2],
+    /// The id the next table written gets.
+    pub next_table_id: u64,
     /// Log size for the next log the worker sets aside (0: automatic).
     pub log_bytes: u64,
 }
@@ -83,11 +117,26 @@ pub enum Mode {
     Durable,
 }
 
-/// Space a root stops referencing.
+/// Space a root stops referencing, and the background work whose pending space it
+/// references from now on (`space::Work`).
 #[derive(Default)]
 pub struct Frees {
     pub runs: Vec<Run>,
     pub pages: Vec<u64>,
+    pub settles: Option<Work>,
+}
+
+impl State {
+    /// Both background threads have nothing to do.
+    pub fn idle(&self) -> bool {
+        self.idle.iter().all(|i| *i)
+    }
+
+    /// An id for a new table.
+    pub fn new_table_id(&mut self) -> u64 {
+        self.next_table_id += 1;
+        self.next_table_id - 1
+    }
 }
 
 impl Core {
@@ -147,6 +196,10 @@ impl Core {
         }
         let epoch = st.root.epoch + 1;
         next.epoch = epoch;
+        next.next_table_id = next.next_table_id.max(st.next_table_id);
+        if let Some(work) = frees.settles {
+            st.space.settle(work);
+        }
         for (off, n) in frees.runs {
             st.space.free(off, n);
         }
@@ -182,6 +235,8 @@ impl Core {
             return Err(e);
         }
         failpoint::hit("publish.root_written");
+        self.runs
+            .store(next.deltas.len() as u32, Ordering::Relaxed);
         st.root = next;
         st.space.publish(epoch);
         if mode == Mode::Durable {
@@ -279,21 +334,22 @@ impl Core {
     }
 }
 
-/// The worker's allocator: space from the shared state, stamped with the epoch after the last
-/// published root (larger than that of anything written before at the same place, since
-/// space is reused only after the root that freed it).
-pub struct CoreAlloc<'a>(pub &'a Core);
+/// A background thread's allocator: space from the shared state, pending for its work until
+/// a root references it, stamped with the epoch after the last published root (larger than
+/// that of anything written before at the same place, since space is reused only after the
+/// root that freed it).
+pub struct CoreAlloc<'a>(pub &'a Core, pub Work);
 
 impl Alloc for CoreAlloc<'_> {
     fn segments(&mut self, n: u64) -> Result<(u64, u64)> {
         let mut st = self.0.st.lock();
-        let off = st.space.alloc(n)?;
+        let off = st.space.alloc_for(self.1, n)?;
         Ok((off, st.root.epoch + 1))
     }
 
     fn page(&mut self) -> Result<(u64, u64)> {
         let mut st = self.0.st.lock();
-        let off = st.space.alloc_page()?;
+        let off = st.space.alloc_page_for(self.1)?;
         Ok((off, st.root.epoch + 1))
     }
 }

@@ -17,6 +17,8 @@ pub const ALL: &[&str] = &[
     "merge.step_published",
     "merge.written",
     "merge.published",
+    "merge.deltas_written",
+    "merge.deltas_published",
     "publish.synced",
     "publish.root_torn",
     "publish.root_written",

@@ -1,6 +1,7 @@
 //! The writer's memtable: committed ops in commit order, appended without any lookup, sorted by
 //! key hash and folded into one delta per key only when a checkpoint merges them.
 
+use super::core::{Progress, ALL_DONE};
 use super::memtable::Delta;
 use crate::format::hash::key_hash;
 use crate::format::wal::Op;
@@ -43,25 +44,30 @@ const PARALLEL_SORT: usize = 1 << 16;
 
 /// Sorts each window `bounds[i]..bounds[i + 1]` of `recs` by (hash, key), stably; a large
 /// sort's upper half on a second thread (the checkpoint's other threads are idle while it runs).
-fn sort_windows(recs: &mut [Rec], bounds: &[usize]) {
-    fn sort(part: &mut [Rec], bounds: &[usize], base: usize) {
-        for w in bounds.windows(2) {
+/// `done(i, n)` hears that `i` of the `n` windows of the lower half are sorted.
+fn sort_windows(recs: &mut [Rec], bounds: &[usize], done: &dyn Fn(usize, usize)) {
+    fn sort(part: &mut [Rec], bounds: &[usize], base: usize, done: &dyn Fn(usize, usize)) {
+        let n = bounds.len() - 1;
+        for (i, w) in bounds.windows(2).enumerate() {
             part[w[0] - base..w[1] - base].sort_by(|a, b| {
                 (rec_hash(a).cmp(&rec_hash(b))).then_with(|| a[8..24].cmp(&b[8..24]))
             });
+            if i % 256 == 0 {
+                done(i, n);
+            }
         }
     }
     let half = bounds.len() / 2;
     if recs.len() < PARALLEL_SORT || half == 0 {
-        return sort(recs, bounds, 0);
+        return sort(recs, bounds, 0, done);
     }
     let mid = bounds[half];
     let (lo, hi) = recs.split_at_mut(mid);
     let upper_sorted = std::thread::scope(|s| {
         let upper = std::thread::Builder::new()
             .name("hashdir-sort".to_owned())
-            .spawn_scoped(s, || sort(hi, &bounds[half..], mid));
-        sort(lo, &bounds[..=half], 0);
+            .spawn_scoped(s, || sort(hi, &bounds[half..], mid, &|_, _| {}));
+        sort(lo, &bounds[..=half], 0, done);
         match upper.map(|h| h.join()) {
             Ok(Ok(())) => true,
             Ok(Err(p)) => std::panic::resume_unwind(p),
@@ -69,7 +75,7 @@ fn sort_windows(recs: &mut [Rec], bounds: &[usize]) {
         }
     });
     if !upper_sorted {
-        sort(hi, &bounds[half..], mid); // no thread to be had: sort it here
+        sort(hi, &bounds[half..], mid, &|_, _| {}); // no thread to be had: sort it here
     }
 }
 
@@ -109,7 +115,9 @@ impl OpLog {
     /// The counting sort moves the ops block by block into a zeroed vector that the OS maps
     /// in only as it is written, and frees each block once moved, so the ops are held about
     /// once throughout, not twice.
-    pub fn sort(&mut self) {
+    /// `progress` hears how far it has come, from 0 to 1/2 of `ALL_DONE` (what is left of
+    /// a flush after the sort takes about as long).
+    pub fn sort(&mut self, progress: &Progress) {
         debug_assert!(self.sorted.is_empty(), "sorted once");
         let blocks = std::mem::take(&mut self.blocks);
         let n: usize = blocks.iter().map(Vec::len).sum();
@@ -127,14 +135,19 @@ impl OpLog {
         // Not on huge pages: the windows' write fronts would then make it all resident at once.
         let mut bytes = vec![0u8; n * REC];
         let out = bytes.as_chunks_mut::<REC>().0;
-        for block in blocks {
+        let quarter = ALL_DONE as usize / 4;
+        let blocks_n = blocks.len().max(1);
+        for (i, block) in blocks.into_iter().enumerate() {
             for r in &block {
                 let w = window(r);
                 out[starts[w]] = *r;
                 starts[w] += 1;
             }
+            progress.set((quarter * (i + 1) / blocks_n) as u32);
         }
-        sort_windows(out, &bounds);
+        sort_windows(out, &bounds, &|i, n| {
+            progress.set((quarter + quarter * i / n.max(1)) as u32)
+        });
         self.sorted = bytes;
     }
 
@@ -215,7 +228,7 @@ mod tests {
             log.apply(&op);
             model.entry(k).or_default().apply(&op);
         }
-        log.sort();
+        log.sort(&Progress::default());
         assert!(log.blocks.is_empty() && log.recs().len() == 200_000);
         let hashes: Vec<u64> = log.hashes().collect();
         assert!(hashes.is_sorted());
@@ -238,7 +251,7 @@ mod tests {
         for i in (0..10u8).rev() {
             log.apply(&Op::Insert([i; 16], [i; 16]));
         }
-        log.sort();
+        log.sort(&Progress::default());
         let hashes: Vec<u64> = log.hashes().collect();
         assert!(hashes.is_sorted() && hashes.len() == 10);
     }

@@ -13,6 +13,21 @@ pub struct Change {
     pub dels: Vec<Value>,
 }
 
+/// A change whose lists are borrowed.
+#[derive(Clone, Copy, Debug)]
+pub struct ChangeRef<'a> {
+    pub cleared: bool,
+    pub adds: &'a [Value],
+    pub dels: &'a [Value],
+}
+
+impl ChangeRef<'_> {
+    /// Whether it only adds values.
+    pub fn is_adds_only(&self) -> bool {
+        !self.cleared && self.dels.is_empty()
+    }
+}
+
 impl Change {
     /// A writer's or reader's delta, sorted.
     pub fn of(d: &Delta) -> Change {
@@ -31,9 +46,12 @@ impl Change {
         }
     }
 
-    /// Whether it only adds values.
-    pub fn is_adds_only(&self) -> bool {
-        !self.cleared && self.dels.is_empty()
+    pub fn as_ref(&self) -> ChangeRef<'_> {
+        ChangeRef {
+            cleared: self.cleared,
+            adds: &self.adds,
+            dels: &self.dels,
+        }
     }
 
     /// `self` followed by `later`, as one change.
@@ -176,6 +194,53 @@ pub fn is_set(v: &[Value]) -> bool {
     v.windows(2).all(|w| num(&w[0]) < num(&w[1]))
 }
 
+/// Composes the changes of one key in several delta tables, oldest first, into the one
+/// change they make together (for merging delta tables into one): what a change deletes is
+/// no longer added, what it adds is no longer deleted, and one that drops the earlier values
+/// drops every change before it.
+#[derive(Default)]
+pub struct Compose {
+    cleared: bool,
+    adds: Fold,
+    dels: Vec<Value>,
+    tmp: Vec<Value>,
+}
+
+impl Compose {
+    /// Starts a key with no change.
+    pub fn clear(&mut self) {
+        self.cleared = false;
+        self.adds.clear();
+        self.dels.clear();
+    }
+
+    /// The change after the ones given so far.
+    pub fn change(&mut self, cleared: bool, adds: &[Value], dels: &[Value]) {
+        if cleared {
+            self.clear();
+            self.cleared = true;
+        }
+        self.adds.change(false, adds, dels);
+        if !self.cleared {
+            remove_all(&mut self.dels, adds);
+            if !dels.is_empty() {
+                self.tmp.clear();
+                union_into(&self.dels, dels, &mut self.tmp);
+                std::mem::swap(&mut self.dels, &mut self.tmp);
+            }
+        }
+    }
+
+    /// The composed change.
+    pub fn finish(&mut self) -> ChangeRef<'_> {
+        ChangeRef {
+            cleared: self.cleared,
+            adds: self.adds.finish(),
+            dels: &self.dels,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -198,7 +263,8 @@ mod tests {
             }
             s.into_iter().collect()
         };
-        let mut fold = Fold::default(); // kept from case to case, as a merge keeps it
+        // Kept from case to case, as a merge keeps them.
+        let (mut fold, mut compose) = (Fold::default(), Compose::default());
         for _ in 0..2000 {
             let base = pick(10);
             let mut changes = Vec::new();
@@ -235,6 +301,17 @@ mod tests {
                 fold.change(c.cleared, &c.adds, &c.dels);
             }
             assert_eq!(fold.finish(), &want[..], "folded {changes:?}");
+            compose.clear();
+            for c in &changes {
+                compose.change(c.cleared, &c.adds, &c.dels);
+            }
+            let c = compose.finish();
+            let c = Change {
+                cleared: c.cleared,
+                adds: c.adds.to_vec(),
+                dels: c.dels.to_vec(),
+            };
+            assert_eq!(c.apply(&base), want, "composed {changes:?}");
             assert_eq!(composed.apply(&base), want, "{changes:?}");
         }
     }

@@ -49,6 +49,22 @@ impl<T> Held<T> {
 /// A run of segments: file offset of the first, and how many.
 pub type Run = (u64, u64);
 
+/// Background work that writes a table over many calls while roots are published by others:
+/// what it has allocated and no published root references yet is *pending*. A root lists
+/// pending space as free — after a crash the work is gone and its space with it — while the
+/// allocator keeps it taken; the work's own publish settles it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Work {
+    Flush = 0,
+    Merge = 1,
+}
+
+#[derive(Default)]
+struct Pending {
+    runs: Vec<Run>,
+    pages: Vec<u64>,
+}
+
 pub struct Space {
     /// File offset of `/data`.
     data: u64,
@@ -67,6 +83,8 @@ pub struct Space {
     /// Runs that became free since the last `take_released`: their blocks can go back to the
     /// filesystem.
     released: Vec<Run>,
+    /// Space each kind of background work holds that no root references yet.
+    pending: [Pending; 2],
 }
 
 impl Space {
@@ -93,6 +111,7 @@ impl Space {
             pages_held: Held::default(),
             pages_freed: Vec::new(),
             released: Vec::new(),
+            pending: Default::default(),
         };
         let mut runs = free_runs.to_vec();
         runs.sort_unstable();
@@ -193,6 +212,37 @@ impl Space {
         Ok(self.pages.pop().expect("refilled"))
     }
 
+    /// `n` contiguous segments for `work`, pending until it settles.
+    pub fn alloc_for(&mut self, work: Work, n: u64) -> Result<u64> {
+        let off = self.alloc(n)?;
+        self.pending[work as usize].runs.push((off, n));
+        Ok(off)
+    }
+
+    /// One array page for `work`, pending until it settles.
+    pub fn alloc_page_for(&mut self, work: Work) -> Result<u64> {
+        let off = self.alloc_page()?;
+        self.pending[work as usize].pages.push(off);
+        Ok(off)
+    }
+
+    /// The root about to be published references (or frees) everything `work` allocated.
+    pub fn settle(&mut self, work: Work) {
+        self.pending[work as usize] = Pending::default();
+    }
+
+    /// `work` stopped before publishing what it wrote: no root ever referenced its pending
+    /// space, so it is free at once.
+    pub fn abandon(&mut self, work: Work) {
+        let p = std::mem::take(&mut self.pending[work as usize]);
+        for (off, n) in p.runs {
+            self.insert_free(off, n);
+            self.released.push((off, n));
+        }
+        self.pages.extend(p.pages);
+        self.pages.sort_unstable_by(|a, b| b.cmp(a));
+    }
+
     pub fn free_page(&mut self, off: u64) {
         if off != 0 {
             self.pages_freed.push(off);
@@ -249,7 +299,8 @@ impl Space {
         std::mem::take(&mut self.released)
     }
 
-    /// Every run a root must list as free: free, held and freed (as runs of file offsets).
+    /// Every run a root must list as free: free, held, freed and pending (as runs of file
+    /// offsets).
     pub fn listed_runs(&self) -> Vec<Run> {
         let mut runs: Vec<Run> = self
             .free
@@ -257,17 +308,19 @@ impl Space {
             .map(|(s, l)| (self.offset(*s), *l))
             .collect();
         runs.extend(self.held.iter().chain(&self.freed).copied());
+        runs.extend(self.pending.iter().flat_map(|p| &p.runs));
         runs.sort_unstable();
         runs
     }
 
-    /// Every page a root must list as free: free, held and freed.
+    /// Every page a root must list as free: free, held, freed and pending.
     pub fn listed_pages(&self) -> Vec<u64> {
         let mut p: Vec<u64> = self
             .pages
             .iter()
             .chain(self.pages_held.iter())
             .chain(&self.pages_freed)
+            .chain(self.pending.iter().flat_map(|p| &p.pages))
             .copied()
             .collect();
         p.sort_unstable();
@@ -334,6 +387,23 @@ mod tests {
         s.release(1);
         assert_eq!(s.free_runs(), vec![(a, 8)]);
         assert_eq!(s.alloc(8).unwrap(), a);
+    }
+
+    #[test]
+    fn pending_space_is_listed_free_until_settled() {
+        let mut s = Space::new(D, 64 * SEGMENT, 0, &[], &[], 0).unwrap();
+        let a = s.alloc_for(Work::Merge, 2).unwrap();
+        let p = s.alloc_page_for(Work::Flush).unwrap();
+        assert_eq!(s.listed_runs(), vec![(a, 2)], "a crash now loses the merge's space");
+        assert!(s.listed_pages().contains(&p));
+        assert_ne!(s.alloc(1).unwrap(), a, "but it stays taken");
+        s.settle(Work::Merge);
+        assert!(s.listed_runs().is_empty());
+        assert!(s.listed_pages().contains(&p), "the flush has not settled");
+        let b = s.alloc_for(Work::Merge, 1).unwrap();
+        s.abandon(Work::Merge);
+        assert_eq!(s.take_released(), vec![(b, 1)]);
+        assert_eq!(s.alloc(1).unwrap(), b, "abandoned space is free at once");
     }
 
     #[test]

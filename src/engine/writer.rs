@@ -4,7 +4,7 @@
 //! tables into the base (`checkpoint`).
 
 use super::checkpoint::{self, MIN_LOG};
-use super::core::{Core, Frees, Mode, State};
+use super::core::{Core, Frees, Mode, Progress, State};
 use super::failpoint;
 use super::gc::{self, GcReport};
 use super::oplog::OpLog;
@@ -19,7 +19,7 @@ use crate::store::{Create, ReaderTable, WriterFile};
 use crate::{Key, Value};
 use parking_lot::{Condvar, Mutex};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 
 /// Tables smaller than this together are merged into one base table when the writer closes,
@@ -29,7 +29,8 @@ pub const CLOSE_MERGE: u64 = 256 << 20;
 
 pub struct Writer {
     core: Arc<Core>,
-    worker: Option<std::thread::JoinHandle<()>>,
+    /// The background threads (`checkpoint`).
+    workers: Vec<std::thread::JoinHandle<()>>,
     sync: bool,
     /// Log bytes after which the log is sealed (0: when its range is nearly full).
     limit: u64,
@@ -86,18 +87,23 @@ impl Writer {
             readers,
             st: Mutex::new(State {
                 durable: rec.root.epoch,
+                next_table_id: rec.root.next_table_id,
                 root: rec.root.clone(),
                 space: rec.space,
                 sealed_ops: rec.sealed,
                 broken: None,
                 stop: false,
                 compact: false,
-                idle: false,
+                idle: [false; 2],
                 log_bytes,
             }),
             cv: Condvar::new(),
             sealed: AtomicBool::new(sealed),
             broken: AtomicBool::new(false),
+            flush_progress: Progress::default(),
+            merge_progress: Progress::default(),
+            merge_frees: AtomicU32::new(0),
+            runs: AtomicU32::new(rec.root.deltas.len() as u32),
         });
         let mut log = rec.root.log;
         if let Some(next) = rec.fix {
@@ -105,10 +111,10 @@ impl Writer {
             let mut st = core.st.lock();
             core.publish(&mut st, next, Frees::default(), Mode::Durable)?;
         }
-        let worker = checkpoint::spawn(core.clone())?;
+        let workers = checkpoint::spawn(core.clone())?;
         Ok(Writer {
             core,
-            worker: Some(worker),
+            workers,
             sync: opts.sync_commit,
             limit: log_bytes,
             mem: rec.mem,
@@ -176,6 +182,8 @@ impl Writer {
         let len = self.batch.frame_len() as u64;
         if self.wal.pos + len > self.log.bytes {
             self.switch(len)?;
+        } else {
+            self.pace(len)?;
         }
         let frame = self.batch.finish(self.wal.gen, self.wal.lsn);
         wal::append(&self.core.file, self.log.offset, &mut self.wal, frame)?;
@@ -193,6 +201,23 @@ impl Writer {
         let limit = self.log_limit();
         if self.wal.pos + limit / 16 >= limit && !self.core.sealed_waiting() {
             self.switch(0)?;
+        }
+        Ok(())
+    }
+
+    /// Waits while a frame of `len` bytes would fill the log further than the background work
+    /// allows (`checkpoint::may_fill`): each commit waits about as long as that work takes
+    /// for a batch's worth, instead of one commit waiting for all of it when the log is full.
+    fn pace(&self, len: u64) -> Result<()> {
+        let limit = self.log_limit().max(1) as f64;
+        // A frame past the limit seals the log after it; it waits as one that fills it.
+        let fill = ((self.wal.pos + len) as f64 / limit).min(1.0);
+        while fill > checkpoint::may_fill(&self.core) {
+            let mut st = self.core.st.lock();
+            if let Some(why) = &st.broken {
+                return Err(self.core.refused(why));
+            }
+            self.core.cv.wait_for(&mut st, checkpoint::PACE_TICK);
         }
         Ok(())
     }
@@ -278,6 +303,7 @@ impl Writer {
         failpoint::hit("log.switched");
         if mode == Mode::Switch {
             st.sealed_ops = Some(std::mem::take(&mut self.mem));
+            core.flush_progress.set(0);
             core.sealed.store(true, Ordering::Release);
             core.wake();
         }
@@ -331,7 +357,7 @@ impl Writer {
     /// free lists (and its blocks to the filesystem). The pending batch is left as it is.
     pub fn gc(&mut self) -> Result<GcReport> {
         self.checkpoint()?;
-        self.wait(|st| st.idle)?;
+        self.wait(|st| st.idle())?;
         let mut st = self.core.st.lock();
         let report = gc::collect(&self.core, &mut st)?;
         failpoint::hit("gc.reclaimed");
@@ -391,7 +417,7 @@ impl Writer {
     fn stop_worker(&mut self) {
         self.core.st.lock().stop = true;
         self.core.wake();
-        if let Some(h) = self.worker.take() {
+        for h in self.workers.drain(..) {
             let _ = h.join();
         }
     }

@@ -41,6 +41,7 @@ pub struct TableRef {
     pub values: u64,
     pub pages: u64,
     pub extents: u64,
+    /// Bytes of its pages and extents.
     pub bytes: u64,
     /// Entries that are general changes (they drop or remove values); 0 in a base table. A
     /// delta table without any holds only values added: read as a base table, it is the same

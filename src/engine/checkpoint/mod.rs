@@ -1,19 +1,22 @@
-//! The writer's background worker: it turns each sealed log into a delta table (`flush`) and
-//! merges delta tables into the base table (`merge`), publishing a root after each step.
-//! The committing thread never does either: a commit waits only when the log it fills is full
-//! while the previous one is still being flushed (a flush costs about what the log holds, so
-//! a commit waits at most one flush), or when `MAX_RUNS` delta tables wait for a merge.
-//!
-//! Between merge steps the worker flushes a sealed log first, so flushes never wait behind a
-//! merge for more than one step (`merge::STEP` bytes written).
+//! The writer's background work, on two threads that each publish a root after each step:
+//! one turns each sealed log into a delta table (`flush`), the other merges tables (`merge`,
+//! chosen by `policy`). The committing thread does neither. A commit waits only as `pace`
+//! says: a little at a time while its log would otherwise fill before the previous log's
+//! flush is done, or, when merges fall behind, before the running merge frees the delta
+//! table its log will need; so a commit waits about as long as the background work takes
+//! for a batch's worth of ops, not for a whole flush or merge.
 
 pub mod flush;
 pub mod merge;
+pub mod policy;
 
 use super::core::{Core, State};
+use super::space::Work;
 use crate::error::{Error, Result};
 use crate::format::layout::{MAX_RUNS, SEGMENT};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Duration;
 
 /// The smallest log (a new file's); logs grow with the tables (`log_bytes`).
 pub const MIN_LOG: u64 = 4 << 20;
@@ -44,54 +47,73 @@ pub fn log_bytes(st: &State) -> u64 {
     want.max(1).next_multiple_of(SEGMENT)
 }
 
-enum Task {
-    Flush(super::oplog::OpLog),
-    Merge,
-}
-
-/// Starts the worker thread.
-pub fn spawn(core: Arc<Core>) -> Result<std::thread::JoinHandle<()>> {
-    let path = core.file.path().to_path_buf();
-    std::thread::Builder::new()
-        .name("hashdir-worker".to_owned())
-        .spawn(move || run(&core))
-        .map_err(|e| Error::io("spawn the writer's worker thread", path, e))
-}
-
-fn run(core: &Core) {
-    loop {
-        let task = {
-            let mut st = core.st.lock();
-            loop {
-                if st.broken.is_some() {
-                    st.idle = true;
-                    core.wake();
-                    return;
-                }
-                if let Some(ops) = take_sealed(&mut st) {
-                    break Task::Flush(ops);
-                }
-                if st.stop {
-                    st.idle = true;
-                    core.wake();
-                    return;
-                }
-                if merge::wanted(&st.root, st.compact) {
-                    break Task::Merge;
-                }
-                st.idle = true;
+/// Starts the background threads.
+pub fn spawn(core: Arc<Core>) -> Result<Vec<std::thread::JoinHandle<()>>> {
+    let threads: [(&str, fn(&Core)); 2] = [
+        ("hashdir-flush", flush_thread),
+        ("hashdir-merge", merge_thread),
+    ];
+    let mut out = Vec::new();
+    for (name, run) in threads {
+        let mine = core.clone();
+        let path = core.file.path().to_path_buf();
+        let h = std::thread::Builder::new()
+            .name(name.to_owned())
+            .spawn(move || run(&mine))
+            .map_err(|e| Error::io("spawn the writer's background threads", path, e));
+        match h {
+            Ok(h) => out.push(h),
+            Err(e) => {
+                core.st.lock().stop = true;
                 core.wake();
-                core.cv.wait(&mut st);
+                out.into_iter().for_each(|h| drop(h.join()));
+                return Err(e);
             }
-        };
-        core.st.lock().idle = false;
-        let done = match task {
-            Task::Flush(ops) => flush::flush(core, ops),
-            Task::Merge => merge_pass(core),
-        };
-        if let Err(e) = done {
+        }
+    }
+    Ok(out)
+}
+
+/// Waits until `next` gives work (or the writer breaks or stops: None), marking the thread
+/// idle while it waits.
+fn wait_for<T>(core: &Core, work: Work, mut next: impl FnMut(&mut State) -> Option<T>) -> Option<T> {
+    let mut st = core.st.lock();
+    loop {
+        if st.broken.is_none() {
+            if let Some(t) = next(&mut st) {
+                st.idle[work as usize] = false;
+                return Some(t);
+            }
+        }
+        if st.broken.is_some() || st.stop {
+            // Whatever the work allocated and did not publish no root references.
+            st.space.abandon(work);
+            st.idle[work as usize] = true;
+            core.wake();
+            return None;
+        }
+        st.idle[work as usize] = true;
+        core.wake();
+        core.cv.wait(&mut st);
+    }
+}
+
+fn flush_thread(core: &Core) {
+    // A sealed log is flushed before the thread stops: the sealed log is what `close` waits
+    // for, and a writer dropped without `close` leaves less to replay.
+    while let Some(ops) = wait_for(core, Work::Flush, take_sealed) {
+        if let Err(e) = flush::flush(core, ops) {
             let mut st = core.st.lock();
-            core.fail_with(&mut st, "background work failed", &e);
+            core.fail_with(&mut st, "flushing a log failed", &e);
+        }
+    }
+}
+
+fn merge_thread(core: &Core) {
+    while let Some(plan) = wait_for(core, Work::Merge, |st| policy::plan(&st.root, st.compact)) {
+        if let Err(e) = run_merge(core, plan) {
+            let mut st = core.st.lock();
+            core.fail_with(&mut st, "merging tables failed", &e);
         }
     }
 }
@@ -104,22 +126,16 @@ fn take_sealed(st: &mut State) -> Option<super::oplog::OpLog> {
     st.sealed_ops.take()
 }
 
-/// Runs a merge pass to its end (or until the writer stops), flushing sealed logs between its
-/// steps.
-fn merge_pass(core: &Core) -> Result<()> {
-    if merge::adopt(core)? {
-        return Ok(());
+/// Runs a merge to its end, or until the writer stops (a merge into the base goes on from
+/// its last step at the next open; another starts over).
+fn run_merge(core: &Core, plan: policy::Plan) -> Result<()> {
+    if plan == policy::Plan::Adopt {
+        return merge::adopt(core);
     }
     let root = core.st.lock().root.clone();
     let hint = |off: u64, len: u64| core.file.will_need(off, len);
-    let mut m = merge::Merge::open(core, &root, &hint)?;
+    let mut m = merge::Merge::open(core, &root, plan, &hint)?;
     loop {
-        if core.sealed_waiting() {
-            let ops = take_sealed(&mut core.st.lock());
-            if let Some(ops) = ops {
-                flush::flush(core, ops)?;
-            }
-        }
         if core.st.lock().stop {
             return Ok(());
         }
@@ -128,3 +144,30 @@ fn merge_pass(core: &Core) -> Result<()> {
         }
     }
 }
+
+/// Of its log, the fraction a commit may fill now: all of it, unless
+/// - the previous log is still being flushed: then as much as the flush has done, plus
+///   `FLUSH_LEAD` (its sort starts while commits go on);
+/// - the log's own flush would find no room for its delta table (merges fell behind): then as
+///   much as the running merge has done, none if none runs.
+pub fn may_fill(core: &Core) -> f64 {
+    let sealed = core.sealed_waiting();
+    let mut fill: f64 = 1.0;
+    if sealed {
+        fill = FLUSH_LEAD + core.flush_progress.get() * (1.0 - FLUSH_LEAD);
+    }
+    let tables = core.runs.load(Ordering::Relaxed) as usize + usize::from(sealed) + 1;
+    if tables + SPARE_RUNS > MAX_RUNS {
+        let merging = core.merge_frees.load(Ordering::Relaxed) > 0;
+        fill = fill.min(if merging { core.merge_progress.get() } else { 0.0 });
+    }
+    fill
+}
+
+/// The part of a log commits fill while the previous one's flush has not yet started.
+const FLUSH_LEAD: f64 = 0.125;
+/// Delta tables kept free of a full root, for flushes while a merge is published.
+const SPARE_RUNS: usize = 2;
+
+/// How long a paced commit sleeps before it looks again.
+pub const PACE_TICK: Duration = Duration::from_millis(1);

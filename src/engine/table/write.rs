@@ -6,7 +6,7 @@
 //! a restart (`resume`).
 
 use super::super::array::{ArrayWriter, Sink};
-use super::super::sets::Change;
+use super::super::sets::ChangeRef;
 use crate::error::{Error, Result};
 use crate::format::bucket::{self, body_size, Body, DeltaRef, ExtentRef, Span, INLINE_MAX};
 use crate::format::hash::{dir_index, Range};
@@ -46,6 +46,7 @@ struct Stream {
 impl Stream {
     /// Room for `len` more bytes, as one contiguous piece; returns its file offset and epoch.
     fn reserve(&mut self, len: u64, hash: u64, io: &mut Io) -> Result<(u64, u64)> {
+        *io.bytes += len;
         if self.seg.is_some_and(|(_, _, used)| used + len > SEGMENT) {
             self.close(io)?;
         }
@@ -137,7 +138,6 @@ impl Io<'_> {
         };
         self.segs.push(seg, &mut sink)?;
         self.segs.push(hi, &mut sink)?;
-        *self.bytes += SEGMENT;
         self.listed.push(seg);
         Ok(())
     }
@@ -149,7 +149,7 @@ pub enum Values<'a> {
     /// A whole set (base tables), or values added (delta tables), ascending.
     Set(&'a [Value]),
     /// A general change (delta tables).
-    Change(&'a Change),
+    Change(ChangeRef<'a>),
     /// An entry's bytes as another table holds them, inline: copied as they are.
     Raw(u8, &'a [u8]),
 }
@@ -230,7 +230,7 @@ impl TableWriter {
         self.depth
     }
 
-    /// Bytes written so far (pages and extents, whole segments counted).
+    /// Bytes of pages and extents written so far.
     pub fn bytes(&self) -> u64 {
         self.t.bytes
     }
@@ -266,7 +266,7 @@ impl TableWriter {
                 return Ok(());
             }
             Values::Set(vals) => self.set_body(file, alloc, hash, vals)?,
-            Values::Change(c) if c.is_adds_only() => self.set_body(file, alloc, hash, &c.adds)?,
+            Values::Change(c) if c.is_adds_only() => self.set_body(file, alloc, hash, c.adds)?,
             Values::Change(c) => {
                 self.t.changes += 1;
                 self.change_body(file, alloc, hash, c)?
@@ -304,11 +304,11 @@ impl TableWriter {
         file: &dyn Positional,
         alloc: &mut dyn Alloc,
         hash: u64,
-        c: &Change,
+        c: ChangeRef,
     ) -> Result<Body> {
         let (offset, crc) = match c.adds.len() + c.dels.len() {
             0 => (0, 0),
-            _ => self.extent(file, alloc, hash, &[&c.adds, &c.dels])?,
+            _ => self.extent(file, alloc, hash, &[c.adds, c.dels])?,
         };
         Ok(Body::Delta(DeltaRef {
             cleared: c.cleared,
