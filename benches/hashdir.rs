@@ -409,8 +409,7 @@ fn reader_role(a: &Args) {
     let mut all: Vec<f64> = lat.into_iter().flatten().collect();
     report_latency("lookup", &mut all, a, wall);
     if a.values_per_key > 1 {
-        let mut g = gets(&r, a, per_thread.min(200_000));
-        report_latency("get", &mut g, a, 0.0);
+        hot_gets(&r, a, per_thread.min(200_000));
     }
     if a.cold {
         cold_lookups(&r, a);
@@ -435,9 +434,18 @@ fn status_mb(field: &str) -> f64 {
 /// on this many keys leaves nearly every lookup's page uncached): their latency, and device
 /// reads per lookup from /proc/self/io (`read_bytes`, in 4 KiB pages) and major page faults.
 fn cold_lookups(r: &Reader, a: &Args) {
-    use std::cell::Cell;
     let n = a.lookups.min(50_000);
-    // Counters summed over the lookup windows only (not over the cache drops between them).
+    cold(r, a, "lookup", &mut |every| lookups(r, a, n, 99, every));
+    if a.values_per_key > 1 {
+        cold(r, a, "get", &mut |every| gets(r, a, n.min(20_000), false, every));
+    }
+}
+
+/// Runs `ops` with the file dropped from the page cache before every 1000 of them, and
+/// reports their latency as `cold_<what>` with the device reads and major faults per op.
+fn cold(r: &Reader, a: &Args, what: &str, ops: &mut dyn FnMut(&mut dyn FnMut()) -> Vec<f64>) {
+    use std::cell::Cell;
+    // Counters summed over the op windows only (not over the cache drops between them).
     let (total, start) = (Cell::new((0u64, 0u64)), Cell::new((0u64, 0u64)));
     let close = || {
         let ((b, f), (sb, sf), (tb, tf)) = (device_counters(), start.get(), total.get());
@@ -448,22 +456,23 @@ fn cold_lookups(r: &Reader, a: &Args) {
         start.set(device_counters());
     };
     reopen();
-    let mut lat = lookups(r, a, n, 99, &mut || {
+    let mut lat = ops(&mut || {
         close();
         reopen();
     });
     close();
-    report_latency("cold_lookup", &mut lat, a, 0.0);
+    let n = lat.len();
+    report_latency(&format!("cold_{what}"), &mut lat, a, 0.0);
     let (bytes, faults) = total.get();
     let extra = format!(",\"ops\":{n}");
     emit(
-        "device_reads_per_lookup",
+        &format!("device_reads_per_{what}"),
         bytes as f64 / 4096.0 / n as f64,
         a,
         &extra,
     );
     emit(
-        "major_faults_per_lookup",
+        &format!("major_faults_per_{what}"),
         faults as f64 / n as f64,
         a,
         &extra,
@@ -516,16 +525,20 @@ fn lookups(r: &Reader, a: &Args, n: u64, seed: u64, every_1000: &mut dyn FnMut()
     out
 }
 
-/// Gets of whole sets of random keys: latency in µs (of the call that fits, for a set that
-/// outgrew the buffer), checked (every value belongs to the key; the count is K unless the
-/// workload draws keys from a Zipf law).
-fn gets(r: &Reader, a: &Args, n: u64) -> Vec<f64> {
+/// Gets of whole sets of `n` random keys (drawn by `seed`, in reverse when `reverse`): latency
+/// in µs (of the call that fits, for a set that outgrew the buffer), checked (every value
+/// belongs to the key; the count is K unless the workload draws keys from a Zipf law).
+fn gets(r: &Reader, a: &Args, n: u64, reverse: bool, every_1000: &mut dyn FnMut()) -> Vec<f64> {
     let mut out = Vec::with_capacity(n as usize);
     let mut buf = vec![[0u8; 16]; a.values_per_key as usize];
     let mut counts = [0u64; 1];
     let mut values = 0u64;
     for x in 0..n {
-        let i = x.wrapping_mul(0x9e37_79b9_7f4a_7c15) % a.keys;
+        if x > 0 && x % 1000 == 0 {
+            every_1000();
+        }
+        let y = if reverse { n - 1 - x } else { x };
+        let i = y.wrapping_mul(0x9e37_79b9_7f4a_7c15) % a.keys;
         let t = Instant::now();
         let got = match r.get(&[key(i)], &mut buf, &mut counts) {
             Err(hashdir::Error::BufferTooSmall { needed, .. }) => {
@@ -548,6 +561,15 @@ fn gets(r: &Reader, a: &Args, n: u64) -> Vec<f64> {
     }
     emit("get_values_per_key", values as f64 / n as f64, a, &format!(",\"ops\":{n}"));
     out
+}
+
+/// Gets of a sample of keys twice: the first get of each key maps its pages into the reader
+/// (`get_first_touch`, from the page cache), the second finds them mapped (`get`: hot).
+fn hot_gets(r: &Reader, a: &Args, n: u64) {
+    let mut first = gets(r, a, n, false, &mut || {});
+    report_latency("get_first_touch", &mut first, a, 0.0);
+    let mut hot = gets(r, a, n, true, &mut || {});
+    report_latency("get", &mut hot, a, 0.0);
 }
 
 fn report_latency(what: &str, lat: &mut [f64], a: &Args, wall: f64) {
@@ -816,6 +838,15 @@ fn main() {
             return drop(w);
         }
         Some("merge") => return merge_role(&a),
+        // Hot gets alone, for profiling: one pass maps the sample's pages, ten more are timed.
+        Some("gets") => {
+            let path = a.file.clone().unwrap_or_else(|| die("--file missing"));
+            let r = Reader::open(&path, &Options::default()).unwrap_or_else(|e| die(&e.to_string()));
+            let n = a.lookups.max(1);
+            gets(&r, &a, n, false, &mut || {});
+            let mut hot: Vec<f64> = (0..10).flat_map(|_| gets(&r, &a, n, true, &mut || {})).collect();
+            return report_latency("get", &mut hot, &a, 0.0);
+        }
         // Recovery alone, for profiling: a copy of a crashed writer's file is left as it was.
         Some("recover") => {
             let path = a.file.clone().unwrap_or_else(|| die("--file missing"));

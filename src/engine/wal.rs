@@ -50,6 +50,9 @@ fn pieces(
 /// Appends a sealed frame at the cursor of the log at `log` (its file offset); the caller
 /// checked it fits. On error the cursor stays: the next commit writes over what reached the
 /// file.
+/// Log bytes handed to the device at once as commits fill them.
+const WRITE_BEHIND: u64 = 8 << 20;
+
 pub fn append(file: &WriterFile, log: u64, cur: &mut Cursor, frame: &[u8]) -> Result<()> {
     let off = log + cur.pos;
     if frame.len() > 64 && super::failpoint::armed("commit.half_frame") {
@@ -58,8 +61,14 @@ pub fn append(file: &WriterFile, log: u64, cur: &mut Cursor, frame: &[u8]) -> Re
         super::failpoint::hit("commit.half_frame");
     }
     file.write_at(off, frame)?;
+    let before = cur.pos / WRITE_BEHIND;
     cur.pos += frame.len() as u64;
     cur.lsn += 1;
+    if cur.pos / WRITE_BEHIND > before {
+        // Whole chunks of the log go to the device as they fill, not all at the next sync.
+        let upto = cur.pos / WRITE_BEHIND * WRITE_BEHIND;
+        file.write_behind(log + before * WRITE_BEHIND, upto - before * WRITE_BEHIND);
+    }
     Ok(())
 }
 

@@ -34,4 +34,8 @@ pub trait Positional {
 
     /// End of the data area (no system call: a bound for reads of engine data).
     fn data_end(&self) -> u64;
+
+    /// Says that `[off, off + len)` is written and will not change soon (a file may start
+    /// writing it back).
+    fn written(&self, _off: u64, _len: u64) {}
 }

@@ -309,24 +309,15 @@ impl Snap {
         let h = key_hash(key);
         self.warm(h);
         if self.log_delta(key)?.is_none() {
-            let entries = self.entries(h, key)?;
-            match entries.as_slice() {
-                [] => return Ok(0),
-                [(Body::Extent(x), true)] => {
-                    let n = usize::try_from(x.count).unwrap_or(usize::MAX);
-                    if let Some(dst) = out.get_mut(..n) {
-                        read_values_into(&*self.map, x.offset, x.crc, dst)?;
-                    }
-                    return Ok(n);
-                }
-                [(b, true)] => {
-                    let vs = b.inline_values().ok_or_else(|| misplaced("a change in a base table"))?;
-                    if let Some(dst) = out.get_mut(..vs.len()) {
-                        dst.copy_from_slice(vs);
-                    }
-                    return Ok(vs.len());
-                }
-                _ => {}
+            let cx = self.ctx();
+            let newest = self.chain(h).find_map(|v| match v.find(&cx, h, key) {
+                Ok(None) => None,
+                found => Some((found, v.t.kind == crate::format::table::Kind::Base)),
+            });
+            match newest {
+                None => return Ok(0),
+                Some((found, true)) => return self.base_into(found?.expect("found"), out),
+                Some((found, false)) => drop(found?),
             }
         }
         let set = self.all(key)?;
@@ -334,6 +325,26 @@ impl Snap {
             dst.copy_from_slice(&set);
         }
         Ok(set.len())
+    }
+
+    /// A base entry's set written to the start of `out` when it fits; its count.
+    fn base_into(&self, body: Body, out: &mut [Value]) -> Res<usize> {
+        if let Body::Extent(x) = body {
+            let n = usize::try_from(x.count).unwrap_or(usize::MAX);
+            if let Some(dst) = out.get_mut(..n) {
+                // All its lines asked for at once, so that their misses overlap.
+                self.map.prefetch(x.offset, n * 16);
+                read_values_into(&*self.map, x.offset, x.crc, dst)?;
+            }
+            return Ok(n);
+        }
+        let vs = body
+            .inline_values()
+            .ok_or_else(|| misplaced("a change in a base table"))?;
+        if let Some(dst) = out.get_mut(..vs.len()) {
+            dst.copy_from_slice(vs);
+        }
+        Ok(vs.len())
     }
 
     /// One value of the key, or None. The newest change that adds values settles it without

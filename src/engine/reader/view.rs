@@ -25,22 +25,24 @@ pub struct Leaf {
     pub id: (u64, u64),
     /// Page numbers (file offset / PAGE; 0 = no page): a page starts on a page boundary, so
     /// four bytes reach 16 TiB and the directory takes half the memory of its 8-byte items.
-    pages: Vec<u32>,
+    /// Held in the leaf itself, so a search follows one pointer to them, not two.
+    pages: [u32; LEAF],
 }
 
 impl Leaf {
     /// The leaf of directory items `items`, read from the array leaf page `id`.
     pub fn new(id: (u64, u64), items: &[u64]) -> Leaf {
-        Leaf {
-            id,
-            pages: items.iter().map(|&i| i as u32).collect(),
+        let mut pages = [0; LEAF];
+        for (p, &i) in pages.iter_mut().zip(items) {
+            *p = i as u32;
         }
+        Leaf { id, pages }
     }
 
     fn zero() -> Leaf {
         Leaf {
             id: (0, 0),
-            pages: vec![0; LEAF],
+            pages: [0; LEAF],
         }
     }
 }

@@ -99,6 +99,7 @@ impl Stream {
     fn close(&mut self, io: &mut Io) -> Result<()> {
         self.write_out(io)?;
         if let Some((seg, _, _)) = self.seg.take() {
+            io.file.written(seg, SEGMENT);
             if !self.listed {
                 io.list_segment(seg, self.hi)?;
             }
