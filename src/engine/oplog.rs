@@ -86,6 +86,9 @@ pub struct OpLog {
     /// Whole records: bytes, not `Vec<Rec>`, because only a zeroed byte vector is allocated
     /// without being written (the OS maps its pages in as the sort writes them).
     sorted: Vec<u8>,
+    /// Ops by the leading `WINDOW_BITS` bits of their hash, counted as they come, so that the
+    /// sort need not read them all once more to size its windows.
+    counts: Vec<u32>,
 }
 
 impl OpLog {
@@ -100,6 +103,10 @@ impl OpLog {
         r[8..24].copy_from_slice(&key);
         r[24..40].copy_from_slice(&val);
         r[40] = code;
+        if self.counts.is_empty() {
+            self.counts = vec![0; 1 << WINDOW_BITS];
+        }
+        self.counts[(rec_hash(&r) >> (64 - WINDOW_BITS)) as usize] += 1;
         if self.blocks.last().is_none_or(|b| b.len() == BLOCK) {
             let mut block = Vec::with_capacity(BLOCK);
             huge_pages(&mut block);
@@ -124,10 +131,13 @@ impl OpLog {
         let bits = (usize::BITS - (n / 16).leading_zeros()).min(WINDOW_BITS);
         // No bits (under 16 ops): one window.
         let window = |r: &Rec| rec_hash(r).checked_shr(64 - bits).unwrap_or(0) as usize;
+        // The ops each window gets, from the counts `apply` kept at the finest windows.
         let mut starts = vec![0usize; (1 << bits) + 1];
-        for r in blocks.iter().flatten() {
-            starts[window(r) + 1] += 1;
+        let fold = WINDOW_BITS - bits;
+        for (w, c) in self.counts.iter().enumerate() {
+            starts[(w >> fold) + 1] += *c as usize;
         }
+        self.counts = Vec::new();
         for i in 1..starts.len() {
             starts[i] += starts[i - 1];
         }

@@ -23,7 +23,8 @@ pub fn flush(core: &Core, mut ops: OpLog) -> Result<()> {
     let mut alloc = CoreAlloc(core, Work::Flush);
     let mut any = false;
     for (h, k, d) in ops.deltas() {
-        progress.set(ALL_DONE / 2 + (h >> 49) as u32);
+        // Writing takes the flush from half done to 95 %: the rest is finishing and publishing.
+        progress.set(ALL_DONE / 2 + ((h >> 48) * 9 / 20) as u32);
         if let (false, ValSet::One(v), ValSet::Empty) = (d.cleared, &d.adds, &d.dels) {
             // One value added: most keys of most logs.
             w.add(&core.file, &mut alloc, h, &k, Values::Set(std::slice::from_ref(v)))?;
