@@ -51,6 +51,7 @@ static void insert_initial(hashdir_writer *w) {
   tap_ok(hashdir_writer_insert(w, keys, vals, 4), "insert 4 pairs, one duplicate");
   tap_ok(hashdir_writer_insert(w, NULL, NULL, 0), "insert n = 0 with NULL arrays");
   tap_ok(hashdir_writer_commit(w), "commit");
+  tap_ok(hashdir_writer_sync(w), "sync: the committed batch is durable");
 }
 
 /* One key, a set of values in one call; a repeated value is one member of the set. */

@@ -112,6 +112,8 @@ static void check_null_writer(void) {
             d, "commit(NULL)");
   tap_fails(hashdir_writer_checkpoint(NULL), HASHDIR_ERR_INVALID_ARGUMENT,
             "hashdir_writer_checkpoint", d, "checkpoint(NULL)");
+  tap_fails(hashdir_writer_sync(NULL), HASHDIR_ERR_INVALID_ARGUMENT, "hashdir_writer_sync", d,
+            "sync(NULL)");
   tap_fails(hashdir_writer_stats(NULL, &s), HASHDIR_ERR_INVALID_ARGUMENT, "hashdir_writer_stats",
             d, "writer_stats(NULL writer)");
   tap_fails(hashdir_writer_insert_values(NULL, &k, &v, 1), HASHDIR_ERR_INVALID_ARGUMENT,

@@ -240,11 +240,11 @@ typedef struct hashdir_recovery {
    */
   uint32_t dropped;
   /**
-   * Epoch of the checkpoint the writer started from.
+   * Epoch of the root the writer started from.
    */
   uint64_t root_epoch;
   /**
-   * Committed batches replayed from the WAL on top of that checkpoint.
+   * Committed batches replayed from the WAL on top of that root's tables.
    */
   uint64_t batches_replayed;
   /**
@@ -450,8 +450,10 @@ enum hashdir_status hashdir_writer_delete_pairs(struct hashdir_writer *w,
  * file. With `HASHDIR_SYNC_COMMIT` the batch is fsynced before the call returns and
  * survives a power cut as far as the file system keeps its promises (one `fdatasync` per
  * commit). When the WAL reaches `checkpoint_bytes` it is sealed and turned into a delta
- * table in the background; a commit waits only while the previous sealed log is still
- * being turned into one.
+ * table in the background. A commit is paced, never blocked for a whole flush or merge:
+ * while the previous sealed log is still being turned into a table, or while merges of
+ * delta tables fall behind, it sleeps in 1 ms steps until the background work has done its
+ * share of the log the commit fills.
  *
  * # Errors
  * `HASHDIR_ERR_INVALID_ARGUMENT` for a NULL writer; `HASHDIR_ERR_IO` (the batch is not
@@ -523,7 +525,7 @@ enum hashdir_status hashdir_writer_sync(struct hashdir_writer *w);
 enum hashdir_status hashdir_writer_stats(struct hashdir_writer *w, struct hashdir_stats *out);
 
 /**
- * What opening this writer recovered: the checkpoint it started from, the committed
+ * What opening this writer recovered: the root it started from, the committed
  * batches it replayed from the WAL, the time that took, and what it dropped (a damaged
  * root slot whose other slot was used; an incomplete last batch, which was never
  * acknowledged). `out` (versioned: set `out->struct_size`) may be NULL; `report` gets one

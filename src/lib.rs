@@ -3,7 +3,7 @@
 //!
 //! Layers, top to bottom (arrows point down only):
 //! - [`ffi`]: the C surface (`hashdir_*`), panics and errors turned into status codes.
-//! - [`engine`]: writer, reader, WAL, memtable, checkpoint, directory, value sets, recovery.
+//! - [`engine`]: writer, background flush and merge, tables, space, readers, WAL, recovery.
 //! - [`format`]: bytes only — root slots, pages, WAL frames, CRC; no I/O.
 //! - [`store`]: the file, its lock, and the only code that calls HDF5.
 

@@ -81,7 +81,8 @@ enum Command {
         #[arg(long)]
         all: bool,
     },
-    /// Return orphaned pages and extent space to the free lists
+    /// Checkpoint, then return every segment and page the root neither uses nor lists as free
+    /// to the free lists (and its blocks to the file system)
     Gc {
         /// The hashdir file
         path: PathBuf,

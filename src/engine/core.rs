@@ -45,7 +45,7 @@ pub struct Core {
     /// `State::broken` is set (checked by every call without the lock).
     pub broken: AtomicBool,
     /// How far the flush of the sealed log and the running merge have come, for pacing
-    /// commits (`checkpoint::pace`).
+    /// commits (`checkpoint::may_fill`).
     pub flush_progress: Progress,
     pub merge_progress: Progress,
     /// Delta tables the running merge removes when it ends (0: no merge runs).
@@ -206,6 +206,18 @@ impl Core {
         for p in frees.pages {
             st.space.free_page(p);
         }
+        // Space is freed in memory from here on: a root that fails to reach the file would
+        // leave it free while the file's root still uses it, so any failure breaks the writer
+        // (reopening recovers from the file).
+        let r = self.write_root(st, next, epoch, mode);
+        if let Err(e) = &r {
+            self.fail_with(st, "publishing a root failed", e);
+        }
+        r
+    }
+
+    /// `publish` once the space is accounted: lists, barrier, root slot, barrier.
+    fn write_root(&self, st: &mut State, mut next: Root, epoch: u64, mode: Mode) -> Result<()> {
         let wrote = mode == Mode::Durable;
         match mode {
             Mode::Durable => self.write_lists(st, &mut next, epoch)?,

@@ -21,7 +21,7 @@ use crate::format::hash::key_hash;
 use crate::format::layout::{PAGE, ROOT_SLOT, SEGMENT as BLOB_CHUNK};
 use crate::format::page::{seal, Page, MAGIC_ARRAY, MAGIC_BUCKET};
 use crate::format::root::{self, LogRef};
-use crate::format::wal::{HEADER as WAL_HEADER, MAGIC as WAL_MAGIC};
+use crate::format::wal::{chained_crc, HEADER as WAL_HEADER, MAGIC as WAL_MAGIC};
 use crate::store::ReadFile;
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -184,11 +184,7 @@ fn buckets_agree(img: &Image) {
 }
 
 fn wal_scan(src: &dyn Source, chunks: &[u64], log: &LogRef) -> u64 {
-    let cur = Cursor {
-        gen: log.gen,
-        lsn: log.lsn,
-        pos: 0,
-    };
+    let cur = Cursor::start(log);
     let mut ops = 0u64;
     if let Ok(end) = wal::scan(src, chunks, cur, |_, it| ops += it.count() as u64) {
         let _ = wal::torn_tail(src, chunks, end);
@@ -220,16 +216,17 @@ pub fn wal(data: &[u8]) -> u64 {
     raw + wal_scan(&img, &[0], &log)
 }
 
-/// Rewrites the CRC of every frame whose header says where it ends.
+/// Rewrites the CRC of every frame whose header says where it ends, chained from the first.
 fn reseal_frames(log: &mut [u8]) {
     let mut pos = 0;
+    let mut prev = 0;
     while pos + WAL_HEADER <= log.len() && get_u32(log, pos) == WAL_MAGIC {
         let len = get_u32(log, pos + 24) as usize;
         if len < WAL_HEADER || pos + len > log.len() {
             return;
         }
-        let crc = crc32c::crc32c(&log[pos + 8..pos + len]);
-        put_u32(log, pos + 4, crc);
+        prev = chained_crc(&log[pos..pos + len], prev);
+        put_u32(log, pos + 4, prev);
         pos += len;
     }
 }
@@ -252,11 +249,7 @@ pub fn image_of(path: &Path) -> Result<Vec<u8>> {
         map.read(off, &mut b)?;
         runs.insert(off, b);
     }
-    let cur = Cursor {
-        gen: root.log.gen,
-        lsn: root.log.lsn,
-        pos: 0,
-    };
+    let cur = Cursor::start(&root.log);
     let chunks = wal::chunks(&root.log);
     let end = wal::scan(&*map, &chunks, cur, |_, _| {})?;
     if let Some(&first) = chunks.first() {

@@ -1,8 +1,9 @@
-//! A pinned reader's overlay: where each key's ops lie in the log, not a copy of them. The log
-//! of a pinned root stays where it is until the pin goes (root flag `LOG_MOVES`), so a reader
-//! keeps one 8-byte slot per key (32 hash bits, position of the key's newest op) and, for an op
-//! that follows an earlier one of the same key, that op's position — about 12 bytes per op
-//! where a copy took over 40. A lookup that hits reads the key's ops from the mapped log.
+//! A pinned reader's overlay: where each key's ops lie in the log, not a copy of them. The
+//! segments of a log a pinned root lists are not reused while the pin holds them (a log is
+//! freed by a root, like any other space), so a reader keeps one 8-byte slot per key (32 hash
+//! bits, position of the key's newest op) and, for an op that follows an earlier one of the
+//! same key, that op's position — about 12 bytes per op where a copy takes over 40. A lookup
+//! that hits reads the key's ops from the mapped log.
 
 use super::memtable::{Delta, KeyBuild, KeyMap};
 use super::source::{Fault, Res};

@@ -1,5 +1,5 @@
-//! Everything committed since the last checkpoint, per key, as a delta over the checkpointed
-//! state: final(k) = (cleared ? ∅ : base(k)) − dels ∪ adds, with adds and dels disjoint.
+//! The ops of a range of a log, per key, as a delta over the state before them:
+//! final(k) = (cleared ? ∅ : before(k)) − dels ∪ adds, with adds and dels disjoint.
 
 use crate::format::hash::key_hash;
 use crate::format::wal::Op;
@@ -119,7 +119,7 @@ impl ValSet {
 
 #[derive(Clone, Debug, Default)]
 pub struct Delta {
-    /// The key was deleted: the checkpointed values no longer count.
+    /// The key was deleted: the values it had before the delta no longer count.
     pub cleared: bool,
     pub adds: ValSet,
     pub dels: ValSet,

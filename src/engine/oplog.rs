@@ -1,5 +1,5 @@
-//! The writer's memtable: committed ops in commit order, appended without any lookup, sorted by
-//! key hash and folded into one delta per key only when a checkpoint merges them.
+//! The writer's op log: committed ops in commit order, appended without any lookup, sorted by
+//! key hash and folded into one delta per key only when a flush turns them into a delta table.
 
 use super::core::{Progress, ALL_DONE};
 use super::memtable::Delta;
@@ -35,7 +35,7 @@ fn rec_val(r: &Rec) -> Value {
 const BLOCK: usize = if cfg!(test) { 1 << 12 } else { 1 << 20 };
 
 /// The counting sort's windows are at most 2^16, so that a full 1 GiB log's windows (500 ops)
-/// sort fast (2^13 windows took 45 % longer to sort). Their write fronts touch at most one page
+/// sort fast (2^13 windows sort 45 % slower). Their write fronts touch at most one page
 /// each (256 MiB) beyond the ops moved so far.
 const WINDOW_BITS: u32 = 16;
 
@@ -43,7 +43,7 @@ const WINDOW_BITS: u32 = 16;
 const PARALLEL_SORT: usize = 1 << 16;
 
 /// Sorts each window `bounds[i]..bounds[i + 1]` of `recs` by (hash, key), stably; a large
-/// sort's upper half on a second thread (the checkpoint's other threads are idle while it runs).
+/// sort's upper half on a second thread.
 /// `done(i, n)` hears that `i` of the `n` windows of the lower half are sorted.
 fn sort_windows(recs: &mut [Rec], bounds: &[usize], done: &dyn Fn(usize, usize)) {
     fn sort(part: &mut [Rec], bounds: &[usize], base: usize, done: &dyn Fn(usize, usize)) {
@@ -117,7 +117,7 @@ impl OpLog {
 
     /// Orders the ops by (hash, key), keeping commit order within a key: a stable counting
     /// sort on the leading hash bits, then a stable sort of each (small) window. Once: a
-    /// checkpoint sorts, then the log is cleared (or, if it failed, rebuilt by recovery).
+    /// flush sorts a sealed log, then drops it (or, if it failed, recovery rebuilds it).
     ///
     /// The counting sort moves the ops block by block into a zeroed vector that the OS maps
     /// in only as it is written, and frees each block once moved, so the ops are held about

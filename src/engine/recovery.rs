@@ -116,11 +116,7 @@ pub fn recover(file: &WriterFile) -> Result<Recovered> {
     }
     let mut mem = OpLog::default();
     let wal = match &fix {
-        Some(next) => Cursor {
-            gen: next.log.gen,
-            lsn: next.log.lsn,
-            pos: 0,
-        },
+        Some(next) => Cursor::start(&next.log),
         None => replay_log(file, &root.log, &mut mem, &mut report)?,
     };
     super::failpoint::hit("recovery.replayed");
@@ -144,11 +140,7 @@ fn replay_log(
     report: &mut RecoveryReport,
 ) -> Result<Cursor> {
     let chunks = wal::chunks(log);
-    let start = Cursor {
-        gen: log.gen,
-        lsn: log.lsn,
-        pos: 0,
-    };
+    let start = Cursor::start(log);
     let end = replay(file, &chunks, start, mem)?;
     report.frames += end.lsn - start.lsn;
     report.log_bytes += end.pos;

@@ -74,8 +74,8 @@ impl<T: Positional> Source for T {
 }
 
 impl Source for Mmap {
-    /// Bytes past the mapping were written after it was made (the file grew): refreshing maps
-    /// them, so the read is stale, not damaged.
+    /// Bytes past the mapping were put to use after it was made (the segments in use grew):
+    /// refreshing maps them, so the read is stale, not damaged.
     fn read(&self, off: u64, buf: &mut [u8]) -> Res<()> {
         match Mmap::read(self, off, buf) {
             Err(Error::Corrupt {

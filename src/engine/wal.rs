@@ -6,15 +6,31 @@ use super::source::{Fault, Res, Source};
 use crate::error::Result;
 use crate::format::layout::{SEGMENT, SEGMENT as BLOB_CHUNK};
 use crate::format::root::LogRef;
-use crate::format::wal::{frame_ops, header_len, op_at, validate, Op, OpIter, HEADER, OP_MAX};
+use crate::format::wal::{
+    crc_of, frame_ops, header_len, op_at, validate, Op, OpIter, HEADER, OP_MAX,
+};
 use crate::store::{Positional, WriterFile};
 
-/// Position in the log: generation, next LSN, next byte (logical offset over the chunks).
+/// Position in the log: generation, next LSN, next byte (logical offset over the chunks),
+/// and the CRC of the last frame, which the next frame's CRC continues.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Cursor {
     pub gen: u64,
     pub lsn: u64,
     pub pos: u64,
+    pub prev: u32,
+}
+
+impl Cursor {
+    /// The start of `log`.
+    pub fn start(log: &LogRef) -> Cursor {
+        Cursor {
+            gen: log.gen,
+            lsn: log.lsn,
+            pos: 0,
+            prev: 0,
+        }
+    }
 }
 
 /// The segments of a log, in order (a log is one contiguous range of whole segments).
@@ -47,12 +63,12 @@ fn pieces(
     Ok(())
 }
 
-/// Appends a sealed frame at the cursor of the log at `log` (its file offset); the caller
-/// checked it fits. On error the cursor stays: the next commit writes over what reached the
-/// file.
 /// Log bytes handed to the device at once as commits fill them.
 const WRITE_BEHIND: u64 = 8 << 20;
 
+/// Appends a sealed frame at the cursor of the log at `log` (its file offset); the caller
+/// checked it fits. On error the cursor stays: the next commit writes over what reached the
+/// file.
 pub fn append(file: &WriterFile, log: u64, cur: &mut Cursor, frame: &[u8]) -> Result<()> {
     let off = log + cur.pos;
     if frame.len() > 64 && super::failpoint::armed("commit.half_frame") {
@@ -64,6 +80,7 @@ pub fn append(file: &WriterFile, log: u64, cur: &mut Cursor, frame: &[u8]) -> Re
     let before = cur.pos / WRITE_BEHIND;
     cur.pos += frame.len() as u64;
     cur.lsn += 1;
+    cur.prev = crc_of(frame);
     if cur.pos / WRITE_BEHIND > before {
         // Whole chunks of the log go to the device as they fill, not all at the next sync.
         let upto = cur.pos / WRITE_BEHIND * WRITE_BEHIND;
@@ -161,12 +178,14 @@ pub fn scan_frames(
         if !read(src, chunks, cur.pos, &mut frame)? {
             break;
         }
-        if validate(&frame, cur.gen, cur.lsn).is_none() {
+        if validate(&frame, cur.gen, cur.lsn, cur.prev).is_none() {
             break;
         }
+        let crc = crc_of(&frame);
         frame = f(cur.pos, frame);
         cur.pos += len as u64;
         cur.lsn += 1;
+        cur.prev = crc;
     }
     Ok(cur)
 }

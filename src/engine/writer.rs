@@ -185,7 +185,7 @@ impl Writer {
         } else {
             self.pace(len)?;
         }
-        let frame = self.batch.finish(self.wal.gen, self.wal.lsn);
+        let frame = self.batch.finish(self.wal.gen, self.wal.lsn, self.wal.prev);
         wal::append(&self.core.file, self.log.offset, &mut self.wal, frame)?;
         failpoint::hit("commit.frame_written");
         if self.sync {
@@ -307,11 +307,7 @@ impl Writer {
         }
         drop(st);
         self.log = log;
-        self.wal = Cursor {
-            gen: log.gen,
-            lsn: log.lsn,
-            pos: 0,
-        };
+        self.wal = Cursor::start(&log);
         Ok(())
     }
 

@@ -134,9 +134,9 @@ pub struct hashdir_recovery {
     /// Things recovery dropped or ignored (a damaged root slot, an incomplete last
     /// batch that was never acknowledged); the report text has one line for each.
     pub dropped: u32,
-    /// Epoch of the checkpoint the writer started from.
+    /// Epoch of the root the writer started from.
     pub root_epoch: u64,
-    /// Committed batches replayed from the WAL on top of that checkpoint.
+    /// Committed batches replayed from the WAL on top of that root's tables.
     pub batches_replayed: u64,
     /// WAL bytes those batches took.
     pub log_bytes_replayed: u64,

@@ -236,8 +236,10 @@ pub unsafe extern "C" fn hashdir_writer_delete_pairs(
 /// file. With `HASHDIR_SYNC_COMMIT` the batch is fsynced before the call returns and
 /// survives a power cut as far as the file system keeps its promises (one `fdatasync` per
 /// commit). When the WAL reaches `checkpoint_bytes` it is sealed and turned into a delta
-/// table in the background; a commit waits only while the previous sealed log is still
-/// being turned into one.
+/// table in the background. A commit is paced, never blocked for a whole flush or merge:
+/// while the previous sealed log is still being turned into a table, or while merges of
+/// delta tables fall behind, it sleeps in 1 ms steps until the background work has done its
+/// share of the log the commit fills.
 ///
 /// # Errors
 /// `HASHDIR_ERR_INVALID_ARGUMENT` for a NULL writer; `HASHDIR_ERR_IO` (the batch is not
@@ -330,7 +332,7 @@ pub unsafe extern "C" fn hashdir_writer_stats(
     })
 }
 
-/// What opening this writer recovered: the checkpoint it started from, the committed
+/// What opening this writer recovered: the root it started from, the committed
 /// batches it replayed from the WAL, the time that took, and what it dropped (a damaged
 /// root slot whose other slot was used; an incomplete last batch, which was never
 /// acknowledged). `out` (versioned: set `out->struct_size`) may be NULL; `report` gets one

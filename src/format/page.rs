@@ -1,6 +1,8 @@
-//! Pages of the `pages` dataset: a 32-byte header shared by all kinds, then a kind-specific body.
+//! Pages in `/data` (table pages, array pages): a 32-byte header shared by all kinds, then a
+//! kind-specific body.
 //!
-//! Header: magic u32 | crc32c u32 (of bytes 8..PAGE) | epoch u64 (checkpoint that wrote it) |
+//! Header: magic u32 | crc32c u32 (of bytes 8..PAGE) | epoch u64 (larger than that of any page
+//! written before at the same offset) |
 //! 16 bytes of kind-specific fields. A reader accepts a page only if magic and CRC match and its
 //! epoch is not newer than the root it reads under: a page rewritten after reuse is then seen as
 //! stale, never as data.

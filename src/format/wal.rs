@@ -1,9 +1,14 @@
-//! WAL frames: one frame per committed batch, appended to the `wal` dataset's chunks.
+//! WAL frames: one frame per committed batch, appended to a log's range of segments in `/data`.
 //!
 //! Frame: magic "HDWL" u32 | crc32c u32 of bytes 8..len | gen u64 | lsn u64 | len u32 (whole
 //! frame, a multiple of 8) | n_ops u32 | ops | zero padding. An op is a tag byte then a key, and
 //! for inserts and pair deletes a value: 1 = insert, 2 = delete pair, 3 = delete key.
 //! A frame counts only whole: the CRC covers all of it, so a torn batch is no batch.
+//!
+//! The CRCs are chained: a frame's CRC continues the CRC of the frame before it in its log
+//! (0 before the first). A frame is thus valid only after the very frame it followed when it
+//! was written: after a power cut lost frame n but kept frame n+1, recovery ends the log at n,
+//! and when new commits write a new frame n, the old n+1 does not validate after it.
 
 use super::bytes::*;
 use crate::{Key, Value};
@@ -85,8 +90,9 @@ impl FrameBuf {
         self.bytes.extend_from_slice(v);
     }
 
-    /// Seals the frame for (gen, lsn) and returns its bytes; `clear` starts the next batch.
-    pub fn finish(&mut self, gen: u64, lsn: u64) -> &[u8] {
+    /// Seals the frame for (gen, lsn) after a frame of CRC `prev` and returns its bytes;
+    /// `clear` starts the next batch.
+    pub fn finish(&mut self, gen: u64, lsn: u64, prev: u32) -> &[u8] {
         let len = self.frame_len();
         self.bytes.resize(len, 0);
         let b = &mut self.bytes;
@@ -95,7 +101,7 @@ impl FrameBuf {
         put_u64(b, 16, lsn);
         put_u32(b, 24, len as u32);
         put_u32(b, 28, self.ops);
-        let crc = crc32c::crc32c(&b[8..]);
+        let crc = chained_crc(b, prev);
         put_u32(b, 4, crc);
         &self.bytes
     }
@@ -129,15 +135,25 @@ pub fn header_len(hdr: &[u8], gen: u64, lsn: u64) -> Option<usize> {
     (len >= HEADER && len.is_multiple_of(8)).then_some(len)
 }
 
-/// The ops of a whole frame, if it is the frame of (gen, lsn) its header promised and its
-/// checksum and op encoding hold. The header is checked again because the writer may have
+/// The CRC a frame must hold after a frame of CRC `prev`.
+pub fn chained_crc(frame: &[u8], prev: u32) -> u32 {
+    crc32c::crc32c_append(prev, &frame[8..])
+}
+
+/// The CRC field of a frame (the `prev` of the frame after it).
+pub fn crc_of(frame: &[u8]) -> u32 {
+    get_u32(frame, 4)
+}
+
+/// The ops of a whole frame, if it is the frame of (gen, lsn) its header promised, its
+/// checksum holds after a frame of CRC `prev`, and its op encoding holds. The header is checked again because the writer may have
 /// replaced the frame between the header read and this one: a valid frame of a later
 /// generation at the same place must not pass for the one the reader was after.
-pub fn validate(frame: &[u8], gen: u64, lsn: u64) -> Option<OpIter<'_>> {
+pub fn validate(frame: &[u8], gen: u64, lsn: u64, prev: u32) -> Option<OpIter<'_>> {
     if header_len(frame, gen, lsn) != Some(frame.len()) {
         return None;
     }
-    if crc32c::crc32c(&frame[8..]) != get_u32(frame, 4) {
+    if chained_crc(frame, prev) != crc_of(frame) {
         return None;
     }
     // A frame with a good CRC but ops running past its end was not written by us.
@@ -228,6 +244,9 @@ impl Iterator for OpIter<'_> {
 mod tests {
     use super::*;
 
+    /// The CRC of the frame before the ones tested.
+    const PREV: u32 = 0x5eed_c0de;
+
     #[test]
     fn frame_round_trip_and_torn_frame() {
         let mut f = FrameBuf::new();
@@ -237,17 +256,20 @@ mod tests {
             Op::DeletePair([4; 16], [5; 16]),
         ];
         ops.iter().for_each(|o| f.push(o));
-        let bytes = f.finish(7, 42).to_vec();
+        let bytes = f.finish(7, 42, PREV).to_vec();
         assert_eq!(header_len(&bytes, 7, 42), Some(bytes.len()));
         assert_eq!(header_len(&bytes, 8, 42), None);
         assert_eq!(header_len(&bytes, 7, 43), None);
-        assert_eq!(validate(&bytes, 7, 42).unwrap().collect::<Vec<_>>(), ops);
+        assert_eq!(validate(&bytes, 7, 42, PREV).unwrap().collect::<Vec<_>>(), ops);
         let mut torn = bytes.clone();
         torn[40] ^= 0x10;
-        assert!(validate(&torn, 7, 42).is_none());
+        assert!(validate(&torn, 7, 42, PREV).is_none());
         // A whole, valid frame of another generation or LSN is not the frame asked for.
-        assert!(validate(&bytes, 8, 42).is_none());
-        assert!(validate(&bytes, 7, 41).is_none());
+        assert!(validate(&bytes, 8, 42, PREV).is_none());
+        assert!(validate(&bytes, 7, 41, PREV).is_none());
+        // Nor is it after any frame but the one it was written after.
+        assert!(validate(&bytes, 7, 42, PREV ^ 1).is_none());
+        assert!(validate(&bytes, 7, 42, 0).is_none());
         f.clear();
         assert!(f.is_empty());
     }
@@ -258,23 +280,23 @@ mod tests {
         let mut f = FrameBuf::new();
         f.push(&Op::Insert([1; 16], [2; 16]));
         f.push(&Op::DeleteKey([3; 16]));
-        let good = f.finish(7, 42).to_vec();
+        let good = f.finish(7, 42, PREV).to_vec();
         let resum = |mut b: Vec<u8>| {
-            let crc = crc32c::crc32c(&b[8..]);
+            let crc = chained_crc(&b, PREV);
             b[4..8].copy_from_slice(&crc.to_le_bytes());
             b
         };
-        assert!(validate(&resum(good.clone()), 7, 42).is_some());
+        assert!(validate(&resum(good.clone()), 7, 42, PREV).is_some());
         let mut tag = good.clone();
         tag[HEADER + 33] = 9; // the second op's kind
-        assert!(validate(&resum(tag), 7, 42).is_none());
+        assert!(validate(&resum(tag), 7, 42, PREV).is_none());
         let mut count = good.clone();
         count[28..32].copy_from_slice(&3u32.to_le_bytes()); // one op more than the frame holds
-        assert!(validate(&resum(count), 7, 42).is_none());
+        assert!(validate(&resum(count), 7, 42, PREV).is_none());
         let mut long = good;
         long[HEADER + 33] = INSERT; // a 17-byte op read as 33 runs past the end
         let end = HEADER + 33 + 33;
         assert!(long.len() < end, "the frame ends inside the longer op");
-        assert!(validate(&resum(long), 7, 42).is_none());
+        assert!(validate(&resum(long), 7, 42, PREV).is_none());
     }
 }

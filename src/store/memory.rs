@@ -5,7 +5,7 @@ const HUGE: usize = 2 << 20;
 
 /// Asks for `v`'s allocation to be backed by transparent huge pages where the system allows
 /// it (THP `enabled` = `always` or `madvise`). The op log fills hundreds of MB of fresh memory
-/// per checkpoint and per recovery; faulting it in 4 KiB pages was a third of the replay's
+/// per log and per recovery; faulting it in 4 KiB pages costs about a third of a replay's
 /// time. Only whole 2 MiB pages inside the allocation are advised, and advice that fails (a
 /// kernel without THP) changes nothing, so it is ignored.
 pub fn huge_pages<T>(v: &mut Vec<T>) {

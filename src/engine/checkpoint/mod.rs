@@ -110,7 +110,13 @@ fn flush_thread(core: &Core) {
 }
 
 fn merge_thread(core: &Core) {
-    while let Some(plan) = wait_for(core, Work::Merge, |st| policy::plan(&st.root, st.compact)) {
+    // A stopping writer starts no merge step: `run_merge` would return at once, and the same
+    // plan would come back forever.
+    let next = |st: &mut State| match st.stop {
+        true => None,
+        false => policy::plan(&st.root, st.compact),
+    };
+    while let Some(plan) = wait_for(core, Work::Merge, next) {
         if let Err(e) = run_merge(core, plan) {
             let mut st = core.st.lock();
             core.fail_with(&mut st, "merging tables failed", &e);

@@ -39,11 +39,7 @@ impl LogView {
             log,
             chunks: Arc::new(wal::chunks(&log)),
             overlay: Overlay::new(in_place && log.bytes <= u32::MAX as u64),
-            cursor: Cursor {
-                gen: log.gen,
-                lsn: log.lsn,
-                pos: 0,
-            },
+            cursor: Cursor::start(&log),
         }
     }
 

@@ -1,5 +1,5 @@
-//! Reading a table in (hash, key) order from a given hash on: the writer's merges and flushes,
-//! `verify` and the reader's scan. Pages are read one after another through the directory
+//! Reading a table in (hash, key) order from a given hash on: the writer's merges, `verify`
+//! and the reader's scan. Pages are read one after another through the directory
 //! and checked (magic, checksum, epoch against the directory item, the range of slots the
 //! directory gives them); the segments ahead are asked of the kernel in advance, so a table
 //! larger than the page cache streams at the device's pace.
