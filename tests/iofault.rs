@@ -65,7 +65,7 @@ fn opts(mode: Mode) -> Options {
     }
 }
 
-/// Three short sessions: explicit and automatic checkpoints, a GC pass, a close, an abandoned
+/// Three short sessions: explicit and automatic checkpoints, a GC pass, a sync, a close, an abandoned
 /// writer whose log the next open replays.
 fn plan() -> Plan {
     Plan {
@@ -75,18 +75,21 @@ fn plan() -> Plan {
                 batches: 0..6,
                 checkpoint_every: Some(3),
                 gc_after: &[4],
+                sync_after: &[],
                 end: End::Close,
             },
             Session {
                 batches: 6..10,
                 checkpoint_every: None,
                 gc_after: &[],
+                sync_after: &[7],
                 end: End::Abandon,
             },
             Session {
                 batches: 10..14,
                 checkpoint_every: None,
                 gc_after: &[12],
+                sync_after: &[],
                 end: End::Close,
             },
         ],

@@ -79,8 +79,8 @@ fn opts(mode: Mode) -> Options {
     }
 }
 
-/// Three writer sessions over 120 batches: the first closes, the second is abandoned (the
-/// third's open replays its log), the third shrinks the table and closes.
+/// Three writer sessions over 120 batches: the first closes, the second syncs now and then and
+/// is abandoned (the third's open replays its log), the third shrinks the table and closes.
 fn plan() -> Plan {
     Plan {
         shrink: 96,
@@ -89,18 +89,21 @@ fn plan() -> Plan {
                 batches: 0..40,
                 checkpoint_every: Some(8),
                 gc_after: &[23],
+                sync_after: &[],
                 end: End::Close,
             },
             Session {
                 batches: 40..75,
                 checkpoint_every: None,
                 gc_after: &[60],
+                sync_after: &[44, 52, 66],
                 end: End::Abandon,
             },
             Session {
                 batches: 75..120,
                 checkpoint_every: Some(10),
                 gc_after: &[99, 113],
+                sync_after: &[104],
                 end: End::Close,
             },
         ],
@@ -348,7 +351,9 @@ fn run_mode(mode: Mode, test: &str) {
                             profile,
                         },
                     );
-                    let lo = built.last_sync.map_or(0, |s| tl.acked[s]);
+                    // Durable: what the last completed fdatasync covered, and at least what
+                    // a returned `Writer::sync` promised.
+                    let lo = built.last_sync.map_or(0, |s| tl.acked[s]).max(tl.synced[crash]);
                     let hi = (tl.acked[crash] + 1).min(batches);
                     pc::write_image(&path, &img);
                     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {

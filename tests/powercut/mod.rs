@@ -182,6 +182,9 @@ pub struct Timeline {
     pub acked: Vec<u64>,
     /// `during[i]`: the innermost call begun and not yet done among the first `i` records.
     pub during: Vec<Option<(Call, u64)>>,
+    /// `synced[i]`: batches acknowledged before the last `sync` call that returned among the
+    /// first `i` records (in a run without faults every call that returned succeeded).
+    pub synced: Vec<u64>,
     /// The acknowledgements in trace order.
     pub acks: Vec<u64>,
     /// Index of the first write that reaches past `base_len`, if any.
@@ -197,13 +200,14 @@ impl Timeline {
         let mut t = Timeline {
             acked: vec![0],
             during: vec![None],
+            synced: vec![0],
             acks: Vec::new(),
             first_growth: None,
             ends_complete: false,
             ends_stopped: false,
             unknown: Vec::new(),
         };
-        let (mut acked, mut during) = (0u64, None);
+        let (mut acked, mut during, mut synced) = (0u64, None, 0u64);
         for (i, r) in recs.iter().enumerate() {
             match r {
                 Rec::Mark(v) => match decode_mark(*v) {
@@ -213,6 +217,9 @@ impl Timeline {
                     }
                     Marker::Call { call, done, batch } => {
                         during = (!done).then_some((call, batch));
+                        if call == Call::Sync && done {
+                            synced = acked;
+                        }
                     }
                     Marker::End => t.ends_complete = i + 1 == recs.len(),
                     Marker::Stopped => t.ends_stopped = i + 1 == recs.len(),
@@ -227,6 +234,7 @@ impl Timeline {
             }
             t.acked.push(acked);
             t.during.push(during);
+            t.synced.push(synced);
         }
         t
     }

@@ -126,6 +126,8 @@ pub struct Session {
     pub checkpoint_every: Option<u64>,
     /// A GC pass after these batches.
     pub gc_after: &'static [u64],
+    /// `Writer::sync` after these batches (every batch acknowledged before must then survive).
+    pub sync_after: &'static [u64],
     pub end: End,
 }
 
@@ -158,16 +160,18 @@ pub enum Call {
     Gc,
     Close,
     Abandon,
+    Sync,
 }
 
 impl Call {
-    const ALL: [Call; 6] = [
+    const ALL: [Call; 7] = [
         Call::Open,
         Call::Commit,
         Call::Checkpoint,
         Call::Gc,
         Call::Close,
         Call::Abandon,
+        Call::Sync,
     ];
 
     pub fn name(self) -> &'static str {
@@ -178,6 +182,7 @@ impl Call {
             Call::Gc => "gc",
             Call::Close => "close",
             Call::Abandon => "abandon",
+            Call::Sync => "sync",
         }
     }
 }
@@ -293,6 +298,12 @@ pub fn run(
                 let r = w.gc();
                 mark(call_mark(Call::Gc, true, b));
                 r.map_err(fail(Call::Gc, b))?;
+            }
+            if s.sync_after.contains(&b) {
+                mark(call_mark(Call::Sync, false, b));
+                let r = w.sync();
+                mark(call_mark(Call::Sync, true, b));
+                r.map_err(fail(Call::Sync, b))?;
             }
         }
         let last = s.batches.end;
