@@ -197,6 +197,9 @@ fn record_run(mode: Mode, dir: &Scratch) -> Run {
         &[
             ("HASHDIR_IO_TRACE", trace_path.to_str().unwrap().to_string()),
             ("HASHDIR_PC_MODE", mode.name().to_string()),
+            // Merges of a few steps, each published: crashes land between the steps of a
+            // merge into the base and in the open that resumes one.
+            ("HASHDIR_MERGE_STEP", "40".to_string()),
         ],
     );
     assert!(
