@@ -110,7 +110,7 @@ fn parse() -> Args {
             "--file" => a.file = it.next().map(PathBuf::from),
             "--bench" => {} // cargo bench passes it
             "--help" | "-h" => {
-                println!("usage: cargo bench --bench hashdir -- [--keys N] [--values-per-key K] [--rounds | --zipf S] [--batch B] [--lookups L] [--threads T] [--sync] [--cold] [--checkpoint-mb M] [--dir DIR] [--keep] [--lookup-batch B1,B2,...]\n  N, B, L accept suffixes k, M, G (e.g. --keys 10M)\n  --rounds: K rounds, each giving every key one new value; --zipf S: each pair's key drawn from a Zipf law of exponent S\n  --cold adds lookups with the file dropped from the page cache every 1000 lookups, counting device reads, and a checkpoint of new keys over a table dropped from the page cache\n  --lookup-batch 1,16,128,1024: the reader also times lookups and gets of L random keys in calls of each size (hot; cold too with --cold), per key and against calls of one key (batch_*)\n  --role build --file F loads F and keeps it; --role batches --file F times only the batched calls on it\n  --role recover --file F times the writer's recovery of F alone (profile it on a copy of a crashed writer's file: recovery keeps the log)");
+                println!("usage: cargo bench --bench hashdir -- [--keys N] [--values-per-key K] [--rounds | --zipf S] [--batch B] [--lookups L] [--threads T] [--sync] [--cold] [--checkpoint-mb M] [--dir DIR] [--keep] [--lookup-batch B1,B2,...]\n  N, B, L accept suffixes k, M, G (e.g. --keys 10M)\n  --rounds: K rounds, each giving every key one new value; --zipf S: each pair's key drawn from a Zipf law of exponent S\n  --cold adds lookups with the file dropped from the page cache every 1000 lookups, counting device reads, and a checkpoint of new keys over a table dropped from the page cache\n  --lookup-batch 1,16,128,1024: the reader also times lookups and gets of L random keys in calls of each size (hot; cold too with --cold), per key and against calls of one key (batch_*; cpu_us_per_key counts only the time the thread ran, for shared machines)\n  --role build --file F loads F and keeps it; --role batches --file F times only the batched calls on it\n  --role recover --file F times the writer's recovery of F alone (profile it on a copy of a crashed writer's file: recovery keeps the log)");
                 std::process::exit(0);
             }
             other => die(&format!("unknown argument {other} (try --help)")),
@@ -503,6 +503,15 @@ fn cold_run(
     (lat, bytes, faults)
 }
 
+/// Nanoseconds this thread has run on a CPU (/proc/thread-self/schedstat): unlike the wall
+/// clock, not counting the time other processes of a shared machine took the CPU from it.
+fn cpu_ns() -> u64 {
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
 /// Keys the batched calls look up: `n` random ones, the same for every call size.
 fn batch_ids(a: &Args, n: u64) -> Vec<u64> {
     let mut rng = 0x9e37_79b9_7f4a_7c15u64;
@@ -600,18 +609,21 @@ fn batches(r: &Reader, a: &Args) {
     }
     let what = |get: bool| if get { "get" } else { "lookup" };
     for get in [false, true] {
-        let mut single = 0.0;
+        let (mut single, mut single_cpu) = (0.0, 0.0);
         for &b in &sizes {
+            let cpu0 = cpu_ns();
             let lat = batch_calls(r, a, &ids, b, get, &mut || {});
+            let cpu = (cpu_ns() - cpu0) as f64 / 1000.0 / ids.len() as f64;
             let us = lat.iter().sum::<f64>() / ids.len() as f64;
             if b == 1 {
-                single = us;
+                (single, single_cpu) = (us, cpu);
             }
             let extra = format!(
-                ",\"lookup_batch\":{b},\"ops\":{},\"keys_per_s\":{:.0},\"speedup\":{:.3}",
+                ",\"lookup_batch\":{b},\"ops\":{},\"keys_per_s\":{:.0},\"speedup\":{:.3},\"cpu_us_per_key\":{cpu:.3},\"cpu_speedup\":{:.3}",
                 ids.len(),
                 1e6 / us,
-                single / us
+                single / us,
+                single_cpu / cpu
             );
             emit(&format!("batch_{}_us_per_key", what(get)), us, a, &extra);
         }
