@@ -110,7 +110,7 @@ fn parse() -> Args {
             "--file" => a.file = it.next().map(PathBuf::from),
             "--bench" => {} // cargo bench passes it
             "--help" | "-h" => {
-                println!("usage: cargo bench --bench hashdir -- [--keys N] [--values-per-key K] [--rounds | --zipf S] [--batch B] [--lookups L] [--threads T] [--sync] [--cold] [--checkpoint-mb M] [--dir DIR] [--keep] [--lookup-batch B1,B2,...]\n  N, B, L accept suffixes k, M, G (e.g. --keys 10M)\n  --rounds: K rounds, each giving every key one new value; --zipf S: each pair's key drawn from a Zipf law of exponent S\n  --cold adds lookups with the file dropped from the page cache every 1000 lookups, counting device reads, and a checkpoint of new keys over a table dropped from the page cache\n  --lookup-batch 1,16,128,1024: the reader also times lookups and gets of L random keys in calls of each size (hot; cold too with --cold), per key and against calls of one key (batch_*; cpu_us_per_key counts only the time the thread ran, for shared machines)\n  --role build --file F loads F and keeps it; --role batches --file F times only the batched calls on it\n  --role recover --file F times the writer's recovery of F alone (profile it on a copy of a crashed writer's file: recovery keeps the log)");
+                println!("usage: cargo bench --bench hashdir -- [--keys N] [--values-per-key K] [--rounds | --zipf S] [--batch B] [--lookups L] [--threads T] [--sync] [--cold] [--checkpoint-mb M] [--dir DIR] [--keep] [--lookup-batch B1,B2,...]\n  N, B, L accept suffixes k, M, G (e.g. --keys 10M)\n  --rounds: K rounds, each giving every key one new value; --zipf S: each pair's key drawn from a Zipf law of exponent S\n  --cold adds lookups with the file dropped from the page cache every 1000 lookups, counting device reads, and a checkpoint of new keys over a table dropped from the page cache\n  --lookup-batch 1,16,128,1024: the reader also times lookups and gets of L random keys in calls of each size (hot; cold too with --cold), per key and, when 1 is among the sizes, against calls of one key (batch_*; cpu_us_per_key counts only the time the thread ran, for shared machines)\n  --role build --file F loads F and keeps it; --role batches --file F times only the batched calls on it\n  --role recover --file F times the writer's recovery of F alone (profile it on a copy of a crashed writer's file: recovery keeps the log)");
                 std::process::exit(0);
             }
             other => die(&format!("unknown argument {other} (try --help)")),
@@ -599,18 +599,20 @@ fn batch_calls(
 /// pass has mapped their pages) and, with `--cold`, with the file dropped from the page cache
 /// before every 1000 keys: µs per key, and the speedup over calls of one key in this run.
 fn batches(r: &Reader, a: &Args) {
-    let mut sizes = a.lookup_batch.clone();
-    if !sizes.contains(&1) {
-        sizes.insert(0, 1);
-    }
+    let sizes = &a.lookup_batch;
     let ids = batch_ids(a, a.lookups.max(1));
     for get in [false, true] {
         batch_calls(r, a, &ids, 1024, get, &mut || {});
     }
     let what = |get: bool| if get { "get" } else { "lookup" };
+    // Against calls of one key, when they were timed.
+    let ratio = |single: f64, x: f64| match single > 0.0 {
+        true => format!("{:.3}", single / x),
+        false => "null".to_string(),
+    };
     for get in [false, true] {
         let (mut single, mut single_cpu) = (0.0, 0.0);
-        for &b in &sizes {
+        for &b in sizes {
             let cpu0 = cpu_ns();
             let lat = batch_calls(r, a, &ids, b, get, &mut || {});
             let cpu = (cpu_ns() - cpu0) as f64 / 1000.0 / ids.len() as f64;
@@ -619,11 +621,11 @@ fn batches(r: &Reader, a: &Args) {
                 (single, single_cpu) = (us, cpu);
             }
             let extra = format!(
-                ",\"lookup_batch\":{b},\"ops\":{},\"keys_per_s\":{:.0},\"speedup\":{:.3},\"cpu_us_per_key\":{cpu:.3},\"cpu_speedup\":{:.3}",
+                ",\"lookup_batch\":{b},\"ops\":{},\"keys_per_s\":{:.0},\"speedup\":{},\"cpu_us_per_key\":{cpu:.3},\"cpu_speedup\":{}",
                 ids.len(),
                 1e6 / us,
-                single / us,
-                single_cpu / cpu
+                ratio(single, us),
+                ratio(single_cpu, cpu)
             );
             emit(&format!("batch_{}_us_per_key", what(get)), us, a, &extra);
         }
@@ -634,7 +636,7 @@ fn batches(r: &Reader, a: &Args) {
     let ids = &ids[..ids.len().min(20_000)];
     for get in [false, true] {
         let mut single = 0.0;
-        for &b in &sizes {
+        for &b in sizes {
             let (lat, bytes, faults) =
                 cold_run(r, &mut |every| batch_calls(r, a, ids, b, get, every));
             let us = lat.iter().sum::<f64>() / ids.len() as f64;
@@ -643,9 +645,9 @@ fn batches(r: &Reader, a: &Args) {
             }
             let n = ids.len() as f64;
             let extra = format!(
-                ",\"lookup_batch\":{b},\"ops\":{n},\"keys_per_s\":{:.0},\"speedup\":{:.3},\"device_reads_per_key\":{:.3},\"major_faults_per_key\":{:.3}",
+                ",\"lookup_batch\":{b},\"ops\":{n},\"keys_per_s\":{:.0},\"speedup\":{},\"device_reads_per_key\":{:.3},\"major_faults_per_key\":{:.3}",
                 1e6 / us,
-                single / us,
+                ratio(single, us),
                 bytes as f64 / 4096.0 / n,
                 faults as f64 / n
             );
