@@ -1150,8 +1150,11 @@ fn batches_agree_with_single_keys() {
     let mut model = Model::new();
     let insert = |w: &mut Writer, model: &mut Model, key: u64, vals: std::ops::Range<u64>| {
         let n = vals.end - vals.start;
-        w.insert(&vec![k(key); n as usize], &vals.clone().map(k).collect::<Vec<_>>())
-            .unwrap();
+        w.insert(
+            &vec![k(key); n as usize],
+            &vals.clone().map(k).collect::<Vec<_>>(),
+        )
+        .unwrap();
         model.entry(k(key)).or_default().extend(vals.map(k));
     };
     for key in 0..20_000 {
@@ -1182,16 +1185,29 @@ fn batches_agree_with_single_keys() {
                         s.remove(&k(key));
                     }
                 }
-                _ => insert(&mut w, &mut model, key, 1_000_000 + round..1_000_001 + round),
+                _ => insert(
+                    &mut w,
+                    &mut model,
+                    key,
+                    1_000_000 + round..1_000_001 + round,
+                ),
             }
-            insert(&mut w, &mut model, 30_000 + rng.below(2000), round..round + 1);
+            insert(
+                &mut w,
+                &mut model,
+                30_000 + rng.below(2000),
+                round..round + 1,
+            );
         }
         w.commit().unwrap();
     }
     model.retain(|_, s| !s.is_empty());
     let r = Reader::open(&path, &manual()).unwrap();
     let s = r.stats().unwrap();
-    assert!(s.delta_tables > 0 && s.wal_bytes > 0, "deltas and a log tail: {s:?}");
+    assert!(
+        s.delta_tables > 0 && s.wal_bytes > 0,
+        "deltas and a log tail: {s:?}"
+    );
     let table = hashdir::store::ReaderTable::open(&path).unwrap().unwrap();
     let slots: Vec<_> = std::iter::from_fn(|| table.claim()).collect();
     let unpinned = Reader::open(&path, &manual()).unwrap();
@@ -1231,18 +1247,34 @@ fn check_batch(r: &Reader, model: &Model, keys: &[Key], what: &str) {
         let (mut f1, mut found1) = ([[0u8; 16]; 1], [9u8; 1]);
         r.lookup(std::slice::from_ref(key), &mut f1, &mut found1)
             .unwrap();
-        assert_eq!((found[i], first[i]), (found1[0], f1[0]), "{what}: lookup of key {i}");
+        assert_eq!(
+            (found[i], first[i]),
+            (found1[0], f1[0]),
+            "{what}: lookup of key {i}"
+        );
         let got = get_one(r, key);
         let set: BTreeSet<Value> = got.iter().copied().collect();
-        assert_eq!(set, model.get(key).cloned().unwrap_or_default(), "{what}: key {i}");
-        assert_eq!(found1[0] == 1, !set.is_empty(), "{what}: found flag of key {i}");
+        assert_eq!(
+            set,
+            model.get(key).cloned().unwrap_or_default(),
+            "{what}: key {i}"
+        );
+        assert_eq!(
+            found1[0] == 1,
+            !set.is_empty(),
+            "{what}: found flag of key {i}"
+        );
         want_counts.push(got.len() as u64);
         want_vals.extend(got);
     }
     let total = want_vals.len();
     let mut values = vec![[0u8; 16]; total];
     let mut counts = vec![0u64; n];
-    assert_eq!(r.get(keys, &mut values, &mut counts).unwrap(), total, "{what}");
+    assert_eq!(
+        r.get(keys, &mut values, &mut counts).unwrap(),
+        total,
+        "{what}"
+    );
     assert_eq!(counts, want_counts, "{what}: counts");
     assert_eq!(values, want_vals, "{what}: values");
     if total > 0 {

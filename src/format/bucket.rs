@@ -507,7 +507,11 @@ fn next_tag(
         }
         if let Some(j) = hit {
             let code = (get_u16(&words, 2 * j) & !TAG_BITS) as u8;
-            return Ok(Mark { i: i + j, at: at + sum - last, code });
+            return Ok(Mark {
+                i: i + j,
+                at: at + sum - last,
+                code,
+            });
         }
         at += sum;
         i += m;

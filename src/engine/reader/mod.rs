@@ -15,13 +15,13 @@ mod view;
 use super::options::{Options, Stats};
 use super::source::{Fault, Res};
 use crate::error::{Error, Result};
+use crate::format::bucket::Mark;
 use crate::format::hash::key_hash;
 use crate::store::{ReadFile, ReaderTable};
 use crate::{Key, Value};
 use hold::Hold;
 use parking_lot::{Mutex, RwLock};
 use snap::{Newest, Snap};
-use crate::format::bucket::Mark;
 use std::cell::RefCell;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -380,7 +380,10 @@ impl<'k> Batch<'k> {
         let n = self.keys.len();
         let group = |g: usize| &self.keys[(i + g * GROUP).min(n)..(i + (g + 1) * GROUP).min(n)];
         if prime {
-            group(0).iter().chain(group(1)).for_each(|k| s.warm_stage(key_hash(k), 0));
+            group(0)
+                .iter()
+                .chain(group(1))
+                .for_each(|k| s.warm_stage(key_hash(k), 0));
             group(0).iter().for_each(|k| s.warm_stage(key_hash(k), 1));
         }
         group(2).iter().for_each(|k| s.warm_stage(key_hash(k), 0));

@@ -262,7 +262,14 @@ impl Snap {
     }
 
     /// `v.find`, from `mark` when `v` is the table it was taken in (the last of the chain).
-    fn find(&self, cx: &Ctx, v: &TableView, h: u64, key: &Key, mark: Option<Mark>) -> Res<Option<Body>> {
+    fn find(
+        &self,
+        cx: &Ctx,
+        v: &TableView,
+        h: u64,
+        key: &Key,
+        mark: Option<Mark>,
+    ) -> Res<Option<Body>> {
         let m = mark.filter(|_| self.last(h).is_some_and(|l| std::ptr::eq(l, v)));
         v.find(cx, h, key, m)
     }
@@ -360,7 +367,9 @@ impl Snap {
     /// its first lines when `lines` (the pages being in memory).
     pub fn will_need_set(&self, set: &Newest, lines: bool) {
         if let Newest::Base(Body::Extent(x)) = set {
-            let len = usize::try_from(x.count).unwrap_or(usize::MAX).saturating_mul(16);
+            let len = usize::try_from(x.count)
+                .unwrap_or(usize::MAX)
+                .saturating_mul(16);
             match lines {
                 true => self.map.prefetch(x.offset, len.min(SET_LINES)),
                 false => self.map.will_need(x.offset, len),
