@@ -82,6 +82,7 @@ impl Mmap {
     }
 
     /// Copies bytes `[off, off + out.len())` into `out`.
+    #[inline]
     pub fn read(&self, off: u64, out: &mut [u8]) -> Result<()> {
         let start = self.check_range(off, out.len())?;
         let Some(base) = self.ptr else {
@@ -152,6 +153,7 @@ impl Mmap {
         self.advise(libc::MADV_DONTNEED);
     }
 
+    #[inline]
     fn check_range(&self, off: u64, n: usize) -> Result<usize> {
         let end = off.checked_add(n as u64);
         match end {
