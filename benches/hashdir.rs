@@ -4,7 +4,7 @@
 //!
 //!   cargo bench --bench hashdir -- [--keys N] [--values-per-key K] [--rounds | --zipf S]
 //!       [--batch B] [--lookups L] [--threads T] [--sync] [--cold] [--checkpoint-mb M]
-//!       [--dir DIR] [--keep]
+//!       [--dir DIR] [--keep] [--lookup-batch B1,B2,...]
 //!
 //! Workloads (N keys, K values a key on average, N × K pairs):
 //! - default: each key's K values together, keys one after another;
@@ -42,6 +42,8 @@ struct Args {
     checkpoint_mb: u64,
     dir: PathBuf,
     keep: bool,
+    /// Keys per lookup/get call to time, each against single-key calls in the same run.
+    lookup_batch: Vec<u64>,
     role: Option<String>,
     file: Option<PathBuf>,
 }
@@ -59,6 +61,7 @@ fn parse() -> Args {
         checkpoint_mb: 0,
         dir: std::env::temp_dir(),
         keep: false,
+        lookup_batch: Vec::new(),
         role: None,
         file: None,
     };
@@ -95,11 +98,19 @@ fn parse() -> Args {
                     .map(PathBuf::from)
                     .unwrap_or_else(|| die("--dir needs a path"))
             }
+            "--lookup-batch" => {
+                let v = it.next().unwrap_or_else(|| die("--lookup-batch needs sizes"));
+                a.lookup_batch = v
+                    .split(',')
+                    .map(|b| parse_num(b).filter(|&b| b > 0))
+                    .collect::<Option<_>>()
+                    .unwrap_or_else(|| die(&format!("--lookup-batch: not sizes: {v}")));
+            }
             "--role" => a.role = it.next(),
             "--file" => a.file = it.next().map(PathBuf::from),
             "--bench" => {} // cargo bench passes it
             "--help" | "-h" => {
-                println!("usage: cargo bench --bench hashdir -- [--keys N] [--values-per-key K] [--rounds | --zipf S] [--batch B] [--lookups L] [--threads T] [--sync] [--cold] [--checkpoint-mb M] [--dir DIR] [--keep]\n  N, B, L accept suffixes k, M, G (e.g. --keys 10M)\n  --rounds: K rounds, each giving every key one new value; --zipf S: each pair's key drawn from a Zipf law of exponent S\n  --cold adds lookups with the file dropped from the page cache every 1000 lookups, counting device reads, and a checkpoint of new keys over a table dropped from the page cache\n  --role recover --file F times the writer's recovery of F alone (profile it on a copy of a crashed writer's file: recovery keeps the log)");
+                println!("usage: cargo bench --bench hashdir -- [--keys N] [--values-per-key K] [--rounds | --zipf S] [--batch B] [--lookups L] [--threads T] [--sync] [--cold] [--checkpoint-mb M] [--dir DIR] [--keep] [--lookup-batch B1,B2,...]\n  N, B, L accept suffixes k, M, G (e.g. --keys 10M)\n  --rounds: K rounds, each giving every key one new value; --zipf S: each pair's key drawn from a Zipf law of exponent S\n  --cold adds lookups with the file dropped from the page cache every 1000 lookups, counting device reads, and a checkpoint of new keys over a table dropped from the page cache\n  --lookup-batch 1,16,128,1024: the reader also times lookups and gets of L random keys in calls of each size (hot; cold too with --cold), per key and, when 1 is among the sizes, against calls of one key (batch_*; cpu_us_per_key counts only the time the thread ran, for shared machines)\n  --role build --file F loads F and keeps it; --role batches --file F times only the batched calls on it\n  --role recover --file F times the writer's recovery of F alone (profile it on a copy of a crashed writer's file: recovery keeps the log)");
                 std::process::exit(0);
             }
             other => die(&format!("unknown argument {other} (try --help)")),
@@ -414,6 +425,9 @@ fn reader_role(a: &Args) {
     if a.cold {
         cold_lookups(&r, a);
     }
+    if !a.lookup_batch.is_empty() {
+        batches(&r, a);
+    }
     // The reader's own memory (not the file pages it maps): mostly the directory and the WAL
     // tail it holds as an overlay.
     emit("reader_anon_rss_mb", status_mb("RssAnon:"), a, "");
@@ -444,26 +458,9 @@ fn cold_lookups(r: &Reader, a: &Args) {
 /// Runs `ops` with the file dropped from the page cache before every 1000 of them, and
 /// reports their latency as `cold_<what>` with the device reads and major faults per op.
 fn cold(r: &Reader, a: &Args, what: &str, ops: &mut dyn FnMut(&mut dyn FnMut()) -> Vec<f64>) {
-    use std::cell::Cell;
-    // Counters summed over the op windows only (not over the cache drops between them).
-    let (total, start) = (Cell::new((0u64, 0u64)), Cell::new((0u64, 0u64)));
-    let close = || {
-        let ((b, f), (sb, sf), (tb, tf)) = (device_counters(), start.get(), total.get());
-        total.set((tb + b - sb, tf + f - sf));
-    };
-    let reopen = || {
-        r.evict().unwrap_or_else(|e| die(&e.to_string()));
-        start.set(device_counters());
-    };
-    reopen();
-    let mut lat = ops(&mut || {
-        close();
-        reopen();
-    });
-    close();
+    let (mut lat, bytes, faults) = cold_run(r, ops);
     let n = lat.len();
     report_latency(&format!("cold_{what}"), &mut lat, a, 0.0);
-    let (bytes, faults) = total.get();
     let extra = format!(",\"ops\":{n}");
     emit(
         &format!("device_reads_per_{what}"),
@@ -477,6 +474,186 @@ fn cold(r: &Reader, a: &Args, what: &str, ops: &mut dyn FnMut(&mut dyn FnMut()) 
         a,
         &extra,
     );
+}
+
+/// Runs `ops`, dropping the file from the page cache first and whenever it calls its
+/// argument; returns their latencies and the bytes read from the device and major faults
+/// summed over the op windows only (not over the cache drops between them).
+fn cold_run(
+    r: &Reader,
+    ops: &mut dyn FnMut(&mut dyn FnMut()) -> Vec<f64>,
+) -> (Vec<f64>, u64, u64) {
+    use std::cell::Cell;
+    let (total, start) = (Cell::new((0u64, 0u64)), Cell::new((0u64, 0u64)));
+    let close = || {
+        let ((b, f), (sb, sf), (tb, tf)) = (device_counters(), start.get(), total.get());
+        total.set((tb + b - sb, tf + f - sf));
+    };
+    let reopen = || {
+        r.evict().unwrap_or_else(|e| die(&e.to_string()));
+        start.set(device_counters());
+    };
+    reopen();
+    let lat = ops(&mut || {
+        close();
+        reopen();
+    });
+    close();
+    let (bytes, faults) = total.get();
+    (lat, bytes, faults)
+}
+
+/// Nanoseconds this thread has run on a CPU (/proc/thread-self/schedstat): unlike the wall
+/// clock, not counting the time other processes of a shared machine took the CPU from it.
+fn cpu_ns() -> u64 {
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Keys the batched calls look up: `n` random ones, the same for every call size.
+fn batch_ids(a: &Args, n: u64) -> Vec<u64> {
+    let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+    (0..n)
+        .map(|_| {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng % a.keys
+        })
+        .collect()
+}
+
+/// Lookups (gets when `get`) of `ids` in calls of `b` keys, checked; the latency of each call
+/// in µs. `every_1000` runs (untimed) before a call once 1000 keys went by since it last ran.
+fn batch_calls(
+    r: &Reader,
+    a: &Args,
+    ids: &[u64],
+    b: u64,
+    get: bool,
+    every_1000: &mut dyn FnMut(),
+) -> Vec<f64> {
+    let b = b as usize;
+    let exact = !matches!(a.shape, Shape::Zipf(_));
+    let mut keys = Vec::with_capacity(b);
+    let (mut first, mut found, mut counts) = (vec![[0u8; 16]; b], vec![0u8; b], vec![0u64; b]);
+    let mut values = vec![[0u8; 16]; b * a.values_per_key as usize];
+    let mut out = Vec::with_capacity(ids.len() / b + 1);
+    let mut since = 0;
+    for chunk in ids.chunks(b) {
+        if since >= 1000 {
+            every_1000();
+            since = 0;
+        }
+        since += chunk.len();
+        let n = chunk.len();
+        keys.clear();
+        keys.extend(chunk.iter().map(|&i| key(i)));
+        let t = Instant::now();
+        if !get {
+            r.lookup(&keys, &mut first[..n], &mut found[..n])
+                .unwrap_or_else(|e| die(&e.to_string()));
+            out.push(t.elapsed().as_nanos() as f64 / 1000.0);
+            for (j, &i) in chunk.iter().enumerate() {
+                let absent_ok = !exact && found[j] == 0;
+                if !absent_ok && (found[j] != 1 || first[j][..8] != i.to_le_bytes()) {
+                    die(&format!("key {i} not found or wrong value in a batch of {n}"));
+                }
+            }
+            continue;
+        }
+        let got = match r.get(&keys, &mut values, &mut counts[..n]) {
+            Err(hashdir::Error::BufferTooSmall { needed, .. }) => {
+                values.resize(needed, [0u8; 16]);
+                let t = Instant::now();
+                let got = r.get(&keys, &mut values, &mut counts[..n]);
+                out.push(t.elapsed().as_nanos() as f64 / 1000.0);
+                got
+            }
+            other => {
+                out.push(t.elapsed().as_nanos() as f64 / 1000.0);
+                other
+            }
+        }
+        .unwrap_or_else(|e| die(&e.to_string()));
+        let mut at = 0;
+        for (j, &i) in chunk.iter().enumerate() {
+            let c = counts[j] as usize;
+            if exact && c as u64 != a.values_per_key
+                || values[at..at + c].iter().any(|v| v[..8] != i.to_le_bytes())
+            {
+                die(&format!("key {i}: {c} values in a batch of {n}"));
+            }
+            at += c;
+        }
+        if at != got {
+            die(&format!("get returned {got} values, counts sum to {at}"));
+        }
+    }
+    out
+}
+
+/// Lookups and gets of L random keys in calls of each `--lookup-batch` size, hot (after one
+/// pass has mapped their pages) and, with `--cold`, with the file dropped from the page cache
+/// before every 1000 keys: µs per key, and the speedup over calls of one key in this run.
+fn batches(r: &Reader, a: &Args) {
+    let sizes = &a.lookup_batch;
+    let ids = batch_ids(a, a.lookups.max(1));
+    for get in [false, true] {
+        batch_calls(r, a, &ids, 1024, get, &mut || {});
+    }
+    let what = |get: bool| if get { "get" } else { "lookup" };
+    // Against calls of one key, when they were timed.
+    let ratio = |single: f64, x: f64| match single > 0.0 {
+        true => format!("{:.3}", single / x),
+        false => "null".to_string(),
+    };
+    for get in [false, true] {
+        let (mut single, mut single_cpu) = (0.0, 0.0);
+        for &b in sizes {
+            let cpu0 = cpu_ns();
+            let lat = batch_calls(r, a, &ids, b, get, &mut || {});
+            let cpu = (cpu_ns() - cpu0) as f64 / 1000.0 / ids.len() as f64;
+            let us = lat.iter().sum::<f64>() / ids.len() as f64;
+            if b == 1 {
+                (single, single_cpu) = (us, cpu);
+            }
+            let extra = format!(
+                ",\"lookup_batch\":{b},\"ops\":{},\"keys_per_s\":{:.0},\"speedup\":{},\"cpu_us_per_key\":{cpu:.3},\"cpu_speedup\":{}",
+                ids.len(),
+                1e6 / us,
+                ratio(single, us),
+                ratio(single_cpu, cpu)
+            );
+            emit(&format!("batch_{}_us_per_key", what(get)), us, a, &extra);
+        }
+    }
+    if !a.cold {
+        return;
+    }
+    let ids = &ids[..ids.len().min(20_000)];
+    for get in [false, true] {
+        let mut single = 0.0;
+        for &b in sizes {
+            let (lat, bytes, faults) =
+                cold_run(r, &mut |every| batch_calls(r, a, ids, b, get, every));
+            let us = lat.iter().sum::<f64>() / ids.len() as f64;
+            if b == 1 {
+                single = us;
+            }
+            let n = ids.len() as f64;
+            let extra = format!(
+                ",\"lookup_batch\":{b},\"ops\":{n},\"keys_per_s\":{:.0},\"speedup\":{},\"device_reads_per_key\":{:.3},\"major_faults_per_key\":{:.3}",
+                1e6 / us,
+                ratio(single, us),
+                bytes as f64 / 4096.0 / n,
+                faults as f64 / n
+            );
+            emit(&format!("batch_cold_{}_us_per_key", what(get)), us, a, &extra);
+        }
+    }
 }
 
 /// (bytes this process read from storage, major page faults) so far.
@@ -624,6 +801,10 @@ fn child(role: &str, a: &Args, path: &Path) -> Command {
     }
     if a.cold {
         cmd.arg("--cold");
+    }
+    if !a.lookup_batch.is_empty() {
+        let sizes: Vec<String> = a.lookup_batch.iter().map(u64::to_string).collect();
+        cmd.args(["--lookup-batch", &sizes.join(",")]);
     }
     cmd
 }
@@ -838,6 +1019,16 @@ fn main() {
             return drop(w);
         }
         Some("merge") => return merge_role(&a),
+        // A loaded file kept for later roles, and the batched calls alone on it.
+        Some("build") => {
+            let path = a.file.clone().unwrap_or_else(|| die("--file missing"));
+            return load(&a, &path).close().unwrap_or_else(|e| die(&e.to_string()));
+        }
+        Some("batches") => {
+            let path = a.file.clone().unwrap_or_else(|| die("--file missing"));
+            let r = Reader::open(&path, &Options::default()).unwrap_or_else(|e| die(&e.to_string()));
+            return batches(&r, &a);
+        }
         // Hot gets alone, for profiling: one pass maps the sample's pages, ten more are timed.
         Some("gets") => {
             let path = a.file.clone().unwrap_or_else(|| die("--file missing"));

@@ -4,7 +4,7 @@
 //
 //   bench [--keys N] [--values-per-key V] [--batch B] [--lookups L] [--seed S]
 //         [--engines hashdir,lmdb,lmdb-nosync,rocksdb,tkrzw] [--dir DIR] [--keep]
-//         [--rocksdb-bloom-bits BITS] [--warm-gib G]
+//         [--rocksdb-bloom-bits BITS] [--warm-gib G] [--lookup-batch K]
 //
 // N, B and L accept the suffixes k and M (e.g. --keys 10M). N is the number of distinct keys;
 // each has V values, so a run holds N * V pairs (the convention of benches/hashdir.rs).
@@ -170,6 +170,12 @@ class Engine {
   virtual void load_close() = 0;
   virtual void read_open(const std::string& dir) = 0;
   virtual size_t get(const uint8_t* key, uint8_t* out, size_t cap) = 0;
+  // `get` of n keys: key k's values at out + 16 * cap * k, its count in counts[k]. Engines
+  // without a batch call look the keys up one after another.
+  virtual void get_many(const uint8_t* keys, size_t n, uint8_t* out, size_t cap,
+                        size_t* counts) {
+    for (size_t k = 0; k < n; k++) counts[k] = get(keys + 16 * k, out + 16 * cap * k, cap);
+  }
   virtual void read_close() = 0;
 };
 
@@ -221,6 +227,34 @@ class HashdirEngine final : public Engine {
     check(s, "hashdir_reader_get");
     return count;
   }
+  // One call for the whole batch; a set that does not fit (not in this workload) goes back to
+  // calls of one key.
+  void get_many(const uint8_t* keys, size_t n, uint8_t* out, size_t cap,
+                size_t* counts) override {
+    const auto* ks = reinterpret_cast<const hashdir_key*>(keys);
+    if (cap == 1) {
+      found_.resize(n);
+      check(hashdir_reader_lookup(r_, ks, n, reinterpret_cast<hashdir_value*>(out),
+                                  found_.data()),
+            "hashdir_reader_lookup");
+      for (size_t k = 0; k < n; k++) counts[k] = found_[k];
+      return;
+    }
+    packed_.resize(16 * n * cap);
+    counts_.resize(n);
+    size_t total = 0;
+    hashdir_status s = hashdir_reader_get(r_, ks, n, reinterpret_cast<hashdir_value*>(packed_.data()),
+                                          n * cap, counts_.data(), &total);
+    if (s == HASHDIR_ERR_BUFFER_TOO_SMALL) return Engine::get_many(keys, n, out, cap, counts);
+    check(s, "hashdir_reader_get");
+    size_t at = 0;
+    for (size_t k = 0; k < n; k++) {
+      counts[k] = counts_[k];
+      size_t m = std::min<size_t>(counts_[k], cap);
+      std::memcpy(out + 16 * cap * k, &packed_[16 * at], 16 * m);
+      at += counts_[k];
+    }
+  }
   void read_close() override {
     hashdir_reader* r = r_;
     r_ = nullptr;
@@ -235,6 +269,8 @@ class HashdirEngine final : public Engine {
   std::string path_;
   hashdir_writer* w_ = nullptr;
   hashdir_reader* r_ = nullptr;
+  std::vector<uint8_t> found_, packed_;
+  std::vector<uint64_t> counts_;
 };
 
 // LMDB: one write transaction per batch; `sync` = default durability (fdatasync per commit),
@@ -451,6 +487,7 @@ struct Args {
   bool keep = false;
   int rocksdb_bloom_bits = 10;
   uint64_t warm_gib = 0;
+  uint64_t lookup_batch = 1;  // keys per lookup call
 };
 
 const char* const FIGURES[] = {"insert_pairs_per_s", "lookup_avg_us", "lookup_p50_us",
@@ -511,7 +548,7 @@ Result run_engine(const std::string& name, const Args& a, const Workload& w,
   load += Clock::now() - t0;
   res.load_s = secs(load);
 
-  // Reopen, then time each lookup of a random existing key on its own.
+  // Reopen, then time the lookups of random existing keys, in calls of --lookup-batch keys.
   t0 = Clock::now();
   e->read_open(dir);
   res.reopen_s = secs(Clock::now() - t0);
@@ -520,37 +557,48 @@ Result run_engine(const std::string& name, const Args& a, const Workload& w,
   std::vector<uint64_t> ns(a.lookups);
   SplitMix64 pick{w.lookup_seed};
   const size_t cap = static_cast<size_t>(a.vpk);
-  std::vector<uint8_t> got(16 * cap), want(16 * cap);
-  uint8_t key[16];
+  const size_t per_call = static_cast<size_t>(a.lookup_batch);
+  std::vector<uint8_t> got(16 * cap * per_call), want(16 * cap), keys(16 * per_call);
+  std::vector<uint64_t> ids(per_call);
+  std::vector<size_t> counts(per_call);
+  auto sort16 = [](uint8_t* p, size_t n) {
+    std::vector<std::string> xs;
+    for (size_t j = 0; j < n; j++) xs.emplace_back(reinterpret_cast<const char*>(p + 16 * j), 16);
+    std::sort(xs.begin(), xs.end());
+    for (size_t j = 0; j < n; j++) std::memcpy(p + 16 * j, xs[j].data(), 16);
+  };
   auto l0 = Clock::now();
-  for (uint64_t q = 0; q < a.lookups; q++) {
-    uint64_t i = pick.below(a.keys);
-    w.key(i, key);
-    auto s = Clock::now();
-    size_t n = e->get(key, got.data(), cap);
-    ns[q] = static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
-                                      Clock::now() - s)
-                                      .count());
-    // Check: the key is there with exactly its V values (in any order).
-    if (n != cap)
-      die("%s: lookup %" PRIu64 " of key #%" PRIu64 " (%s): expected %zu value(s), got %zu%s",
-          name.c_str(), q, i, hex(key, 16).c_str(), cap, n, n > cap ? " or more" : "");
-    for (size_t j = 0; j < cap; j++) w.value(i, j, &want[16 * j]);
-    if (cap > 1) {
-      auto sort16 = [](std::vector<uint8_t>& v) {
-        std::vector<std::string> xs;
-        for (size_t j = 0; j < v.size(); j += 16)
-          xs.emplace_back(reinterpret_cast<const char*>(&v[j]), 16);
-        std::sort(xs.begin(), xs.end());
-        for (size_t j = 0; j < xs.size(); j++) std::memcpy(&v[16 * j], xs[j].data(), 16);
-      };
-      sort16(got);
-      sort16(want);
+  for (uint64_t q0 = 0; q0 < a.lookups; q0 += per_call) {
+    size_t nb = static_cast<size_t>(std::min<uint64_t>(per_call, a.lookups - q0));
+    for (size_t k = 0; k < nb; k++) {
+      ids[k] = pick.below(a.keys);
+      w.key(ids[k], &keys[16 * k]);
     }
-    if (got != want)
-      die("%s: lookup %" PRIu64 " of key #%" PRIu64 " (%s): wrong value(s): got %s, want %s",
-          name.c_str(), q, i, hex(key, 16).c_str(), hex(got.data(), got.size()).c_str(),
-          hex(want.data(), want.size()).c_str());
+    auto s = Clock::now();
+    e->get_many(keys.data(), nb, got.data(), cap, counts.data());
+    // A call of several keys counts its time evenly among them.
+    uint64_t call_ns = static_cast<uint64_t>(
+        std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - s).count());
+    for (size_t k = 0; k < nb; k++) {
+      uint64_t q = q0 + k, i = ids[k];
+      const uint8_t* key = &keys[16 * k];
+      uint8_t* g = &got[16 * cap * k];
+      size_t n = counts[k];
+      ns[q] = call_ns / nb;
+      // Check: the key is there with exactly its V values (in any order).
+      if (n != cap)
+        die("%s: lookup %" PRIu64 " of key #%" PRIu64 " (%s): expected %zu value(s), got %zu%s",
+            name.c_str(), q, i, hex(key, 16).c_str(), cap, n, n > cap ? " or more" : "");
+      for (size_t j = 0; j < cap; j++) w.value(i, j, &want[16 * j]);
+      if (cap > 1) {
+        sort16(g, cap);
+        sort16(want.data(), cap);
+      }
+      if (std::memcmp(g, want.data(), 16 * cap) != 0)
+        die("%s: lookup %" PRIu64 " of key #%" PRIu64 " (%s): wrong value(s): got %s, want %s",
+            name.c_str(), q, i, hex(key, 16).c_str(), hex(g, 16 * cap).c_str(),
+            hex(want.data(), want.size()).c_str());
+    }
   }
   res.lookup_s = secs(Clock::now() - l0);
   e->read_close();
@@ -584,13 +632,15 @@ Result run_engine(const std::string& name, const Args& a, const Workload& w,
                "[--seed S]\n"
                "             [--engines hashdir,lmdb,lmdb-nosync,rocksdb,tkrzw] [--dir DIR] "
                "[--keep]\n"
-               "             [--rocksdb-bloom-bits BITS] [--warm-gib G]\n"
+               "             [--rocksdb-bloom-bits BITS] [--warm-gib G] [--lookup-batch K]\n"
                "  N (distinct keys, default 10M), B (pairs per batch, default 100k) and L\n"
                "  (lookups, default 1M) accept the suffixes k and M. Each key has V values\n"
                "  (default 1): N*V pairs. Stores go to a fresh directory under DIR (default\n"
                "  /tmp), removed at the end unless --keep. BITS: RocksDB bloom filter bits per\n"
                "  key (default 10, 0 = none). G: GiB of fresh memory touched and released\n"
-               "  before each engine runs (default 0; see compare/README.md).\n");
+               "  before each engine runs (default 0; see compare/README.md). K: keys per lookup\n"
+               "  call (default 1; engines without a batch call loop; a call's time is split\n"
+               "  evenly among its keys).\n");
   std::exit(code);
 }
 
@@ -642,6 +692,7 @@ Args parse_args(int argc, char** argv) {
     else if (o == "--rocksdb-bloom-bits")
       a.rocksdb_bloom_bits = static_cast<int>(parse_count(o.c_str(), val()));
     else if (o == "--warm-gib") a.warm_gib = parse_count(o.c_str(), val());
+    else if (o == "--lookup-batch") a.lookup_batch = parse_count(o.c_str(), val());
     else if (o == "--engines") {
       a.engines.clear();
       std::string s = val();
@@ -661,6 +712,7 @@ Args parse_args(int argc, char** argv) {
   if (a.keys == 0) die("--keys must be > 0");
   if (a.vpk == 0 || a.vpk > 4096) die("--values-per-key must be in 1..4096");
   if (a.batch == 0) die("--batch must be > 0");
+  if (a.lookup_batch == 0 || a.lookup_batch > 1'000'000) die("--lookup-batch must be in 1..1M");
   for (const auto& name : a.engines) make_engine(name, a);  // rejects unknown names early
   return a;
 }
@@ -761,11 +813,12 @@ int main(int argc, char** argv) {
               mdb_version(nullptr, nullptr, nullptr), ROCKSDB_MAJOR, ROCKSDB_MINOR,
               ROCKSDB_PATCH, tkrzw::PACKAGE_VERSION);
   std::printf("# seed=%" PRIu64 " keys=%" PRIu64 " values_per_key=%" PRIu64 " pairs=%" PRIu64
-              " batch=%" PRIu64 " pairs (%" PRIu64 " keys) lookups=%" PRIu64 " dir=%s\n",
+              " batch=%" PRIu64 " pairs (%" PRIu64 " keys) lookups=%" PRIu64
+              " lookup_batch=%" PRIu64 " dir=%s\n",
               a.seed, a.keys, a.vpk, pairs, keys_per_batch * a.vpk, keys_per_batch, a.lookups,
-              g_run_dir.c_str());
+              a.lookup_batch, g_run_dir.c_str());
   std::printf("# workload: random 16-byte keys and 16-byte values (splitmix64), inserted in\n"
-              "#   batches of whole keys; lookups of random existing keys, each timed alone\n"
+              "#   batches of whole keys; lookups of random existing keys, each call timed\n"
               "#   (steady_clock) and checked (found, exactly its values); insert time = the\n"
               "#   engine's open + batches + close; disk = st_blocks*512 over the store's files\n"
               "#   after the final close; stores reopened before the lookups; hot page cache.\n");

@@ -49,11 +49,16 @@ fn log_of(bytes: u64) -> Options {
 }
 
 fn get_all(r: &Reader, key: &Key) -> BTreeSet<Value> {
+    get_one(r, key).into_iter().collect()
+}
+
+/// The key's values as one get returns them.
+fn get_one(r: &Reader, key: &Key) -> Vec<Value> {
     let mut counts = [0u64; 1];
     let mut buf = vec![[0u8; 16]; 8];
     loop {
         match r.get(std::slice::from_ref(key), &mut buf, &mut counts) {
-            Ok(n) => return buf[..n].iter().copied().collect(),
+            Ok(n) => return buf[..n].to_vec(),
             Err(Error::BufferTooSmall { needed, .. }) => buf.resize(needed, [0; 16]),
             Err(e) => panic!("get failed: {e}"),
         }
@@ -1172,4 +1177,154 @@ fn a_frame_after_a_lost_frame_never_comes_back() {
     expect(&Reader::open(&image, &opts()).unwrap());
     w.close().unwrap();
     expect(&Reader::open(&image, &opts()).unwrap());
+}
+
+/// Lookups and gets of random batches (duplicates, missing keys, keys only in the log or in
+/// delta tables, sets of 1, 8 and 300 values) give what calls of one key give, in order, with
+/// the pages cached or dropped from the page cache, pinned or not; a get whose buffer is one
+/// value short says how many values there are.
+#[test]
+fn batches_agree_with_single_keys() {
+    let mut rng = Rng::seeded("batches_agree_with_single_keys");
+    let d = TempDir::new("batches");
+    let path = d.file("t.h5");
+    let mut w = Writer::open(&path, &small_log()).unwrap();
+    let mut model = Model::new();
+    let insert = |w: &mut Writer, model: &mut Model, key: u64, vals: std::ops::Range<u64>| {
+        let n = vals.end - vals.start;
+        w.insert(
+            &vec![k(key); n as usize],
+            &vals.clone().map(k).collect::<Vec<_>>(),
+        )
+        .unwrap();
+        model.entry(k(key)).or_default().extend(vals.map(k));
+    };
+    for key in 0..20_000 {
+        let n = match key {
+            0..100 => 300,
+            100..2000 => 8,
+            _ => 1,
+        };
+        insert(&mut w, &mut model, key, key..key + n);
+        if key % 2000 == 1999 {
+            w.commit().unwrap();
+        }
+    }
+    w.checkpoint().unwrap();
+    // Changes over the base, in commits small enough that some reach delta tables and the
+    // last stay in the log: values added and removed, keys deleted, new keys.
+    for round in 0..40u64 {
+        for _ in 0..100 {
+            let key = rng.below(20_000);
+            match rng.below(4) {
+                0 => {
+                    w.delete_keys(&[k(key)]).unwrap();
+                    model.remove(&k(key));
+                }
+                1 => {
+                    w.delete_pairs(&[k(key)], &[k(key)]).unwrap();
+                    if let Some(s) = model.get_mut(&k(key)) {
+                        s.remove(&k(key));
+                    }
+                }
+                _ => insert(
+                    &mut w,
+                    &mut model,
+                    key,
+                    1_000_000 + round..1_000_001 + round,
+                ),
+            }
+            insert(
+                &mut w,
+                &mut model,
+                30_000 + rng.below(2000),
+                round..round + 1,
+            );
+        }
+        w.commit().unwrap();
+    }
+    model.retain(|_, s| !s.is_empty());
+    let r = Reader::open(&path, &manual()).unwrap();
+    let s = r.stats().unwrap();
+    assert!(
+        s.delta_tables > 0 && s.wal_bytes > 0,
+        "deltas and a log tail: {s:?}"
+    );
+    let table = hashdir::store::ReaderTable::open(&path).unwrap().unwrap();
+    let slots: Vec<_> = std::iter::from_fn(|| table.claim()).collect();
+    let unpinned = Reader::open(&path, &manual()).unwrap();
+    drop(slots);
+    for (name, r) in [("pinned", &r), ("unpinned", &unpinned)] {
+        for round in 0..30 {
+            if round % 10 == 9 {
+                r.evict().unwrap();
+            }
+            let n = [2, 3, 15, 16, 17, 64, 100, 1000][rng.below(8) as usize];
+            let mut keys: Vec<Key> = Vec::with_capacity(n);
+            for _ in 0..n {
+                let key = match rng.below(8) {
+                    0 if !keys.is_empty() => keys[rng.below(keys.len() as u64) as usize],
+                    1 => k(50_000 + rng.below(1000)),
+                    2 => k(30_000 + rng.below(2000)),
+                    3 => k(rng.below(100)),
+                    _ => k(rng.below(20_000)),
+                };
+                keys.push(key);
+            }
+            let what = format!("{name} round {round}, batch of {n}");
+            check_batch(r, &model, &keys, &what);
+        }
+    }
+    w.close().unwrap();
+}
+
+/// A batch's lookup and get against one call per key and the model.
+fn check_batch(r: &Reader, model: &Model, keys: &[Key], what: &str) {
+    let n = keys.len();
+    let (mut first, mut found) = (vec![[0u8; 16]; n], vec![9u8; n]);
+    r.lookup(keys, &mut first, &mut found).unwrap();
+    let mut want_vals = Vec::new();
+    let mut want_counts = Vec::new();
+    for (i, key) in keys.iter().enumerate() {
+        let (mut f1, mut found1) = ([[0u8; 16]; 1], [9u8; 1]);
+        r.lookup(std::slice::from_ref(key), &mut f1, &mut found1)
+            .unwrap();
+        assert_eq!(
+            (found[i], first[i]),
+            (found1[0], f1[0]),
+            "{what}: lookup of key {i}"
+        );
+        let got = get_one(r, key);
+        let set: BTreeSet<Value> = got.iter().copied().collect();
+        assert_eq!(
+            set,
+            model.get(key).cloned().unwrap_or_default(),
+            "{what}: key {i}"
+        );
+        assert_eq!(
+            found1[0] == 1,
+            !set.is_empty(),
+            "{what}: found flag of key {i}"
+        );
+        want_counts.push(got.len() as u64);
+        want_vals.extend(got);
+    }
+    let total = want_vals.len();
+    let mut values = vec![[0u8; 16]; total];
+    let mut counts = vec![0u64; n];
+    assert_eq!(
+        r.get(keys, &mut values, &mut counts).unwrap(),
+        total,
+        "{what}"
+    );
+    assert_eq!(counts, want_counts, "{what}: counts");
+    assert_eq!(values, want_vals, "{what}: values");
+    if total > 0 {
+        match r.get(keys, &mut values[..total - 1], &mut counts) {
+            Err(Error::BufferTooSmall { needed, capacity }) => {
+                assert_eq!((needed, capacity), (total, total - 1), "{what}")
+            }
+            other => panic!("{what}: a buffer one value short gave {other:?}"),
+        }
+    }
 }

@@ -128,13 +128,27 @@ impl Body {
 }
 
 /// Length of an entry (key and body) with tag-word code `code`; None for a code no entry has.
-fn code_len(code: u8) -> Option<usize> {
+const fn code_len(code: u8) -> Option<usize> {
     match code {
         EXTENT | DELTA => Some(16 + REF_BODY),
-        c if (1..=INLINE_MAX as u8).contains(&c) => Some(16 + 16 * c as usize),
+        c if c >= 1 && c <= INLINE_MAX as u8 => Some(16 + 16 * c as usize),
         _ => None,
     }
 }
+
+/// [`code_len`] of every code a tag word can hold (0: none), for scans of many tag words.
+const CODE_LEN: [u8; 16] = {
+    let mut t = [0u8; 16];
+    let mut c = 0;
+    while c < 16 {
+        t[c] = match code_len(c as u8) {
+            Some(n) => n as u8,
+            None => 0,
+        };
+        c += 1;
+    }
+    t
+};
 
 fn tag_word(hash: u64, code: u8) -> u16 {
     hash as u16 & TAG_BITS | code as u16
@@ -435,6 +449,88 @@ pub fn find(p: &Page, hash: u64, key: &Key, offset: u64) -> Result<Option<Body>>
 /// Tag words read per step of [`find_in`].
 const TAG_STEP: usize = 64;
 
+/// Where a search of a page stands: tag word `i`, whose entry starts at byte `at` and has
+/// tag-word code `code` (`i` is the entry count and `code` 0 when no tag word from there on
+/// matches).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Mark {
+    pub i: usize,
+    pub at: usize,
+    pub code: u8,
+}
+
+impl Mark {
+    /// Bytes of the entry it points at (0 at the end).
+    pub fn len(&self) -> usize {
+        code_len(self.code).unwrap_or(0)
+    }
+}
+
+/// The entry count of a page that `read` copies out piecewise, checked.
+fn count_in(read: &mut impl FnMut(usize, &mut [u8]) -> Result<()>, offset: u64) -> Result<usize> {
+    let mut hdr = [0u8; HEADER];
+    read(0, &mut hdr)?;
+    count_checked(&hdr, offset)
+}
+
+/// The first tag word from `i` on (its entry at `at`) that carries `hash`'s tag.
+fn next_tag(
+    read: &mut impl FnMut(usize, &mut [u8]) -> Result<()>,
+    n: usize,
+    hash: u64,
+    mut i: usize,
+    mut at: usize,
+    offset: u64,
+) -> Result<Mark> {
+    let tag = hash as u16 & TAG_BITS;
+    let mut words = [0u8; 2 * TAG_STEP];
+    while i < n {
+        let m = (n - i).min(TAG_STEP);
+        read(HEADER + 2 * i, &mut words[..2 * m])?;
+        let tws = words[..2 * m]
+            .chunks_exact(2)
+            .map(|w| u16::from_le_bytes([w[0], w[1]]));
+        // The match first, then the lengths of the entries up to it: two loops without
+        // branches on the data.
+        let hit = tws.clone().position(|tw| tw & TAG_BITS == tag);
+        let (mut sum, mut last, mut valid) = (0, 0, true);
+        for tw in tws.take(hit.map_or(m, |j| j + 1)) {
+            last = CODE_LEN[usize::from(tw & !TAG_BITS)] as usize;
+            valid &= last != 0;
+            sum += last;
+        }
+        if !valid {
+            return Err(bad(offset, "bad entry code"));
+        }
+        if at + sum > PAGE {
+            return Err(bad(offset, "entry beyond page end"));
+        }
+        if let Some(j) = hit {
+            let code = (get_u16(&words, 2 * j) & !TAG_BITS) as u8;
+            return Ok(Mark {
+                i: i + j,
+                at: at + sum - last,
+                code,
+            });
+        }
+        at += sum;
+        i += m;
+    }
+    Ok(Mark { i: n, at, code: 0 })
+}
+
+/// The first entry of a validated page whose tag matches `hash`'s: where [`find_in_from`]
+/// starts. Found while the entry's lines are not yet needed, so that a batch can load them
+/// for many keys at once.
+pub fn mark_in(
+    read: &mut impl FnMut(usize, &mut [u8]) -> Result<()>,
+    hash: u64,
+    offset: u64,
+) -> Result<Mark> {
+    let n = count_in(read, offset)?;
+    next_tag(read, n, hash, 0, HEADER + 2 * n, offset)
+}
+
 /// [`find`] on a validated page that `read(at, out)` copies out piecewise (page bytes
 /// `at..at + out.len()`, always within the page): only the header, the tag words and the
 /// entries whose tag matches are read, a few cache lines instead of the page. An entry's
@@ -445,32 +541,35 @@ pub fn find_in(
     key: &Key,
     offset: u64,
 ) -> Result<Option<Body>> {
-    let mut hdr = [0u8; HEADER];
-    read(0, &mut hdr)?;
-    let n = count_checked(&hdr, offset)?;
-    let tag = hash as u16 & TAG_BITS;
-    let mut words = [0u8; 2 * TAG_STEP];
-    let mut at = HEADER + 2 * n;
-    for from in (0..n).step_by(TAG_STEP) {
-        let m = (n - from).min(TAG_STEP);
-        read(HEADER + 2 * from, &mut words[..2 * m])?;
-        for i in 0..m {
-            let tw = get_u16(&words, 2 * i);
-            let code = (tw & !TAG_BITS) as u8;
-            let len = code_len(code).ok_or_else(|| bad(offset, "bad entry code"))?;
-            if at + len > PAGE {
-                return Err(bad(offset, "entry beyond page end"));
-            }
-            if tw & TAG_BITS == tag {
-                let mut entry = [0u8; ENTRY_MAX];
-                read(at, &mut entry[..len])?;
-                let (k, body) = entry_from(&entry[..len], code, offset)?;
-                if &k == key {
-                    return Ok(Some(body));
-                }
-            }
-            at += len;
+    find_in_from(read, hash, key, offset, None)
+}
+
+/// [`find_in`] from `from`, the [`mark_in`] of the same page and hash (from the start
+/// without one).
+pub fn find_in_from(
+    read: &mut impl FnMut(usize, &mut [u8]) -> Result<()>,
+    hash: u64,
+    key: &Key,
+    offset: u64,
+    from: Option<Mark>,
+) -> Result<Option<Body>> {
+    let n = count_in(read, offset)?;
+    let mut m = match from {
+        Some(m) => m,
+        None => next_tag(read, n, hash, 0, HEADER + 2 * n, offset)?,
+    };
+    while m.i < n {
+        let len = m.len();
+        if len == 0 || m.at + len > PAGE {
+            return Err(bad(offset, "search mark outside the page"));
         }
+        let mut entry = [0u8; ENTRY_MAX];
+        read(m.at, &mut entry[..len])?;
+        let (k, body) = entry_from(&entry[..len], m.code, offset)?;
+        if &k == key {
+            return Ok(Some(body));
+        }
+        m = next_tag(read, n, hash, m.i + 1, m.at + len, offset)?;
     }
     Ok(None)
 }
@@ -574,13 +673,24 @@ mod tests {
             }
             Ok(None)
         };
+        // The search from a mark taken first, as a batch searches.
+        let marked = |p: &Page, k: &Key| -> Result<Option<Body>> {
+            let mut read = |at: usize, out: &mut [u8]| {
+                out.copy_from_slice(&p[at..at + out.len()]);
+                Ok(())
+            };
+            let m = mark_in(&mut read, key_hash(k), 0)?;
+            find_in_from(&mut read, key_hash(k), k, 0, Some(m))
+        };
         let agree = |p: &Page| {
             for k in &probes {
-                let (got, want) = (find(p, key_hash(k), k, 0), scan(p, k));
-                match (&got, &want) {
-                    (Ok(a), Ok(b)) => assert_eq!(a, b),
-                    (Err(_), Err(_)) => {}
-                    _ => panic!("search {got:?} against scan {want:?}"),
+                let want = scan(p, k);
+                for got in [find(p, key_hash(k), k, 0), marked(p, k)] {
+                    match (&got, &want) {
+                        (Ok(a), Ok(b)) => assert_eq!(a, b),
+                        (Err(_), Err(_)) => {}
+                        _ => panic!("search {got:?} against scan {want:?}"),
+                    }
                 }
             }
         };

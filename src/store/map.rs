@@ -82,6 +82,7 @@ impl Mmap {
     }
 
     /// Copies bytes `[off, off + out.len())` into `out`.
+    #[inline]
     pub fn read(&self, off: u64, out: &mut [u8]) -> Result<()> {
         let start = self.check_range(off, out.len())?;
         let Some(base) = self.ptr else {
@@ -106,16 +107,42 @@ impl Mmap {
         };
         let end = start.saturating_add(len).min(self.len);
         for at in (start..end).step_by(64) {
-            let p = base.as_ptr().wrapping_add(at);
-            #[cfg(target_arch = "x86_64")]
-            // SAFETY: a prefetch never faults and reads nothing architecturally; `p` is inside
-            // the live mapping anyway (`at < self.len`).
-            unsafe {
-                std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p.cast());
-            }
-            #[cfg(not(target_arch = "x86_64"))]
-            let _ = p;
+            super::memory::prefetch_line(base.as_ptr().wrapping_add(at));
         }
+    }
+
+    /// Whether the page holding `off` is in the page cache (true when unknown): one
+    /// `mincore` call.
+    pub fn resident(&self, off: u64) -> bool {
+        let Some((p, _)) = self.pages(off, 1) else {
+            return true;
+        };
+        let mut v = 0u8;
+        // SAFETY: `p` is a page-aligned address inside our live mapping and `v` has room for
+        // the one page asked about; mincore only reports.
+        let rc = unsafe { libc::mincore(p.cast(), 1, &mut v) };
+        rc != 0 || v & 1 != 0
+    }
+
+    /// Asks the kernel to start reading the pages of `[off, off + len)` from the device now
+    /// (`MADV_WILLNEED`), without waiting for them: a batch's reads then overlap.
+    pub fn will_need(&self, off: u64, len: usize) {
+        if let Some((p, n)) = self.pages(off, len) {
+            // SAFETY: [p, p + n) lies inside our live mapping; the advice only starts reads.
+            unsafe {
+                libc::madvise(p.cast(), n, libc::MADV_WILLNEED);
+            }
+        }
+    }
+
+    /// The OS pages covering `[off, off + len)`, clipped to the mapping: their start and
+    /// length in bytes; None when empty.
+    fn pages(&self, off: u64, len: usize) -> Option<(*mut u8, usize)> {
+        let base = self.ptr?;
+        let start = usize::try_from(off).ok()?;
+        let end = start.saturating_add(len).min(self.len);
+        let first = start / os_page() * os_page();
+        (end > first).then(|| (base.as_ptr().wrapping_add(first), end - first))
     }
 
     /// Unmaps the pages this mapping has touched (they fault back in from the file on the next
@@ -126,6 +153,7 @@ impl Mmap {
         self.advise(libc::MADV_DONTNEED);
     }
 
+    #[inline]
     fn check_range(&self, off: u64, n: usize) -> Result<usize> {
         let end = off.checked_add(n as u64);
         match end {
@@ -137,6 +165,16 @@ impl Mmap {
             )),
         }
     }
+}
+
+/// The OS page size.
+fn os_page() -> usize {
+    static SIZE: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    // SAFETY: sysconf only reads a system constant.
+    *SIZE.get_or_init(|| match unsafe { libc::sysconf(libc::_SC_PAGESIZE) } {
+        n if n > 0 => n as usize,
+        _ => 4096,
+    })
 }
 
 impl Drop for Mmap {

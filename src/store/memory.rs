@@ -1,4 +1,4 @@
-//! Advice to the kernel about the engine's own large buffers.
+//! Advice to the kernel and the CPU about the engine's memory.
 
 /// Size of a transparent huge page on x86-64 and most arm64 kernels.
 const HUGE: usize = 2 << 20;
@@ -19,4 +19,23 @@ pub fn huge_pages<T>(v: &mut Vec<T>) {
             libc::madvise(lo as *mut libc::c_void, hi - lo, libc::MADV_HUGEPAGE);
         }
     }
+}
+
+/// Hints the CPU to start loading the cache line at `p`, so that a read of it soon overlaps
+/// other misses instead of waiting after them.
+#[inline]
+pub fn prefetch_line(p: *const u8) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch reads nothing architecturally and never faults, whatever the address.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p.cast());
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
+}
+
+/// [`prefetch_line`] of the line holding `*r`.
+#[inline]
+pub fn prefetch<T>(r: &T) {
+    prefetch_line((r as *const T).cast());
 }

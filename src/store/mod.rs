@@ -17,7 +17,7 @@ pub mod trace;
 pub use file::{drop_cache, Create, FileSize, ReadFile, WriterFile};
 pub use h5::Layout;
 pub use map::Mmap;
-pub use memory::huge_pages;
+pub use memory::{huge_pages, prefetch};
 pub use readers::{table_path, ReaderTable, Slot, SLOTS};
 
 /// Positional I/O on the writer's file.

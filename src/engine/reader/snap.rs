@@ -15,14 +15,28 @@ use super::super::wal::{self, Cursor};
 use super::hold::Hold;
 use super::view::{misplaced, Ctx, Known, TableView};
 use crate::error::{Error, Result};
-use crate::format::bucket::Body;
+use crate::format::bucket::{Body, Mark};
 use crate::format::hash::key_hash;
 use crate::format::layout::{ROOT_SLOT, SEGMENT};
 use crate::format::root::{self, LogRef, Root};
-use crate::format::table::TableRef;
+use crate::format::table::{Kind, TableRef};
 use crate::store::{Mmap, ReadFile, ReaderTable};
 use crate::{Key, Value};
 use std::sync::Arc;
+
+/// Bytes of a set's extent a batch loads into the CPU caches ahead of copying it: the rest
+/// streams in behind the copy.
+const SET_LINES: usize = 4096;
+
+/// What settles a key's set.
+pub enum Newest {
+    /// No entry and no logged change: no values.
+    None,
+    /// A base entry alone: its values are the set.
+    Base(Body),
+    /// Changes to fold, from the logs or delta tables.
+    Fold,
+}
 
 /// A log and the overlay of its frames read so far.
 #[derive(Clone)]
@@ -232,11 +246,28 @@ impl Snap {
         let below = self.merging.as_ref().is_some_and(|(_, c)| h < *c);
         let newer = self.deltas[merged..].iter().rev();
         let in_merge = self.deltas[..merged].iter().rev().filter(move |_| !below);
-        let last = match (&self.merging, below) {
-            (Some((m, _)), true) => Some(m),
-            _ => self.base.as_ref(),
-        };
-        newer.chain(in_merge).chain(last).map(|v| &**v)
+        newer.chain(in_merge).map(|v| &**v).chain(self.last(h))
+    }
+
+    /// The last table of [`Snap::chain`]: the base table, or the merge's below its cursor.
+    fn last(&self, h: u64) -> Option<&TableView> {
+        match &self.merging {
+            Some((m, c)) if h < *c => Some(&**m),
+            _ => self.base.as_deref(),
+        }
+    }
+
+    /// `v.find`, from `mark` when `v` is the table it was taken in (the last of the chain).
+    fn find(
+        &self,
+        cx: &Ctx,
+        v: &TableView,
+        h: u64,
+        key: &Key,
+        mark: Option<Mark>,
+    ) -> Res<Option<Body>> {
+        let m = mark.filter(|_| self.last(h).is_some_and(|l| std::ptr::eq(l, v)));
+        v.find(cx, h, key, m)
     }
 
     /// The key's entries in the tables for it, newest first, up to one that drops the
@@ -245,8 +276,8 @@ impl Snap {
         let cx = self.ctx();
         let mut out = Vec::new();
         for v in self.chain(h) {
-            let base = v.t.kind == crate::format::table::Kind::Base;
-            if let Some(b) = v.find(&cx, h, key)? {
+            let base = v.t.kind == Kind::Base;
+            if let Some(b) = v.find(&cx, h, key, None)? {
                 let stops = base || matches!(b, Body::Delta(d) if d.cleared);
                 out.push((b, base));
                 if stops {
@@ -298,29 +329,90 @@ impl Snap {
         })
     }
 
+    /// Starts loading what a search for hash `h` reads first, in the stages of a batch's
+    /// pipeline: 0, the directory items of its tables; 1, the first lines of their pages.
+    pub fn warm_stage(&self, h: u64, stage: u8) {
+        for v in self.chain(h) {
+            match stage {
+                0 => v.warm_item(h),
+                _ => v.warm(&self.map, h),
+            }
+        }
+    }
+
+    /// Where the search for hash `h` starts in the page of the last table of its chain (the
+    /// one most likely to hold it); its entry's lines start loading.
+    pub fn mark(&self, h: u64) -> Option<Mark> {
+        self.last(h)?.mark(&self.ctx(), h)
+    }
+
+    /// Whether the pages a search for hash `h` reads first are in the page cache.
+    pub fn resident(&self, h: u64) -> bool {
+        self.last(h).is_none_or(|v| v.resident(&self.map, h))
+    }
+
+    /// Asks the kernel to read the pages a search for hash `h` reads, without waiting.
+    pub fn will_need(&self, h: u64) {
+        let cx = self.ctx();
+        for v in self.chain(h) {
+            v.will_need(&cx, h);
+        }
+    }
+
+    /// Asks the kernel to read the extent a key's set is in, without waiting; the CPU to load
+    /// its first lines when `lines` (the pages being in memory).
+    pub fn will_need_set(&self, set: &Newest, lines: bool) {
+        if let Newest::Base(Body::Extent(x)) = set {
+            let len = usize::try_from(x.count)
+                .unwrap_or(usize::MAX)
+                .saturating_mul(16);
+            match lines {
+                true => self.map.prefetch(x.offset, len.min(SET_LINES)),
+                false => self.map.will_need(x.offset, len),
+            }
+        }
+    }
+
+    /// What settles the key's set (hash `h`, search from `mark` in the last table).
+    pub fn newest(&self, key: &Key, h: u64, mark: Option<Mark>) -> Res<Newest> {
+        if self.log_delta(key)?.is_some() {
+            return Ok(Newest::Fold);
+        }
+        let cx = self.ctx();
+        for v in self.chain(h) {
+            match self.find(&cx, v, h, key, mark)? {
+                None => continue,
+                Some(b) if v.t.kind == Kind::Base => return Ok(Newest::Base(b)),
+                Some(_) => return Ok(Newest::Fold),
+            }
+        }
+        Ok(Newest::None)
+    }
+
     /// The key's set written to the start of `out` when it fits (else `out` is left
-    /// unspecified); returns how many values it has. A set that only a base entry holds goes
-    /// from the mapping straight into `out`, checked there.
+    /// unspecified); returns how many values it has.
     pub fn all_into(&self, key: &Key, out: &mut [Value]) -> Res<usize> {
         let h = key_hash(key);
         self.warm(h);
-        if self.log_delta(key)?.is_none() {
-            let cx = self.ctx();
-            let newest = self.chain(h).find_map(|v| match v.find(&cx, h, key) {
-                Ok(None) => None,
-                found => Some((found, v.t.kind == crate::format::table::Kind::Base)),
-            });
-            match newest {
-                None => return Ok(0),
-                Some((found, true)) => return self.base_into(found?.expect("found"), out),
-                Some((found, false)) => drop(found?),
+        let set = self.newest(key, h, None)?;
+        self.set_into(key, set, out)
+    }
+
+    /// [`Snap::all_into`] once [`Snap::newest`] said what settles the set. A set that only a
+    /// base entry holds goes from the mapping straight into `out`, checked there.
+    pub fn set_into(&self, key: &Key, set: Newest, out: &mut [Value]) -> Res<usize> {
+        let body = match set {
+            Newest::None => return Ok(0),
+            Newest::Base(body) => body,
+            Newest::Fold => {
+                let set = self.all(key)?;
+                if let Some(dst) = out.get_mut(..set.len()) {
+                    dst.copy_from_slice(&set);
+                }
+                return Ok(set.len());
             }
-        }
-        let set = self.all(key)?;
-        if let Some(dst) = out.get_mut(..set.len()) {
-            dst.copy_from_slice(&set);
-        }
-        Ok(set.len())
+        };
+        self.base_into(body, out)
     }
 
     /// A base entry's set written to the start of `out` when it fits; its count.
@@ -343,11 +435,17 @@ impl Snap {
         Ok(vs.len())
     }
 
-    /// One value of the key, or None. The newest change that adds values settles it without
-    /// reading older tables: nothing newer removed what it added.
+    /// One value of the key, or None.
     pub fn first(&self, key: &Key) -> Res<Option<Value>> {
         let h = key_hash(key);
         self.warm(h);
+        self.first_from(key, h, None)
+    }
+
+    /// [`Snap::first`] of a key of hash `h`, searching the last table from `mark`. The newest
+    /// change that adds values settles it without reading older tables: nothing newer removed
+    /// what it added.
+    pub fn first_from(&self, key: &Key, h: u64, mark: Option<Mark>) -> Res<Option<Value>> {
         match self.log_delta(key)? {
             Some(d) if d.adds.iter().next().is_some() => return Ok(d.adds.iter().next().copied()),
             Some(d) if d.cleared => return Ok(None),
@@ -356,7 +454,7 @@ impl Snap {
         }
         let cx = self.ctx();
         for v in self.chain(h) {
-            match v.find(&cx, h, key)? {
+            match self.find(&cx, v, h, key, mark)? {
                 None => continue,
                 Some(Body::Delta(d)) if d.adds == 0 && d.cleared => return Ok(None),
                 Some(Body::Delta(_)) => return Ok(self.all(key)?.first().copied()),
@@ -399,7 +497,7 @@ impl Snap {
         for (v, lo, hi) in &tables {
             let mut s = Scan::new(src, v.t, self.root.epoch, from.max(*lo), None)?;
             let head = next_below(&mut s, *hi)?;
-            scans.push((s, head, *hi, v.t.kind == crate::format::table::Kind::Base));
+            scans.push((s, head, *hi, v.t.kind == Kind::Base));
         }
         let mut logged = self.log_keys()?;
         logged.retain(|(h, k)| after.is_none_or(|a| (*h, *k) > a));

@@ -6,12 +6,12 @@ use super::super::source::{Fault, Res, Source};
 use super::hold::Hold;
 use crate::error::Error;
 use crate::format::array::LEAF;
-use crate::format::bucket::{self, Body};
+use crate::format::bucket::{self, Body, Mark};
 use crate::format::hash::dir_index;
 use crate::format::layout::PAGE;
 use crate::format::page::{epoch as page_epoch, HEADER, MAGIC_BUCKET};
 use crate::format::table::TableRef;
-use crate::store::Mmap;
+use crate::store::{prefetch, Mmap};
 use crate::Key;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -111,17 +111,59 @@ impl TableView {
         }
     }
 
-    /// The entry of `key` (hash `h`), if the table has one.
-    pub fn find(&self, cx: &Ctx, h: u64, key: &Key) -> Res<Option<Body>> {
+    /// Starts loading the directory item of hash `h`: the first stage of a batch's search.
+    pub fn warm_item(&self, h: u64) {
+        let i = dir_index(h, self.t.depth) as usize;
+        prefetch(&self.leaves[i / LEAF].pages[i % LEAF]);
+    }
+
+    /// Where the search for hash `h` starts in its page, when the page was validated under the
+    /// pin (else a search copies it whole); the lines of that entry start loading. Run while
+    /// other keys' pages load, this takes the tag scan off the search.
+    pub fn mark(&self, cx: &Ctx, h: u64) -> Option<Mark> {
+        let (off, _, _) = self.slot(dir_index(h, self.t.depth));
+        if off == 0 || !cx.hold.is_some_and(|hd| hd.verified(off)) {
+            return None;
+        }
+        let mut read = |at: usize, out: &mut [u8]| cx.map.read(off + at as u64, out);
+        let m = bucket::mark_in(&mut read, h, off).ok()?;
+        cx.map.prefetch(off + m.at as u64, m.len());
+        Some(m)
+    }
+
+    /// Asks the kernel to read what a search for hash `h` will read, without waiting: its
+    /// page, and the directory leaf page when the page is still to be validated.
+    pub fn will_need(&self, cx: &Ctx, h: u64) {
+        let (off, leaf, _) = self.slot(dir_index(h, self.t.depth));
+        if off == 0 {
+            return;
+        }
+        cx.map.will_need(off, PAGE);
+        if !cx.hold.is_some_and(|hd| hd.verified(off)) {
+            cx.map.will_need(leaf.id.0, PAGE);
+        }
+    }
+
+    /// Whether the page for hash `h` is in the page cache (true when there is none).
+    pub fn resident(&self, map: &Mmap, h: u64) -> bool {
+        let (off, _, _) = self.slot(dir_index(h, self.t.depth));
+        off == 0 || map.resident(off)
+    }
+
+    /// The entry of `key` (hash `h`), if the table has one; the search starts at `from`, this
+    /// table's [`TableView::mark`] for `h` in the same snapshot, when given.
+    pub fn find(&self, cx: &Ctx, h: u64, key: &Key, from: Option<Mark>) -> Res<Option<Body>> {
         let (off, leaf, i) = self.slot(dir_index(h, self.t.depth));
         if off == 0 {
             return Ok(None);
         }
         if cx.hold.is_some_and(|hd| hd.verified(off)) {
             // Validated under this pin and unchanged since: read only what the search needs.
-            cx.map.prefetch(off, SEARCH_LINES);
+            if from.is_none() {
+                cx.map.prefetch(off, SEARCH_LINES);
+            }
             let mut read = |at: usize, out: &mut [u8]| cx.map.read(off + at as u64, out);
-            return Ok(bucket::find_in(&mut read, h, key, off)?);
+            return Ok(bucket::find_in_from(&mut read, h, key, off, from)?);
         }
         let mut page = [0u8; PAGE];
         cx.map
