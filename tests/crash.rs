@@ -279,8 +279,11 @@ fn sharded_stores_survive_failpoints() {
         "commit.durable",
         "log.switched",
         "flush.published",
+        "merge.step_published",
+        "publish.root_torn",
+        "gc.reclaimed",
     ];
-    survive_failpoints(&fps, &[2, 7], "t.d");
+    survive_failpoints(&fps, &[1, 5], "t.d");
 }
 
 fn survive_failpoints(fps: &[&str], hits: &[u64], name: &str) {
@@ -336,7 +339,7 @@ fn random_kills_lose_nothing_acknowledged() {
 
 #[test]
 fn random_kills_keep_set_commits_whole() {
-    random_kills("random_kills_keep_set_commits_whole", "HASHDIR_SHARDED_KILLS", 30, "d", 200_000);
+    random_kills("random_kills_keep_set_commits_whole", "HASHDIR_SHARDED_KILLS", 150, "d", 20_000);
 }
 
 /// Kills writers of files (or stores) named `t<i>.<ext>` at random points or after up to

@@ -12,10 +12,13 @@
 use super::options::{Options, Stats};
 use super::recovery::{self, RecoveryReport};
 use super::verify::{verify, VerifyReport};
+use super::writer::same_len;
 use super::{GcReport, Reader, Writer};
 use crate::error::{Error, Result};
 use crate::format::shard::{shard_of, Manifest, SetRecord, MAX_SHARDS};
-use crate::store::{read_manifest, shard_path, write_manifest, SetLog, WriterFile};
+use crate::store::{
+    read_manifest, shard_path, unfinished_store, write_manifest, SetLog, WriterFile, MANIFEST,
+};
 use crate::{Key, Value};
 use std::path::{Path, PathBuf};
 
@@ -145,7 +148,7 @@ pub struct ShardedWriter {
 impl ShardedWriter {
     /// Opens the store at `dir`, creating it with `opts.shards` files if asked and missing.
     pub fn open(dir: &Path, opts: &Options) -> Result<ShardedWriter> {
-        if opts.create && opts.shards > 1 && !dir.exists() {
+        if opts.create && opts.shards > 1 && !dir.join(MANIFEST).exists() {
             create(dir, opts)?;
         }
         let n = manifest_of(dir)?;
@@ -291,7 +294,7 @@ impl ShardedWriter {
         if !self.shards.iter().any(Writer::pending) {
             return Ok(());
         }
-        if self.shards.iter().any(Writer::seal_due) {
+        if self.shards.iter().any(Writer::switch_due) {
             self.sync_point()?;
         }
         let dir = self.dir.clone();
@@ -311,9 +314,15 @@ impl ShardedWriter {
             return self.fail(e);
         }
         self.seq += 1;
-        if self.shards.iter().any(Writer::seal_due) {
+        // Only the shards found due seal: a shard whose previous flush ended after this look
+        // would otherwise seal frames that no sync point covered when none was due.
+        let due: Vec<bool> = self.shards.iter().map(Writer::nearly_full).collect();
+        if due.contains(&true) {
             self.sync_point()?;
-            let sealed = each(&mut self.shards, |_, w| w.seal_full());
+            let sealed = each(&mut self.shards, |i, w| match due[i] {
+                true => w.seal_full(),
+                false => Ok(()),
+            });
             if let Err(e) = first_error(&dir, sealed) {
                 return self.fail(e);
             }
@@ -393,8 +402,9 @@ impl ShardedWriter {
     }
 }
 
-/// Creates the store's directory, its shard files and, last, its manifest and first set
-/// record: a directory without a manifest is a creation that did not finish.
+/// Creates the store's directory, its shard files and, last, its first set record and its
+/// manifest: a directory without a manifest is a creation that did not finish, which a
+/// creating open finishes when the directory holds nothing else.
 fn create(dir: &Path, opts: &Options) -> Result<()> {
     if opts.shards > MAX_SHARDS {
         return Err(Error::InvalidArgument(format!(
@@ -402,7 +412,20 @@ fn create(dir: &Path, opts: &Options) -> Result<()> {
             opts.shards
         )));
     }
-    std::fs::create_dir(dir).map_err(|e| Error::io("mkdir", dir, e))?;
+    match std::fs::create_dir(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && dir.is_dir() => {
+            if !unfinished_store(dir)? {
+                return Err(Error::NotHashdir {
+                    path: dir.to_owned(),
+                    reason: format!(
+                        "a directory without a shard manifest ({MANIFEST}) that holds other files"
+                    ),
+                });
+            }
+        }
+        Err(e) => return Err(Error::io("mkdir", dir, e)),
+    }
     let mut lsns = Vec::new();
     for i in 0..opts.shards {
         let w = Writer::open(&shard_path(dir, i), opts)?;
@@ -453,9 +476,7 @@ fn merged_reports(dir: &Path, shards: &[Writer]) -> RecoveryReport {
         all.frames += r.frames;
         all.log_bytes += r.log_bytes;
         all.micros = all.micros.max(r.micros);
-        let name = shard_path(dir, i as u32);
-        let name = name.file_name().map(|n| n.to_string_lossy().into_owned());
-        let name = name.unwrap_or_default();
+        let name = shard_name(dir, i as u32);
         all.notes.extend(r.notes.iter().map(|n| format!("{name}: {n}")));
     }
     all
@@ -482,15 +503,11 @@ pub fn sum_stats(all: &[Stats]) -> Stats {
     s
 }
 
-fn same_len(keys: &[Key], values: &[Value]) -> Result<()> {
-    if keys.len() != values.len() {
-        return Err(Error::InvalidArgument(format!(
-            "{} keys but {} values",
-            keys.len(),
-            values.len()
-        )));
-    }
-    Ok(())
+/// The file name of shard `i`, which notes and problems start with.
+fn shard_name(dir: &Path, i: u32) -> String {
+    let path = shard_path(dir, i);
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+    name.unwrap_or_default()
 }
 
 /// A reader of a sharded store: one reader a shard; lookups go to the keys' shards and come
@@ -513,11 +530,18 @@ impl ShardedReader {
         self.shards.iter().try_for_each(Reader::refresh)
     }
 
+    fn shard(&self, key: &Key) -> &Reader {
+        &self.shards[shard_of(key, self.shards.len() as u32) as usize]
+    }
+
     pub fn lookup(&self, keys: &[Key], first: &mut [Value], found: &mut [u8]) -> Result<()> {
         if first.len() < keys.len() || found.len() < keys.len() {
             return Err(Error::InvalidArgument(
                 "output arrays shorter than keys".into(),
             ));
+        }
+        if let [key] = keys {
+            return self.shard(key).lookup(keys, first, found);
         }
         let by = route(keys, self.shards.len() as u32);
         let (mut f, mut v) = (Vec::new(), Vec::new());
@@ -540,6 +564,9 @@ impl ShardedReader {
     pub fn get(&self, keys: &[Key], values: &mut [Value], counts: &mut [u64]) -> Result<usize> {
         if counts.len() < keys.len() {
             return Err(Error::InvalidArgument("counts shorter than keys".into()));
+        }
+        if let [key] = keys {
+            return self.shard(key).get(keys, values, counts);
         }
         let by = route(keys, self.shards.len() as u32);
         // Each shard's values, then the caller's order: key i's values start at `starts[i]`
@@ -624,10 +651,8 @@ pub fn verify_store(dir: &Path) -> Result<VerifyReport> {
     let n = manifest_of(dir)?;
     let mut all = VerifyReport::default();
     for i in 0..n {
-        let path = shard_path(dir, i);
-        let r = verify(&path)?;
-        let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
-        let name = name.unwrap_or_default();
+        let r = verify(&shard_path(dir, i))?;
+        let name = shard_name(dir, i);
         all.problems.extend(r.problems.iter().map(|p| format!("{name}: {p}")));
         all.epoch += r.epoch;
         all.keys += r.keys;

@@ -229,19 +229,17 @@ impl Writer {
         Ok(())
     }
 
-    fn nearly_full(&self) -> bool {
+    /// Whether `seal_full` would seal the log now. Stays true until it does: only a seal of
+    /// this writer's makes a sealed log wait.
+    pub(crate) fn nearly_full(&self) -> bool {
         let limit = self.log_limit();
         self.wal.pos + limit / 16 >= limit && !self.core.sealed_waiting()
     }
 
-    /// Whether the next `append` (with the pending batch) or `seal_full` may seal the log.
-    pub(crate) fn seal_due(&self) -> bool {
-        let len = self.batch.frame_len() as u64;
-        let next = self.wal.pos + len;
-        (!self.batch.is_empty() && next > self.log.bytes) || self.nearly_full() || {
-            let limit = self.log_limit();
-            next + limit / 16 >= limit
-        }
+    /// Whether `append` will seal the log before it writes the pending batch (which does not
+    /// fit).
+    pub(crate) fn switch_due(&self) -> bool {
+        !self.batch.is_empty() && self.wal.pos + self.batch.frame_len() as u64 > self.log.bytes
     }
 
     /// The LSN the next batch will take: the batches below it are committed.
@@ -476,7 +474,7 @@ impl Drop for Writer {
     }
 }
 
-fn same_len(keys: &[Key], values: &[Value]) -> Result<()> {
+pub(crate) fn same_len(keys: &[Key], values: &[Value]) -> Result<()> {
     if keys.len() != values.len() {
         return Err(Error::InvalidArgument(format!(
             "{} keys but {} values",

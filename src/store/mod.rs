@@ -20,7 +20,7 @@ pub use h5::Layout;
 pub use map::Mmap;
 pub use memory::huge_pages;
 pub use readers::{table_path, ReaderTable, Slot, SLOTS};
-pub use shards::{read_manifest, shard_path, write_manifest, SetLog, MANIFEST};
+pub use shards::{read_manifest, shard_path, unfinished_store, write_manifest, SetLog, MANIFEST};
 
 /// Positional I/O on the writer's file.
 pub trait Positional {

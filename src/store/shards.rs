@@ -15,6 +15,23 @@ pub fn shard_path(dir: &Path, i: u32) -> PathBuf {
     dir.join(format!("shard_{i:03}.h5"))
 }
 
+/// Whether `dir` holds nothing but files a store's creation makes: a creation cut short, which
+/// may be finished.
+pub fn unfinished_store(dir: &Path) -> Result<bool> {
+    let entries = fs::read_dir(dir).map_err(|e| Error::io("read directory", dir, e))?;
+    for e in entries {
+        let e = e.map_err(|e| Error::io("read directory", dir, e))?;
+        let name = e.file_name();
+        let name = name.to_string_lossy();
+        let ours = name.starts_with("shard_")
+            || [SET_LOG, ".sets.log.tmp", ".hashdir.shards.tmp"].contains(&&*name);
+        if !ours {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
 /// Reads and checks the manifest of the store at `dir`.
 pub fn read_manifest(dir: &Path) -> Result<Manifest> {
     let path = dir.join(MANIFEST);
