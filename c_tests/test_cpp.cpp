@@ -7,10 +7,11 @@
 #include "hashdir.h"
 
 static_assert(sizeof(hashdir_key) == 16 && sizeof(hashdir_value) == 16, "16-byte keys/values");
-static_assert(sizeof(hashdir_options) == 32, "options layout");
+static_assert(sizeof(hashdir_options) == 40, "options layout");
 static_assert(offsetof(hashdir_options, checkpoint_bytes) == 8, "v1 options layout");
 static_assert(offsetof(hashdir_options, refresh_interval_ms) == 16, "v1 options layout");
 static_assert(offsetof(hashdir_options, capacity) == 24, "capacity appended after the v1 fields");
+static_assert(offsetof(hashdir_options, shards) == 32, "shards appended after capacity");
 static_assert(offsetof(hashdir_stats, keys) == 8, "v1 stats layout");
 static_assert(offsetof(hashdir_stats, wal_bytes) == 48, "v1 stats layout");
 static_assert(HASHDIR_OK == 0 && HASHDIR_ERR_PANIC == 8, "status values");

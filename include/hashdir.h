@@ -138,6 +138,14 @@ typedef struct hashdir_options {
    * 64 MiB and 16 TiB - 64 MiB. Ignored when the file exists.
    */
   uint64_t capacity;
+  /**
+   * Writer creating a store with `HASHDIR_CREATE`: more than 1 makes `path` a directory
+   * holding that many files, each an ordinary hashdir file holding the keys
+   * `hashdir_shard_of` routes to it (at most 4096); 0 or 1 = one file. When `path` exists
+   * it must then be a sharded store of that many shards. Writers and readers open a sharded
+   * store's directory whatever this says.
+   */
+  uint32_t shards;
 } hashdir_options;
 
 /**
@@ -314,6 +322,8 @@ void hashdir_options_init(struct hashdir_options *opts);
  * against the ranges its pages record, entry counts against the statistics, extents within the file and
  * against their checksums, no page referenced twice, free lists disjoint from live space.
  * Safe while a writer runs (a check the writer overtook is redone on its newer state).
+ * For a sharded store's directory, checks every shard (each problem names its shard; the
+ * counts are sums).
  *
  * Writes a NUL-terminated report into `report` (one problem a line, each saying what and
  * at which file offset, or one `ok: ...` line with the counts), cut to `report_len`
@@ -342,13 +352,21 @@ enum hashdir_status hashdir_verify(const char *path,
  * Opens (or, with `HASHDIR_CREATE`, creates) the file at `path` for writing, and
  * recovers committed changes a crashed writer left in its WAL.
  *
+ * A directory at `path` (or, when creating, `opts->shards` > 1) is a sharded store: every
+ * writer call works on it too, routing each key to its shard (`hashdir_shard_of`); a commit
+ * commits every shard, in parallel (one thread per shard, up to the cores), as one set
+ * commit: after a crash every shard holds it or none does. Opening cuts the batches of a set
+ * commit that did not reach every shard. A failed commit of a sharded store leaves the
+ * writer refusing work (`HASHDIR_ERR_IO`): reopen it.
+ *
  * `opts` may be NULL for the defaults (see `hashdir_options_init`); readers' fields are
  * ignored.
  *
  * # Errors
  * `HASHDIR_ERR_INVALID_ARGUMENT` for a NULL/empty path, NULL `out`, bad `opts`;
  * `HASHDIR_ERR_NOT_FOUND` if the file is missing and `HASHDIR_CREATE` is not set;
- * `HASHDIR_ERR_NOT_HASHDIR` if the file is something else (it is left unchanged);
+ * `HASHDIR_ERR_NOT_HASHDIR` if the file is something else (it is left unchanged), or a
+ * directory without a shard manifest; `HASHDIR_ERR_CORRUPT` for a damaged manifest;
  * `HASHDIR_ERR_LOCKED` if another writer, in this or another process, has it open;
  * `HASHDIR_ERR_IO`, `HASHDIR_ERR_CORRUPT`.
  *
@@ -363,6 +381,45 @@ enum hashdir_status hashdir_verify(const char *path,
 enum hashdir_status hashdir_writer_open(const char *path,
                                         const struct hashdir_options *opts,
                                         struct hashdir_writer **out);
+
+/**
+ * Opens shard `shard` of the sharded store at `dir` as a plain writer of that one file, for
+ * programs in which each process (or thread) owns some shards and routes keys itself with
+ * `hashdir_shard_of`. Every writer call works on it as on a single file. The batches of a
+ * set commit that a crashed store writer left in this shard only are cut first; the
+ * shard's batches from then on belong to no set commit, so a later
+ * `hashdir_writer_open` of the store keeps them.
+ *
+ * # Errors
+ * `HASHDIR_ERR_INVALID_ARGUMENT` for a NULL/empty `dir`, NULL `out`, bad `opts`, or a
+ * `shard` the store does not have; `HASHDIR_ERR_NOT_FOUND` if `dir` is missing;
+ * `HASHDIR_ERR_NOT_HASHDIR` if it is not a sharded store (no manifest);
+ * `HASHDIR_ERR_CORRUPT` for a damaged manifest; `HASHDIR_ERR_LOCKED` if the shard, or the
+ * store, has a writer; `HASHDIR_ERR_IO`.
+ *
+ * # Threads
+ * Any thread. The returned handle may be used from any thread.
+ *
+ * # Safety
+ * As `hashdir_writer_open`.
+ */
+enum hashdir_status hashdir_shard_writer_open(const char *dir,
+                                              uint32_t shard,
+                                              const struct hashdir_options *opts,
+                                              struct hashdir_writer **out);
+
+/**
+ * The shard of `*key` in a sharded store of `shards` shards (0 and 1 both mean one shard,
+ * and give 0); the same in every version of the library and on every machine (the rule is
+ * in docs/FORMAT.md). A NULL `key` gives 0.
+ *
+ * # Threads
+ * Any thread.
+ *
+ * # Safety
+ * `key` is NULL or readable.
+ */
+uint32_t hashdir_shard_of(const struct hashdir_key *key, uint32_t shards);
 
 /**
  * Adds the pairs `(keys[i], values[i])`, `i < n`. A key maps to a set, so inserting a
@@ -604,10 +661,17 @@ enum hashdir_status hashdir_writer_gc(struct hashdir_writer *w,
  * `opts` may be NULL for the defaults; `refresh_interval_ms` > 0 refreshes the view
  * automatically; writer flags are ignored.
  *
+ * A directory at `path` is a sharded store: lookups and gets go to each key's shard and
+ * answer in the caller's order; refresh and stats cover every shard (stats are sums; the
+ * depth is the deepest shard's). Each shard's view is one of its commits, and a refresh
+ * moves the shards one after the other, so a set commit made meanwhile may be seen in some
+ * shards before the others.
+ *
  * # Errors
  * `HASHDIR_ERR_INVALID_ARGUMENT` for a NULL/empty path, NULL `out`, bad `opts`;
  * `HASHDIR_ERR_NOT_FOUND` if the file is missing; `HASHDIR_ERR_NOT_HASHDIR` if it is
- * something else; `HASHDIR_ERR_IO`, `HASHDIR_ERR_CORRUPT`.
+ * something else (or a directory without a shard manifest); `HASHDIR_ERR_IO`,
+ * `HASHDIR_ERR_CORRUPT` (also for a damaged manifest).
  *
  * # Threads
  * Any thread. The returned handle may be used from many threads at once.

@@ -13,7 +13,12 @@ pub mod ffi;
 pub mod format;
 pub mod store;
 
-pub use engine::{verify, GcReport, Options, Reader, Stats, VerifyReport, Writer};
+pub use engine::{
+    verify, verify_store, GcReport, Options, Reader, Stats, StoreReader, StoreWriter, VerifyReport,
+    Writer,
+};
+pub use engine::ShardedWriter;
+pub use format::shard::shard_of;
 pub use error::{Error, Result};
 
 /// A key: 16 opaque bytes, compared bytewise.

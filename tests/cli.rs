@@ -503,3 +503,58 @@ fn bench_prints_rates() {
         "the scratch file is removed"
     );
 }
+
+#[test]
+fn every_command_takes_a_sharded_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let st = s(&store);
+    let made = ok(&["create", st, "--shards", "3", "--capacity", "64M"], None);
+    assert!(made.contains("(3 shards)"), "{made}");
+    assert!(store.join("hashdir.shards").exists() && store.join("shard_002.h5").exists());
+    let again = fails(1, &["create", st, "--shards", "3"], None);
+    assert!(again.contains("already exists"), "{again}");
+
+    let pairs = sample_pairs();
+    let loaded = ok(&["load", st, "-", "--batch", "97"], Some(hex_lines(&pairs).as_bytes()));
+    assert!(loaded.contains(&format!("loaded {} pairs", pairs.len())), "{loaded}");
+    let key5 = hex(5 << 64 | 0xabc);
+    let got = ok(&["get", st, &hex(12345), &key5], None);
+    let expected = [
+        format!("{} absent", hex(12345)),
+        format!("{key5} {}", hex(5000)),
+        format!("{key5} {}", hex(5001)),
+        format!("{key5} {}", hex(5002)),
+    ];
+    assert_eq!(got.lines().collect::<Vec<_>>(), expected, "{got}");
+
+    let stats = ok(&["stats", st], None);
+    assert_eq!(field(&stats, "keys"), 201);
+    assert_eq!(field(&stats, "values"), pairs.len() as u64);
+    let verified = ok(&["verify", st], None);
+    assert!(verified.contains("OK") && field(&verified, "keys") == 201, "{verified}");
+    let dumped = ok(&["dump", st], None);
+    let mut want: Vec<String> = pairs
+        .iter()
+        .map(|(k, v)| format!("{} {}", hex(*k), hex(*v)))
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let mut have: Vec<String> = dumped.lines().map(str::to_owned).collect();
+    want.sort();
+    have.sort();
+    assert_eq!(have, want);
+    let gone = ok(&["delete", st, &key5], None);
+    assert!(gone.contains("deleted 1 key (3 values)"), "{gone}");
+    ok(&["gc", st], None);
+    assert_eq!(field(&ok(&["stats", st], None), "keys"), 200);
+
+    // A plain file is not made a store by --shards, nor a store a file.
+    let file = dir.path().join("one.h5");
+    ok(&["create", s(&file), "--capacity", "64M"], None);
+    let wrong = fails(1, &["load", s(&file), "-", "--create", "--shards", "2"], Some(b""));
+    assert!(wrong.contains("single file"), "{wrong}");
+    std::fs::remove_file(store.join("hashdir.shards")).unwrap();
+    let bare = fails(1, &["stats", st], None);
+    assert!(bare.contains("hashdir.shards"), "{bare}");
+}

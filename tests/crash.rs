@@ -2,13 +2,15 @@
 //! random moments elsewhere); the parent reopens the file and checks it against the model of
 //! the acknowledged batches: every acknowledged batch whole, the next one whole or absent,
 //! deleted data still deleted, and `verify` clean. Needs the `failpoints` feature, which the
-//! crate's dev-dependency on itself turns on for tests.
+//! crate's dev-dependency on itself turns on for tests. The same workload runs on sharded
+//! stores (a path ending in `.d`, 3 shards): a batch touches every shard, so a set commit cut
+//! in some shards only matches no model state.
 
 mod common;
 
 use common::{child_role, k, open_writer, spawn_child, Rng, TempDir};
 use hashdir::engine::failpoint;
-use hashdir::{Key, Options, Reader, Value};
+use hashdir::{Error, Key, Options, StoreReader, StoreWriter, Value};
 use std::collections::{BTreeSet, HashMap};
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -30,6 +32,23 @@ fn opts() -> Options {
         checkpoint_bytes: 2 << 10,
         ..Options::default()
     }
+}
+
+/// `opts`, creating a store of 3 shards at a path ending in `.d`.
+fn opts_for(path: &Path) -> Options {
+    let shards = if path.extension().is_some_and(|e| e == "d") { 3 } else { 0 };
+    Options { shards, ..opts() }
+}
+
+/// `StoreWriter::open`, waiting out a lock a forked sibling may still share (`open_writer`).
+fn open_store(path: &Path) -> hashdir::Result<StoreWriter> {
+    for _ in 0..100 {
+        match StoreWriter::open(path, &opts_for(path)) {
+            Err(Error::Locked { .. }) => std::thread::sleep(std::time::Duration::from_millis(20)),
+            r => return r,
+        }
+    }
+    StoreWriter::open(path, &opts_for(path))
 }
 
 /// Holds the number of the last batch applied (written by every batch, atomically with it).
@@ -101,8 +120,8 @@ fn model_after(batches: u64) -> Model {
 /// Runs batches from where the file is, acknowledging each on stdout; checkpoints and GC
 /// passes on a fixed schedule.
 fn workload(path: &Path) {
-    let mut w = open_writer(path, &opts()).unwrap();
-    let start = Reader::open(path, &Options::default()).unwrap();
+    let mut w = open_store(path).unwrap();
+    let start = StoreReader::open(path, &Options::default()).unwrap();
     let done = batches_in(&start);
     drop(start);
     for b in done..BATCHES {
@@ -125,7 +144,7 @@ fn workload(path: &Path) {
 }
 
 /// How many batches a file holds.
-fn batches_in(r: &Reader) -> u64 {
+fn batches_in(r: &StoreReader) -> u64 {
     let (mut last, mut found) = ([[0u8; 16]; 1], [0u8; 1]);
     r.lookup(&[k(PROGRESS)], &mut last, &mut found).unwrap();
     if found[0] == 0 {
@@ -144,7 +163,7 @@ fn child_roles() {
         "workload" => workload(path),
         "open" => {
             // Open (recovery), then finish what the file has under way (a merge).
-            let mut w = open_writer(path, &opts()).unwrap();
+            let mut w = open_store(path).unwrap();
             w.checkpoint().unwrap();
             w.close().unwrap();
             println!("@finished");
@@ -154,7 +173,7 @@ fn child_roles() {
 }
 
 fn scan(path: &Path) -> Model {
-    let r = Reader::open(path, &Options::default()).unwrap();
+    let r = StoreReader::open(path, &Options::default()).unwrap();
     let mut m = Model::new();
     r.scan(|key, vs| {
         m.insert(*key, vs.iter().copied().collect());
@@ -219,13 +238,13 @@ fn spawn_child_env(
 /// more, whole, and verifies clean. `before` is how many batches the file held before the
 /// child ran. Returns how many it holds now.
 fn check_recovered(path: &Path, before: u64, acked: Option<u64>, what: &str) -> u64 {
-    let mut w = open_writer(path, &opts()).unwrap_or_else(|e| panic!("{what}: reopen failed: {e}"));
+    let mut w = open_store(path).unwrap_or_else(|e| panic!("{what}: reopen failed: {e}"));
     // Space the dead writer had taken for work it never published is free in the root it
     // left: a crash leaks nothing for garbage collection to find.
     let gc = w.gc().unwrap_or_else(|e| panic!("{what}: gc failed: {e}"));
     assert_eq!(gc, Default::default(), "{what}: the crash leaked space");
     w.close().unwrap();
-    let report = hashdir::verify(path).unwrap();
+    let report = hashdir::verify_store(path).unwrap();
     assert!(report.is_ok(), "{what}: verify: {:?}", report.problems);
     let got = scan(path);
     let n = acked.map_or(before, |a| a + 1);
@@ -242,14 +261,37 @@ fn check_recovered(path: &Path, before: u64, acked: Option<u64>, what: &str) -> 
 
 #[test]
 fn every_failpoint_is_survived() {
-    let mut failed = Vec::new();
-    for fp in failpoint::ALL
+    let all: Vec<&str> = failpoint::ALL
         .iter()
+        .copied()
         .filter(|f| !f.starts_with("recovery."))
-    {
-        for hit in [1, 2] {
+        .collect();
+    survive_failpoints(&all, &[1, 2], "t.h5");
+}
+
+/// On a sharded store a failpoint fires in whichever shard's thread passes it first, while
+/// the other shards' threads are anywhere in the same set commit.
+#[test]
+fn sharded_stores_survive_failpoints() {
+    let fps = [
+        "commit.half_frame",
+        "commit.frame_written",
+        "commit.durable",
+        "log.switched",
+        "flush.published",
+        "merge.step_published",
+        "publish.root_torn",
+        "gc.reclaimed",
+    ];
+    survive_failpoints(&fps, &[1, 5], "t.d");
+}
+
+fn survive_failpoints(fps: &[&str], hits: &[u64], name: &str) {
+    let mut failed = Vec::new();
+    for fp in fps {
+        for &hit in hits {
             let d = TempDir::new("fp");
-            let path = d.file("t.h5");
+            let path = d.file(name);
             let spec = format!("{fp}:{hit}");
             let (acked, finished) = run_child("workload", &path, Some(&spec));
             if finished {
@@ -292,14 +334,25 @@ fn a_crash_during_recovery_is_recovered_again() {
 
 #[test]
 fn random_kills_lose_nothing_acknowledged() {
-    let mut rng = Rng::seeded("random_kills_lose_nothing_acknowledged");
-    let target: u64 = std::env::var("HASHDIR_KILLS")
+    random_kills("random_kills_lose_nothing_acknowledged", "HASHDIR_KILLS", 2000, "h5", 12_000);
+}
+
+#[test]
+fn random_kills_keep_set_commits_whole() {
+    random_kills("random_kills_keep_set_commits_whole", "HASHDIR_SHARDED_KILLS", 150, "d", 20_000);
+}
+
+/// Kills writers of files (or stores) named `t<i>.<ext>` at random points or after up to
+/// `delay_us`, `target` times (or as many as the variable `var` says).
+fn random_kills(test: &str, var: &str, target: u64, ext: &str, delay_us: u64) {
+    let mut rng = Rng::seeded(test);
+    let target: u64 = std::env::var(var)
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(2000);
+        .unwrap_or(target);
     let d = TempDir::new("randkill");
     let (mut kills, mut files, mut lost) = (0u64, 1u64, 0u64);
-    let mut path = d.file("t0.h5");
+    let mut path = d.file(&format!("t0.{ext}"));
     let mut have = 0;
     while kills < target {
         // Half the kills at a random pass of a random failpoint, half after a random delay.
@@ -308,11 +361,11 @@ fn random_kills_lose_nothing_acknowledged() {
             let spec = format!("{fp}:{}", 1 + rng.below(4));
             run_child("workload", &path, Some(&spec))
         } else {
-            run_child_killed_after(&path, std::time::Duration::from_micros(rng.below(12_000)))
+            run_child_killed_after(&path, std::time::Duration::from_micros(rng.below(delay_us)))
         };
         if finished {
             // The workload ran to its end: go on with a new file.
-            path = d.file(&format!("t{files}.h5"));
+            path = d.file(&format!("t{files}.{ext}"));
             files += 1;
             have = 0;
             continue;

@@ -11,7 +11,7 @@ mod hex;
 mod load;
 
 use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
-use hashdir::{Error, Key, Options, Reader, Value, Writer};
+use hashdir::{Error, Key, Options, StoreReader, StoreWriter, Value};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -31,14 +31,19 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Create a new, empty hashdir file (fails if PATH exists)
+    /// Create a new, empty hashdir file, or with --shards a sharded store (fails if PATH exists)
     Create {
-        /// The file to create
+        /// The file (or, with --shards, the directory) to create
         path: PathBuf,
         /// Bytes of its data area, fixed for the file's life (suffixes KiB: K, MiB: M, GiB: G,
-        /// TiB: T); the file is that long but takes disk only as data is written
+        /// TiB: T); the file is that long but takes disk only as data is written. A sharded
+        /// store's shards have this each
         #[arg(long, value_name = "BYTES", default_value = "4T", value_parser = bytes)]
         capacity: u64,
+        /// Make PATH a directory of N files, each key in the one `hashdir_shard_of` gives;
+        /// every command takes the directory as it takes a file
+        #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=4096))]
+        shards: u32,
     },
     /// Insert pairs from a file or stdin, committed in batches
     #[command(
@@ -125,6 +130,9 @@ struct LoadArgs {
     /// Create PATH if it does not exist
     #[arg(long)]
     create: bool,
+    /// With --create: make PATH a sharded store of N files
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=4096))]
+    shards: u32,
 }
 
 #[derive(Args)]
@@ -144,6 +152,9 @@ struct BenchArgs {
     /// Keep the scratch file (its path is printed)
     #[arg(long)]
     keep: bool,
+    /// Load a sharded store of N files instead of one file
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=4096))]
+    shards: u32,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -230,12 +241,12 @@ fn existing() -> Options {
     }
 }
 
-fn open_reader(path: &Path) -> Result<Reader, Failure> {
-    Reader::open(path, &existing()).map_err(|e| engine_error(path, e))
+fn open_reader(path: &Path) -> Result<StoreReader, Failure> {
+    StoreReader::open(path, &existing()).map_err(|e| engine_error(path, e))
 }
 
-fn open_writer(path: &Path) -> Result<Writer, Failure> {
-    Writer::open(path, &existing()).map_err(|e| engine_error(path, e))
+fn open_writer(path: &Path) -> Result<StoreWriter, Failure> {
+    StoreWriter::open(path, &existing()).map_err(|e| engine_error(path, e))
 }
 
 fn main() -> ExitCode {
@@ -287,7 +298,11 @@ fn usage_error(e: clap::Error) -> ExitCode {
 
 fn run(command: Command) -> Result<ExitCode, Failure> {
     match command {
-        Command::Create { path, capacity } => create(&path, capacity)?,
+        Command::Create {
+            path,
+            capacity,
+            shards,
+        } => create(&path, capacity, shards)?,
         Command::Load(a) => load::run(&load::Load {
             path: a.path,
             input: a.input,
@@ -296,6 +311,7 @@ fn run(command: Command) -> Result<ExitCode, Failure> {
             sync: a.sync,
             checkpoint_mb: a.checkpoint_mb,
             create: a.create,
+            shards: a.shards,
         })?,
         Command::Get { path, keys } => get(&path, &keys)?,
         Command::Delete { path, keys, value } => delete(&path, &keys, value)?,
@@ -309,27 +325,32 @@ fn run(command: Command) -> Result<ExitCode, Failure> {
             batch: a.batch,
             lookups: a.lookups,
             keep: a.keep,
+            shards: a.shards,
         })?,
     }
     Ok(ExitCode::SUCCESS)
 }
 
-fn create(path: &Path, capacity: u64) -> Result<(), Failure> {
+fn create(path: &Path, capacity: u64, shards: u32) -> Result<(), Failure> {
     if path.symlink_metadata().is_ok() {
         return Err(Failure::run(format!("{} already exists", path.display())));
     }
     let opts = Options {
         capacity,
+        shards,
         ..Options::default()
     };
-    let w = Writer::open(path, &opts).map_err(|e| engine_error(path, e))?;
+    let w = StoreWriter::open(path, &opts).map_err(|e| engine_error(path, e))?;
     w.close().map_err(|e| engine_error(path, e))?;
-    println!("created {}", path.display());
+    match shards {
+        1 => println!("created {}", path.display()),
+        n => println!("created {} ({n} shards)", path.display()),
+    }
     Ok(())
 }
 
 /// Every key's values; `counts[i]` of them for key i, in order.
-fn values_of(r: &Reader, path: &Path, keys: &[Key]) -> Result<(Vec<u64>, Vec<Value>), Failure> {
+fn values_of(r: &StoreReader, path: &Path, keys: &[Key]) -> Result<(Vec<u64>, Vec<Value>), Failure> {
     let mut counts = vec![0u64; keys.len()];
     let mut values = vec![[0u8; 16]; keys.len() * 8];
     loop {
@@ -442,7 +463,7 @@ fn stats(path: &Path) -> Result<(), Failure> {
 const SHOWN_PROBLEMS: usize = 50;
 
 fn verify(path: &Path, all: bool) -> Result<ExitCode, Failure> {
-    let report = hashdir::verify(path).map_err(|e| engine_error(path, e))?;
+    let report = hashdir::verify_store(path).map_err(|e| engine_error(path, e))?;
     println!("epoch: {}", report.epoch);
     println!("keys: {}", report.keys);
     println!("values: {}", report.values);

@@ -24,6 +24,8 @@ pub struct Options {
     pub capacity: u64,
     /// Reader: automatic refresh interval in ms; 0 = only explicit refresh.
     pub refresh_interval_ms: u32,
+    /// Writer creating a store: more than 1 makes it a sharded store of that many files.
+    pub shards: u32,
 }
 
 impl Default for Options {
@@ -34,6 +36,7 @@ impl Default for Options {
             checkpoint_bytes: 0,
             capacity: 0,
             refresh_interval_ms: 0,
+            shards: 0,
         }
     }
 }

@@ -43,6 +43,27 @@ pub struct Recovered {
     pub report: RecoveryReport,
     /// A root to publish before any commit (the sealed log was cut short).
     pub fix: Option<Root>,
+    /// Whole frames past the kept ones, to be overwritten with zeros before any commit so that
+    /// no later scan takes them up again: (file offset, bytes).
+    pub discard: Option<(u64, u64)>,
+}
+
+/// The LSNs of a file's batches that are still in its logs: the first one that is not in a
+/// table yet, and the one after the last whole frame (all that `recover` would replay).
+pub fn log_lsns(file: &WriterFile) -> Result<(u64, u64)> {
+    let root = read_root(file)?;
+    let scan = |log: &LogRef| {
+        wal::scan_frames(file, &wal::chunks(log), Cursor::start(log), u64::MAX, |_, f| f)
+            .map(|c| c.lsn)
+    };
+    if let Some(s) = &root.sealed {
+        let end = scan(&s.log)?;
+        if end != s.end {
+            return Ok((s.log.lsn, end));
+        }
+        return Ok((s.log.lsn, scan(&root.log)?));
+    }
+    Ok((root.log.lsn, scan(&root.log)?))
 }
 
 /// The newest valid root of a writer's file, checked against the file's layout.
@@ -67,7 +88,10 @@ pub fn read_root(file: &WriterFile) -> Result<Root> {
     Ok(root)
 }
 
-pub fn recover(file: &WriterFile) -> Result<Recovered> {
+/// Recovers the newest root and its logs; with `below`, keeps only the batches below that LSN
+/// (those of a set commit that did not reach every shard go), which must all be in the log
+/// commits append to.
+pub fn recover(file: &WriterFile, below: Option<u64>) -> Result<Recovered> {
     let began = std::time::Instant::now();
     let root = read_root(file)?;
     let runs = settled(array::load(file, root.free_segments, root.epoch))?.0;
@@ -97,7 +121,7 @@ pub fn recover(file: &WriterFile) -> Result<Recovered> {
     let mut sealed = None;
     if let Some(s) = &root.sealed {
         let mut ops = OpLog::default();
-        let end = replay_log(file, &s.log, &mut ops, &mut report)?;
+        let end = replay_log(file, &s.log, u64::MAX, &mut ops, &mut report)?;
         if end.lsn != s.end {
             report.notes.push(format!(
                 "the sealed log ends at LSN {} where the root expects {}: its last batches were not durable; the batches after them are dropped",
@@ -115,9 +139,35 @@ pub fn recover(file: &WriterFile) -> Result<Recovered> {
         sealed = Some(ops);
     }
     let mut mem = OpLog::default();
+    let first = fix.as_ref().map_or(root.log.lsn, |next| next.log.lsn);
+    if let Some(b) = below.filter(|b| *b < first) {
+        return Err(Error::corrupt(
+            "WAL",
+            root.log.offset,
+            format!(
+                "the set log keeps the batches below LSN {b}, but those from LSN {first} on are \
+                 already in tables"
+            ),
+        ));
+    }
+    let below = below.unwrap_or(u64::MAX);
+    let mut discard = None;
     let wal = match &fix {
         Some(next) => Cursor::start(&next.log),
-        None => replay_log(file, &root.log, &mut mem, &mut report)?,
+        None => {
+            let end = replay_log(file, &root.log, below, &mut mem, &mut report)?;
+            let past = wal::scan_frames(file, &wal::chunks(&root.log), end, u64::MAX, |_, f| f)?;
+            if past.pos > end.pos {
+                report.notes.push(format!(
+                    "dropped {} batches (LSN {} to {}) of a set commit that did not reach every shard",
+                    past.lsn - end.lsn,
+                    end.lsn,
+                    past.lsn - 1
+                ));
+                discard = Some((root.log.offset + end.pos, past.pos - end.pos));
+            }
+            end
+        }
     };
     super::failpoint::hit("recovery.replayed");
     report.micros = began.elapsed().as_micros() as u64;
@@ -129,21 +179,27 @@ pub fn recover(file: &WriterFile) -> Result<Recovered> {
         wal,
         report,
         fix,
+        discard,
     })
 }
 
-/// Replays one log into `mem`; returns the cursor after its last whole frame.
+/// Replays one log into `mem`, up to the frame of LSN `below`; returns the cursor after its
+/// last frame replayed.
 fn replay_log(
     file: &WriterFile,
     log: &LogRef,
+    below: u64,
     mem: &mut OpLog,
     report: &mut RecoveryReport,
 ) -> Result<Cursor> {
     let chunks = wal::chunks(log);
     let start = Cursor::start(log);
-    let end = replay(file, &chunks, start, mem)?;
+    let end = replay(file, &chunks, start, below, mem)?;
     report.frames += end.lsn - start.lsn;
     report.log_bytes += end.pos;
+    if end.lsn == below {
+        return Ok(end);
+    }
     if let Some(len) = wal::torn_tail(file, &chunks, end)? {
         report.notes.push(format!(
             "dropped an incomplete batch (LSN {}, {len} bytes) at log offset {}: it was never acknowledged",
@@ -158,7 +214,13 @@ const AHEAD: usize = 4;
 
 /// Replays the log from `start` into `mem`: a second thread reads and checks the frames while
 /// this one applies them. Without a second thread, does both here.
-fn replay(file: &WriterFile, chunks: &[u64], start: Cursor, mem: &mut OpLog) -> Result<Cursor> {
+fn replay(
+    file: &WriterFile,
+    chunks: &[u64],
+    start: Cursor,
+    below: u64,
+    mem: &mut OpLog,
+) -> Result<Cursor> {
     let apply = |mem: &mut OpLog, frame: &[u8]| {
         super::failpoint::hit("recovery.replaying");
         frame_ops(frame).for_each(|op| mem.apply(&op));
@@ -169,7 +231,7 @@ fn replay(file: &WriterFile, chunks: &[u64], start: Cursor, mem: &mut OpLog) -> 
         let reader = std::thread::Builder::new()
             .name("hashdir-replay".to_owned())
             .spawn_scoped(s, move || {
-                wal::scan_frames(file, chunks, start, u64::MAX, |_, frame| {
+                wal::scan_frames_below(file, chunks, start, u64::MAX, below, |_, frame| {
                     let _ = full_tx.send(frame);
                     free_rx.try_recv().unwrap_or_default()
                 })
@@ -191,7 +253,7 @@ fn replay(file: &WriterFile, chunks: &[u64], start: Cursor, mem: &mut OpLog) -> 
     });
     match scanned {
         Some(end) => end,
-        None => wal::scan_frames(file, chunks, start, u64::MAX, |_, frame| {
+        None => wal::scan_frames_below(file, chunks, start, u64::MAX, below, |_, frame| {
             apply(mem, &frame);
             frame
         }),

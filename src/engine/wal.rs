@@ -157,14 +157,26 @@ pub fn scan_until(
 pub fn scan_frames(
     src: &dyn Source,
     chunks: &[u64],
+    cur: Cursor,
+    until: u64,
+    f: impl FnMut(u64, Vec<u8>) -> Vec<u8>,
+) -> Result<Cursor> {
+    scan_frames_below(src, chunks, cur, until, u64::MAX, f)
+}
+
+/// [`scan_frames`], stopping also before the frame of LSN `below`.
+pub fn scan_frames_below(
+    src: &dyn Source,
+    chunks: &[u64],
     mut cur: Cursor,
     until: u64,
+    below: u64,
     mut f: impl FnMut(u64, Vec<u8>) -> Vec<u8>,
 ) -> Result<Cursor> {
     let cap = capacity(chunks);
     let mut hdr = [0u8; HEADER];
     let mut frame = Vec::new();
-    while cur.pos < until && cur.pos + HEADER as u64 <= cap {
+    while cur.pos < until && cur.lsn < below && cur.pos + HEADER as u64 <= cap {
         if !read(src, chunks, cur.pos, &mut hdr)? {
             break;
         }

@@ -15,7 +15,7 @@ use crate::error::{Error, Result};
 use crate::format::layout::{DEFAULT_CAPACITY, SEGMENT};
 use crate::format::root::{LogRef, Root, SealedLog, Span};
 use crate::format::wal::{FrameBuf, Op};
-use crate::store::{Create, ReaderTable, WriterFile};
+use crate::store::{Create, Positional, ReaderTable, WriterFile};
 use crate::{Key, Value};
 use parking_lot::{Condvar, Mutex};
 use std::path::Path;
@@ -67,7 +67,12 @@ fn initial_root(data: u64, capacity: u64) -> Root {
 impl Writer {
     /// Opens (creating if asked) and recovers: the newest valid root, then its logs.
     pub fn open(path: &Path, opts: &Options) -> Result<Writer> {
-        let log_bytes = opts.log_bytes()?;
+        Writer::start(Writer::lock(path, opts)?, opts, None)
+    }
+
+    /// Opens (creating if asked) and locks the file, recovering nothing yet: `start` does.
+    pub(crate) fn lock(path: &Path, opts: &Options) -> Result<WriterFile> {
+        opts.log_bytes()?;
         opts.check_capacity()?;
         let capacity = match opts.capacity {
             0 => DEFAULT_CAPACITY,
@@ -78,9 +83,19 @@ impl Writer {
             capacity,
             root: &root,
         };
-        let file = WriterFile::open(path, opts.create.then_some(&create))?;
-        let rec = recovery::recover(&file)?;
-        let readers = ReaderTable::open(path)?;
+        WriterFile::open(path, opts.create.then_some(&create))
+    }
+
+    /// Recovers a locked file and starts the writer; with `below`, keeps only the batches
+    /// below that LSN (`recovery::recover`) and wipes the frames after them from the log.
+    pub(crate) fn start(file: WriterFile, opts: &Options, below: Option<u64>) -> Result<Writer> {
+        let log_bytes = opts.log_bytes()?;
+        let rec = recovery::recover(&file, below)?;
+        if let Some((off, bytes)) = rec.discard {
+            file.write_at(off, &vec![0u8; bytes as usize])?;
+            file.sync()?;
+        }
+        let readers = ReaderTable::open(file.path())?;
         let sealed = rec.sealed.is_some();
         let core = Arc::new(Core {
             file,
@@ -175,6 +190,12 @@ impl Writer {
     /// Makes the pending batch durable against a process crash (with `sync_commit`, against a
     /// power cut too) and visible to readers, atomically.
     pub fn commit(&mut self) -> Result<()> {
+        self.append()?;
+        self.seal_full()
+    }
+
+    /// `commit` without sealing the log afterwards: the batch is in the log and in memory.
+    pub(crate) fn append(&mut self) -> Result<()> {
         self.usable()?;
         if self.batch.is_empty() {
             return Ok(());
@@ -196,13 +217,39 @@ impl Writer {
             self.mem.apply(&op);
         }
         self.batch.clear();
-        // Seal a nearly full log now, while the previous one is flushed already, so the next
-        // commits rarely wait.
-        let limit = self.log_limit();
-        if self.wal.pos + limit / 16 >= limit && !self.core.sealed_waiting() {
+        Ok(())
+    }
+
+    /// Seals a nearly full log now, while the previous one is flushed already, so the next
+    /// commits rarely wait.
+    pub(crate) fn seal_full(&mut self) -> Result<()> {
+        if self.nearly_full() {
             self.switch(0)?;
         }
         Ok(())
+    }
+
+    /// Whether `seal_full` would seal the log now. Stays true until it does: only a seal of
+    /// this writer's makes a sealed log wait.
+    pub(crate) fn nearly_full(&self) -> bool {
+        let limit = self.log_limit();
+        self.wal.pos + limit / 16 >= limit && !self.core.sealed_waiting()
+    }
+
+    /// Whether `append` will seal the log before it writes the pending batch (which does not
+    /// fit).
+    pub(crate) fn switch_due(&self) -> bool {
+        !self.batch.is_empty() && self.wal.pos + self.batch.frame_len() as u64 > self.log.bytes
+    }
+
+    /// The LSN the next batch will take: the batches below it are committed.
+    pub(crate) fn next_lsn(&self) -> u64 {
+        self.wal.lsn
+    }
+
+    /// Whether ops are waiting for a commit.
+    pub(crate) fn pending(&self) -> bool {
+        !self.batch.is_empty()
     }
 
     /// Waits while a frame of `len` bytes would fill the log further than the background work
@@ -423,7 +470,7 @@ impl Drop for Writer {
     }
 }
 
-fn same_len(keys: &[Key], values: &[Value]) -> Result<()> {
+pub(crate) fn same_len(keys: &[Key], values: &[Value]) -> Result<()> {
     if keys.len() != values.len() {
         return Err(Error::InvalidArgument(format!(
             "{} keys but {} values",

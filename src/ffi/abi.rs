@@ -83,6 +83,12 @@ pub struct hashdir_options {
     /// (it is sparse: `du` shows its use, `ls -l` its length). A multiple of 1 MiB between
     /// 64 MiB and 16 TiB - 64 MiB. Ignored when the file exists.
     pub capacity: u64,
+    /// Writer creating a store with `HASHDIR_CREATE`: more than 1 makes `path` a directory
+    /// holding that many files, each an ordinary hashdir file holding the keys
+    /// `hashdir_shard_of` routes to it (at most 4096); 0 or 1 = one file. When `path` exists
+    /// it must then be a sharded store of that many shards. Writers and readers open a sharded
+    /// store's directory whatever this says.
+    pub shards: u32,
 }
 
 /// Counters of an open file, filled by `hashdir_writer_stats` / `hashdir_reader_stats`.
@@ -150,7 +156,8 @@ const _: () = assert!(align_of::<hashdir_key>() == align_of::<Key>());
 const _: () = assert!(size_of::<hashdir_value>() == size_of::<Value>());
 const _: () = assert!(align_of::<hashdir_value>() == align_of::<Value>());
 // v1 layouts as published in the header; growing them is fine, moving a field is not.
-const _: () = assert!(size_of::<hashdir_options>() == 32);
+const _: () = assert!(size_of::<hashdir_options>() == 40);
+const _: () = assert!(offset_of!(hashdir_options, shards) == 32);
 const _: () = assert!(offset_of!(hashdir_options, checkpoint_bytes) == 8);
 const _: () = assert!(offset_of!(hashdir_options, refresh_interval_ms) == 16);
 const _: () = assert!(size_of::<hashdir_stats>() == 96);

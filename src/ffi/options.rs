@@ -16,6 +16,7 @@ fn default_options() -> hashdir_options {
         checkpoint_bytes: 0,
         refresh_interval_ms: 0,
         capacity: 0,
+        shards: 0,
     }
 }
 
@@ -47,7 +48,7 @@ pub(super) unsafe fn decode(opts: *const hashdir_options) -> CallResult<Options>
         default_options()
     } else {
         let fields = field_ends!(hashdir_options, default_options();
-            flags, checkpoint_bytes, refresh_interval_ms, capacity);
+            flags, checkpoint_bytes, refresh_interval_ms, capacity, shards);
         // SAFETY: passed on from this function's contract.
         unsafe { read_versioned(opts, default_options(), &fields, "opts") }?
     };
@@ -63,6 +64,7 @@ pub(super) unsafe fn decode(opts: *const hashdir_options) -> CallResult<Options>
         checkpoint_bytes: raw.checkpoint_bytes,
         refresh_interval_ms: raw.refresh_interval_ms,
         capacity: raw.capacity,
+        shards: raw.shards,
     })
 }
 
@@ -126,6 +128,15 @@ mod tests {
             decode_ref(&o).unwrap_err(),
             "invalid argument: opts->flags has unknown bits 0x10"
         );
+    }
+
+    #[test]
+    fn shards_is_read_only_within_struct_size() {
+        let mut o = default_options();
+        o.shards = 4;
+        assert_eq!(decode_ref(&o).unwrap().shards, 4);
+        o.struct_size = offset_of!(hashdir_options, shards) as u32;
+        assert_eq!(decode_ref(&o).unwrap().shards, 0);
     }
 
     #[test]

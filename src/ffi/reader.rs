@@ -4,14 +4,14 @@ use super::abi::{hashdir_key, hashdir_options, hashdir_stats, hashdir_status, ha
 use super::args::{self, ensure_disjoint, handle, out_init, slice_in, slice_out, span};
 use super::call::{ffi_call, CallResult};
 use super::{options, stats};
-use crate::{Error, Key, Reader, Value};
+use crate::{Error, Key, StoreReader, Value};
 use std::ffi::c_char;
 use std::ptr;
 
 /// An open reader. Opaque: create with `hashdir_reader_open`, free with
 /// `hashdir_reader_close`.
 pub struct hashdir_reader {
-    reader: Reader,
+    reader: StoreReader,
 }
 
 // C threads share one reader handle without a lock of ours: the engine's Reader must
@@ -25,7 +25,7 @@ const _: () = {
 ///
 /// # Safety
 /// `r` is NULL or a live reader handle.
-unsafe fn reader<'a>(r: *const hashdir_reader) -> CallResult<&'a Reader> {
+unsafe fn reader<'a>(r: *const hashdir_reader) -> CallResult<&'a StoreReader> {
     // SAFETY: passed on from this function's contract.
     unsafe { handle(r, "reader") }.map(|r| &r.reader)
 }
@@ -36,10 +36,17 @@ unsafe fn reader<'a>(r: *const hashdir_reader) -> CallResult<&'a Reader> {
 /// `opts` may be NULL for the defaults; `refresh_interval_ms` > 0 refreshes the view
 /// automatically; writer flags are ignored.
 ///
+/// A directory at `path` is a sharded store: lookups and gets go to each key's shard and
+/// answer in the caller's order; refresh and stats cover every shard (stats are sums; the
+/// depth is the deepest shard's). Each shard's view is one of its commits, and a refresh
+/// moves the shards one after the other, so a set commit made meanwhile may be seen in some
+/// shards before the others.
+///
 /// # Errors
 /// `HASHDIR_ERR_INVALID_ARGUMENT` for a NULL/empty path, NULL `out`, bad `opts`;
 /// `HASHDIR_ERR_NOT_FOUND` if the file is missing; `HASHDIR_ERR_NOT_HASHDIR` if it is
-/// something else; `HASHDIR_ERR_IO`, `HASHDIR_ERR_CORRUPT`.
+/// something else (or a directory without a shard manifest); `HASHDIR_ERR_IO`,
+/// `HASHDIR_ERR_CORRUPT` (also for a damaged manifest).
 ///
 /// # Threads
 /// Any thread. The returned handle may be used from many threads at once.
@@ -61,7 +68,7 @@ pub unsafe extern "C" fn hashdir_reader_open(
         let path = unsafe { args::path(path) }?;
         // SAFETY: `opts` is NULL or `struct_size` readable bytes, by contract.
         let options = unsafe { options::decode(opts) }?;
-        let reader = Reader::open(path, &options)?;
+        let reader = StoreReader::open(path, &options)?;
         *out = Box::into_raw(Box::new(hashdir_reader { reader }));
         Ok(())
     })

@@ -10,6 +10,8 @@ use std::ffi::c_char;
 /// against the ranges its pages record, entry counts against the statistics, extents within the file and
 /// against their checksums, no page referenced twice, free lists disjoint from live space.
 /// Safe while a writer runs (a check the writer overtook is redone on its newer state).
+/// For a sharded store's directory, checks every shard (each problem names its shard; the
+/// counts are sums).
 ///
 /// Writes a NUL-terminated report into `report` (one problem a line, each saying what and
 /// at which file offset, or one `ok: ...` line with the counts), cut to `report_len`
@@ -41,7 +43,7 @@ pub unsafe extern "C" fn hashdir_verify(
         // SAFETY: `report` is NULL or `report_len` writable bytes, by contract; bytes are
         // plain data.
         let out = unsafe { slice_out(report.cast::<u8>(), report_len, "report") }?;
-        let r = crate::verify(path)?;
+        let r = crate::verify_store(path)?;
         let text = if r.is_ok() {
             format!(
                 "ok: epoch {}, {} keys, {} values, {} buckets, {} pages, {} extents",

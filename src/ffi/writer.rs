@@ -5,9 +5,10 @@ use super::abi::{
     hashdir_key, hashdir_options, hashdir_recovery, hashdir_stats, hashdir_status, hashdir_value,
 };
 use super::args::{self, field_ends, handle, out_init, slice_in, slice_out, write_versioned};
-use super::call::{ffi_call, CallResult, Failure};
+use super::call::{ffi_call, guard, CallResult, Failure};
 use super::{options, stats};
-use crate::{Key, Value, Writer};
+use crate::engine::ShardedWriter;
+use crate::{Key, StoreWriter, Value};
 use parking_lot::Mutex;
 use std::ffi::c_char;
 use std::ptr;
@@ -19,7 +20,7 @@ pub struct hashdir_writer {
 }
 
 struct Slot {
-    writer: Writer,
+    writer: StoreWriter,
     /// Set when a call panicked mid-change: the writer's memory may then hold half an
     /// insert, which must never reach the file by a later commit.
     poisoned: bool,
@@ -40,7 +41,7 @@ const POISONED: &str = "the writer panicked earlier and refuses further calls; c
 const POISONED_CLOSE: &str = "the writer had panicked earlier; closed without committing";
 
 impl hashdir_writer {
-    fn with<T>(&self, op: impl FnOnce(&mut Writer) -> crate::Result<T>) -> CallResult<T> {
+    fn with<T>(&self, op: impl FnOnce(&mut StoreWriter) -> crate::Result<T>) -> CallResult<T> {
         let mut slot = self.slot.lock();
         let Slot { writer, poisoned } = &mut *slot;
         if *poisoned {
@@ -69,13 +70,21 @@ unsafe fn writer<'a>(w: *const hashdir_writer) -> CallResult<&'a hashdir_writer>
 /// Opens (or, with `HASHDIR_CREATE`, creates) the file at `path` for writing, and
 /// recovers committed changes a crashed writer left in its WAL.
 ///
+/// A directory at `path` (or, when creating, `opts->shards` > 1) is a sharded store: every
+/// writer call works on it too, routing each key to its shard (`hashdir_shard_of`); a commit
+/// commits every shard, in parallel (one thread per shard, up to the cores), as one set
+/// commit: after a crash every shard holds it or none does. Opening cuts the batches of a set
+/// commit that did not reach every shard. A failed commit of a sharded store leaves the
+/// writer refusing work (`HASHDIR_ERR_IO`): reopen it.
+///
 /// `opts` may be NULL for the defaults (see `hashdir_options_init`); readers' fields are
 /// ignored.
 ///
 /// # Errors
 /// `HASHDIR_ERR_INVALID_ARGUMENT` for a NULL/empty path, NULL `out`, bad `opts`;
 /// `HASHDIR_ERR_NOT_FOUND` if the file is missing and `HASHDIR_CREATE` is not set;
-/// `HASHDIR_ERR_NOT_HASHDIR` if the file is something else (it is left unchanged);
+/// `HASHDIR_ERR_NOT_HASHDIR` if the file is something else (it is left unchanged), or a
+/// directory without a shard manifest; `HASHDIR_ERR_CORRUPT` for a damaged manifest;
 /// `HASHDIR_ERR_LOCKED` if another writer, in this or another process, has it open;
 /// `HASHDIR_ERR_IO`, `HASHDIR_ERR_CORRUPT`.
 ///
@@ -99,13 +108,75 @@ pub unsafe extern "C" fn hashdir_writer_open(
         let path = unsafe { args::path(path) }?;
         // SAFETY: `opts` is NULL or `struct_size` readable bytes, by contract.
         let options = unsafe { options::decode(opts) }?;
-        let writer = Writer::open(path, &options)?;
-        let slot = Mutex::new(Slot {
-            writer,
-            poisoned: false,
-        });
-        *out = Box::into_raw(Box::new(hashdir_writer { slot }));
+        *out = boxed(StoreWriter::open(path, &options)?);
         Ok(())
+    })
+}
+
+fn boxed(writer: StoreWriter) -> *mut hashdir_writer {
+    let slot = Mutex::new(Slot {
+        writer,
+        poisoned: false,
+    });
+    Box::into_raw(Box::new(hashdir_writer { slot }))
+}
+
+/// Opens shard `shard` of the sharded store at `dir` as a plain writer of that one file, for
+/// programs in which each process (or thread) owns some shards and routes keys itself with
+/// `hashdir_shard_of`. Every writer call works on it as on a single file. The batches of a
+/// set commit that a crashed store writer left in this shard only are cut first; the
+/// shard's batches from then on belong to no set commit, so a later
+/// `hashdir_writer_open` of the store keeps them.
+///
+/// # Errors
+/// `HASHDIR_ERR_INVALID_ARGUMENT` for a NULL/empty `dir`, NULL `out`, bad `opts`, or a
+/// `shard` the store does not have; `HASHDIR_ERR_NOT_FOUND` if `dir` is missing;
+/// `HASHDIR_ERR_NOT_HASHDIR` if it is not a sharded store (no manifest);
+/// `HASHDIR_ERR_CORRUPT` for a damaged manifest; `HASHDIR_ERR_LOCKED` if the shard, or the
+/// store, has a writer; `HASHDIR_ERR_IO`.
+///
+/// # Threads
+/// Any thread. The returned handle may be used from any thread.
+///
+/// # Safety
+/// As `hashdir_writer_open`.
+#[no_mangle]
+pub unsafe extern "C" fn hashdir_shard_writer_open(
+    dir: *const c_char,
+    shard: u32,
+    opts: *const hashdir_options,
+    out: *mut *mut hashdir_writer,
+) -> hashdir_status {
+    ffi_call("hashdir_shard_writer_open", || {
+        // SAFETY: `out` is NULL or writable, by contract.
+        let out = unsafe { out_init(out, ptr::null_mut(), "out") }?;
+        // SAFETY: `dir` is NULL or NUL-terminated, by contract.
+        let dir = unsafe { args::path(dir) }?;
+        // SAFETY: `opts` is NULL or `struct_size` readable bytes, by contract.
+        let options = unsafe { options::decode(opts) }?;
+        let writer = ShardedWriter::open_shard(dir, shard, &options)?;
+        *out = boxed(StoreWriter::File(writer));
+        Ok(())
+    })
+}
+
+/// The shard of `*key` in a sharded store of `shards` shards (0 and 1 both mean one shard,
+/// and give 0); the same in every version of the library and on every machine (the rule is
+/// in docs/FORMAT.md). A NULL `key` gives 0.
+///
+/// # Threads
+/// Any thread.
+///
+/// # Safety
+/// `key` is NULL or readable.
+#[no_mangle]
+pub unsafe extern "C" fn hashdir_shard_of(key: *const hashdir_key, shards: u32) -> u32 {
+    guard("hashdir_shard_of", 0, || {
+        // SAFETY: `key` is NULL or readable, by contract; `hashdir_key` has `Key`'s layout.
+        match unsafe { handle(key.cast::<Key>(), "key") } {
+            Ok(k) => crate::shard_of(k, shards),
+            Err(_) => 0,
+        }
     })
 }
 
@@ -257,7 +328,7 @@ pub unsafe extern "C" fn hashdir_writer_delete_pairs(
 pub unsafe extern "C" fn hashdir_writer_commit(w: *mut hashdir_writer) -> hashdir_status {
     ffi_call("hashdir_writer_commit", || {
         // SAFETY: `w` is NULL or live, by contract.
-        unsafe { writer(w) }?.with(Writer::commit)
+        unsafe { writer(w) }?.with(StoreWriter::commit)
     })
 }
 
@@ -279,7 +350,7 @@ pub unsafe extern "C" fn hashdir_writer_commit(w: *mut hashdir_writer) -> hashdi
 pub unsafe extern "C" fn hashdir_writer_checkpoint(w: *mut hashdir_writer) -> hashdir_status {
     ffi_call("hashdir_writer_checkpoint", || {
         // SAFETY: `w` is NULL or live, by contract.
-        unsafe { writer(w) }?.with(Writer::checkpoint)
+        unsafe { writer(w) }?.with(StoreWriter::checkpoint)
     })
 }
 
@@ -302,7 +373,7 @@ pub unsafe extern "C" fn hashdir_writer_checkpoint(w: *mut hashdir_writer) -> ha
 pub unsafe extern "C" fn hashdir_writer_sync(w: *mut hashdir_writer) -> hashdir_status {
     ffi_call("hashdir_writer_sync", || {
         // SAFETY: `w` is NULL or live, by contract.
-        unsafe { writer(w) }?.with(Writer::sync)
+        unsafe { writer(w) }?.with(StoreWriter::sync)
     })
 }
 
@@ -445,7 +516,7 @@ pub unsafe extern "C" fn hashdir_writer_gc(
 ) -> hashdir_status {
     ffi_call("hashdir_writer_gc", || {
         // SAFETY: `w` is NULL or live, by contract.
-        let report = unsafe { writer(w) }?.with(Writer::gc)?;
+        let report = unsafe { writer(w) }?.with(StoreWriter::gc)?;
         for (ptr, v) in [
             (pages_reclaimed, report.pages_reclaimed),
             (segment_bytes_reclaimed, report.segments_reclaimed << 20),
@@ -468,7 +539,7 @@ mod tests {
     fn a_panic_poisons_the_writer_until_close() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("p.h5");
-        let opened = Writer::open(&path, &Options::default()).unwrap();
+        let opened = StoreWriter::open(&path, &Options::default()).unwrap();
         let slot = Mutex::new(Slot {
             writer: opened,
             poisoned: false,
@@ -486,7 +557,7 @@ mod tests {
         let close = unsafe { hashdir_writer_close(w) };
         assert_eq!(close, hashdir_status::HASHDIR_ERR_PANIC);
         assert!(
-            Writer::open(&path, &Options::default()).is_ok(),
+            StoreWriter::open(&path, &Options::default()).is_ok(),
             "close released the lock"
         );
     }

@@ -4,7 +4,7 @@ use crate::Key;
 
 /// murmur3's 64-bit finaliser: a bijection with full avalanche.
 #[inline]
-fn fmix64(mut x: u64) -> u64 {
+pub fn fmix64(mut x: u64) -> u64 {
     x ^= x >> 33;
     x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
     x ^= x >> 33;

@@ -7,5 +7,6 @@ pub mod hash;
 pub mod layout;
 pub mod page;
 pub mod root;
+pub mod shard;
 pub mod table;
 pub mod wal;

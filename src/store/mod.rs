@@ -12,6 +12,7 @@ mod lock;
 mod map;
 mod memory;
 mod readers;
+mod shards;
 pub mod trace;
 
 pub use file::{drop_cache, Create, FileSize, ReadFile, WriterFile};
@@ -19,6 +20,7 @@ pub use h5::Layout;
 pub use map::Mmap;
 pub use memory::{huge_pages, prefetch};
 pub use readers::{table_path, ReaderTable, Slot, SLOTS};
+pub use shards::{read_manifest, shard_path, unfinished_store, write_manifest, SetLog, MANIFEST};
 
 /// Positional I/O on the writer's file.
 pub trait Positional {

@@ -3,7 +3,7 @@
 //! concurrent commits, JSON output) is `cargo bench --bench hashdir`.
 
 use crate::{engine_error, Failure};
-use hashdir::{Key, Options, Reader, Value, Writer};
+use hashdir::{Key, Options, StoreReader, StoreWriter, Value};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -13,6 +13,7 @@ pub struct Bench {
     pub batch: u64,
     pub lookups: u64,
     pub keep: bool,
+    pub shards: u32,
 }
 
 /// Removes the benchmark file when dropped, unless kept.
@@ -24,6 +25,7 @@ struct Scratch {
 impl Drop for Scratch {
     fn drop(&mut self) {
         if !self.keep {
+            let _ = std::fs::remove_dir_all(&self.path);
             let _ = std::fs::remove_file(&self.path);
             let _ = std::fs::remove_file(hashdir::store::table_path(&self.path));
         }
@@ -85,7 +87,11 @@ pub fn run(a: &Bench) -> Result<(), Failure> {
 
 fn insert(path: &Path, a: &Bench) -> Result<f64, Failure> {
     let started = Instant::now();
-    let mut w = Writer::open(path, &Options::default()).map_err(|e| engine_error(path, e))?;
+    let opts = Options {
+        shards: a.shards,
+        ..Options::default()
+    };
+    let mut w = StoreWriter::open(path, &opts).map_err(|e| engine_error(path, e))?;
     let batch = a.batch.max(1);
     let (mut keys, mut values) = (Vec::new(), Vec::new());
     let mut i = 0;
@@ -110,7 +116,7 @@ fn lookup(path: &Path, a: &Bench) -> Result<f64, Failure> {
         create: false,
         ..Options::default()
     };
-    let r = Reader::open(path, &opts).map_err(|e| engine_error(path, e))?;
+    let r = StoreReader::open(path, &opts).map_err(|e| engine_error(path, e))?;
     let (mut first, mut found) = ([[0u8; 16]], [0u8]);
     let started = Instant::now();
     for n in 0..a.lookups {

@@ -2,7 +2,7 @@
 
 use crate::hex;
 use crate::{engine_error, Failure, Format};
-use hashdir::{Key, Options, Value, Writer};
+use hashdir::{Key, Options, StoreWriter, Value};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, IsTerminal, Read};
@@ -17,6 +17,7 @@ pub struct Load {
     pub sync: bool,
     pub checkpoint_mb: u64,
     pub create: bool,
+    pub shards: u32,
 }
 
 /// Bytes of one binary record: key then value.
@@ -30,9 +31,10 @@ pub fn run(a: &Load) -> Result<(), Failure> {
         create: a.create,
         sync_commit: a.sync,
         checkpoint_bytes: a.checkpoint_mb.saturating_mul(1 << 20),
+        shards: a.shards,
         ..Options::default()
     };
-    let writer = Writer::open(&a.path, &opts).map_err(|e| engine_error(&a.path, e))?;
+    let writer = StoreWriter::open(&a.path, &opts).map_err(|e| engine_error(&a.path, e))?;
     let mut job = Job {
         writer,
         path: &a.path,
@@ -121,7 +123,7 @@ fn progress_bar(size: Option<u64>) -> ProgressBar {
 }
 
 struct Job<'a> {
-    writer: Writer,
+    writer: StoreWriter,
     path: &'a Path,
     batch: usize,
     keys: Vec<Key>,

@@ -92,8 +92,12 @@ fn wait_for<T>(core: &Core, work: Work, mut next: impl FnMut(&mut State) -> Opti
             core.wake();
             return None;
         }
-        st.idle[work as usize] = true;
-        core.wake();
+        // Wakes those waiting for idle threads only as this one becomes idle: waking at every
+        // pass would have two idle threads wake each other without end.
+        if !st.idle[work as usize] {
+            st.idle[work as usize] = true;
+            core.wake();
+        }
         core.cv.wait(&mut st);
     }
 }

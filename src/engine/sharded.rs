@@ -1,0 +1,665 @@
+//! Sharded stores: a directory of ordinary files (`shard_000.h5`, ...), a manifest, and a set
+//! log. A key lives in shard `shard_of(key, n)`; a set commit commits every shard at once.
+//!
+//! Atomicity: a set commit appends each shard's frame (in parallel), then a done record to the
+//! set log naming, for every shard, the LSN below which its batches are committed. Opening
+//! takes the newest done record that every shard reaches and cuts every shard back to it,
+//! wiping the frames of a set commit that did not reach all of them. Frames are cut only while
+//! they are in a shard's log: before any shard seals its log (after which its frames become a
+//! table) every shard and the set log are synced, so a table never holds a batch that a power
+//! cut could make the newest reachable done record miss.
+
+use super::options::{Options, Stats};
+use super::recovery::{self, RecoveryReport};
+use super::verify::{verify, VerifyReport};
+use super::writer::same_len;
+use super::{GcReport, Reader, Writer};
+use crate::error::{Error, Result};
+use crate::format::shard::{shard_of, Manifest, SetRecord, MAX_SHARDS};
+use crate::store::{
+    read_manifest, shard_path, unfinished_store, write_manifest, SetLog, WriterFile, MANIFEST,
+};
+use crate::{Key, Value};
+use std::path::{Path, PathBuf};
+
+/// The set log is cut back to one record when it grows past this at a sync point.
+const SET_LOG_MAX: u64 = 4 << 20;
+
+/// Whether `path` names a sharded store (a directory) rather than a file.
+pub fn is_store(path: &Path) -> bool {
+    path.is_dir()
+}
+
+/// Runs `f` on every item, on up to one thread per core; results in item order.
+fn each<T: Send, R: Send>(items: &mut [T], f: impl Fn(usize, &mut T) -> R + Sync) -> Vec<R> {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let per = items.len().div_ceil(cores.max(1)).max(1);
+    if items.len() <= 1 || per >= items.len() {
+        return items.iter_mut().enumerate().map(|(i, t)| f(i, t)).collect();
+    }
+    std::thread::scope(|s| {
+        let f = &f;
+        let jobs: Vec<_> = items
+            .chunks_mut(per)
+            .enumerate()
+            .map(|(c, chunk)| {
+                s.spawn(move || {
+                    let at = c * per;
+                    let out: Vec<R> = chunk
+                        .iter_mut()
+                        .enumerate()
+                        .map(|(i, t)| f(at + i, t))
+                        .collect();
+                    out
+                })
+            })
+            .collect();
+        jobs.into_iter()
+            .flat_map(|j| j.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+            .collect()
+    })
+}
+
+/// The first error of `results`, naming its shard.
+fn first_error<T>(dir: &Path, results: Vec<Result<T>>) -> Result<Vec<T>> {
+    let mut out = Vec::with_capacity(results.len());
+    for (i, r) in results.into_iter().enumerate() {
+        out.push(r.map_err(|e| in_shard(dir, i as u32, e))?);
+    }
+    Ok(out)
+}
+
+/// `e` with the shard's file named where the error has no path of its own.
+fn in_shard(dir: &Path, i: u32, e: Error) -> Error {
+    match e {
+        Error::Hdf5 { op, detail } => Error::Hdf5 {
+            op,
+            detail: format!("{}: {detail}", shard_path(dir, i).display()),
+        },
+        Error::Corrupt {
+            what,
+            offset,
+            detail,
+        } => Error::Corrupt {
+            what,
+            offset,
+            detail: format!("{}: {detail}", shard_path(dir, i).display()),
+        },
+        Error::Unusable { why, errno } => Error::Unusable {
+            why: format!("{}: {why}", shard_path(dir, i).display()),
+            errno,
+        },
+        e => e,
+    }
+}
+
+/// Key indices grouped by shard, keeping the caller's order within each shard.
+fn route(keys: &[Key], shards: u32) -> Vec<Vec<usize>> {
+    let mut by = vec![Vec::new(); shards as usize];
+    for (i, k) in keys.iter().enumerate() {
+        by[shard_of(k, shards) as usize].push(i);
+    }
+    by
+}
+
+fn pick<T: Copy>(items: &[T], at: &[usize]) -> Vec<T> {
+    at.iter().map(|&i| items[i]).collect()
+}
+
+fn manifest_of(dir: &Path) -> Result<u32> {
+    if !dir.exists() {
+        return Err(Error::NotFound {
+            path: dir.to_owned(),
+        });
+    }
+    Ok(read_manifest(dir)?.shards)
+}
+
+fn check_count(opts: &Options, have: u32, dir: &Path) -> Result<()> {
+    if opts.shards > 1 && opts.shards != have {
+        return Err(Error::InvalidArgument(format!(
+            "{} has {have} shards, not the {} asked for",
+            dir.display(),
+            opts.shards
+        )));
+    }
+    Ok(())
+}
+
+/// The shard a done record leaves `shard` at, unless a single-shard writer took it over since.
+fn owned(recs: &[SetRecord], done: usize, shard: u32) -> bool {
+    !recs[done + 1..]
+        .iter()
+        .any(|r| matches!(r, SetRecord::Detach { shard: s, .. } if *s == shard))
+}
+
+/// The writer of a sharded store.
+pub struct ShardedWriter {
+    dir: PathBuf,
+    shards: Vec<Writer>,
+    log: SetLog,
+    seq: u64,
+    sync: bool,
+    /// Why the store refuses work: a set commit failed after some shards took its batch.
+    broken: Option<String>,
+    recovered: RecoveryReport,
+}
+
+impl ShardedWriter {
+    /// Opens the store at `dir`, creating it with `opts.shards` files if asked and missing.
+    pub fn open(dir: &Path, opts: &Options) -> Result<ShardedWriter> {
+        if opts.create && opts.shards > 1 && !dir.join(MANIFEST).exists() {
+            create(dir, opts)?;
+        }
+        let n = manifest_of(dir)?;
+        check_count(opts, n, dir)?;
+        let plain = Options {
+            create: false,
+            ..opts.clone()
+        };
+        let files = (0..n)
+            .map(|i| Writer::lock(&shard_path(dir, i), &plain))
+            .collect::<Result<Vec<WriterFile>>>()?;
+        let (log, recs) = SetLog::open(dir, n)?;
+        let mut files: Vec<Option<WriterFile>> = files.into_iter().map(Some).collect();
+        let lsns = each(&mut files, |_, f| {
+            recovery::log_lsns(f.as_ref().expect("locked"))
+        });
+        let lsns = first_error(dir, lsns)?;
+        let (seq, below) = resolve(dir, &recs, &lsns)?;
+        let writers = each(&mut files, |i, f| {
+            let file = f.take().expect("locked");
+            Writer::start(file, &plain, below[i])
+        });
+        let shards = first_error(dir, writers)?;
+        let recovered = merged_reports(dir, &shards);
+        let mut w = ShardedWriter {
+            dir: dir.to_owned(),
+            shards,
+            log,
+            seq,
+            sync: opts.sync_commit,
+            broken: None,
+            recovered,
+        };
+        // The set log starts afresh from the state the shards were opened at.
+        let start = w.done_record();
+        w.log.rewrite(&start)?;
+        Ok(w)
+    }
+
+    /// A plain writer of shard `shard` of the store at `dir`, for a process that owns that
+    /// shard: batches of an unfinished set commit are cut from it first, and the set log
+    /// records that the shard's later batches belong to no set commit.
+    pub fn open_shard(dir: &Path, shard: u32, opts: &Options) -> Result<Writer> {
+        let n = manifest_of(dir)?;
+        if shard >= n {
+            return Err(Error::InvalidArgument(format!(
+                "shard {shard} does not exist: {} has {n} shards",
+                dir.display()
+            )));
+        }
+        let plain = Options {
+            create: false,
+            ..opts.clone()
+        };
+        let file = Writer::lock(&shard_path(dir, shard), &plain)?;
+        let (mut log, recs) = SetLog::open(dir, n)?;
+        let last = recs.iter().rev().find_map(|r| match r {
+            SetRecord::Done { lsns, .. } => Some(Some(lsns[shard as usize])),
+            SetRecord::Detach { shard: s, .. } if *s == shard => Some(None),
+            SetRecord::Detach { .. } => None,
+        });
+        let (_, end) = recovery::log_lsns(&file)?;
+        // A shard behind the done record lost batches to a power cut: keep what it has.
+        let below = last.flatten().filter(|b| *b < end);
+        let w = Writer::start(file, &plain, below).map_err(|e| in_shard(dir, shard, e))?;
+        log.append(&SetRecord::Detach {
+            shard,
+            lsn: w.next_lsn(),
+        })?;
+        log.sync()?;
+        Ok(w)
+    }
+
+    pub fn insert(&mut self, keys: &[Key], values: &[Value]) -> Result<()> {
+        same_len(keys, values)?;
+        self.scatter(keys, |w, at| w.insert(&pick(keys, at), &pick(values, at)))
+    }
+
+    pub fn insert_values(&mut self, key: &Key, values: &[Value]) -> Result<()> {
+        self.usable()?;
+        let s = shard_of(key, self.count()) as usize;
+        self.shards[s].insert_values(key, values)
+    }
+
+    pub fn delete_keys(&mut self, keys: &[Key]) -> Result<()> {
+        self.scatter(keys, |w, at| w.delete_keys(&pick(keys, at)))
+    }
+
+    pub fn delete_pairs(&mut self, keys: &[Key], values: &[Value]) -> Result<()> {
+        same_len(keys, values)?;
+        self.scatter(keys, |w, at| w.delete_pairs(&pick(keys, at), &pick(values, at)))
+    }
+
+    /// Hands each shard the indices of its keys. A shard that refuses its part leaves the
+    /// other parts pending in theirs: the store then refuses work until reopened.
+    fn scatter(
+        &mut self,
+        keys: &[Key],
+        mut f: impl FnMut(&mut Writer, &[usize]) -> Result<()>,
+    ) -> Result<()> {
+        self.usable()?;
+        let by = route(keys, self.count());
+        let mut refused = None;
+        for (w, at) in self.shards.iter_mut().zip(&by) {
+            if !at.is_empty() {
+                if let Err(e) = f(w, at) {
+                    refused = Some(e);
+                    break;
+                }
+            }
+        }
+        match refused {
+            None => Ok(()),
+            Some(e) => self.fail(e),
+        }
+    }
+
+    fn count(&self) -> u32 {
+        self.shards.len() as u32
+    }
+
+    fn usable(&self) -> Result<()> {
+        match &self.broken {
+            None => Ok(()),
+            Some(why) => Err(Error::Unusable {
+                why: why.clone(),
+                errno: None,
+            }),
+        }
+    }
+
+    /// A failure after which the shards may disagree: only a reopen (which cuts them back to
+    /// the last whole set commit) makes the store usable again.
+    fn fail<T>(&mut self, e: Error) -> Result<T> {
+        self.broken = Some(e.to_string());
+        Err(e)
+    }
+
+    /// Every shard's pending batch, as one set commit: in every shard or, after a crash, in
+    /// none.
+    pub fn commit(&mut self) -> Result<()> {
+        self.usable()?;
+        if !self.shards.iter().any(Writer::pending) {
+            return Ok(());
+        }
+        if self.shards.iter().any(Writer::switch_due) {
+            self.sync_point()?;
+        }
+        let dir = self.dir.clone();
+        let appended = each(&mut self.shards, |_, w| w.append());
+        if let Err(e) = first_error(&dir, appended) {
+            return self.fail(e);
+        }
+        let done = SetRecord::Done {
+            seq: self.seq + 1,
+            lsns: self.shards.iter().map(Writer::next_lsn).collect(),
+        };
+        let recorded = self.log.append(&done).and_then(|()| match self.sync {
+            true => self.log.sync(),
+            false => Ok(()),
+        });
+        if let Err(e) = recorded {
+            return self.fail(e);
+        }
+        self.seq += 1;
+        // Only the shards found due seal: a shard whose previous flush ended after this look
+        // would otherwise seal frames that no sync point covered when none was due.
+        let due: Vec<bool> = self.shards.iter().map(Writer::nearly_full).collect();
+        if due.contains(&true) {
+            self.sync_point()?;
+            let sealed = each(&mut self.shards, |i, w| match due[i] {
+                true => w.seal_full(),
+                false => Ok(()),
+            });
+            if let Err(e) = first_error(&dir, sealed) {
+                return self.fail(e);
+            }
+        }
+        Ok(())
+    }
+
+    /// Every shard and then the set log durable: the point before which a shard may seal a
+    /// log (its frames then go into tables, where recovery can no longer cut them).
+    fn sync_point(&mut self) -> Result<()> {
+        let dir = self.dir.clone();
+        let synced = each(&mut self.shards, |_, w| w.sync());
+        if let Err(e) = first_error(&dir, synced).and_then(|_| self.log.sync()) {
+            return self.fail(e);
+        }
+        if self.log.len()? > SET_LOG_MAX {
+            let rec = self.done_record();
+            if let Err(e) = self.log.rewrite(&rec) {
+                return self.fail(e);
+            }
+        }
+        Ok(())
+    }
+
+    fn done_record(&self) -> SetRecord {
+        SetRecord::Done {
+            seq: self.seq,
+            lsns: self.shards.iter().map(Writer::next_lsn).collect(),
+        }
+    }
+
+    pub fn sync(&mut self) -> Result<()> {
+        self.usable()?;
+        self.sync_point()
+    }
+
+    pub fn checkpoint(&mut self) -> Result<()> {
+        self.usable()?;
+        self.sync_point()?;
+        let dir = self.dir.clone();
+        first_error(&dir, each(&mut self.shards, |_, w| w.checkpoint())).map(drop)
+    }
+
+    pub fn gc(&mut self) -> Result<GcReport> {
+        self.usable()?;
+        self.sync_point()?;
+        let dir = self.dir.clone();
+        let reports = first_error(&dir, each(&mut self.shards, |_, w| w.gc()))?;
+        Ok(GcReport {
+            pages_reclaimed: reports.iter().map(|r| r.pages_reclaimed).sum(),
+            segments_reclaimed: reports.iter().map(|r| r.segments_reclaimed).sum(),
+        })
+    }
+
+    pub fn stats(&self) -> Result<Stats> {
+        let each = self.shards.iter().map(Writer::stats);
+        Ok(sum_stats(&each.collect::<Result<Vec<_>>>()?))
+    }
+
+    /// What opening recovered, over all shards (the notes name their shard).
+    pub fn recovery(&self) -> &RecoveryReport {
+        &self.recovered
+    }
+
+    /// Commits, then closes every shard (in parallel).
+    pub fn close(mut self) -> Result<()> {
+        self.commit()?;
+        self.sync_point()?;
+        let dir = self.dir.clone();
+        let mut shards: Vec<Option<Writer>> = self.shards.drain(..).map(Some).collect();
+        let closed = each(&mut shards, |_, w| w.take().expect("open").close());
+        first_error(&dir, closed).map(drop)
+    }
+
+    pub fn shard_count(&self) -> u32 {
+        self.count()
+    }
+}
+
+/// Creates the store's directory, its shard files and, last, its first set record and its
+/// manifest: a directory without a manifest is a creation that did not finish, which a
+/// creating open finishes when the directory holds nothing else.
+fn create(dir: &Path, opts: &Options) -> Result<()> {
+    if opts.shards > MAX_SHARDS {
+        return Err(Error::InvalidArgument(format!(
+            "shards {} is above the maximum {MAX_SHARDS}",
+            opts.shards
+        )));
+    }
+    match std::fs::create_dir(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && dir.is_dir() => {
+            if !unfinished_store(dir)? {
+                return Err(Error::NotHashdir {
+                    path: dir.to_owned(),
+                    reason: format!(
+                        "a directory without a shard manifest ({MANIFEST}) that holds other files"
+                    ),
+                });
+            }
+        }
+        Err(e) => return Err(Error::io("mkdir", dir, e)),
+    }
+    let mut lsns = Vec::new();
+    for i in 0..opts.shards {
+        let w = Writer::open(&shard_path(dir, i), opts)?;
+        lsns.push(w.next_lsn());
+        w.close()?;
+    }
+    let (mut log, _) = SetLog::open(dir, opts.shards)?;
+    log.rewrite(&SetRecord::Done { seq: 0, lsns })?;
+    write_manifest(
+        dir,
+        &Manifest {
+            shards: opts.shards,
+        },
+    )
+}
+
+/// The set commit to keep: the newest done record every shard still owned by set commits
+/// reaches, and per shard the LSN to cut back to (None: keep all).
+fn resolve(dir: &Path, recs: &[SetRecord], lsns: &[(u64, u64)]) -> Result<(u64, Vec<Option<u64>>)> {
+    let n = lsns.len() as u32;
+    for (at, rec) in recs.iter().enumerate().rev() {
+        let SetRecord::Done { seq, lsns: want } = rec else {
+            continue;
+        };
+        let reached = (0..n).all(|i| !owned(recs, at, i) || lsns[i as usize].1 >= want[i as usize]);
+        if reached {
+            let below = (0..n)
+                .map(|i| owned(recs, at, i).then_some(want[i as usize]))
+                .collect();
+            return Ok((*seq, below));
+        }
+    }
+    Err(Error::corrupt(
+        "set log",
+        0,
+        format!(
+            "{}: no set commit it records is in every shard",
+            dir.display()
+        ),
+    ))
+}
+
+fn merged_reports(dir: &Path, shards: &[Writer]) -> RecoveryReport {
+    let mut all = RecoveryReport::default();
+    for (i, w) in shards.iter().enumerate() {
+        let r = w.recovery();
+        all.root_epoch += r.root_epoch;
+        all.frames += r.frames;
+        all.log_bytes += r.log_bytes;
+        all.micros = all.micros.max(r.micros);
+        let name = shard_name(dir, i as u32);
+        all.notes.extend(r.notes.iter().map(|n| format!("{name}: {n}")));
+    }
+    all
+}
+
+/// The counters of a store: sums over its shards; the deepest directory; the sum of epochs,
+/// which grows whenever any shard publishes.
+pub fn sum_stats(all: &[Stats]) -> Stats {
+    let mut s = Stats::default();
+    for t in all {
+        s.global_depth = s.global_depth.max(t.global_depth);
+        s.keys += t.keys;
+        s.values += t.values;
+        s.buckets += t.buckets;
+        s.file_bytes += t.file_bytes;
+        s.disk_bytes += t.disk_bytes;
+        s.epoch += t.epoch;
+        s.extents += t.extents;
+        s.wal_bytes += t.wal_bytes;
+        s.delta_tables += t.delta_tables;
+        s.delta_bytes += t.delta_bytes;
+        s.merging |= t.merging;
+    }
+    s
+}
+
+/// The file name of shard `i`, which notes and problems start with.
+fn shard_name(dir: &Path, i: u32) -> String {
+    let path = shard_path(dir, i);
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+    name.unwrap_or_default()
+}
+
+/// A reader of a sharded store: one reader a shard; lookups go to the keys' shards and come
+/// back in the caller's order. Each shard's view is one of its commits; a refresh moves the
+/// shards one after another, so a set commit made meanwhile may show in some shards first.
+pub struct ShardedReader {
+    shards: Vec<Reader>,
+}
+
+impl ShardedReader {
+    pub fn open(dir: &Path, opts: &Options) -> Result<ShardedReader> {
+        let n = manifest_of(dir)?;
+        let shards = (0..n)
+            .map(|i| Reader::open(&shard_path(dir, i), opts).map_err(|e| in_shard(dir, i, e)))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(ShardedReader { shards })
+    }
+
+    pub fn refresh(&self) -> Result<()> {
+        self.shards.iter().try_for_each(Reader::refresh)
+    }
+
+    fn shard(&self, key: &Key) -> &Reader {
+        &self.shards[shard_of(key, self.shards.len() as u32) as usize]
+    }
+
+    pub fn lookup(&self, keys: &[Key], first: &mut [Value], found: &mut [u8]) -> Result<()> {
+        if first.len() < keys.len() || found.len() < keys.len() {
+            return Err(Error::InvalidArgument(
+                "output arrays shorter than keys".into(),
+            ));
+        }
+        if let [key] = keys {
+            return self.shard(key).lookup(keys, first, found);
+        }
+        let by = route(keys, self.shards.len() as u32);
+        let (mut f, mut v) = (Vec::new(), Vec::new());
+        for (r, at) in self.shards.iter().zip(&by) {
+            if at.len() == keys.len() {
+                return r.lookup(keys, first, found);
+            }
+            f.resize(at.len(), 0);
+            v.resize(at.len(), Value::default());
+            r.lookup(&pick(keys, at), &mut v, &mut f)?;
+            for (j, &i) in at.iter().enumerate() {
+                first[i] = v[j];
+                found[i] = f[j];
+            }
+        }
+        Ok(())
+    }
+
+    /// All values of each key, in the caller's key order (`Reader::get`).
+    pub fn get(&self, keys: &[Key], values: &mut [Value], counts: &mut [u64]) -> Result<usize> {
+        if counts.len() < keys.len() {
+            return Err(Error::InvalidArgument("counts shorter than keys".into()));
+        }
+        if let [key] = keys {
+            return self.shard(key).get(keys, values, counts);
+        }
+        let by = route(keys, self.shards.len() as u32);
+        // Each shard's values, then the caller's order: key i's values start at `starts[i]`
+        // of its shard's buffer.
+        let mut bufs: Vec<Vec<Value>> = Vec::with_capacity(by.len());
+        let mut starts = vec![0usize; keys.len()];
+        let mut c = Vec::new();
+        for (r, at) in self.shards.iter().zip(&by) {
+            if at.len() == keys.len() {
+                return r.get(keys, values, counts);
+            }
+            let mine = pick(keys, at);
+            c.resize(at.len(), 0u64);
+            let mut buf = vec![Value::default(); at.len()];
+            let total = loop {
+                match r.get(&mine, &mut buf, &mut c) {
+                    Ok(total) => break total,
+                    Err(Error::BufferTooSmall { needed, .. }) => {
+                        buf.resize(needed, Value::default())
+                    }
+                    Err(e) => return Err(e),
+                }
+            };
+            buf.truncate(total);
+            let mut at_value = 0;
+            for (j, &i) in at.iter().enumerate() {
+                counts[i] = c[j];
+                starts[i] = at_value;
+                at_value += c[j] as usize;
+            }
+            bufs.push(buf);
+        }
+        let total: usize = counts.iter().map(|&c| c as usize).sum();
+        if total > values.len() {
+            return Err(Error::BufferTooSmall {
+                needed: total,
+                capacity: values.len(),
+            });
+        }
+        let n = self.shards.len() as u32;
+        let mut out = 0;
+        for (i, k) in keys.iter().enumerate() {
+            let buf = &bufs[shard_of(k, n) as usize];
+            let len = counts[i] as usize;
+            values[out..out + len].copy_from_slice(&buf[starts[i]..starts[i] + len]);
+            out += len;
+        }
+        Ok(total)
+    }
+
+    /// Every key with its values, shard after shard, until `f` returns false.
+    pub fn scan(&self, mut f: impl FnMut(&Key, &[Value]) -> bool) -> Result<()> {
+        let mut go = true;
+        for r in &self.shards {
+            r.scan(|k, v| {
+                go = f(k, v);
+                go
+            })?;
+            if !go {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    pub fn evict(&self) -> Result<()> {
+        self.shards.iter().try_for_each(Reader::evict)
+    }
+
+    pub fn reads_log_in_place(&self) -> bool {
+        self.shards.iter().all(Reader::reads_log_in_place)
+    }
+
+    pub fn stats(&self) -> Result<Stats> {
+        let each = self.shards.iter().map(Reader::stats);
+        Ok(sum_stats(&each.collect::<Result<Vec<_>>>()?))
+    }
+}
+
+/// Verifies every shard; problems name their shard, counts are summed.
+pub fn verify_store(dir: &Path) -> Result<VerifyReport> {
+    let n = manifest_of(dir)?;
+    let mut all = VerifyReport::default();
+    for i in 0..n {
+        let r = verify(&shard_path(dir, i))?;
+        let name = shard_name(dir, i);
+        all.problems.extend(r.problems.iter().map(|p| format!("{name}: {p}")));
+        all.epoch += r.epoch;
+        all.keys += r.keys;
+        all.values += r.values;
+        all.buckets += r.buckets;
+        all.pages += r.pages;
+        all.extents += r.extents;
+    }
+    Ok(all)
+}
