@@ -461,6 +461,8 @@ class ConcatMerge final : public rocksdb::MergeOperator {
   bool FullMergeV2(const MergeOperationInput& in, MergeOperationOutput* out) const override {
     size_t n = in.existing_value ? in.existing_value->size() : 0;
     for (const auto& o : in.operand_list) n += o.size();
+    // Not empty when a Get merges into a reused PinnableSlice (the previous lookup's value).
+    out->new_value.clear();
     out->new_value.reserve(n);
     if (in.existing_value)
       out->new_value.append(in.existing_value->data(), in.existing_value->size());
@@ -471,6 +473,7 @@ class ConcatMerge final : public rocksdb::MergeOperator {
                          std::string* out, rocksdb::Logger*) const override {
     size_t n = 0;
     for (const auto& o : ops) n += o.size();
+    out->clear();
     out->reserve(n);
     for (const auto& o : ops) out->append(o.data(), o.size());
     return true;
