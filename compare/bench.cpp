@@ -1066,7 +1066,7 @@ int main(int argc, char** argv) {
   std::printf("# tkrzw: HashDBM, num_buckets = 2 x keys, no fsync; no transactions: a batch is\n"
               "#   just its %s calls, one record per key%s\n",
               append ? "Append" : "Set",
-              append      ? " (each Append rewrites the key's record with one more value)"
+              append      ? ";\n#   each Append rewrites the key's record one value longer"
               : a.vpk > 1 ? " (the V values concatenated)"
                           : "");
   if (a.shape == Shape::Zipf && !a.engines_given)
