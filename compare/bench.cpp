@@ -1029,17 +1029,20 @@ int main(int argc, char** argv) {
               append ? a.batch : keys_per_batch(a) * a.vpk, batch_keys.c_str(), a.lookups,
               g_run_dir.c_str());
   const char* order =
-      a.shape == Shape::ByKey  ? "inserted in batches of whole keys"
-      : a.shape == Shape::Rounds ? "inserted in V rounds, each giving every key its next value,\n"
-                                   "#   in batches of B pairs"
-                                 : "each pair's key drawn from a Zipf law over the N keys\n"
-                                   "#   (V values a key on average), in batches of B pairs";
-  std::printf("# workload: random 16-byte keys and 16-byte values (splitmix64), %s;\n"
-              "#   lookups of random existing keys (uniform), each timed alone (steady_clock)\n"
-              "#   and checked (found, exactly its values%s); insert time = the engine's open +\n"
-              "#   batches + close; disk = st_blocks*512 over the store's files after the final\n"
-              "#   close; stores reopened before the lookups; hot page cache.\n",
-              order, a.shape == Shape::Zipf ? ": as many as it drew, each one of its own" : "");
+      a.shape == Shape::ByKey    ? "in batches of whole keys"
+      : a.shape == Shape::Rounds ? "in V rounds, each giving every key its next value, in\n"
+                                   "#   batches of B pairs"
+                                 : "with keys drawn from a Zipf law over the N keys, in\n"
+                                   "#   batches of B pairs";
+  std::printf("# workload: random 16-byte keys and 16-byte values (splitmix64), inserted\n"
+              "#   %s; lookups of random keys (uniform over the N),\n"
+              "#   each timed alone (steady_clock) and checked (%s);\n"
+              "#   insert time = the engine's open + batches + close; disk = st_blocks*512 over\n"
+              "#   the store's files after the final close; stores reopened before the lookups;\n"
+              "#   hot page cache.\n",
+              order,
+              a.shape == Shape::Zipf ? "as many values as drawn, each the key's"
+                                     : "found, exactly its values");
   std::printf("# hashdir: C API, default options (crash-safe commits, no fsync), insert+commit\n"
               "#   per batch; lookups with %s\n",
               a.vpk > 1 || a.shape == Shape::Zipf
