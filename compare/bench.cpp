@@ -2,12 +2,13 @@
 // measured in one run, one engine after the other. Built and run by compare/run.sh; see
 // compare/README.md for what is measured and how each engine is configured.
 //
-//   bench [--keys N] [--values-per-key V] [--batch B] [--lookups L] [--seed S]
-//         [--engines hashdir,lmdb,lmdb-nosync,rocksdb,tkrzw] [--dir DIR] [--keep]
+//   bench [--keys N] [--values-per-key V] [--rounds | --zipf S] [--batch B] [--lookups L]
+//         [--seed S] [--engines hashdir,lmdb,lmdb-nosync,rocksdb,tkrzw] [--dir DIR] [--keep]
 //         [--rocksdb-bloom-bits BITS] [--warm-gib G] [--lookup-batch K]
 //
 // N, B and L accept the suffixes k and M (e.g. --keys 10M). N is the number of distinct keys;
-// each has V values, so a run holds N * V pairs (the convention of benches/hashdir.rs).
+// each has V values (on average under --zipf), so a run holds N * V pairs (the convention of
+// benches/hashdir.rs, whose --rounds and --zipf shapes these mirror).
 //
 // SPDX-License-Identifier: MIT OR Apache-2.0
 
@@ -15,6 +16,7 @@
 #include <lmdb.h>
 #include <rocksdb/db.h>
 #include <rocksdb/filter_policy.h>
+#include <rocksdb/merge_operator.h>
 #include <rocksdb/options.h>
 #include <rocksdb/table.h>
 #include <rocksdb/version.h>
@@ -37,6 +39,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <ctime>
+#include <deque>
 #include <filesystem>
 #include <map>
 #include <memory>
@@ -76,6 +79,12 @@ bool g_keep = false;
 // Workload: keys and values from splitmix64, addressable by index so nothing is kept in memory.
 // splitmix64's n-th output is mix(seed + n * GAMMA); key i is outputs 2i+1 and 2i+2 of the key
 // stream, value j of key i outputs 2(iV+j)+1 and 2(iV+j)+2 of the value stream.
+//
+// Shapes (the order in which pairs arrive): by key, each key with all its values, keys in
+// order; rounds, V rounds each giving every key its next value; Zipf, each pair's key drawn
+// from a Zipf law over the N keys (see PairStream).
+
+enum class Shape { ByKey, Rounds, Zipf };
 
 constexpr uint64_t GAMMA = 0x9e3779b97f4a7c15ULL;
 
@@ -97,10 +106,12 @@ struct SplitMix64 {
 struct Workload {
   uint64_t keys = 0;  // distinct keys
   uint64_t vpk = 1;   // values per key
-  uint64_t key_seed = 0, value_seed = 0, lookup_seed = 0;
+  uint64_t key_seed = 0, value_seed = 0, lookup_seed = 0, zipf_seed = 0;
 
+  // The first 8 bytes of key i.
+  uint64_t key_head(uint64_t i) const { return mix64(key_seed + (2 * i + 1) * GAMMA); }
   void key(uint64_t i, uint8_t out[16]) const {
-    uint64_t a = mix64(key_seed + (2 * i + 1) * GAMMA);
+    uint64_t a = key_head(i);
     uint64_t b = mix64(key_seed + (2 * i + 2) * GAMMA);
     std::memcpy(out, &a, 8);
     std::memcpy(out + 8, &b, 8);
@@ -112,27 +123,135 @@ struct Workload {
     std::memcpy(out, &a, 8);
     std::memcpy(out + 8, &b, 8);
   }
+  // The value of pair p under Zipf, whose key is i: the first half is output 2p+1 of the value
+  // stream (distinct for every p: mix64 is a bijection), the second that XOR key i's first 8
+  // bytes, so a lookup can tell that a value belongs to its key without keeping the values.
+  void zipf_value(uint64_t p, uint64_t i, uint8_t out[16]) const {
+    uint64_t a = mix64(value_seed + (2 * p + 1) * GAMMA);
+    uint64_t b = a ^ key_head(i);
+    std::memcpy(out, &a, 8);
+    std::memcpy(out + 8, &b, 8);
+  }
+  bool is_zipf_value_of(const uint8_t v[16], uint64_t i) const {
+    uint64_t a, b;
+    std::memcpy(&a, v, 8);
+    std::memcpy(&b, v + 8, 8);
+    return (a ^ b) == key_head(i);
+  }
 };
 
-// One batch of whole keys: `nkeys` keys, each with `vpk` values.
-struct Batch {
-  size_t nkeys = 0, vpk = 1;
-  std::vector<uint8_t> keys;       // nkeys * 16: the distinct keys
-  std::vector<uint8_t> pair_keys;  // nkeys * vpk * 16: the key of every pair (== keys if vpk 1)
-  std::vector<uint8_t> values;     // nkeys * vpk * 16: key k's values at [k*vpk, (k+1)*vpk)
+// Rejection-inversion sampling of a Zipf law over ranks 1..n (Hörmann and Derflinger,
+// "Rejection-inversion to generate variates from monotone discrete distributions", 1996, as in
+// Apache Commons RNG): O(1) per draw for any n. The same sampler as benches/hashdir.rs.
+class Zipf {
+ public:
+  Zipf(uint64_t n, double e) : n_(static_cast<double>(n)), e_(e) {
+    h_x1_ = h_integral(1.5) - 1.0;
+    h_n_ = h_integral(n_ + 0.5);
+    s_ = 2.0 - h_integral_inv(h_integral(2.5) - h(2.0));
+  }
+  // A rank in 1..n; `u` returns uniform doubles in [0, 1).
+  template <class U>
+  uint64_t sample(U&& u) const {
+    for (;;) {
+      double v = h_n_ + u() * (h_x1_ - h_n_);
+      double x = h_integral_inv(v);
+      double k = std::clamp(std::floor(x + 0.5), 1.0, n_);
+      if (k - x <= s_ || v >= h_integral(k + 0.5) - h(k)) return static_cast<uint64_t>(k);
+    }
+  }
 
-  size_t pairs() const { return nkeys * vpk; }
+ private:
+  double h(double x) const { return std::exp(-e_ * std::log(x)); }
+  double h_integral(double x) const {
+    double l = std::log(x);
+    return helper2((1.0 - e_) * l) * l;
+  }
+  double h_integral_inv(double x) const {
+    double t = std::max(x * (1.0 - e_), -1.0);
+    return std::exp(helper1(t) * x);
+  }
+  static double helper1(double x) {
+    return std::fabs(x) > 1e-8 ? std::log1p(x) / x : 1.0 - x * (0.5 - x * (1.0 / 3.0 - 0.25 * x));
+  }
+  static double helper2(double x) {
+    return std::fabs(x) > 1e-8 ? std::expm1(x) / x
+                               : 1.0 + x * 0.5 * (1.0 + x / 3.0 * (1.0 + 0.25 * x));
+  }
+  double n_, e_, h_x1_ = 0, h_n_ = 0, s_ = 0;
+};
+
+// The pairs of the rounds and Zipf shapes in the order they arrive. Rounds: pair p is value
+// p / N of key p % N. Zipf: pair p's key is rank - 1 for a rank drawn from the law (keys are
+// random, so the big sets land anywhere in key space; the uniform draws come from xorshift64,
+// as in benches/hashdir.rs, started from the seed), its value zipf_value(p, key); the stream
+// counts the values it gave every key (N uint32).
+class PairStream {
+ public:
+  PairStream(const Workload& w, Shape shape, double exponent, uint64_t seed)
+      : w_(w), shape_(shape), rng_(seed | 1) {
+    if (shape_ == Shape::Zipf) {
+      zipf_ = std::make_unique<Zipf>(w.keys, exponent);
+      counts_.assign(w.keys, 0);
+    }
+  }
+  // The next pair: writes its value, returns its key's index.
+  uint64_t next(uint8_t value[16]) {
+    const uint64_t p = p_++;
+    if (shape_ != Shape::Zipf) {
+      uint64_t i = p % w_.keys;
+      w_.value(i, p / w_.keys, value);
+      return i;
+    }
+    uint64_t i = zipf_->sample([this] {
+                   rng_ ^= rng_ << 13;
+                   rng_ ^= rng_ >> 7;
+                   rng_ ^= rng_ << 17;
+                   return static_cast<double>(rng_ >> 11) / static_cast<double>(1ULL << 53);
+                 }) - 1;
+    w_.zipf_value(p, i, value);
+    counts_[i]++;
+    return i;
+  }
+  // How many values key i holds once every pair has arrived.
+  uint64_t count(uint64_t i) const { return counts_.empty() ? w_.vpk : counts_[i]; }
+  uint64_t max_count() const {
+    return counts_.empty() ? w_.vpk : *std::max_element(counts_.begin(), counts_.end());
+  }
+
+ private:
+  const Workload& w_;
+  Shape shape_;
+  std::unique_ptr<Zipf> zipf_;
+  uint64_t rng_;
+  uint64_t p_ = 0;
+  std::vector<uint32_t> counts_;
+};
+
+// One batch. By key (`append` false): `nkeys` whole keys, each with its `vpk` values, which an
+// engine may store as one record per key. Rounds and Zipf (`append` true): `npairs` pairs whose
+// keys may already hold values, so every engine adds each value to its key's set.
+struct Batch {
+  bool append = false;
+  size_t nkeys = 0, vpk = 1, npairs = 0;
+  std::vector<uint8_t> keys;       // by key: nkeys * 16, the distinct keys
+  std::vector<uint8_t> pair_keys;  // npairs * 16: the key of every pair (empty when == keys)
+  std::vector<uint8_t> values;     // npairs * 16; by key: key k's values at [k*vpk, (k+1)*vpk)
+
+  size_t pairs() const { return npairs; }
   const uint8_t* key(size_t k) const { return keys.data() + 16 * k; }
   const uint8_t* pair_key(size_t p) const {
-    return vpk == 1 ? keys.data() + 16 * p : pair_keys.data() + 16 * p;
+    return pair_keys.empty() ? keys.data() + 16 * p : pair_keys.data() + 16 * p;
   }
   const uint8_t* value(size_t p) const { return values.data() + 16 * p; }
   // The values of key k, concatenated (16 * vpk bytes).
   const uint8_t* key_values(size_t k) const { return values.data() + 16 * vpk * k; }
 
   void fill(const Workload& w, uint64_t first, size_t n) {
+    append = false;
     nkeys = n;
     vpk = w.vpk;
+    npairs = n * vpk;
     keys.resize(16 * n);
     values.resize(16 * n * vpk);
     pair_keys.resize(vpk == 1 ? 0 : 16 * n * vpk);
@@ -143,6 +262,16 @@ struct Batch {
         if (vpk > 1) std::memcpy(&pair_keys[16 * (k * vpk + j)], &keys[16 * k], 16);
       }
     }
+  }
+  // The next n pairs of `s`.
+  void fill_pairs(const Workload& w, PairStream& s, size_t n) {
+    append = true;
+    nkeys = 0;
+    vpk = 1;
+    npairs = n;
+    pair_keys.resize(16 * n);
+    values.resize(16 * n);
+    for (size_t p = 0; p < n; p++) w.key(s.next(&values[16 * p]), &pair_keys[16 * p]);
   }
 };
 
@@ -274,18 +403,18 @@ class HashdirEngine final : public Engine {
 };
 
 // LMDB: one write transaction per batch; `sync` = default durability (fdatasync per commit),
-// else MDB_NOSYNC | MDB_NOMETASYNC. V > 1 uses MDB_DUPSORT (one entry per pair). Lookups run in
-// one long read transaction.
+// else MDB_NOSYNC | MDB_NOMETASYNC. `dups` (more than one value per key) uses MDB_DUPSORT (one
+// entry per pair). Lookups run in one long read transaction.
 class LmdbEngine final : public Engine {
  public:
-  LmdbEngine(bool sync, size_t vpk) : sync_(sync), vpk_(vpk) {}
+  LmdbEngine(bool sync, bool dups) : sync_(sync), dups_(dups) {}
   ~LmdbEngine() override { close_env(); }
 
   void load_open(const std::string& dir) override {
     open_env(dir, sync_ ? 0 : (MDB_NOSYNC | MDB_NOMETASYNC));
     MDB_txn* txn = nullptr;
     check(mdb_txn_begin(env_, nullptr, 0, &txn), "mdb_txn_begin");
-    check(mdb_dbi_open(txn, nullptr, MDB_CREATE | (vpk_ > 1 ? MDB_DUPSORT : 0), &dbi_),
+    check(mdb_dbi_open(txn, nullptr, MDB_CREATE | (dups_ ? MDB_DUPSORT : 0), &dbi_),
           "mdb_dbi_open");
     check(mdb_txn_commit(txn), "mdb_txn_commit");
   }
@@ -307,13 +436,13 @@ class LmdbEngine final : public Engine {
   void read_open(const std::string& dir) override {
     open_env(dir, MDB_RDONLY);
     check(mdb_txn_begin(env_, nullptr, MDB_RDONLY, &rtxn_), "mdb_txn_begin(RDONLY)");
-    check(mdb_dbi_open(rtxn_, nullptr, vpk_ > 1 ? MDB_DUPSORT : 0, &dbi_), "mdb_dbi_open");
-    if (vpk_ > 1) check(mdb_cursor_open(rtxn_, dbi_, &cur_), "mdb_cursor_open");
+    check(mdb_dbi_open(rtxn_, nullptr, dups_ ? MDB_DUPSORT : 0, &dbi_), "mdb_dbi_open");
+    if (dups_) check(mdb_cursor_open(rtxn_, dbi_, &cur_), "mdb_cursor_open");
   }
   size_t get(const uint8_t* key, uint8_t* out, size_t cap) override {
     MDB_val k{16, const_cast<uint8_t*>(key)};
     MDB_val v;
-    if (vpk_ == 1) {
+    if (!dups_) {
       int rc = mdb_get(rtxn_, dbi_, &k, &v);
       if (rc == MDB_NOTFOUND) return 0;
       check(rc, "mdb_get");
@@ -353,16 +482,45 @@ class LmdbEngine final : public Engine {
     env_ = nullptr;
   }
   bool sync_;
-  size_t vpk_;
+  bool dups_;
   MDB_env* env_ = nullptr;
   MDB_dbi dbi_ = 0;
   MDB_txn* rtxn_ = nullptr;
   MDB_cursor* cur_ = nullptr;
 };
 
+// A key's set as the concatenation of its 16-byte values: Merge appends one. Every operand list
+// is joined in one pass (RocksDB's AssociativeMergeOperator would fold the operands pairwise,
+// copying the growing value once per operand).
+class ConcatMerge final : public rocksdb::MergeOperator {
+ public:
+  bool FullMergeV2(const MergeOperationInput& in, MergeOperationOutput* out) const override {
+    size_t n = in.existing_value ? in.existing_value->size() : 0;
+    for (const auto& o : in.operand_list) n += o.size();
+    // Not empty when a Get merges into a reused PinnableSlice (the previous lookup's value).
+    out->new_value.clear();
+    out->new_value.reserve(n);
+    if (in.existing_value)
+      out->new_value.append(in.existing_value->data(), in.existing_value->size());
+    for (const auto& o : in.operand_list) out->new_value.append(o.data(), o.size());
+    return true;
+  }
+  bool PartialMergeMulti(const rocksdb::Slice&, const std::deque<rocksdb::Slice>& ops,
+                         std::string* out, rocksdb::Logger*) const override {
+    size_t n = 0;
+    for (const auto& o : ops) n += o.size();
+    out->clear();
+    out->reserve(n);
+    for (const auto& o : ops) out->append(o.data(), o.size());
+    return true;
+  }
+  const char* Name() const override { return "hashdir-compare.concat"; }
+};
+
 // RocksDB: default options + IncreaseParallelism(2) (+ a bloom filter unless bits == 0); WAL on,
-// sync = false, one WriteBatch per batch; no forced flush or compaction. V values of a key are
-// concatenated into one value.
+// sync = false, one WriteBatch per batch; no forced flush or compaction. A key's values are
+// concatenated into one value: by key, Put of the whole set; otherwise Merge of each value
+// (ConcatMerge).
 class RocksdbEngine final : public Engine {
  public:
   explicit RocksdbEngine(int bloom_bits) : bloom_bits_(bloom_bits) {}
@@ -374,6 +532,10 @@ class RocksdbEngine final : public Engine {
     for (size_t k = 0; k < b.nkeys; k++)
       batch.Put(rocksdb::Slice(reinterpret_cast<const char*>(b.key(k)), 16),
                 rocksdb::Slice(reinterpret_cast<const char*>(b.key_values(k)), 16 * b.vpk));
+    if (b.append)
+      for (size_t p = 0; p < b.pairs(); p++)
+        batch.Merge(rocksdb::Slice(reinterpret_cast<const char*>(b.pair_key(p)), 16),
+                    rocksdb::Slice(reinterpret_cast<const char*>(b.value(p)), 16));
     rocksdb::WriteOptions wo;  // sync = false, WAL on
     check(db_->Write(wo, &batch), "Write");
   }
@@ -399,6 +561,7 @@ class RocksdbEngine final : public Engine {
     rocksdb::Options o;
     o.create_if_missing = true;
     o.IncreaseParallelism(2);
+    o.merge_operator = std::make_shared<ConcatMerge>();
     if (bloom_bits_ > 0) {
       rocksdb::BlockBasedTableOptions t;
       t.filter_policy.reset(rocksdb::NewBloomFilterPolicy(bloom_bits_, false));
@@ -421,7 +584,8 @@ class RocksdbEngine final : public Engine {
 };
 
 // tkrzw HashDBM: num_buckets = 2 x keys, other tuning defaults, no fsync. No transactions: a
-// batch is just its Set calls. V values of a key are concatenated into one value.
+// batch is just its Set calls. A key's values are concatenated into one value: by key, Set of
+// the whole set; otherwise Append of each value (no delimiter), which rewrites the record.
 class TkrzwEngine final : public Engine {
  public:
   explicit TkrzwEngine(uint64_t keys) : keys_(keys) {}
@@ -442,6 +606,11 @@ class TkrzwEngine final : public Engine {
                       std::string_view(reinterpret_cast<const char*>(b.key_values(k)),
                                        16 * b.vpk)),
             "Set");
+    if (b.append)
+      for (size_t p = 0; p < b.pairs(); p++)
+        check(dbm_->Append(std::string_view(reinterpret_cast<const char*>(b.pair_key(p)), 16),
+                           std::string_view(reinterpret_cast<const char*>(b.value(p)), 16), ""),
+              "Append");
   }
   void load_close() override { close_dbm(); }
   void read_open(const std::string&) override {
@@ -479,10 +648,13 @@ class TkrzwEngine final : public Engine {
 struct Args {
   uint64_t keys = 10'000'000;
   uint64_t vpk = 1;
+  Shape shape = Shape::ByKey;
+  double zipf = 0;  // the Zipf law's exponent under Shape::Zipf
   uint64_t batch = 100'000;
   uint64_t lookups = 1'000'000;
   uint64_t seed = 42;
   std::vector<std::string> engines{"hashdir", "lmdb", "lmdb-nosync", "rocksdb", "tkrzw"};
+  bool engines_given = false;
   std::string dir;  // parent of the run directory; default /tmp
   bool keep = false;
   int rocksdb_bloom_bits = 10;
@@ -499,6 +671,7 @@ struct Result {
   double fig[NFIG] = {};
   double load_s = 0, reopen_s = 0, lookup_s = 0;
   uint64_t disk_bytes = 0;
+  uint64_t largest_set = 0;
 };
 
 double secs(Clock::duration d) { return std::chrono::duration<double>(d).count(); }
@@ -515,12 +688,96 @@ uint64_t disk_bytes(const std::string& dir) {
 
 std::unique_ptr<Engine> make_engine(const std::string& name, const Args& a) {
   if (name == "hashdir") return std::make_unique<HashdirEngine>();
-  if (name == "lmdb") return std::make_unique<LmdbEngine>(true, a.vpk);
-  if (name == "lmdb-nosync") return std::make_unique<LmdbEngine>(false, a.vpk);
+  const bool dups = a.vpk > 1 || a.shape == Shape::Zipf;
+  if (name == "lmdb") return std::make_unique<LmdbEngine>(true, dups);
+  if (name == "lmdb-nosync") return std::make_unique<LmdbEngine>(false, dups);
   if (name == "rocksdb") return std::make_unique<RocksdbEngine>(a.rocksdb_bloom_bits);
   if (name == "tkrzw") return std::make_unique<TkrzwEngine>(a.keys);
   die("unknown engine '%s' (known: hashdir, lmdb, lmdb-nosync, rocksdb, tkrzw)", name.c_str());
 }
+
+// Whole keys per batch under Shape::ByKey.
+uint64_t keys_per_batch(const Args& a) { return std::max<uint64_t>(1, a.batch / a.vpk); }
+
+// Loads the workload into `e` in batches: by key, B / V whole keys a batch; rounds and Zipf,
+// the next B pairs of `s`. Returns the time spent in the engine's calls (open, every batch,
+// close), not in making the data.
+Clock::duration load(Engine& e, const Args& a, const Workload& w, PairStream& s,
+                     const std::string& dir) {
+  Clock::duration t{};
+  auto timed = [&t](auto&& call) {
+    auto t0 = Clock::now();
+    call();
+    t += Clock::now() - t0;
+  };
+  Batch b;
+  timed([&] { e.load_open(dir); });
+  if (a.shape == Shape::ByKey) {
+    const uint64_t per = keys_per_batch(a);
+    for (uint64_t first = 0; first < a.keys; first += per) {
+      b.fill(w, first, static_cast<size_t>(std::min(per, a.keys - first)));
+      timed([&] { e.load_batch(b); });
+    }
+  } else {
+    const uint64_t pairs = a.keys * a.vpk;
+    for (uint64_t done = 0; done < pairs; done += a.batch) {
+      b.fill_pairs(w, s, static_cast<size_t>(std::min(a.batch, pairs - done)));
+      timed([&] { e.load_batch(b); });
+    }
+  }
+  timed([&] { e.load_close(); });
+  return t;
+}
+
+// Checks what a lookup returned: by key and rounds, exactly the key's V values (in any order);
+// Zipf, as many values as the stream gave the key (0: not found), each one of the key's.
+class Checker {
+ public:
+  Checker(const std::string& engine, const Args& a, const Workload& w, const PairStream& s)
+      : engine_(engine), zipf_(a.shape == Shape::Zipf), w_(w), s_(s) {}
+  // The largest set: the lookup buffer's size in values.
+  size_t cap() const { return static_cast<size_t>(std::max<uint64_t>(1, s_.max_count())); }
+  // Lookup q of key #i found n values, the first min(n, cap()) of them in `got`.
+  void check(uint64_t q, uint64_t i, const uint8_t* key, const uint8_t* got, size_t n) {
+    const uint64_t count = s_.count(i);
+    if (n != count)
+      die("%s: lookup %" PRIu64 " of key #%" PRIu64 " (%s): expected %" PRIu64
+          " value(s), got %zu%s",
+          engine_.c_str(), q, i, hex(key, 16).c_str(), count, n, n > cap() ? " or more" : "");
+    if (zipf_) {
+      for (size_t j = 0; j < n; j++)
+        if (!w_.is_zipf_value_of(got + 16 * j, i))
+          die("%s: lookup %" PRIu64 " of key #%" PRIu64 " (%s): value %s is not one of its",
+              engine_.c_str(), q, i, hex(key, 16).c_str(), hex(got + 16 * j, 16).c_str());
+      return;
+    }
+    got_.assign(got, got + 16 * n);
+    want_.resize(16 * n);
+    for (size_t j = 0; j < n; j++) w_.value(i, j, &want_[16 * j]);
+    if (n > 1) {
+      sort16(got_);
+      sort16(want_);
+    }
+    if (got_ != want_)
+      die("%s: lookup %" PRIu64 " of key #%" PRIu64 " (%s): wrong value(s): got %s, want %s",
+          engine_.c_str(), q, i, hex(key, 16).c_str(), hex(got_.data(), got_.size()).c_str(),
+          hex(want_.data(), want_.size()).c_str());
+  }
+
+ private:
+  static void sort16(std::vector<uint8_t>& v) {
+    std::vector<std::string> xs;
+    for (size_t j = 0; j < v.size(); j += 16)
+      xs.emplace_back(reinterpret_cast<const char*>(&v[j]), 16);
+    std::sort(xs.begin(), xs.end());
+    for (size_t j = 0; j < xs.size(); j++) std::memcpy(&v[16 * j], xs[j].data(), 16);
+  }
+  std::string engine_;
+  bool zipf_;
+  const Workload& w_;
+  const PairStream& s_;
+  std::vector<uint8_t> got_, want_;
+};
 
 Result run_engine(const std::string& name, const Args& a, const Workload& w,
                   const std::string& dir) {
@@ -529,44 +786,25 @@ Result run_engine(const std::string& name, const Args& a, const Workload& w,
   std::unique_ptr<Engine> e = make_engine(name, a);
   const uint64_t pairs = a.keys * a.vpk;
 
-  // Load: only the engine's calls are timed (open, every batch, close), not making the data.
   std::fprintf(stderr, "bench: %s: loading %" PRIu64 " pairs ...\n", name.c_str(), pairs);
-  const uint64_t keys_per_batch = std::max<uint64_t>(1, a.batch / a.vpk);
-  Batch b;
-  Clock::duration load{};
-  auto t0 = Clock::now();
-  e->load_open(dir);
-  load += Clock::now() - t0;
-  for (uint64_t first = 0; first < a.keys; first += keys_per_batch) {
-    b.fill(w, first, static_cast<size_t>(std::min(keys_per_batch, a.keys - first)));
-    t0 = Clock::now();
-    e->load_batch(b);
-    load += Clock::now() - t0;
-  }
-  t0 = Clock::now();
-  e->load_close();
-  load += Clock::now() - t0;
-  res.load_s = secs(load);
+  PairStream s(w, a.shape, a.zipf, w.zipf_seed);
+  res.load_s = secs(load(*e, a, w, s, dir));
 
   // Reopen, then time the lookups of random existing keys, in calls of --lookup-batch keys.
-  t0 = Clock::now();
+  auto t0 = Clock::now();
   e->read_open(dir);
   res.reopen_s = secs(Clock::now() - t0);
   std::fprintf(stderr, "bench: %s: loaded in %.2f s; %" PRIu64 " lookups ...\n", name.c_str(),
                res.load_s, a.lookups);
   std::vector<uint64_t> ns(a.lookups);
   SplitMix64 pick{w.lookup_seed};
-  const size_t cap = static_cast<size_t>(a.vpk);
+  Checker check(name, a, w, s);
+  const size_t cap = check.cap();
+  res.largest_set = s.max_count();
   const size_t per_call = static_cast<size_t>(a.lookup_batch);
-  std::vector<uint8_t> got(16 * cap * per_call), want(16 * cap), keys(16 * per_call);
+  std::vector<uint8_t> got(16 * cap * per_call), keys(16 * per_call);
   std::vector<uint64_t> ids(per_call);
   std::vector<size_t> counts(per_call);
-  auto sort16 = [](uint8_t* p, size_t n) {
-    std::vector<std::string> xs;
-    for (size_t j = 0; j < n; j++) xs.emplace_back(reinterpret_cast<const char*>(p + 16 * j), 16);
-    std::sort(xs.begin(), xs.end());
-    for (size_t j = 0; j < n; j++) std::memcpy(p + 16 * j, xs[j].data(), 16);
-  };
   auto l0 = Clock::now();
   for (uint64_t q0 = 0; q0 < a.lookups; q0 += per_call) {
     size_t nb = static_cast<size_t>(std::min<uint64_t>(per_call, a.lookups - q0));
@@ -574,30 +812,14 @@ Result run_engine(const std::string& name, const Args& a, const Workload& w,
       ids[k] = pick.below(a.keys);
       w.key(ids[k], &keys[16 * k]);
     }
-    auto s = Clock::now();
+    auto t = Clock::now();
     e->get_many(keys.data(), nb, got.data(), cap, counts.data());
     // A call of several keys counts its time evenly among them.
     uint64_t call_ns = static_cast<uint64_t>(
-        std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - s).count());
+        std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - t).count());
     for (size_t k = 0; k < nb; k++) {
-      uint64_t q = q0 + k, i = ids[k];
-      const uint8_t* key = &keys[16 * k];
-      uint8_t* g = &got[16 * cap * k];
-      size_t n = counts[k];
-      ns[q] = call_ns / nb;
-      // Check: the key is there with exactly its V values (in any order).
-      if (n != cap)
-        die("%s: lookup %" PRIu64 " of key #%" PRIu64 " (%s): expected %zu value(s), got %zu%s",
-            name.c_str(), q, i, hex(key, 16).c_str(), cap, n, n > cap ? " or more" : "");
-      for (size_t j = 0; j < cap; j++) w.value(i, j, &want[16 * j]);
-      if (cap > 1) {
-        sort16(g, cap);
-        sort16(want.data(), cap);
-      }
-      if (std::memcmp(g, want.data(), 16 * cap) != 0)
-        die("%s: lookup %" PRIu64 " of key #%" PRIu64 " (%s): wrong value(s): got %s, want %s",
-            name.c_str(), q, i, hex(key, 16).c_str(), hex(g, 16 * cap).c_str(),
-            hex(want.data(), want.size()).c_str());
+      ns[q0 + k] = call_ns / nb;
+      check.check(q0 + k, ids[k], &keys[16 * k], &got[16 * cap * k], counts[k]);
     }
   }
   res.lookup_s = secs(Clock::now() - l0);
@@ -628,19 +850,21 @@ Result run_engine(const std::string& name, const Args& a, const Workload& w,
 
 [[noreturn]] void usage(int code) {
   std::fprintf(code ? stderr : stdout,
-               "usage: bench [--keys N] [--values-per-key V] [--batch B] [--lookups L] "
-               "[--seed S]\n"
-               "             [--engines hashdir,lmdb,lmdb-nosync,rocksdb,tkrzw] [--dir DIR] "
-               "[--keep]\n"
-               "             [--rocksdb-bloom-bits BITS] [--warm-gib G] [--lookup-batch K]\n"
+               "usage: bench [--keys N] [--values-per-key V] [--rounds | --zipf S] [--batch B]\n"
+               "             [--lookups L] [--seed S] [--engines hashdir,lmdb,lmdb-nosync,"
+               "rocksdb,tkrzw]\n"
+               "             [--dir DIR] [--keep] [--rocksdb-bloom-bits BITS] [--warm-gib G]\n"
+               "             [--lookup-batch K]\n"
                "  N (distinct keys, default 10M), B (pairs per batch, default 100k) and L\n"
                "  (lookups, default 1M) accept the suffixes k and M. Each key has V values\n"
-               "  (default 1): N*V pairs. Stores go to a fresh directory under DIR (default\n"
-               "  /tmp), removed at the end unless --keep. BITS: RocksDB bloom filter bits per\n"
-               "  key (default 10, 0 = none). G: GiB of fresh memory touched and released\n"
-               "  before each engine runs (default 0; see compare/README.md). K: keys per lookup\n"
-               "  call (default 1; engines without a batch call loop; a call's time is split\n"
-               "  evenly among its keys).\n");
+               "  (default 1): N*V pairs, loaded key by key, or with --rounds in V rounds each\n"
+               "  giving every key one new value, or with --zipf S each pair's key drawn from a\n"
+               "  Zipf law of exponent S (V values a key on average). Stores go to a fresh\n"
+               "  directory under DIR (default /tmp), removed at the end unless --keep. BITS:\n"
+               "  RocksDB bloom filter bits per key (default 10, 0 = none). G: GiB of fresh\n"
+               "  memory touched and released before each engine runs (default 0; see\n"
+               "  compare/README.md). K: keys per lookup call (default 1; engines without a batch\n"
+               "  call loop; a call's time is split evenly among its keys).\n");
   std::exit(code);
 }
 
@@ -673,6 +897,30 @@ void warm_memory(uint64_t gib) {
   munmap(p, len);
 }
 
+double parse_exponent(const char* s) {
+  char* end = nullptr;
+  errno = 0;
+  double e = std::strtod(s, &end);
+  if (end == s || *end != '\0' || errno || !(e > 0 && e < 10))
+    die("--zipf: the exponent must be a number in (0, 10), not '%s'", s);
+  return e;
+}
+
+void set_shape(Args& a, Shape shape, double zipf) {
+  if (a.shape != Shape::ByKey) die("--rounds and --zipf exclude each other");
+  a.shape = shape;
+  a.zipf = zipf;
+}
+
+// The shape as printed in the `compare` lines: by_key, rounds or zipf:S.
+std::string shape_name(const Args& a) {
+  if (a.shape == Shape::ByKey) return "by_key";
+  if (a.shape == Shape::Rounds) return "rounds";
+  char buf[48];
+  std::snprintf(buf, sizeof buf, "zipf:%g", a.zipf);
+  return buf;
+}
+
 Args parse_args(int argc, char** argv) {
   Args a;
   for (int i = 1; i < argc; i++) {
@@ -684,6 +932,8 @@ Args parse_args(int argc, char** argv) {
     if (o == "-h" || o == "--help") usage(0);
     else if (o == "--keys") a.keys = parse_count("--keys", val());
     else if (o == "--values-per-key") a.vpk = parse_count("--values-per-key", val());
+    else if (o == "--rounds") set_shape(a, Shape::Rounds, 0);
+    else if (o == "--zipf") set_shape(a, Shape::Zipf, parse_exponent(val()));
     else if (o == "--batch") a.batch = parse_count("--batch", val());
     else if (o == "--lookups") a.lookups = parse_count("--lookups", val());
     else if (o == "--seed") a.seed = parse_count("--seed", val());
@@ -694,6 +944,7 @@ Args parse_args(int argc, char** argv) {
     else if (o == "--warm-gib") a.warm_gib = parse_count(o.c_str(), val());
     else if (o == "--lookup-batch") a.lookup_batch = parse_count(o.c_str(), val());
     else if (o == "--engines") {
+      a.engines_given = true;
       a.engines.clear();
       std::string s = val();
       size_t p = 0;
@@ -713,7 +964,13 @@ Args parse_args(int argc, char** argv) {
   if (a.vpk == 0 || a.vpk > 4096) die("--values-per-key must be in 1..4096");
   if (a.batch == 0) die("--batch must be > 0");
   if (a.lookup_batch == 0 || a.lookup_batch > 1'000'000) die("--lookup-batch must be in 1..1M");
+  if (a.shape == Shape::Zipf && a.keys * a.vpk > UINT32_MAX)
+    die("--zipf: at most %" PRIu32 " pairs (values are counted per key in 32 bits)", UINT32_MAX);
+  if (a.shape == Shape::Zipf && a.lookup_batch > 1)
+    die("--zipf: --lookup-batch must be 1 (a call's buffer holds the largest set per key)");
   for (const auto& name : a.engines) make_engine(name, a);  // rejects unknown names early
+  if (a.shape == Shape::Zipf && !a.engines_given)
+    a.engines.erase(std::find(a.engines.begin(), a.engines.end(), "tkrzw"));
   return a;
 }
 
@@ -789,8 +1046,10 @@ int main(int argc, char** argv) {
   w.key_seed = mix64(a.seed ^ 0x6b657973ULL);        // "keys"
   w.value_seed = mix64(a.seed ^ 0x76616c756573ULL);  // "values"
   w.lookup_seed = mix64(a.seed ^ 0x6c6f6f6b7570ULL);  // "lookup"
+  w.zipf_seed = mix64(a.seed ^ 0x7a697066ULL);          // "zipf"
   const uint64_t pairs = a.keys * a.vpk;
-  const uint64_t keys_per_batch = std::max<uint64_t>(1, a.batch / a.vpk);
+  const std::string shape = shape_name(a);
+  const bool append = a.shape != Shape::ByKey;
 
   std::string parent = a.dir.empty() ? "/tmp" : a.dir;
   std::error_code ec;
@@ -812,36 +1071,62 @@ int main(int argc, char** argv) {
   std::printf("# versions: hashdir %s, %s, RocksDB %d.%d.%d, tkrzw %s\n", hashdir_version(),
               mdb_version(nullptr, nullptr, nullptr), ROCKSDB_MAJOR, ROCKSDB_MINOR,
               ROCKSDB_PATCH, tkrzw::PACKAGE_VERSION);
-  std::printf("# seed=%" PRIu64 " keys=%" PRIu64 " values_per_key=%" PRIu64 " pairs=%" PRIu64
-              " batch=%" PRIu64 " pairs (%" PRIu64 " keys) lookups=%" PRIu64
+  std::string batch_keys;
+  if (!append) batch_keys = " (" + std::to_string(keys_per_batch(a)) + " keys)";
+  std::printf("# seed=%" PRIu64 " keys=%" PRIu64 " values_per_key=%" PRIu64
+              " shape=%s pairs=%" PRIu64 " batch=%" PRIu64 " pairs%s lookups=%" PRIu64
               " lookup_batch=%" PRIu64 " dir=%s\n",
-              a.seed, a.keys, a.vpk, pairs, keys_per_batch * a.vpk, keys_per_batch, a.lookups,
-              a.lookup_batch, g_run_dir.c_str());
-  std::printf("# workload: random 16-byte keys and 16-byte values (splitmix64), inserted in\n"
-              "#   batches of whole keys; lookups of random existing keys, each call timed\n"
-              "#   (steady_clock) and checked (found, exactly its values); insert time = the\n"
-              "#   engine's open + batches + close; disk = st_blocks*512 over the store's files\n"
-              "#   after the final close; stores reopened before the lookups; hot page cache.\n");
+              a.seed, a.keys, a.vpk, shape.c_str(), pairs,
+              append ? a.batch : keys_per_batch(a) * a.vpk, batch_keys.c_str(), a.lookups, a.lookup_batch,
+              g_run_dir.c_str());
+  const char* order =
+      a.shape == Shape::ByKey    ? "in batches of whole keys"
+      : a.shape == Shape::Rounds ? "in V rounds, each giving every key its next value, in\n"
+                                   "#   batches of B pairs"
+                                 : "with keys drawn from a Zipf law over the N keys, in\n"
+                                   "#   batches of B pairs";
+  std::printf("# workload: random 16-byte keys and 16-byte values (splitmix64), inserted\n"
+              "#   %s; lookups of random keys (uniform over the N),\n"
+              "#   each timed alone (steady_clock) and checked (%s);\n"
+              "#   insert time = the engine's open + batches + close; disk = st_blocks*512 over\n"
+              "#   the store's files after the final close; stores reopened before the lookups;\n"
+              "#   hot page cache.\n",
+              order,
+              a.shape == Shape::Zipf ? "as many values as drawn, each the key's"
+                                     : "found, exactly its values");
   std::printf("# hashdir: C API, default options (crash-safe commits, no fsync), insert+commit\n"
               "#   per batch; lookups with %s\n",
-              a.vpk > 1 ? "hashdir_reader_get (all values of the key; native value sets)"
-                        : "hashdir_reader_lookup (the key's one value)");
+              a.vpk > 1 || a.shape == Shape::Zipf
+                  ? "hashdir_reader_get (all values of the key; native value sets)"
+                  : "hashdir_reader_lookup (the key's one value)");
   std::printf("# lmdb: one write txn per batch, fdatasync per commit; lmdb-nosync: "
               "MDB_NOSYNC|MDB_NOMETASYNC;\n#   map size 64 GiB; lookups in one long read txn%s\n",
-              a.vpk > 1 ? "; MDB_DUPSORT, one entry per pair (cursor MDB_SET_KEY + MDB_NEXT_DUP)"
-                        : "");
+              a.vpk > 1 || a.shape == Shape::Zipf
+                  ? ";\n#   MDB_DUPSORT, one entry per pair (cursor MDB_SET_KEY + MDB_NEXT_DUP)"
+                  : "");
+  const char* rocks_sets =
+      append      ? ";\n#   a key's values concatenated into one value, each value added by\n"
+                    "#   WriteBatch::Merge (a merge operator that concatenates)"
+      : a.vpk > 1 ? ";\n#   the V values of a key concatenated into one value (Put)"
+                  : "";
   if (a.rocksdb_bloom_bits > 0)
     std::printf("# rocksdb: default options + IncreaseParallelism(2) + bloom filter %d bits/key;"
                 "\n#   WAL on, sync=false, one WriteBatch per batch; no forced flush/compaction%s\n",
-                a.rocksdb_bloom_bits,
-                a.vpk > 1 ? "; the V values of a key concatenated into one value" : "");
+                a.rocksdb_bloom_bits, rocks_sets);
   else
     std::printf("# rocksdb: default options + IncreaseParallelism(2), no bloom filter;\n"
                 "#   WAL on, sync=false, one WriteBatch per batch; no forced flush/compaction%s\n",
-                a.vpk > 1 ? "; the V values of a key concatenated into one value" : "");
+                rocks_sets);
   std::printf("# tkrzw: HashDBM, num_buckets = 2 x keys, no fsync; no transactions: a batch is\n"
-              "#   just its Set calls, one record per key%s\n",
-              a.vpk > 1 ? " (the V values concatenated)" : "");
+              "#   just its %s calls, one record per key%s\n",
+              append ? "Append" : "Set",
+              append      ? ";\n#   each Append rewrites the key's record one value longer"
+              : a.vpk > 1 ? " (the V values concatenated)"
+                          : "");
+  if (a.shape == Shape::Zipf && !a.engines_given)
+    std::printf("# tkrzw left out (name it in --engines to run it): each Append rewrites the\n"
+                "#   key's whole record, so a set of n values costs ~8 n^2 bytes of copying,\n"
+                "#   hours for the largest sets of a Zipf law\n");
   std::fflush(stdout);
 
   std::vector<Result> rs;
@@ -852,10 +1137,12 @@ int main(int argc, char** argv) {
     Result r = run_engine(name, a, w, dir);
     for (size_t f = 0; f < NFIG; f++)
       std::printf("compare engine=%s figure=%s value=%s keys=%" PRIu64 " values_per_key=%" PRIu64
-                  "\n",
-                  name.c_str(), FIGURES[f], num(r.fig[f]).c_str(), a.keys, a.vpk);
-    std::printf("# %s: load %.2f s, reopen %.3f s, lookups %.2f s, %.1f MB on disk\n",
-                name.c_str(), r.load_s, r.reopen_s, r.lookup_s, r.disk_bytes / 1e6);
+                  " shape=%s\n",
+                  name.c_str(), FIGURES[f], num(r.fig[f]).c_str(), a.keys, a.vpk, shape.c_str());
+    std::printf("# %s: load %.2f s, reopen %.3f s, lookups %.2f s, %.1f MB on disk, largest set "
+                "%" PRIu64 " values\n",
+                name.c_str(), r.load_s, r.reopen_s, r.lookup_s, r.disk_bytes / 1e6,
+                r.largest_set);
     std::fflush(stdout);
     if (!a.keep) fs::remove_all(dir, ec);
     rs.push_back(r);
@@ -868,8 +1155,9 @@ int main(int argc, char** argv) {
     for (size_t f = 0; f < NFIG; f++)
       for (const auto& r : rs)
         if (&r != base)
-          std::printf("compare ratio figure=%s engine=%s vs=hashdir value=%.4f\n", FIGURES[f],
-                      r.engine.c_str(), base->fig[f] > 0 ? r.fig[f] / base->fig[f] : 0.0);
+          std::printf("compare ratio figure=%s engine=%s vs=hashdir value=%.4f shape=%s\n",
+                      FIGURES[f], r.engine.c_str(),
+                      base->fig[f] > 0 ? r.fig[f] / base->fig[f] : 0.0, shape.c_str());
   } else {
     std::printf("# no ratios: hashdir was not among the engines\n");
   }
