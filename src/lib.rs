@@ -13,7 +13,7 @@ pub mod ffi;
 pub mod format;
 pub mod store;
 
-pub use engine::{verify, GcReport, Options, Reader, Stats, VerifyReport, Writer};
+pub use engine::{verify, CopyProgress, GcReport, Options, Reader, Stats, VerifyReport, Writer};
 pub use error::{Error, Result};
 
 /// A key: 16 opaque bytes, compared bytewise.

@@ -34,7 +34,7 @@ mod writer;
 
 pub use gc::GcReport;
 pub use options::{Options, Stats, MAX_CHECKPOINT_BYTES};
-pub use reader::Reader;
+pub use reader::{CopyProgress, Reader};
 pub use recovery::RecoveryReport;
 pub use verify::{verify, VerifyReport};
 pub use writer::Writer;

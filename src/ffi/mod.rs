@@ -37,7 +37,7 @@ pub use abi::{
 pub use call::{hashdir_last_error, hashdir_status_name, hashdir_version};
 pub use options::hashdir_options_init;
 pub use reader::{
-    hashdir_reader, hashdir_reader_close, hashdir_reader_get, hashdir_reader_lookup,
+    hashdir_copy, hashdir_reader, hashdir_reader_close, hashdir_reader_get, hashdir_reader_lookup,
     hashdir_reader_open, hashdir_reader_refresh, hashdir_reader_stats,
 };
 pub use verify::hashdir_verify;

@@ -14,7 +14,7 @@ mod memory;
 mod readers;
 pub mod trace;
 
-pub use file::{drop_cache, Create, FileSize, ReadFile, WriterFile};
+pub use file::{drop_cache, Create, FileSize, ReadFile, Staged, WriterFile};
 pub use h5::Layout;
 pub use map::Mmap;
 pub use memory::huge_pages;

@@ -8,6 +8,7 @@
 //! validated on every read, and one that fails because the writer reused it makes the reader
 //! refresh and retry.
 
+mod copy;
 mod hold;
 mod snap;
 mod view;
@@ -17,6 +18,7 @@ use super::source::{Fault, Res};
 use crate::error::{Error, Result};
 use crate::store::{ReadFile, ReaderTable};
 use crate::{Key, Value};
+pub use copy::CopyProgress;
 use hold::Hold;
 use parking_lot::{Mutex, RwLock};
 use snap::Snap;
