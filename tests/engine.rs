@@ -613,17 +613,17 @@ fn scan_verify_and_gc_agree_with_the_model() {
 }
 
 /// Rewrites the newest root slot with `edit` applied (a test's way to make orphans).
-fn edit_root(path: &Path, edit: impl Fn(&mut hashdir::format::root::Root)) {
-    use hashdir::format::layout::ROOT_SLOT;
+fn edit_root(path: &Path, edit: impl Fn(&mut hashdir::testing::root::Root)) {
+    use hashdir::testing::layout::ROOT_SLOT;
     let bytes = head(path);
-    let magic = hashdir::format::root::MAGIC;
+    let magic = hashdir::testing::root::MAGIC;
     let at = bytes
         .windows(8)
         .position(|w| w == magic)
         .expect("a root slot");
     let slot0 = &bytes[at..at + ROOT_SLOT];
     let slot1 = &bytes[at + ROOT_SLOT..at + 2 * ROOT_SLOT];
-    let mut root = hashdir::format::root::newest(slot0, slot1).unwrap();
+    let mut root = hashdir::testing::root::newest(slot0, slot1).unwrap();
     let slot = at as u64 + (root.epoch % 2) * ROOT_SLOT as u64;
     edit(&mut root);
     patch(path, slot, &root.encode());
@@ -912,7 +912,7 @@ fn pinned_readers_hold_their_pages_back() {
     let epoch = r.stats().unwrap().epoch;
     // What the writer sees, through its own descriptor (a descriptor's own slot locks do not
     // count as held by someone else).
-    let writer_view = hashdir::store::ReaderTable::open(&path).unwrap().unwrap();
+    let writer_view = hashdir::testing::ReaderTable::open(&path).unwrap().unwrap();
     assert_eq!(
         writer_view.oldest(),
         Some(epoch),
@@ -983,9 +983,9 @@ fn unpinned_readers_refresh_when_pages_are_reused() {
     let mut w = Writer::open(&path, &opts()).unwrap();
     let rewrite = |w: &mut Writer, v: u64| rewrite_all(w, &keys, v);
     rewrite(&mut w, 1);
-    let table = hashdir::store::ReaderTable::open(&path).unwrap().unwrap();
+    let table = hashdir::testing::ReaderTable::open(&path).unwrap().unwrap();
     let all: Vec<_> = std::iter::from_fn(|| table.claim()).collect();
-    assert_eq!(all.len(), hashdir::store::SLOTS);
+    assert_eq!(all.len(), hashdir::testing::SLOTS);
     let r = Reader::open(&path, &manual()).unwrap();
     let epoch = r.stats().unwrap().epoch;
     assert_eq!(count_with(&r, &keys, k(1)), keys.len());
@@ -1080,7 +1080,7 @@ fn pinned_readers_read_their_log_in_place() {
     // Without a free slot the reader copies its tail, and sees the same.
     w.insert(&keys[..10], &[k(8); 10]).unwrap();
     w.commit().unwrap();
-    let table = hashdir::store::ReaderTable::open(&path).unwrap().unwrap();
+    let table = hashdir::testing::ReaderTable::open(&path).unwrap().unwrap();
     let all: Vec<_> = std::iter::from_fn(|| table.claim()).collect();
     let unpinned = Reader::open(&path, &manual()).unwrap();
     assert!(!unpinned.reads_log_in_place());

@@ -12,7 +12,7 @@ mod array;
 mod checkpoint;
 mod core;
 pub mod failpoint;
-#[doc(hidden)]
+#[cfg(feature = "testing")]
 pub mod fuzz;
 mod gc;
 mod logindex;

@@ -9,9 +9,9 @@
 //! (`hashdir_key`, `HASHDIR_OK`) so the header greps back to this code.
 //!
 //! Rules that hold for every export, enforced in one place each:
-//! - no panic crosses the boundary: [`call::ffi_call`] / [`call::guard`] catch it and
+//! - no panic crosses the boundary: `call::ffi_call` / `call::guard` catch it and
 //!   report `HASHDIR_ERR_PANIC`;
-//! - every argument is checked before the engine sees it ([`args`]), so a bad call
+//! - every argument is checked before the engine sees it (`args`), so a bad call
 //!   changes no data;
 //! - all `unsafe` of the crate lives below this module, each block with its reason.
 

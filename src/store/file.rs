@@ -367,6 +367,7 @@ impl Positional for WriterFile {
         write_at(&self.fd, &self.path, off, data)
     }
 
+    #[cfg(any(test, feature = "testing"))]
     fn write_vectored_at(&self, off: u64, bufs: &[&[u8]]) -> Result<()> {
         write_vectored_at(&self.fd, &self.path, off, bufs)
     }
@@ -392,9 +393,11 @@ fn write_at(fd: &File, path: &Path, off: u64, data: &[u8]) -> Result<()> {
     .map_err(|e| Error::io("pwrite", path, e))
 }
 
+#[cfg(any(test, feature = "testing"))]
 /// Buffers one `pwritev` takes (Linux's `IOV_MAX`).
 const IOV_MAX: usize = 1024;
 
+#[cfg(any(test, feature = "testing"))]
 fn write_vectored_at(fd: &File, path: &Path, mut off: u64, bufs: &[&[u8]]) -> Result<()> {
     let mut left: Vec<&[u8]> = bufs.iter().copied().filter(|b| !b.is_empty()).collect();
     let mut first = 0;
@@ -513,6 +516,7 @@ impl ReadFile {
         self.layout.root
     }
 
+    #[cfg(any(test, feature = "testing"))]
     pub fn data_offset(&self) -> u64 {
         self.layout.data
     }
