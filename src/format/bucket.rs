@@ -142,7 +142,7 @@ fn tag_word(hash: u64, code: u8) -> u16 {
     hash as u16 & TAG_BITS | code as u16
 }
 
-#[cfg(test)]
+#[cfg(any(test, feature = "testing"))]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Entry {
     pub hash: u64,
@@ -412,7 +412,7 @@ fn count_checked(p: &[u8], offset: u64) -> Result<usize> {
     Ok(n)
 }
 
-#[cfg(test)]
+#[cfg(any(test, feature = "testing"))]
 /// Decodes every entry of a validated bucket page.
 pub fn decode(p: &Page, offset: u64) -> Result<Vec<Entry>> {
     let mut spans_out = Vec::new();
