@@ -898,7 +898,7 @@ fn cold_checkpoint(a: &Args, path: &Path, w: &mut Writer) {
     w.checkpoint().unwrap_or_else(|e| die(&e.to_string()));
     let n = (a.keys / 10).min(w.log_limit() / 10 * 8 / 34).max(1);
     let first = 1u64 << 40; // beyond every key inserted so far
-    hashdir::store::drop_cache(path).unwrap_or_else(|e| die(&e.to_string()));
+    hashdir::testing::drop_cache(path).unwrap_or_else(|e| die(&e.to_string()));
     for from in (first..first + n).step_by(a.batch as usize) {
         let to = (from + a.batch).min(first + n);
         commit_new_keys(w, from..to);
@@ -1064,6 +1064,6 @@ fn main() {
     w.close().unwrap_or_else(|e| die(&e.to_string()));
     if !a.keep {
         let _ = std::fs::remove_file(&path);
-        let _ = std::fs::remove_file(hashdir::store::table_path(&path));
+        let _ = std::fs::remove_file(hashdir::reader_table_path(&path));
     }
 }

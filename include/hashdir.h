@@ -776,6 +776,28 @@ enum hashdir_status hashdir_reader_get(struct hashdir_reader *r,
 enum hashdir_status hashdir_reader_stats(struct hashdir_reader *r, struct hashdir_stats *out);
 
 /**
+ * Writes the state the reader sees (its current view) to a new file at `dest_path`,
+ * compacted into one table, while the writer goes on committing (as LMDB's `mdb_copy -c`).
+ * The copy is built under a temporary name beside `dest_path` and appears there only once
+ * complete and durable; it has the capacity of the original, verifies clean and opens as any
+ * hashdir file does. The reader's view keeps its space from reuse while the copy runs; a
+ * view without a reader-table slot that the writer overtakes is copied again from a
+ * refreshed view (which the reader then keeps), so the copy always holds one view's state.
+ *
+ * # Errors
+ * `HASHDIR_ERR_INVALID_ARGUMENT` for a NULL reader or a NULL/empty `dest_path`;
+ * `HASHDIR_ERR_IO` when something exists at `dest_path` (errno `EEXIST`; it is never
+ * replaced) or writing the copy fails; `HASHDIR_ERR_CORRUPT` reading the original.
+ *
+ * # Threads
+ * Any thread, concurrently with other calls on the same reader.
+ *
+ * # Safety
+ * `r` is NULL or a live reader handle; `dest_path` is NULL or a NUL-terminated string.
+ */
+enum hashdir_status hashdir_copy(struct hashdir_reader *r, const char *dest_path);
+
+/**
  * Closes the file and frees the handle. NULL is a no-op.
  *
  * # Errors

@@ -3,40 +3,79 @@
 use std::fmt;
 use std::path::PathBuf;
 
+/// The library's result type.
 pub type Result<T> = std::result::Result<T, Error>;
 
+/// Every error of the library; the C API maps each variant to a `hashdir_status`.
 #[derive(Debug)]
 pub enum Error {
     /// A caller passed something unusable (NULL, bad size, bad option).
     InvalidArgument(String),
     /// An operating-system call failed.
     Io {
+        /// The call that failed (`open`, `pwrite`, `fdatasync`, ...).
         op: &'static str,
+        /// The file it was called on.
         path: PathBuf,
+        /// What the operating system said.
         source: std::io::Error,
     },
     /// An HDF5 call failed.
-    Hdf5 { op: &'static str, detail: String },
+    Hdf5 {
+        /// The HDF5 call that failed.
+        op: &'static str,
+        /// HDF5's error stack.
+        detail: String,
+    },
     /// A checksum or structural check failed.
     Corrupt {
+        /// The structure that failed (`root`, `bucket page`, ...).
         what: &'static str,
+        /// Its file offset (0 when none applies).
         offset: u64,
+        /// The check that failed.
         detail: String,
     },
     /// The file is not HDF5, not a hashdir file, or of an unknown format version.
-    NotHashdir { path: PathBuf, reason: String },
+    NotHashdir {
+        /// The file.
+        path: PathBuf,
+        /// What ruled it out.
+        reason: String,
+    },
     /// Another writer holds the file.
-    Locked { path: PathBuf },
+    Locked {
+        /// The file.
+        path: PathBuf,
+    },
     /// The file does not exist and creation was not asked for.
-    NotFound { path: PathBuf },
+    NotFound {
+        /// The file.
+        path: PathBuf,
+    },
     /// `get`'s output buffer holds fewer values than the keys have.
-    BufferTooSmall { needed: usize, capacity: usize },
+    BufferTooSmall {
+        /// Values the keys have together.
+        needed: usize,
+        /// Values the buffer holds.
+        capacity: usize,
+    },
     /// The file's data area has no room left (its size is fixed when the file is created).
-    NoSpace { needed: u64, capacity: u64 },
+    NoSpace {
+        /// Bytes asked for.
+        needed: u64,
+        /// Bytes of the data area.
+        capacity: u64,
+    },
     /// The writer refuses work after a failure it cannot recover from in place (a failed
     /// fsync, failed background work): reopening the file recovers every durable batch.
     /// `errno` is the operating-system error of the first failure, if it was one.
-    Unusable { why: String, errno: Option<i32> },
+    Unusable {
+        /// The first failure.
+        why: String,
+        /// Its operating-system error, if it was one.
+        errno: Option<i32>,
+    },
 }
 
 impl Error {
@@ -49,7 +88,7 @@ impl Error {
         }
     }
 
-    pub fn corrupt(what: &'static str, offset: u64, detail: impl Into<String>) -> Error {
+    pub(crate) fn corrupt(what: &'static str, offset: u64, detail: impl Into<String>) -> Error {
         Error::Corrupt {
             what,
             offset,
@@ -57,7 +96,7 @@ impl Error {
         }
     }
 
-    pub fn io(op: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Error {
+    pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Error {
         Error::Io {
             op,
             path: path.into(),

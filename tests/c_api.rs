@@ -225,6 +225,11 @@ fn c_sharded_store() {
 }
 
 #[test]
+fn c_copy_while_a_writer_commits() {
+    run_against_shared_library("test_copy.c");
+}
+
+#[test]
 fn cpp_uses_the_header_with_c_linkage() {
     run_against_shared_library("test_cpp.cpp");
 }

@@ -558,3 +558,60 @@ fn every_command_takes_a_sharded_store() {
     let bare = fails(1, &["stats", st], None);
     assert!(bare.contains("hashdir.shards"), "{bare}");
 }
+
+#[test]
+fn copy_makes_a_compacted_file_that_verifies_and_opens_in_h5py() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src.h5");
+    let dst = dir.path().join("copy.h5");
+    let (f, d) = (s(&src), s(&dst));
+    ok(&["create", f, "--capacity", "64M"], None);
+    ok(
+        &["load", f, "--batch", "50"],
+        Some(hex_lines(&sample_pairs()).as_bytes()),
+    );
+    ok(&["delete", f, &hex(5 << 64 | 0xabc)], None);
+    let want = dumped(&src);
+
+    let args = ["copy", f, d, "--progress"];
+    let out = hashdir(&args, None);
+    assert!(out.status.success(), "{}", describe(&args, &out));
+    let line = text(&out.stdout);
+    let values = want.len();
+    assert!(
+        line.starts_with(&format!("copied 200 keys ({values} values) of epoch ")),
+        "{line}"
+    );
+    assert!(text(&out.stderr).contains("copied 100% (200 keys"), "{}", text(&out.stderr));
+    assert_eq!(dumped(&dst), want);
+    let report = ok(&["verify", d], None);
+    assert!(report.lines().any(|l| l == "OK"), "{report}");
+    assert_eq!(field(&ok(&["stats", d], None), "delta_tables"), 0);
+    assert_eq!(field(&ok(&["stats", d], None), "keys"), 200);
+
+    // Without --progress and without a terminal, stderr stays quiet.
+    let quiet = dir.path().join("quiet.h5");
+    let args = ["copy", f, s(&quiet)];
+    let out = hashdir(&args, None);
+    assert!(out.status.success() && out.stderr.is_empty(), "{}", describe(&args, &out));
+
+    let h5py = Command::new("python3")
+        .args([
+            "-c",
+            "import h5py, sys; f = h5py.File(sys.argv[1], 'r', swmr=True); print(sorted(f))",
+            d,
+        ])
+        .output()
+        .expect("run python3");
+    assert!(h5py.status.success(), "{}", text(&h5py.stderr));
+    assert_eq!(text(&h5py.stdout).trim(), "['data', 'root']");
+
+    let before = std::fs::read(&dst).unwrap();
+    let err = fails(1, &["copy", f, d], None);
+    assert_eq!(err, format!("hashdir: {d} already exists"));
+    assert_eq!(std::fs::read(&dst).unwrap(), before, "an existing file is left alone");
+    let missing = dir.path().join("missing.h5");
+    let err = fails(1, &["copy", s(&missing), s(&dir.path().join("x.h5"))], None);
+    assert!(err.contains("does not exist"), "{err}");
+    assert!(!dir.path().join("x.h5").exists());
+}

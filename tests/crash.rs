@@ -9,7 +9,7 @@
 mod common;
 
 use common::{child_role, k, open_writer, spawn_child, Rng, TempDir};
-use hashdir::engine::failpoint;
+use hashdir::testing::failpoint;
 use hashdir::{Error, Key, Options, StoreReader, StoreWriter, Value};
 use std::collections::{BTreeSet, HashMap};
 use std::io::{BufRead, BufReader};

@@ -5,7 +5,7 @@
 mod common;
 
 use common::{k, Rng, TempDir};
-use hashdir::engine::fuzz;
+use hashdir::testing::fuzz;
 use hashdir::{Options, Writer};
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -11,8 +11,8 @@ use std::process::{Command, Output};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Barrier;
 
-use hashdir::format::layout::{MIN_CAPACITY, PAGE, ROOT_SLOT, SEGMENT};
-use hashdir::store::{Create, Positional, ReadFile, ReaderTable, WriterFile};
+use hashdir::testing::layout::{MIN_CAPACITY, PAGE, ROOT_SLOT, SEGMENT};
+use hashdir::testing::{Create, Positional, ReadFile, ReaderTable, WriterFile};
 use hashdir::{Error, Options, Reader, Writer};
 
 // ---------------------------------------------------------------------------------------------
@@ -171,7 +171,7 @@ fn handles_cross_threads() {
     fn send_sync<T: Send + Sync>() {}
     send_sync::<WriterFile>();
     send_sync::<ReadFile>();
-    send_sync::<hashdir::store::Mmap>();
+    send_sync::<hashdir::testing::Mmap>();
 }
 
 #[test]
@@ -556,7 +556,7 @@ fn an_older_format_is_refused_with_the_way_to_migrate() {
 fn a_broken_layout_is_corrupt() {
     let dir = TestDir::new("layout");
     let path = dir.file("a.h5");
-    with_identity(&path, hashdir::format::layout::FORMAT_VERSION);
+    with_identity(&path, hashdir::testing::layout::FORMAT_VERSION);
     {
         let f = h5_options().append(&path).unwrap();
         let root = f
@@ -629,7 +629,7 @@ fn readers_work_without_a_writable_reader_table() {
     let mut w = Writer::open(&path, &opts).unwrap();
     w.insert(&[[1; 16]], &[[2; 16]]).unwrap();
     w.commit().unwrap();
-    let table = hashdir::store::table_path(&path);
+    let table = hashdir::testing::table_path(&path);
     assert!(ReaderTable::open(&path).unwrap().is_some());
     drop(w);
     fs::remove_file(&table).unwrap();

@@ -1,4 +1,4 @@
 #![no_main]
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
-    hashdir::engine::fuzz::wal(data);
+    hashdir::testing::fuzz::wal(data);
 });

@@ -11,8 +11,8 @@ mod hex;
 mod load;
 
 use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
-use hashdir::{Error, Key, Options, StoreReader, StoreWriter, Value};
-use std::io::{self, Write};
+use hashdir::{CopyProgress, Error, Key, Options, StoreReader, StoreWriter, Value};
+use std::io::{self, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -99,6 +99,23 @@ enum Command {
         /// hex: `KEYHEX VALUEHEX` lines; bin: 32-byte records (what `load` reads)
         #[arg(long, value_enum, default_value_t = Format::Hex)]
         format: Format,
+    },
+    /// Copy the state of SRC into a new file DST, compacted, while a writer may go on
+    /// committing to SRC
+    #[command(
+        after_help = "The copy holds exactly the state a reader of SRC saw when the copy \
+        began; it is built beside DST and appears there only once complete and durable. DST \
+        must not exist. A progress bar is drawn on stderr when it is a terminal (--progress \
+        prints progress lines when it is not)."
+    )]
+    Copy {
+        /// The hashdir file to copy
+        src: PathBuf,
+        /// The new file
+        dst: PathBuf,
+        /// Show progress even when stderr is not a terminal
+        #[arg(long)]
+        progress: bool,
     },
     /// A quick insert and lookup benchmark in a scratch file
     #[command(
@@ -319,6 +336,7 @@ fn run(command: Command) -> Result<ExitCode, Failure> {
         Command::Verify { path, all } => return verify(&path, all),
         Command::Gc { path } => gc(&path)?,
         Command::Dump { path, format } => dump(&path, format)?,
+        Command::Copy { src, dst, progress } => copy(&src, &dst, progress)?,
         Command::Bench(a) => bench::run(&bench::Bench {
             dir: a.dir,
             keys: a.keys,
@@ -331,10 +349,16 @@ fn run(command: Command) -> Result<ExitCode, Failure> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn create(path: &Path, capacity: u64, shards: u32) -> Result<(), Failure> {
-    if path.symlink_metadata().is_ok() {
-        return Err(Failure::run(format!("{} already exists", path.display())));
+/// Refuses a path something is at: commands that make a file never replace one.
+fn absent(path: &Path) -> Result<(), Failure> {
+    match path.symlink_metadata() {
+        Ok(_) => Err(Failure::run(format!("{} already exists", path.display()))),
+        Err(_) => Ok(()),
     }
+}
+
+fn create(path: &Path, capacity: u64, shards: u32) -> Result<(), Failure> {
+    absent(path)?;
     let opts = Options {
         capacity,
         shards,
@@ -541,4 +565,67 @@ fn dump(path: &Path, format: Format) -> Result<(), Failure> {
         Ok(()) => {}
     }
     scanned.map_err(|e| engine_error(path, e))
+}
+
+/// Progress of `copy` on stderr: a bar on a terminal, else (with --progress) a line each
+/// second, else nothing.
+enum Shown {
+    Bar(indicatif::ProgressBar),
+    Lines(std::time::Instant),
+    Hidden,
+}
+
+impl Shown {
+    fn new(forced: bool) -> Shown {
+        use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+        if io::stderr().is_terminal() {
+            let target = ProgressDrawTarget::stderr_with_hz(10);
+            let style = ProgressStyle::with_template(
+                "{elapsed_precise} [{wide_bar}] {percent:>3}% {msg}",
+            )
+            .expect("valid template")
+            .progress_chars("=> ");
+            return Shown::Bar(ProgressBar::with_draw_target(Some(1000), target).with_style(style));
+        }
+        match forced {
+            true => Shown::Lines(std::time::Instant::now()),
+            false => Shown::Hidden,
+        }
+    }
+
+    fn show(&mut self, p: &CopyProgress) {
+        let what = format!("{}, {}", plural(p.keys, "key"), plural(p.values, "value"));
+        match self {
+            Shown::Bar(bar) => {
+                bar.set_position((p.fraction * 1000.0) as u64);
+                bar.set_message(what);
+            }
+            Shown::Lines(last) if last.elapsed().as_secs() >= 1 || p.fraction >= 1.0 => {
+                eprintln!("copied {:.0}% ({what})", p.fraction * 100.0);
+                *last = std::time::Instant::now();
+            }
+            Shown::Lines(_) | Shown::Hidden => {}
+        }
+    }
+}
+
+fn copy(src: &Path, dst: &Path, progress: bool) -> Result<(), Failure> {
+    absent(dst)?;
+    let r = open_reader(src)?;
+    let started = std::time::Instant::now();
+    let mut shown = Shown::new(progress);
+    let copied = r.copy_to(dst, |p| shown.show(p));
+    if let Shown::Bar(bar) = &shown {
+        bar.finish_and_clear();
+    }
+    let done = copied.map_err(|e| engine_error(src, e))?;
+    println!(
+        "copied {} ({}) of epoch {} to {} in {:.1} s",
+        plural(done.keys, "key"),
+        plural(done.values, "value"),
+        done.epoch,
+        dst.display(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
 }

@@ -4,6 +4,7 @@
 //! compiles to nothing.
 
 /// Every failpoint the engine has, so the tests can prove each one is reached and survived.
+#[cfg(any(test, feature = "testing"))]
 pub const ALL: &[&str] = &[
     "commit.half_frame",
     "commit.frame_written",

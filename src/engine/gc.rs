@@ -14,7 +14,9 @@ use std::collections::HashSet;
 /// What a full pass reclaimed.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct GcReport {
+    /// Pages (of 4 KiB) returned to the free lists.
     pub pages_reclaimed: u64,
+    /// Segments (of 1 MiB) returned to the free lists.
     pub segments_reclaimed: u64,
 }
 

@@ -12,7 +12,7 @@ mod array;
 mod checkpoint;
 mod core;
 pub mod failpoint;
-#[doc(hidden)]
+#[cfg(feature = "testing")]
 pub mod fuzz;
 mod gc;
 mod logindex;
@@ -36,7 +36,7 @@ mod writer;
 
 pub use gc::GcReport;
 pub use options::{Options, Stats, MAX_CHECKPOINT_BYTES};
-pub use reader::Reader;
+pub use reader::{CopyProgress, Reader};
 pub use sharded::ShardedWriter;
 pub use store::{verify_store, StoreReader, StoreWriter};
 pub use recovery::RecoveryReport;

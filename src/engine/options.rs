@@ -10,6 +10,8 @@ use crate::store::FileSize;
 /// reader an index of them (about half the log's bytes each, at one value per op).
 pub const MAX_CHECKPOINT_BYTES: u64 = 4 << 30;
 
+/// Options of [`Writer::open`](crate::Writer::open) and [`Reader::open`](crate::Reader::open);
+/// each field says which of the two reads it.
 #[derive(Clone, Debug)]
 pub struct Options {
     /// Writer: create the file if it does not exist.
@@ -65,6 +67,7 @@ impl Options {
     }
 }
 
+/// Counters of a file as of a writer's or a reader's current root.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Stats {
     /// Directory depth of the base table.
@@ -72,6 +75,7 @@ pub struct Stats {
     /// Keys and values of the base table: the state as of the last completed merge (exact
     /// after `checkpoint`).
     pub keys: u64,
+    /// Values of the base table, as `keys`.
     pub values: u64,
     /// Pages of the base table.
     pub buckets: u64,
@@ -80,6 +84,7 @@ pub struct Stats {
     /// Bytes the filesystem holds for the file: less than its length where space was never
     /// written or was given back.
     pub disk_bytes: u64,
+    /// The root's epoch: it grows with every root published.
     pub epoch: u64,
     /// Value sets of the base table stored in extents (the rest are inline in their entry).
     pub extents: u64,
@@ -87,13 +92,14 @@ pub struct Stats {
     pub wal_bytes: u64,
     /// Delta tables waiting to be merged into the base, and their bytes.
     pub delta_tables: u64,
+    /// Bytes of those delta tables.
     pub delta_bytes: u64,
     /// A merge is under way.
     pub merging: bool,
 }
 
 impl Stats {
-    pub fn of(root: &Root, size: FileSize, wal_bytes: u64) -> Stats {
+    pub(crate) fn of(root: &Root, size: FileSize, wal_bytes: u64) -> Stats {
         Stats {
             global_depth: root.base.depth,
             keys: root.base.entries,

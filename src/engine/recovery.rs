@@ -24,6 +24,7 @@ pub struct RecoveryReport {
     pub root_epoch: u64,
     /// Committed batches replayed from the logs, and their bytes.
     pub frames: u64,
+    /// Bytes of those batches.
     pub log_bytes: u64,
     /// Time spent loading the root and replaying the logs, in microseconds.
     pub micros: u64,

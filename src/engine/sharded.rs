@@ -222,21 +222,25 @@ impl ShardedWriter {
         Ok(w)
     }
 
+    /// Inserts pairs, each into its key's shard.
     pub fn insert(&mut self, keys: &[Key], values: &[Value]) -> Result<()> {
         same_len(keys, values)?;
         self.scatter(keys, |w, at| w.insert(&pick(keys, at), &pick(values, at)))
     }
 
+    /// Inserts values of one key into its shard.
     pub fn insert_values(&mut self, key: &Key, values: &[Value]) -> Result<()> {
         self.usable()?;
         let s = shard_of(key, self.count()) as usize;
         self.shards[s].insert_values(key, values)
     }
 
+    /// Deletes keys, each in its shard.
     pub fn delete_keys(&mut self, keys: &[Key]) -> Result<()> {
         self.scatter(keys, |w, at| w.delete_keys(&pick(keys, at)))
     }
 
+    /// Deletes pairs, each in its key's shard.
     pub fn delete_pairs(&mut self, keys: &[Key], values: &[Value]) -> Result<()> {
         same_len(keys, values)?;
         self.scatter(keys, |w, at| w.delete_pairs(&pick(keys, at), &pick(values, at)))
@@ -354,11 +358,13 @@ impl ShardedWriter {
         }
     }
 
+    /// Makes every committed set durable: every shard, then the set log.
     pub fn sync(&mut self) -> Result<()> {
         self.usable()?;
         self.sync_point()
     }
 
+    /// Checkpoints every shard (after a sync point).
     pub fn checkpoint(&mut self) -> Result<()> {
         self.usable()?;
         self.sync_point()?;
@@ -366,6 +372,7 @@ impl ShardedWriter {
         first_error(&dir, each(&mut self.shards, |_, w| w.checkpoint())).map(drop)
     }
 
+    /// Runs [`Writer::gc`] on every shard; the reports summed.
     pub fn gc(&mut self) -> Result<GcReport> {
         self.usable()?;
         self.sync_point()?;
@@ -377,6 +384,7 @@ impl ShardedWriter {
         })
     }
 
+    /// The shards' statistics, summed (depth: the largest; epoch: the sum).
     pub fn stats(&self) -> Result<Stats> {
         let each = self.shards.iter().map(Writer::stats);
         Ok(sum_stats(&each.collect::<Result<Vec<_>>>()?))
@@ -397,6 +405,7 @@ impl ShardedWriter {
         first_error(&dir, closed).map(drop)
     }
 
+    /// The number of shards.
     pub fn shard_count(&self) -> u32 {
         self.count()
     }

@@ -11,9 +11,13 @@ use std::path::Path;
 /// What `verify` found: `problems` is empty for a sound file.
 #[derive(Clone, Debug, Default)]
 pub struct VerifyReport {
+    /// Every problem found, one line each.
     pub problems: Vec<String>,
+    /// Epoch of the root checked.
     pub epoch: u64,
+    /// Keys of the base table.
     pub keys: u64,
+    /// Values of the base table.
     pub values: u64,
     /// Pages of the base table.
     pub buckets: u64,
@@ -24,6 +28,7 @@ pub struct VerifyReport {
 }
 
 impl VerifyReport {
+    /// Whether the file is sound (no problems).
     pub fn is_ok(&self) -> bool {
         self.problems.is_empty()
     }

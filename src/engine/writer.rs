@@ -27,6 +27,10 @@ use std::sync::Arc;
 /// writer (or `checkpoint`) merges them.
 pub const CLOSE_MERGE: u64 = 256 << 20;
 
+/// The one writer of a hashdir file: inserts and deletes go into a batch that
+/// [`commit`](Writer::commit) makes visible and durable at once. Holds the file's writer lock
+/// until closed or dropped; [`close`](Writer::close) it to merge small tables and give free
+/// space back.
 pub struct Writer {
     core: Arc<Core>,
     /// The background threads (`checkpoint`).
@@ -140,6 +144,8 @@ impl Writer {
         })
     }
 
+    /// Adds `values[i]` to the set of `keys[i]` in the pending batch (a pair already there
+    /// stays once). The slices must have the same length.
     pub fn insert(&mut self, keys: &[Key], values: &[Value]) -> Result<()> {
         same_len(keys, values)?;
         self.push_all(
@@ -153,10 +159,12 @@ impl Writer {
         self.push_all(values.len(), values.iter().map(|v| Op::Insert(*key, *v)))
     }
 
+    /// Deletes each key with all its values, in the pending batch.
     pub fn delete_keys(&mut self, keys: &[Key]) -> Result<()> {
         self.push_all(keys.len(), keys.iter().map(|k| Op::DeleteKey(*k)))
     }
 
+    /// Deletes `values[i]` from the set of `keys[i]`, in the pending batch.
     pub fn delete_pairs(&mut self, keys: &[Key], values: &[Value]) -> Result<()> {
         same_len(keys, values)?;
         self.push_all(
@@ -420,6 +428,7 @@ impl Writer {
         &self.recovered
     }
 
+    /// The counters of the writer's current root (`wal_bytes`: bytes committed to its log).
     pub fn stats(&self) -> Result<Stats> {
         let st = self.core.st.lock();
         Ok(Stats::of(&st.root, self.core.file.size()?, self.wal.pos))

@@ -9,9 +9,9 @@
 //! (`hashdir_key`, `HASHDIR_OK`) so the header greps back to this code.
 //!
 //! Rules that hold for every export, enforced in one place each:
-//! - no panic crosses the boundary: [`call::ffi_call`] / [`call::guard`] catch it and
+//! - no panic crosses the boundary: `call::ffi_call` / `call::guard` catch it and
 //!   report `HASHDIR_ERR_PANIC`;
-//! - every argument is checked before the engine sees it ([`args`]), so a bad call
+//! - every argument is checked before the engine sees it (`args`), so a bad call
 //!   changes no data;
 //! - all `unsafe` of the crate lives below this module, each block with its reason.
 
@@ -37,7 +37,7 @@ pub use abi::{
 pub use call::{hashdir_last_error, hashdir_status_name, hashdir_version};
 pub use options::hashdir_options_init;
 pub use reader::{
-    hashdir_reader, hashdir_reader_close, hashdir_reader_get, hashdir_reader_lookup,
+    hashdir_copy, hashdir_reader, hashdir_reader_close, hashdir_reader_get, hashdir_reader_lookup,
     hashdir_reader_open, hashdir_reader_refresh, hashdir_reader_stats,
 };
 pub use verify::hashdir_verify;

@@ -25,9 +25,6 @@ pub struct ArrayRef {
     pub epoch: u64,
 }
 
-/// len u64 | top u64 | levels u32 | zero u32 | epoch u64.
-pub const ARRAY_REF_BYTES: usize = 32;
-
 impl ArrayRef {
     pub fn put(&self, b: &mut [u8], at: usize) {
         put_u64(b, at, self.len);

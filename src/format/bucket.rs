@@ -22,7 +22,9 @@ use super::bytes::*;
 use super::hash::key_hash;
 pub use super::hash::Range;
 use super::layout::PAGE;
-use super::page::{seal, Page, HEADER, MAGIC_BUCKET};
+use super::page::{Page, HEADER};
+#[cfg(test)]
+use super::page::{seal, MAGIC_BUCKET};
 use crate::error::{Error, Result};
 use crate::{Key, Value};
 
@@ -154,6 +156,7 @@ fn tag_word(hash: u64, code: u8) -> u16 {
     hash as u16 & TAG_BITS | code as u16
 }
 
+#[cfg(any(test, feature = "testing"))]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Entry {
     pub hash: u64,
@@ -161,6 +164,7 @@ pub struct Entry {
     pub body: Body,
 }
 
+#[cfg(test)]
 impl Entry {
     /// Bytes the entry takes in a page, its tag word included.
     pub fn size(&self) -> usize {
@@ -173,6 +177,7 @@ pub fn body_size(body: &Body) -> usize {
     2 + code_len(body.code()).expect("bodies have valid codes")
 }
 
+#[cfg(test)]
 /// Encodes entries (sorted by hash, all within `range`) into a sealed page.
 pub fn encode(entries: &[Entry], range: Range, epoch: u64) -> Box<Page> {
     let mut fresh = Vec::new();
@@ -255,6 +260,7 @@ pub fn span_entry(span: &Span, srcs: &[&[u8]], offset: u64) -> Result<(Key, Body
     entry_from(span.bytes(srcs), span.code, offset)
 }
 
+#[cfg(test)]
 /// Appends `e`'s bytes to `fresh`, the buffer that is source `src`, and returns its span.
 pub fn put_fresh(fresh: &mut Vec<u8>, src: u8, e: &Entry) -> Span {
     put_body(fresh, src, e.hash, &e.key, &e.body)
@@ -298,6 +304,7 @@ pub fn put_body(fresh: &mut Vec<u8>, src: u8, hash: u64, key: &Key, body: &Body)
     }
 }
 
+#[cfg(test)]
 /// An unsealed bucket page holding `spans`, as [`build_into`] makes it.
 pub fn build(spans: &[Span], srcs: &[&[u8]], range: Range) -> Box<Page> {
     let mut p = Box::new([0u8; PAGE]);
@@ -419,6 +426,7 @@ fn count_checked(p: &[u8], offset: u64) -> Result<usize> {
     Ok(n)
 }
 
+#[cfg(any(test, feature = "testing"))]
 /// Decodes every entry of a validated bucket page.
 pub fn decode(p: &Page, offset: u64) -> Result<Vec<Entry>> {
     let mut spans_out = Vec::new();

@@ -40,6 +40,7 @@ pub struct Range {
 }
 
 impl Range {
+    #[cfg(test)]
     pub const ALL: Range = Range {
         lo: 0,
         hi: u64::MAX,

@@ -9,7 +9,6 @@
 
 use super::bytes::*;
 use super::layout::PAGE;
-use crate::error::{Error, Result};
 
 pub const HEADER: usize = 32;
 pub const MAGIC_BUCKET: u32 = u32::from_le_bytes(*b"HDBK");
@@ -51,11 +50,3 @@ pub fn epoch(page: &Page) -> u64 {
     get_u64(page, 8)
 }
 
-/// Turns a failed check into the error a writer (which never sees stale pages) reports.
-pub fn expect_ok(c: Check, what: &'static str, offset: u64) -> Result<()> {
-    match c {
-        Check::Ok => Ok(()),
-        Check::Stale => Err(Error::corrupt(what, offset, "page newer than the root")),
-        Check::Bad(why) => Err(Error::corrupt(what, offset, why)),
-    }
-}

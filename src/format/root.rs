@@ -271,11 +271,6 @@ impl Root {
         }
         Ok(())
     }
-
-    /// Keys and values of the base table (the state as of the last completed merge).
-    pub fn keys(&self) -> u64 {
-        self.base.entries
-    }
 }
 
 /// The newest valid root of the two slots, or the reasons both failed.

@@ -110,11 +110,6 @@ impl TableRef {
         }
         Ok(t)
     }
-
-    /// Segments listed.
-    pub fn segments(&self) -> u64 {
-        self.segs.len / 2
-    }
 }
 
 /// A directory item: the page covering the slot (page number = file offset / PAGE) and the

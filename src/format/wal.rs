@@ -53,10 +53,6 @@ impl FrameBuf {
         self.ops == 0
     }
 
-    pub fn ops(&self) -> u32 {
-        self.ops
-    }
-
     /// Bytes the frame will take once finished.
     pub fn frame_len(&self) -> usize {
         self.bytes.len().next_multiple_of(8)

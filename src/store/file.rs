@@ -121,20 +121,21 @@ fn parent_dir(path: &Path) -> &Path {
     }
 }
 
-fn temp_path(path: &Path) -> Result<PathBuf> {
+/// `<path>.<what>.<pid>.<seq>` beside `path`.
+fn temp_path(path: &Path, what: &str) -> Result<PathBuf> {
     let name = path
         .file_name()
         .ok_or_else(|| Error::InvalidArgument(format!("{} has no file name", path.display())))?;
     let mut tmp = name.to_os_string();
     let seq = CREATE_SEQ.fetch_add(1, Ordering::Relaxed);
-    tmp.push(format!(".creating.{}.{seq}", std::process::id()));
+    tmp.push(format!(".{what}.{}.{seq}", std::process::id()));
     Ok(parent_dir(path).join(tmp))
 }
 
 /// Builds the file completely under a temporary name, makes it durable, then links it into
 /// place. Returns normally if another process won the race (its file is used instead).
 fn create_atomically(path: &Path, create: &Create) -> Result<()> {
-    let tmp = TempFile(temp_path(path)?);
+    let tmp = TempFile(temp_path(path, "creating")?);
     h5::create_file(&tmp.0, create.capacity, |l| {
         (create.root)(l.data, l.capacity)
     })?;
@@ -146,6 +147,64 @@ fn create_atomically(path: &Path, create: &Create) -> Result<()> {
     }
     drop(tmp);
     sync_path(parent_dir(path))
+}
+
+/// A file built under a temporary name beside its destination and linked there once complete:
+/// a failed or interrupted build leaves nothing at the destination, and a file already there
+/// is never replaced.
+pub struct Staged {
+    tmp: PathBuf,
+    dest: PathBuf,
+}
+
+/// The error for a destination that exists.
+fn exists(dest: &Path) -> Error {
+    Error::io("create", dest, io::Error::from_raw_os_error(libc::EEXIST))
+}
+
+impl Staged {
+    /// Errors: `InvalidArgument` (an empty path or one without a file name), `Io` with
+    /// `EEXIST` when something is at `dest` already.
+    pub fn new(dest: &Path) -> Result<Staged> {
+        if dest.as_os_str().is_empty() {
+            return Err(Error::InvalidArgument("the destination path is empty".into()));
+        }
+        if dest.symlink_metadata().is_ok() {
+            return Err(exists(dest));
+        }
+        Ok(Staged {
+            tmp: temp_path(dest, "copying")?,
+            dest: dest.to_path_buf(),
+        })
+    }
+
+    /// Where to build the file.
+    pub fn path(&self) -> &Path {
+        &self.tmp
+    }
+
+    /// Removes what was built so far (and the reader table a writer made beside it).
+    pub fn discard(&self) {
+        let _ = fs::remove_file(&self.tmp);
+        let _ = fs::remove_file(super::table_path(&self.tmp));
+    }
+
+    /// Links the built file (closed, durable) to the destination and makes the link durable.
+    pub fn publish(self) -> Result<()> {
+        match fs::hard_link(&self.tmp, &self.dest) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Err(exists(&self.dest)),
+            Err(e) => return Err(Error::io("link", &self.dest, e)),
+        }
+        self.discard();
+        sync_path(parent_dir(&self.dest))
+    }
+}
+
+impl Drop for Staged {
+    fn drop(&mut self) {
+        self.discard();
+    }
 }
 
 fn sync_path(path: &Path) -> Result<()> {
@@ -308,6 +367,7 @@ impl Positional for WriterFile {
         write_at(&self.fd, &self.path, off, data)
     }
 
+    #[cfg(any(test, feature = "testing"))]
     fn write_vectored_at(&self, off: u64, bufs: &[&[u8]]) -> Result<()> {
         write_vectored_at(&self.fd, &self.path, off, bufs)
     }
@@ -333,9 +393,11 @@ fn write_at(fd: &File, path: &Path, off: u64, data: &[u8]) -> Result<()> {
     .map_err(|e| Error::io("pwrite", path, e))
 }
 
+#[cfg(any(test, feature = "testing"))]
 /// Buffers one `pwritev` takes (Linux's `IOV_MAX`).
 const IOV_MAX: usize = 1024;
 
+#[cfg(any(test, feature = "testing"))]
 fn write_vectored_at(fd: &File, path: &Path, mut off: u64, bufs: &[&[u8]]) -> Result<()> {
     let mut left: Vec<&[u8]> = bufs.iter().copied().filter(|b| !b.is_empty()).collect();
     let mut first = 0;
@@ -454,6 +516,7 @@ impl ReadFile {
         self.layout.root
     }
 
+    #[cfg(any(test, feature = "testing"))]
     pub fn data_offset(&self) -> u64 {
         self.layout.data
     }

@@ -77,6 +77,7 @@ impl Mmap {
         self.len
     }
 
+    #[cfg(any(test, feature = "testing"))]
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }

@@ -15,11 +15,12 @@ mod readers;
 mod shards;
 pub mod trace;
 
-pub use file::{drop_cache, Create, FileSize, ReadFile, WriterFile};
-pub use h5::Layout;
+pub use file::{drop_cache, Create, FileSize, ReadFile, Staged, WriterFile};
 pub use map::Mmap;
 pub use memory::{huge_pages, prefetch};
-pub use readers::{table_path, ReaderTable, Slot, SLOTS};
+#[cfg(feature = "testing")]
+pub use readers::SLOTS;
+pub use readers::{table_path, ReaderTable, Slot};
 pub use shards::{read_manifest, shard_path, unfinished_store, write_manifest, SetLog, MANIFEST};
 
 /// Positional I/O on the writer's file.
@@ -27,6 +28,7 @@ pub trait Positional {
     /// Writes all of `data` at file offset `off`.
     fn write_at(&self, off: u64, data: &[u8]) -> crate::error::Result<()>;
 
+    #[cfg(any(test, feature = "testing"))]
     /// Writes all of `bufs`, one after another, at file offset `off`, without first copying
     /// them into one buffer.
     fn write_vectored_at(&self, off: u64, bufs: &[&[u8]]) -> crate::error::Result<()>;

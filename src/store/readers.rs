@@ -170,6 +170,7 @@ impl ReaderTable {
         oldest
     }
 
+    #[cfg(any(test, feature = "testing"))]
     pub fn path(&self) -> &Path {
         &self.path
     }

@@ -20,6 +20,8 @@
 //! - `F`: an injected fault (`HASHDIR_IO_FAULT`): the operation did not reach the file and
 //!   failed; `offset` is the kind (0 write or length change, 1 sync, 2 punch), `len` the errno.
 
+// Test instrumentation: without the feature, what only the tests call goes unused.
+#![cfg_attr(not(feature = "failpoints"), allow(dead_code))]
 use std::io;
 
 /// Kinds of operation a fault can be injected into.

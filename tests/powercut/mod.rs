@@ -86,7 +86,7 @@ pub fn read_prefix(path: &Path) -> Vec<u8> {
 /// everything past the image's bytes) as holes.
 pub fn write_image(path: &Path, bytes: &[u8]) {
     let _ = std::fs::remove_file(path);
-    let _ = std::fs::remove_file(hashdir::store::table_path(path));
+    let _ = std::fs::remove_file(hashdir::reader_table_path(path));
     let f = std::fs::File::create(path).unwrap();
     let len = FILE_LEN.load(std::sync::atomic::Ordering::Relaxed);
     f.set_len(len.max(bytes.len() as u64)).unwrap();
@@ -100,7 +100,7 @@ pub fn write_image(path: &Path, bytes: &[u8]) {
 /// Removes an image and the reader table beside it.
 pub fn remove_image(path: &Path) {
     let _ = std::fs::remove_file(path);
-    let _ = std::fs::remove_file(hashdir::store::table_path(path));
+    let _ = std::fs::remove_file(hashdir::reader_table_path(path));
 }
 
 /// The seed of image `i` of a run seeded with `seed`.

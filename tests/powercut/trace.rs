@@ -1,4 +1,4 @@
-//! The I/O trace that `hashdir::store::trace` writes (`HASHDIR_IO_TRACE`), parsed.
+//! The I/O trace that `hashdir::testing::trace` writes (`HASHDIR_IO_TRACE`), parsed.
 //!
 //! Format (little-endian): the 8 bytes `HDTRACE1`, then records `kind u8 | offset u64 |
 //! len u64 | payload`, where only `W` has a payload (`len` bytes). See src/store/trace.rs.

@@ -229,7 +229,7 @@ pub fn decode_mark(v: u64) -> Marker {
 }
 
 pub fn mark(v: u64) {
-    hashdir::store::trace::mark(v);
+    hashdir::testing::trace::mark(v);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -27,7 +27,7 @@ impl Drop for Scratch {
         if !self.keep {
             let _ = std::fs::remove_dir_all(&self.path);
             let _ = std::fs::remove_file(&self.path);
-            let _ = std::fs::remove_file(hashdir::store::table_path(&self.path));
+            let _ = std::fs::remove_file(hashdir::reader_table_path(&self.path));
         }
     }
 }

@@ -8,6 +8,7 @@
 //! validated on every read, and one that fails because the writer reused it makes the reader
 //! refresh and retry.
 
+mod copy;
 mod hold;
 mod snap;
 mod view;
@@ -19,6 +20,7 @@ use crate::format::bucket::Mark;
 use crate::format::hash::key_hash;
 use crate::store::{ReadFile, ReaderTable};
 use crate::{Key, Value};
+pub use copy::CopyProgress;
 use hold::Hold;
 use parking_lot::{Mutex, RwLock};
 use snap::{Newest, Snap};
@@ -45,6 +47,9 @@ struct Cached {
     snap: Arc<Snap>,
 }
 
+/// A reader of a hashdir file: a snapshot of the last commit it saw, shared by any number of
+/// threads (`Sync`). Lookups answer from the snapshot until [`refresh`](Reader::refresh) (or
+/// the automatic refresh of `Options::refresh_interval_ms`) moves it to the newest commit.
 pub struct Reader {
     /// Unique for the life of the process (addresses are reused after close).
     id: u64,
@@ -63,6 +68,9 @@ pub struct Reader {
 }
 
 impl Reader {
+    /// Opens the file at `path` for reading, seeing its last commit. Any number of readers,
+    /// in any processes, may be open alongside the one writer. Errors: `NotFound`,
+    /// `NotHashdir`, `Io`, `Corrupt`.
     pub fn open(path: &Path, opts: &Options) -> Result<Reader> {
         let file = ReadFile::open(path)?;
         // A reader works without a table it cannot use (validating every read instead).
@@ -200,9 +208,10 @@ impl Reader {
         }
     }
 
-    /// The first value of each key (`found[i]` 0 when it has none). A batch goes through the
-    /// stages of [`Batch`] group by group, so that its keys' cache misses and device reads
-    /// overlap.
+    /// For each `keys[i]`: `found[i] = 1` and `first[i]` one of its values (which one is
+    /// unspecified), or `found[i] = 0`. The output slices must be at least as long as `keys`.
+    /// A batch goes through its search in stages, group by group, so that its keys' cache
+    /// misses and device reads overlap.
     pub fn lookup(&self, keys: &[Key], first: &mut [Value], found: &mut [u8]) -> Result<()> {
         if first.len() < keys.len() || found.len() < keys.len() {
             return Err(Error::InvalidArgument(
@@ -224,8 +233,9 @@ impl Reader {
         })
     }
 
-    /// Every value of each key, one key's after another's into `values` (`counts[i]` of key
-    /// i); their total. `BufferTooSmall` says how many values there are when they do not fit.
+    /// All values of each key: `counts[i]` values of `keys[i]` go to `values`, one key after
+    /// the other (unordered within a key); returns their total. When they do not fit,
+    /// `counts` is still filled and the error is `BufferTooSmall` with the total needed.
     pub fn get(&self, keys: &[Key], values: &mut [Value], counts: &mut [u64]) -> Result<usize> {
         if counts.len() < keys.len() {
             return Err(Error::InvalidArgument("counts shorter than keys".into()));
@@ -290,6 +300,7 @@ impl Reader {
         self.snapshot().current.overlay.indexed()
     }
 
+    /// The counters of this reader's snapshot.
     pub fn stats(&self) -> Result<Stats> {
         let s = self.snapshot();
         Ok(Stats::of(&s.root, self.file.size()?, s.log_pos()))
