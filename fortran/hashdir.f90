@@ -59,6 +59,7 @@ module hashdir
     integer(c_int64_t) :: checkpoint_bytes = 0
     integer(c_int32_t) :: refresh_interval_ms = 0
     integer(c_int64_t) :: capacity = 0
+    integer(c_int32_t) :: shards = 0
   end type hashdir_options
 
   !> Counters of an open file. struct_size must be set before the call (the handle

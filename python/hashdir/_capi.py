@@ -55,6 +55,7 @@ class Options(ctypes.Structure):
         ("checkpoint_bytes", c_uint64),
         ("refresh_interval_ms", c_uint32),
         ("capacity", c_uint64),
+        ("shards", c_uint32),
     ]
 
 
