@@ -286,8 +286,7 @@ fn opts(a: &Args) -> Options {
         create: true,
         sync_commit: a.sync,
         checkpoint_bytes: a.checkpoint_mb << 20,
-        refresh_interval_ms: 0,
-        capacity: 0,
+        ..Options::default()
     }
 }
 

@@ -82,6 +82,8 @@ case "$cmd" in
     ;;
   test)
     setup
+    # The benchmark (the demo) is built too: `cargo test` alone does not compile benches.
+    cargo build --release --benches
     exec cargo test --release "$@"
     ;;
   setup)
