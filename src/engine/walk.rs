@@ -226,7 +226,7 @@ fn table(
         }
         entries += 1;
         changes += u64::from(matches!(item.body, Body::Delta(_)));
-        values += item.body.count();
+        values = values.saturating_add(item.body.count());
         let extent = match &item.body {
             Body::Extent(x) => Some((x.offset, x.count, x.crc)),
             Body::Delta(d) if d.values() > 0 => Some((d.offset, d.values(), d.crc)),
