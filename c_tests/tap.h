@@ -80,6 +80,21 @@ static inline hashdir_value tap_value(unsigned n) {
 }
 
 /* Joins a directory and a file name into buf. */
+/* How many of `n` keys starting at `first` the reader finds. */
+static inline size_t tap_count_found(hashdir_reader *r, unsigned first, size_t n) {
+  hashdir_key *keys = calloc(n, sizeof *keys);
+  hashdir_value *vals = calloc(n, sizeof *vals);
+  uint8_t *found = calloc(n, 1);
+  size_t hits = 0;
+  for (size_t i = 0; i < n; i++) keys[i] = tap_key(first + (unsigned)i);
+  if (hashdir_reader_lookup(r, keys, n, vals, found) == HASHDIR_OK)
+    for (size_t i = 0; i < n; i++) hits += found[i];
+  free(keys);
+  free(vals);
+  free(found);
+  return hits;
+}
+
 static inline const char *tap_path(char *buf, size_t size, const char *dir, const char *name) {
   snprintf(buf, size, "%s/%s", dir, name);
   return buf;

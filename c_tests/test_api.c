@@ -27,22 +27,7 @@ static int values_are(const hashdir_value *got, size_t n, const unsigned *want, 
   return 1;
 }
 
-/* How many of `n` keys starting at `first` the reader finds. */
-static size_t count_found(hashdir_reader *r, unsigned first, size_t n) {
-  hashdir_key *keys = calloc(n, sizeof *keys);
-  hashdir_value *vals = calloc(n, sizeof *vals);
-  uint8_t *found = calloc(n, 1);
-  size_t hits = 0;
-  for (size_t i = 0; i < n; i++) keys[i] = tap_key(first + (unsigned)i);
-  if (hashdir_reader_lookup(r, keys, n, vals, found) == HASHDIR_OK)
-    for (size_t i = 0; i < n; i++) hits += found[i];
-  free(keys);
-  free(vals);
-  free(found);
-  return hits;
-}
-
-static int has_key(hashdir_reader *r, unsigned k) { return count_found(r, k, 1) == 1; }
+static int has_key(hashdir_reader *r, unsigned k) { return tap_count_found(r, k, 1) == 1; }
 
 static void insert_initial(hashdir_writer *w) {
   /* K1 -> {V1, V2}, K2 -> {V3}; (K1, V1) twice: a set keeps it once. */
@@ -266,7 +251,7 @@ static void check_threads(hashdir_writer *w, hashdir_reader *r) {
   tap_check(s[0].ok && s[1].ok && s[2].ok && s[3].ok, "4 threads insert into one writer at once");
   tap_ok(hashdir_writer_commit(w), "commit the threads' inserts");
   tap_ok(hashdir_reader_refresh(r), "refresh");
-  tap_check(count_found(r, 1000, 400) == 400, "all 400 keys from the 4 threads are there");
+  tap_check(tap_count_found(r, 1000, 400) == 400, "all 400 keys from the 4 threads are there");
 }
 
 static void check_close_and_reopen(const char *path, hashdir_writer *w, hashdir_reader *r) {
@@ -302,7 +287,7 @@ static void check_close_and_reopen(const char *path, hashdir_writer *w, hashdir_
   hashdir_reader *r2 = NULL;
   TAP_REQUIRE(tap_ok(hashdir_reader_open(path, NULL, &r2), "a fresh reader"));
   tap_check(has_key(r2, K1) && has_key(r2, K_REOPEN) && !has_key(r2, K2) &&
-                count_found(r2, 1000, 400) == 400,
+                tap_count_found(r2, 1000, 400) == 400,
             "a fresh reader sees everything that was committed");
   tap_ok(hashdir_reader_close(r2), "close it");
 }
@@ -395,9 +380,9 @@ static void check_recovery_after_kill(const char *dir) {
 
   hashdir_reader *r = NULL;
   TAP_REQUIRE(tap_ok(hashdir_reader_open(path, NULL, &r), "open a reader"));
-  tap_check(count_found(r, 5000, KILLED_BATCHES * KILLED_PER_BATCH) ==
+  tap_check(tap_count_found(r, 5000, KILLED_BATCHES * KILLED_PER_BATCH) ==
                     KILLED_BATCHES * KILLED_PER_BATCH &&
-                count_found(r, 5000 + KILLED_BATCHES * KILLED_PER_BATCH, KILLED_PER_BATCH) == 0,
+                tap_count_found(r, 5000 + KILLED_BATCHES * KILLED_PER_BATCH, KILLED_PER_BATCH) == 0,
             "every committed key survived the kill; the uncommitted batch did not");
   tap_ok(hashdir_reader_close(r), "close the reader");
 }

@@ -7,21 +7,6 @@
 
 enum { KEYS = 20000, BATCH = 1000, BATCHES = 40 };
 
-/* How many of `n` keys starting at `first` the reader finds. */
-static size_t count_found(hashdir_reader *r, unsigned first, size_t n) {
-  hashdir_key *keys = calloc(n, sizeof *keys);
-  hashdir_value *vals = calloc(n, sizeof *vals);
-  uint8_t *found = calloc(n, 1);
-  size_t hits = 0;
-  for (size_t i = 0; i < n; i++) keys[i] = tap_key(first + (unsigned)i);
-  if (hashdir_reader_lookup(r, keys, n, vals, found) == HASHDIR_OK)
-    for (size_t i = 0; i < n; i++) hits += found[i];
-  free(keys);
-  free(vals);
-  free(found);
-  return hits;
-}
-
 /* Inserts keys [first, first + n), key i with value i, and commits. */
 static hashdir_status insert_range(hashdir_writer *w, unsigned first, unsigned n) {
   hashdir_key *keys = calloc(n, sizeof *keys);
@@ -76,8 +61,8 @@ int main(int argc, char **argv) {
   tap_check(problems == 0, "the copy verifies clean: %s", report);
   hashdir_reader *c = NULL;
   TAP_REQUIRE(tap_ok(hashdir_reader_open(dest, NULL, &c), "open the copy"));
-  tap_check(count_found(c, 0, KEYS) == KEYS, "the copy holds every key the view held");
-  tap_check(count_found(c, KEYS, BATCHES * BATCH) == 0, "and none committed after it");
+  tap_check(tap_count_found(c, 0, KEYS) == KEYS, "the copy holds every key the view held");
+  tap_check(tap_count_found(c, KEYS, BATCHES * BATCH) == 0, "and none committed after it");
   hashdir_stats s;
   memset(&s, 0, sizeof s);
   s.struct_size = sizeof s;

@@ -167,7 +167,9 @@ impl Staged {
     /// `EEXIST` when something is at `dest` already.
     pub fn new(dest: &Path) -> Result<Staged> {
         if dest.as_os_str().is_empty() {
-            return Err(Error::InvalidArgument("the destination path is empty".into()));
+            return Err(Error::InvalidArgument(
+                "the destination path is empty".into(),
+            ));
         }
         if dest.symlink_metadata().is_ok() {
             return Err(exists(dest));
@@ -321,8 +323,6 @@ impl WriterFile {
         punched.map_err(|e| Error::io("fallocate(PUNCH_HOLE)", &self.path, e))
     }
 
-    /// Asks the kernel to start reading `[off, off + len)` into the page cache now, so that
-    /// reads that follow find it there instead of waiting for the device one at a time.
     /// Starts writing `[off, off + len)` back to the device without waiting for it: data
     /// written in bulk goes out as it is written, so the next `fdatasync` waits for little
     /// (only the sync makes anything durable). Failure only loses the hint.
@@ -338,6 +338,8 @@ impl WriterFile {
         }
     }
 
+    /// Asks the kernel to start reading `[off, off + len)` into the page cache now, so that
+    /// reads that follow find it there instead of waiting for the device one at a time.
     pub fn will_need(&self, off: u64, len: u64) {
         // SAFETY: a valid descriptor for the call; posix_fadvise only advises the kernel.
         // Failure only loses the hint.
