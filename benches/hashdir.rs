@@ -83,7 +83,9 @@ fn parse() -> Args {
             "--rounds" => a.shape = Shape::Rounds,
             "--zipf" => {
                 let v = it.next().unwrap_or_else(|| die("--zipf needs an exponent"));
-                let e: f64 = v.parse().unwrap_or_else(|_| die(&format!("--zipf: not a number: {v}")));
+                let e: f64 = v
+                    .parse()
+                    .unwrap_or_else(|_| die(&format!("--zipf: not a number: {v}")));
                 if !(e > 0.0 && e < 10.0) {
                     die("--zipf: the exponent must lie in (0, 10)");
                 }
@@ -99,7 +101,9 @@ fn parse() -> Args {
                     .unwrap_or_else(|| die("--dir needs a path"))
             }
             "--lookup-batch" => {
-                let v = it.next().unwrap_or_else(|| die("--lookup-batch needs sizes"));
+                let v = it
+                    .next()
+                    .unwrap_or_else(|| die("--lookup-batch needs sizes"));
                 a.lookup_batch = v
                     .split(',')
                     .map(|b| parse_num(b).filter(|&b| b > 0))
@@ -368,7 +372,12 @@ fn load(a: &Args, path: &Path) -> Writer {
     );
     let extra = format!(",\"commits\":{}", commits.len());
     emit("commit_p99_ms", percentile(&commits, 0.99), a, &extra);
-    emit("commit_max_ms", commits.last().copied().unwrap_or(0.0), a, &extra);
+    emit(
+        "commit_max_ms",
+        commits.last().copied().unwrap_or(0.0),
+        a,
+        &extra,
+    );
     emit(
         "write_bytes_per_pair",
         (written_bytes() - wrote0) as f64 / pairs as f64,
@@ -450,7 +459,9 @@ fn cold_lookups(r: &Reader, a: &Args) {
     let n = a.lookups.min(50_000);
     cold(r, a, "lookup", &mut |every| lookups(r, a, n, 99, every));
     if a.values_per_key > 1 {
-        cold(r, a, "get", &mut |every| gets(r, a, n.min(20_000), false, every));
+        cold(r, a, "get", &mut |every| {
+            gets(r, a, n.min(20_000), false, every)
+        });
     }
 }
 
@@ -478,10 +489,7 @@ fn cold(r: &Reader, a: &Args, what: &str, ops: &mut dyn FnMut(&mut dyn FnMut()) 
 /// Runs `ops`, dropping the file from the page cache first and whenever it calls its
 /// argument; returns their latencies and the bytes read from the device and major faults
 /// summed over the op windows only (not over the cache drops between them).
-fn cold_run(
-    r: &Reader,
-    ops: &mut dyn FnMut(&mut dyn FnMut()) -> Vec<f64>,
-) -> (Vec<f64>, u64, u64) {
+fn cold_run(r: &Reader, ops: &mut dyn FnMut(&mut dyn FnMut()) -> Vec<f64>) -> (Vec<f64>, u64, u64) {
     use std::cell::Cell;
     let (total, start) = (Cell::new((0u64, 0u64)), Cell::new((0u64, 0u64)));
     let close = || {
@@ -558,7 +566,9 @@ fn batch_calls(
             for (j, &i) in chunk.iter().enumerate() {
                 let absent_ok = !exact && found[j] == 0;
                 if !absent_ok && (found[j] != 1 || first[j][..8] != i.to_le_bytes()) {
-                    die(&format!("key {i} not found or wrong value in a batch of {n}"));
+                    die(&format!(
+                        "key {i} not found or wrong value in a batch of {n}"
+                    ));
                 }
             }
             continue;
@@ -650,7 +660,12 @@ fn batches(r: &Reader, a: &Args) {
                 bytes as f64 / 4096.0 / n,
                 faults as f64 / n
             );
-            emit(&format!("batch_cold_{}_us_per_key", what(get)), us, a, &extra);
+            emit(
+                &format!("batch_cold_{}_us_per_key", what(get)),
+                us,
+                a,
+                &extra,
+            );
         }
     }
 }
@@ -731,11 +746,21 @@ fn gets(r: &Reader, a: &Args, n: u64, reverse: bool, every_1000: &mut dyn FnMut(
         };
         values += got as u64;
         let exact = !matches!(a.shape, Shape::Zipf(_));
-        if exact && got as u64 != a.values_per_key || buf[..got].iter().any(|v| v[..8] != i.to_le_bytes()) {
-            die(&format!("key {i}: {got} values, expected {}", a.values_per_key));
+        if exact && got as u64 != a.values_per_key
+            || buf[..got].iter().any(|v| v[..8] != i.to_le_bytes())
+        {
+            die(&format!(
+                "key {i}: {got} values, expected {}",
+                a.values_per_key
+            ));
         }
     }
-    emit("get_values_per_key", values as f64 / n as f64, a, &format!(",\"ops\":{n}"));
+    emit(
+        "get_values_per_key",
+        values as f64 / n as f64,
+        a,
+        &format!(",\"ops\":{n}"),
+    );
     out
 }
 
@@ -927,7 +952,12 @@ fn merge_role(a: &Args) {
         before.delta_tables, after.disk_bytes
     );
     emit("merge_seconds", secs, a, &extra);
-    emit("merge_mb_per_s", after.disk_bytes as f64 / secs / 1e6, a, &extra);
+    emit(
+        "merge_mb_per_s",
+        after.disk_bytes as f64 / secs / 1e6,
+        a,
+        &extra,
+    );
 }
 
 /// Nanoseconds on the wall clock: comparable between the writer and reader processes.
@@ -1021,20 +1051,26 @@ fn main() {
         // A loaded file kept for later roles, and the batched calls alone on it.
         Some("build") => {
             let path = a.file.clone().unwrap_or_else(|| die("--file missing"));
-            return load(&a, &path).close().unwrap_or_else(|e| die(&e.to_string()));
+            return load(&a, &path)
+                .close()
+                .unwrap_or_else(|e| die(&e.to_string()));
         }
         Some("batches") => {
             let path = a.file.clone().unwrap_or_else(|| die("--file missing"));
-            let r = Reader::open(&path, &Options::default()).unwrap_or_else(|e| die(&e.to_string()));
+            let r =
+                Reader::open(&path, &Options::default()).unwrap_or_else(|e| die(&e.to_string()));
             return batches(&r, &a);
         }
         // Hot gets alone, for profiling: one pass maps the sample's pages, ten more are timed.
         Some("gets") => {
             let path = a.file.clone().unwrap_or_else(|| die("--file missing"));
-            let r = Reader::open(&path, &Options::default()).unwrap_or_else(|e| die(&e.to_string()));
+            let r =
+                Reader::open(&path, &Options::default()).unwrap_or_else(|e| die(&e.to_string()));
             let n = a.lookups.max(1);
             gets(&r, &a, n, false, &mut || {});
-            let mut hot: Vec<f64> = (0..10).flat_map(|_| gets(&r, &a, n, true, &mut || {})).collect();
+            let mut hot: Vec<f64> = (0..10)
+                .flat_map(|_| gets(&r, &a, n, true, &mut || {}))
+                .collect();
             return report_latency("get", &mut hot, &a, 0.0);
         }
         // Recovery alone, for profiling: a copy of a crashed writer's file is left as it was.

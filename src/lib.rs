@@ -38,13 +38,13 @@ pub mod ffi;
 mod format;
 mod store;
 
+pub use engine::ShardedWriter;
 pub use engine::{
     verify, verify_store, CopyProgress, GcReport, Options, Reader, RecoveryReport, Stats,
     StoreReader, StoreWriter, VerifyReport, Writer, MAX_CHECKPOINT_BYTES,
 };
-pub use engine::ShardedWriter;
-pub use format::shard::shard_of;
 pub use error::{Error, Result};
+pub use format::shard::shard_of;
 
 use std::path::{Path, PathBuf};
 
@@ -67,7 +67,7 @@ pub mod testing {
     pub use crate::engine::{failpoint, fuzz};
     pub use crate::format::{layout, root};
     pub use crate::store::{
-        drop_cache, table_path, trace, Create, Mmap, Positional, ReadFile, ReaderTable,
-        WriterFile, SLOTS,
+        drop_cache, table_path, trace, Create, Mmap, Positional, ReadFile, ReaderTable, WriterFile,
+        SLOTS,
     };
 }

@@ -516,8 +516,14 @@ fn every_command_takes_a_sharded_store() {
     assert!(again.contains("already exists"), "{again}");
 
     let pairs = sample_pairs();
-    let loaded = ok(&["load", st, "-", "--batch", "97"], Some(hex_lines(&pairs).as_bytes()));
-    assert!(loaded.contains(&format!("loaded {} pairs", pairs.len())), "{loaded}");
+    let loaded = ok(
+        &["load", st, "-", "--batch", "97"],
+        Some(hex_lines(&pairs).as_bytes()),
+    );
+    assert!(
+        loaded.contains(&format!("loaded {} pairs", pairs.len())),
+        "{loaded}"
+    );
     let key5 = hex(5 << 64 | 0xabc);
     let got = ok(&["get", st, &hex(12345), &key5], None);
     let expected = [
@@ -532,7 +538,10 @@ fn every_command_takes_a_sharded_store() {
     assert_eq!(field(&stats, "keys"), 201);
     assert_eq!(field(&stats, "values"), pairs.len() as u64);
     let verified = ok(&["verify", st], None);
-    assert!(verified.contains("OK") && field(&verified, "keys") == 201, "{verified}");
+    assert!(
+        verified.contains("OK") && field(&verified, "keys") == 201,
+        "{verified}"
+    );
     let dumped = ok(&["dump", st], None);
     let mut want: Vec<String> = pairs
         .iter()
@@ -552,7 +561,11 @@ fn every_command_takes_a_sharded_store() {
     // A plain file is not made a store by --shards, nor a store a file.
     let file = dir.path().join("one.h5");
     ok(&["create", s(&file), "--capacity", "64M"], None);
-    let wrong = fails(1, &["load", s(&file), "-", "--create", "--shards", "2"], Some(b""));
+    let wrong = fails(
+        1,
+        &["load", s(&file), "-", "--create", "--shards", "2"],
+        Some(b""),
+    );
     assert!(wrong.contains("single file"), "{wrong}");
     std::fs::remove_file(store.join("hashdir.shards")).unwrap();
     let bare = fails(1, &["stats", st], None);
@@ -582,7 +595,11 @@ fn copy_makes_a_compacted_file_that_verifies_and_opens_in_h5py() {
         line.starts_with(&format!("copied 200 keys ({values} values) of epoch ")),
         "{line}"
     );
-    assert!(text(&out.stderr).contains("copied 100% (200 keys"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("copied 100% (200 keys"),
+        "{}",
+        text(&out.stderr)
+    );
     assert_eq!(dumped(&dst), want);
     let report = ok(&["verify", d], None);
     assert!(report.lines().any(|l| l == "OK"), "{report}");
@@ -593,7 +610,11 @@ fn copy_makes_a_compacted_file_that_verifies_and_opens_in_h5py() {
     let quiet = dir.path().join("quiet.h5");
     let args = ["copy", f, s(&quiet)];
     let out = hashdir(&args, None);
-    assert!(out.status.success() && out.stderr.is_empty(), "{}", describe(&args, &out));
+    assert!(
+        out.status.success() && out.stderr.is_empty(),
+        "{}",
+        describe(&args, &out)
+    );
 
     let h5py = Command::new("python3")
         .args([
@@ -609,7 +630,11 @@ fn copy_makes_a_compacted_file_that_verifies_and_opens_in_h5py() {
     let before = std::fs::read(&dst).unwrap();
     let err = fails(1, &["copy", f, d], None);
     assert_eq!(err, format!("hashdir: {d} already exists"));
-    assert_eq!(std::fs::read(&dst).unwrap(), before, "an existing file is left alone");
+    assert_eq!(
+        std::fs::read(&dst).unwrap(),
+        before,
+        "an existing file is left alone"
+    );
     let missing = dir.path().join("missing.h5");
     let err = fails(1, &["copy", s(&missing), s(&dir.path().join("x.h5"))], None);
     assert!(err.contains("does not exist"), "{err}");

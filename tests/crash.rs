@@ -36,7 +36,11 @@ fn opts() -> Options {
 
 /// `opts`, creating a store of 3 shards at a path ending in `.d`.
 fn opts_for(path: &Path) -> Options {
-    let shards = if path.extension().is_some_and(|e| e == "d") { 3 } else { 0 };
+    let shards = if path.extension().is_some_and(|e| e == "d") {
+        3
+    } else {
+        0
+    };
     Options { shards, ..opts() }
 }
 
@@ -334,12 +338,24 @@ fn a_crash_during_recovery_is_recovered_again() {
 
 #[test]
 fn random_kills_lose_nothing_acknowledged() {
-    random_kills("random_kills_lose_nothing_acknowledged", "HASHDIR_KILLS", 2000, "h5", 12_000);
+    random_kills(
+        "random_kills_lose_nothing_acknowledged",
+        "HASHDIR_KILLS",
+        2000,
+        "h5",
+        12_000,
+    );
 }
 
 #[test]
 fn random_kills_keep_set_commits_whole() {
-    random_kills("random_kills_keep_set_commits_whole", "HASHDIR_SHARDED_KILLS", 150, "d", 20_000);
+    random_kills(
+        "random_kills_keep_set_commits_whole",
+        "HASHDIR_SHARDED_KILLS",
+        150,
+        "d",
+        20_000,
+    );
 }
 
 /// Kills writers of files (or stores) named `t<i>.<ext>` at random points or after up to

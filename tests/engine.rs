@@ -1168,7 +1168,11 @@ fn a_frame_after_a_lost_frame_never_comes_back() {
     let expect = |r: &Reader| {
         assert_eq!(get_all(r, &k(1)), BTreeSet::from([k(101)]));
         assert_eq!(get_all(r, &k(2)), BTreeSet::new(), "the lost batch");
-        assert_eq!(get_all(r, &k(3)), BTreeSet::new(), "the batch after the lost one");
+        assert_eq!(
+            get_all(r, &k(3)),
+            BTreeSet::new(),
+            "the batch after the lost one"
+        );
         assert_eq!(get_all(r, &k(4)), BTreeSet::from([k(104)]));
     };
     expect(&Reader::open(&image, &opts()).unwrap());
@@ -1280,9 +1284,16 @@ fn copy_holds_the_readers_snapshot_while_the_writer_commits() {
         assert!(report.is_ok(), "{:?}", report.problems);
         assert_eq!((report.keys, report.values), (done.keys, done.values));
         let c = Reader::open(&dest, &opts()).unwrap();
-        assert_eq!(scan_all(&c), model, "the copy holds the snapshot, seed {seed}");
+        assert_eq!(
+            scan_all(&c),
+            model,
+            "the copy holds the snapshot, seed {seed}"
+        );
         let st = c.stats().unwrap();
-        assert_eq!((st.keys, st.delta_tables, st.merging), (done.keys, 0, false));
+        assert_eq!(
+            (st.keys, st.delta_tables, st.merging),
+            (done.keys, 0, false)
+        );
         drop(c);
 
         // The copy is a hashdir file like any other.
@@ -1299,7 +1310,10 @@ fn copy_holds_the_readers_snapshot_while_the_writer_commits() {
         .map(|e| e.unwrap().file_name().into_string().unwrap())
         .collect();
     names.sort();
-    assert_eq!(names, ["copy.h5", "copy.h5.readers", "src.h5", "src.h5.readers"]);
+    assert_eq!(
+        names,
+        ["copy.h5", "copy.h5.readers", "src.h5", "src.h5.readers"]
+    );
     w.close().unwrap();
 }
 
@@ -1331,7 +1345,9 @@ fn copy_never_replaces_a_file() {
 /// An I/O error whose errno is EEXIST.
 fn exists_error(e: &Error) -> bool {
     matches!(e, Error::Io { .. })
-        && e.errno().map(std::io::Error::from_raw_os_error).map(|e| e.kind())
+        && e.errno()
+            .map(std::io::Error::from_raw_os_error)
+            .map(|e| e.kind())
             == Some(std::io::ErrorKind::AlreadyExists)
 }
 
@@ -1409,7 +1425,10 @@ fn batches_agree_with_single_keys() {
         if s.delta_tables > 0 && s.wal_bytes > 0 {
             break r;
         }
-        assert!(extra < 10_000, "no deltas and log tail after {extra} batches: {s:?}");
+        assert!(
+            extra < 10_000,
+            "no deltas and log tail after {extra} batches: {s:?}"
+        );
         insert(&mut w, &mut model, 40_000 + extra, 0..1);
         w.commit().unwrap();
         extra += 1;
@@ -1502,10 +1521,7 @@ mod sharded {
     use hashdir::{shard_of, ShardedWriter, StoreReader, StoreWriter};
 
     fn store_opts(shards: u32) -> Options {
-        Options {
-            shards,
-            ..opts()
-        }
+        Options { shards, ..opts() }
     }
 
     fn shard_file(dir: &Path, i: u32) -> std::path::PathBuf {
@@ -1688,7 +1704,10 @@ mod sharded {
         ] {
             let text = e.to_string();
             assert!(matches!(e, Error::Corrupt { .. }), "{text}");
-            assert!(text.contains("shard manifest") && text.contains("checksum"), "{text}");
+            assert!(
+                text.contains("shard manifest") && text.contains("checksum"),
+                "{text}"
+            );
         }
         std::fs::remove_file(&manifest).unwrap();
         for e in [
@@ -1726,7 +1745,9 @@ mod sharded {
         let mut w = StoreWriter::open(&dir, &opts()).unwrap();
         let notes = w.recovery().notes.clone();
         assert!(
-            notes.iter().any(|n| n.starts_with("shard_000.h5: dropped 1 batches")),
+            notes
+                .iter()
+                .any(|n| n.starts_with("shard_000.h5: dropped 1 batches")),
             "{notes:?}"
         );
         // The cut frame never comes back, even under frames of the same length and LSN.

@@ -356,7 +356,10 @@ fn run_mode(mode: Mode, test: &str) {
                     );
                     // Durable: what the last completed fdatasync covered, and at least what
                     // a returned `Writer::sync` promised.
-                    let lo = built.last_sync.map_or(0, |s| tl.acked[s]).max(tl.synced[crash]);
+                    let lo = built
+                        .last_sync
+                        .map_or(0, |s| tl.acked[s])
+                        .max(tl.synced[crash]);
                     let hi = (tl.acked[crash] + 1).min(batches);
                     pc::write_image(&path, &img);
                     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {

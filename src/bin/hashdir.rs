@@ -374,7 +374,11 @@ fn create(path: &Path, capacity: u64, shards: u32) -> Result<(), Failure> {
 }
 
 /// Every key's values; `counts[i]` of them for key i, in order.
-fn values_of(r: &StoreReader, path: &Path, keys: &[Key]) -> Result<(Vec<u64>, Vec<Value>), Failure> {
+fn values_of(
+    r: &StoreReader,
+    path: &Path,
+    keys: &[Key],
+) -> Result<(Vec<u64>, Vec<Value>), Failure> {
     let mut counts = vec![0u64; keys.len()];
     let mut values = vec![[0u8; 16]; keys.len() * 8];
     loop {
@@ -580,11 +584,10 @@ impl Shown {
         use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
         if io::stderr().is_terminal() {
             let target = ProgressDrawTarget::stderr_with_hz(10);
-            let style = ProgressStyle::with_template(
-                "{elapsed_precise} [{wide_bar}] {percent:>3}% {msg}",
-            )
-            .expect("valid template")
-            .progress_chars("=> ");
+            let style =
+                ProgressStyle::with_template("{elapsed_precise} [{wide_bar}] {percent:>3}% {msg}")
+                    .expect("valid template")
+                    .progress_chars("=> ");
             return Shown::Bar(ProgressBar::with_draw_target(Some(1000), target).with_style(style));
         }
         match forced {

@@ -247,8 +247,7 @@ impl Core {
             return Err(e);
         }
         failpoint::hit("publish.root_written");
-        self.runs
-            .store(next.deltas.len() as u32, Ordering::Relaxed);
+        self.runs.store(next.deltas.len() as u32, Ordering::Relaxed);
         st.root = next;
         st.space.publish(epoch);
         if mode == Mode::Durable {

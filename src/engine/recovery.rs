@@ -54,8 +54,14 @@ pub struct Recovered {
 pub fn log_lsns(file: &WriterFile) -> Result<(u64, u64)> {
     let root = read_root(file)?;
     let scan = |log: &LogRef| {
-        wal::scan_frames(file, &wal::chunks(log), Cursor::start(log), u64::MAX, |_, f| f)
-            .map(|c| c.lsn)
+        wal::scan_frames(
+            file,
+            &wal::chunks(log),
+            Cursor::start(log),
+            u64::MAX,
+            |_, f| f,
+        )
+        .map(|c| c.lsn)
     };
     if let Some(s) = &root.sealed {
         let end = scan(&s.log)?;

@@ -243,7 +243,9 @@ impl ShardedWriter {
     /// Deletes pairs, each in its key's shard.
     pub fn delete_pairs(&mut self, keys: &[Key], values: &[Value]) -> Result<()> {
         same_len(keys, values)?;
-        self.scatter(keys, |w, at| w.delete_pairs(&pick(keys, at), &pick(values, at)))
+        self.scatter(keys, |w, at| {
+            w.delete_pairs(&pick(keys, at), &pick(values, at))
+        })
     }
 
     /// Hands each shard the indices of its keys. A shard that refuses its part leaves the
@@ -486,7 +488,8 @@ fn merged_reports(dir: &Path, shards: &[Writer]) -> RecoveryReport {
         all.log_bytes += r.log_bytes;
         all.micros = all.micros.max(r.micros);
         let name = shard_name(dir, i as u32);
-        all.notes.extend(r.notes.iter().map(|n| format!("{name}: {n}")));
+        all.notes
+            .extend(r.notes.iter().map(|n| format!("{name}: {n}")));
     }
     all
 }
@@ -662,7 +665,8 @@ pub fn verify_store(dir: &Path) -> Result<VerifyReport> {
     for i in 0..n {
         let r = verify(&shard_path(dir, i))?;
         let name = shard_name(dir, i);
-        all.problems.extend(r.problems.iter().map(|p| format!("{name}: {p}")));
+        all.problems
+            .extend(r.problems.iter().map(|p| format!("{name}: {p}")));
         all.epoch += r.epoch;
         all.keys += r.keys;
         all.values += r.values;

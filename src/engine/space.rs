@@ -394,7 +394,11 @@ mod tests {
         let mut s = Space::new(D, 64 * SEGMENT, 0, &[], &[], 0).unwrap();
         let a = s.alloc_for(Work::Merge, 2).unwrap();
         let p = s.alloc_page_for(Work::Flush).unwrap();
-        assert_eq!(s.listed_runs(), vec![(a, 2)], "a crash now loses the merge's space");
+        assert_eq!(
+            s.listed_runs(),
+            vec![(a, 2)],
+            "a crash now loses the merge's space"
+        );
         assert!(s.listed_pages().contains(&p));
         assert_ne!(s.alloc(1).unwrap(), a, "but it stays taken");
         s.settle(Work::Merge);

@@ -46,7 +46,10 @@ pub fn verify(path: &Path) -> Result<VerifyReport> {
         let Some(root) = newest_root(&map, file.root_offset(), &mut last)? else {
             return Ok(last);
         };
-        let map = file.map(root.data_offset.saturating_add(root.segments_used.saturating_mul(SEGMENT)))?;
+        let map = file.map(
+            root.data_offset
+                .saturating_add(root.segments_used.saturating_mul(SEGMENT)),
+        )?;
         map.sequential();
         last = check(&*map, file.size()?.len, &root);
         let again = file.map(0)?;
@@ -119,7 +122,9 @@ fn space(live: &mut Live, root: &Root, file_len: u64) {
     let mut segs: Vec<(u64, String)> = live.segments.clone();
     for &(off, n) in &live.free_runs {
         if n == 0 || n > root.segments_used || off.saturating_add(n.saturating_mul(SEGMENT)) > end {
-            problems.push(format!("free run at {off} of {n} segments is outside the segments in use"));
+            problems.push(format!(
+                "free run at {off} of {n} segments is outside the segments in use"
+            ));
             continue;
         }
         for i in 0..n {
@@ -136,7 +141,8 @@ fn space(live: &mut Live, root: &Root, file_len: u64) {
         }
     }
     for (off, what) in &segs {
-        if *off < data || off.saturating_add(SEGMENT) > end || !(off - data).is_multiple_of(SEGMENT) {
+        if *off < data || off.saturating_add(SEGMENT) > end || !(off - data).is_multiple_of(SEGMENT)
+        {
             problems.push(format!(
                 "{what} segment at {off} is outside the segments in use"
             ));
@@ -160,7 +166,10 @@ fn space(live: &mut Live, root: &Root, file_len: u64) {
             .lists
             .iter()
             .any(|l| (l.offset..l.offset.saturating_add(l.bytes)).contains(off));
-        if *off < data || off.saturating_add(PAGE as u64) > end || !(off - data).is_multiple_of(PAGE as u64) {
+        if *off < data
+            || off.saturating_add(PAGE as u64) > end
+            || !(off - data).is_multiple_of(PAGE as u64)
+        {
             problems.push(format!("{what} at {off} is outside the segments in use"));
         } else if whole.contains(&seg) && !in_lists {
             problems.push(format!("{what} at {off} lies in a segment used whole"));

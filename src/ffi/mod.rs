@@ -42,9 +42,9 @@ pub use reader::{
 };
 pub use verify::hashdir_verify;
 pub use writer::{
-    hashdir_writer, hashdir_writer_checkpoint, hashdir_writer_close, hashdir_writer_commit,
-    hashdir_writer_delete_keys, hashdir_writer_delete_pairs, hashdir_writer_gc,
-    hashdir_writer_insert, hashdir_writer_insert_values, hashdir_writer_open,
-    hashdir_shard_of, hashdir_shard_writer_open, hashdir_writer_recovery, hashdir_writer_stats,
-    hashdir_writer_sync,
+    hashdir_shard_of, hashdir_shard_writer_open, hashdir_writer, hashdir_writer_checkpoint,
+    hashdir_writer_close, hashdir_writer_commit, hashdir_writer_delete_keys,
+    hashdir_writer_delete_pairs, hashdir_writer_gc, hashdir_writer_insert,
+    hashdir_writer_insert_values, hashdir_writer_open, hashdir_writer_recovery,
+    hashdir_writer_stats, hashdir_writer_sync,
 };

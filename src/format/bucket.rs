@@ -22,9 +22,9 @@ use super::bytes::*;
 use super::hash::key_hash;
 pub use super::hash::Range;
 use super::layout::PAGE;
-use super::page::{Page, HEADER};
 #[cfg(test)]
 use super::page::{seal, MAGIC_BUCKET};
+use super::page::{Page, HEADER};
 use crate::error::{Error, Result};
 use crate::{Key, Value};
 

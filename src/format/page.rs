@@ -49,4 +49,3 @@ pub fn check(page: &Page, magic: u32, max_epoch: u64) -> Check {
 pub fn epoch(page: &Page) -> u64 {
     get_u64(page, 8)
 }
-

@@ -343,7 +343,10 @@ mod tests {
         );
         let mut r = root(4);
         r.log.offset = 8192 + 3 * SEGMENT;
-        assert_eq!(Root::decode(&r.encode()), Err("log outside the segments in use"));
+        assert_eq!(
+            Root::decode(&r.encode()),
+            Err("log outside the segments in use")
+        );
         let mut r = root(4);
         r.merged = 1; // merging deltas without a table to merge into
         assert_eq!(

@@ -72,7 +72,9 @@ impl Manifest {
         }
         let (version, shards, rule) = (get_u32(b, 8), get_u32(b, 12), get_u32(b, 16));
         if version != VERSION {
-            return Err(format!("manifest version {version}; this library reads {VERSION}"));
+            return Err(format!(
+                "manifest version {version}; this library reads {VERSION}"
+            ));
         }
         if rule != RULE_JUMP {
             return Err(format!("unknown routing rule {rule}"));
@@ -189,7 +191,10 @@ mod tests {
                 moved += 1;
             }
         }
-        assert!(hits.iter().all(|h| (23_500..26_500).contains(h)), "{hits:?}");
+        assert!(
+            hits.iter().all(|h| (23_500..26_500).contains(h)),
+            "{hits:?}"
+        );
         assert!((18_000..22_000).contains(&moved), "{moved}");
     }
 
@@ -203,7 +208,10 @@ mod tests {
                 slots[super::super::hash::dir_index(h, 4) as usize] += 1;
             }
         }
-        assert!(slots.iter().all(|s| (1_700..2_300).contains(s)), "{slots:?}");
+        assert!(
+            slots.iter().all(|s| (1_700..2_300).contains(s)),
+            "{slots:?}"
+        );
     }
 
     #[test]

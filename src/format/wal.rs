@@ -256,7 +256,10 @@ mod tests {
         assert_eq!(header_len(&bytes, 7, 42), Some(bytes.len()));
         assert_eq!(header_len(&bytes, 8, 42), None);
         assert_eq!(header_len(&bytes, 7, 43), None);
-        assert_eq!(validate(&bytes, 7, 42, PREV).unwrap().collect::<Vec<_>>(), ops);
+        assert_eq!(
+            validate(&bytes, 7, 42, PREV).unwrap().collect::<Vec<_>>(),
+            ops
+        );
         let mut torn = bytes.clone();
         torn[40] ^= 0x10;
         assert!(validate(&torn, 7, 42, PREV).is_none());

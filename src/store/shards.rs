@@ -57,7 +57,8 @@ pub fn write_manifest(dir: &Path, m: &Manifest) -> Result<()> {
 fn replace(dir: &Path, name: &str, bytes: &[u8]) -> Result<()> {
     let tmp = dir.join(format!(".{name}.tmp"));
     let mut f = File::create(&tmp).map_err(|e| Error::io("create", &tmp, e))?;
-    f.write_all(bytes).map_err(|e| Error::io("write", &tmp, e))?;
+    f.write_all(bytes)
+        .map_err(|e| Error::io("write", &tmp, e))?;
     trace::sync(|| f.sync_all()).map_err(|e| Error::io("fsync", &tmp, e))?;
     let path = dir.join(name);
     fs::rename(&tmp, &path).map_err(|e| Error::io("rename", &path, e))?;
@@ -115,7 +116,8 @@ impl SetLog {
     /// Bytes of the log.
     pub fn len(&self) -> Result<u64> {
         let meta = self.file.metadata();
-        meta.map(|m| m.len()).map_err(|e| Error::io("stat", &self.path, e))
+        meta.map(|m| m.len())
+            .map_err(|e| Error::io("stat", &self.path, e))
     }
 
     /// Replaces the log by one record, durably (the old log stays until the rename).

@@ -27,7 +27,13 @@ pub fn flush(core: &Core, mut ops: OpLog) -> Result<()> {
         progress.set(ALL_DONE / 2 + ((h >> 48) * 9 / 20) as u32);
         if let (false, ValSet::One(v), ValSet::Empty) = (d.cleared, &d.adds, &d.dels) {
             // One value added: most keys of most logs.
-            w.add(&core.file, &mut alloc, h, &k, Values::Set(std::slice::from_ref(v)))?;
+            w.add(
+                &core.file,
+                &mut alloc,
+                h,
+                &k,
+                Values::Set(std::slice::from_ref(v)),
+            )?;
             any = true;
             continue;
         }

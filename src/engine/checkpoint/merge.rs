@@ -89,7 +89,11 @@ impl<'a> Merge<'a> {
                 let segs = settled(ArrayWriter::resume(src, t.segs, t.segs.len, None, epoch))?;
                 failpoint::hit("recovery.merge_resumed");
                 let k = root.merged as usize;
-                (Target::Base { k }, TableWriter::resume(&t, cursor, dir, segs), cursor)
+                (
+                    Target::Base { k },
+                    TableWriter::resume(&t, cursor, dir, segs),
+                    cursor,
+                )
             }
             Plan::Base => {
                 let k = root.deltas.len();
@@ -200,7 +204,8 @@ impl<'a> Merge<'a> {
             // the page (a base's set, or values a delta adds).
             let (code, bytes) = self.srcs[only].0.raw();
             if (1..=INLINE_MAX as u8).contains(&code) {
-                self.w.add(file, alloc, hash, key, Values::Raw(code, bytes))?;
+                self.w
+                    .add(file, alloc, hash, key, Values::Raw(code, bytes))?;
                 return self.advance(with);
             }
         }
@@ -296,8 +301,12 @@ impl<'a> Merge<'a> {
     /// Frees the arrays of the tables a root stops referencing.
     fn free_arrays(&self, tables: &[TableRef], max_epoch: u64, frees: &mut Frees) -> Result<()> {
         for t in tables.iter().filter(|t| t.is_some()) {
-            frees.pages.extend(array_pages(&self.core.file, t.dir, max_epoch)?);
-            frees.pages.extend(array_pages(&self.core.file, t.segs, max_epoch)?);
+            frees
+                .pages
+                .extend(array_pages(&self.core.file, t.dir, max_epoch)?);
+            frees
+                .pages
+                .extend(array_pages(&self.core.file, t.segs, max_epoch)?);
         }
         Ok(())
     }
@@ -385,8 +394,12 @@ pub fn adopt(core: &Core) -> Result<()> {
     let mut frees = Frees::default();
     if next.base.is_some() {
         let old = next.base;
-        frees.pages.extend(array_pages(&core.file, old.dir, next.epoch)?);
-        frees.pages.extend(array_pages(&core.file, old.segs, next.epoch)?);
+        frees
+            .pages
+            .extend(array_pages(&core.file, old.dir, next.epoch)?);
+        frees
+            .pages
+            .extend(array_pages(&core.file, old.segs, next.epoch)?);
         let segs = pairs(&settled(super::super::array::load(&core.file, old.segs, next.epoch))?.0);
         frees.runs.extend(segs.into_iter().map(|s| (s.0, 1)));
     }

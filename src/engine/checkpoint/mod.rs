@@ -76,7 +76,11 @@ pub fn spawn(core: Arc<Core>) -> Result<Vec<std::thread::JoinHandle<()>>> {
 
 /// Waits until `next` gives work (or the writer breaks or stops: None), marking the thread
 /// idle while it waits.
-fn wait_for<T>(core: &Core, work: Work, mut next: impl FnMut(&mut State) -> Option<T>) -> Option<T> {
+fn wait_for<T>(
+    core: &Core,
+    work: Work,
+    mut next: impl FnMut(&mut State) -> Option<T>,
+) -> Option<T> {
     let mut st = core.st.lock();
     loop {
         if st.broken.is_none() {
@@ -169,7 +173,11 @@ pub fn may_fill(core: &Core) -> f64 {
     let tables = core.runs.load(Ordering::Relaxed) as usize + usize::from(sealed) + 1;
     if tables + SPARE_RUNS > MAX_RUNS {
         let merging = core.merge_frees.load(Ordering::Relaxed) > 0;
-        fill = fill.min(if merging { core.merge_progress.get() } else { 0.0 });
+        fill = fill.min(if merging {
+            core.merge_progress.get()
+        } else {
+            0.0
+        });
     }
     fill
 }

@@ -86,12 +86,24 @@ mod tests {
     fn newest_tables_of_a_size_merge_into_one() {
         assert_eq!(plan(&root(100, &[]), false), None);
         assert_eq!(plan(&root(100, &[5, 5, 5]), false), None);
-        assert_eq!(plan(&root(100, &[5, 5, 5, 5]), false), Some(Plan::Deltas(0, 4)));
+        assert_eq!(
+            plan(&root(100, &[5, 5, 5, 5]), false),
+            Some(Plan::Deltas(0, 4))
+        );
         assert_eq!(plan(&root(100, &[20, 5, 5, 5]), false), None);
-        assert_eq!(plan(&root(100, &[20, 5, 5, 5, 5]), false), Some(Plan::Deltas(0, 5)));
+        assert_eq!(
+            plan(&root(100, &[20, 5, 5, 5, 5]), false),
+            Some(Plan::Deltas(0, 5))
+        );
         assert_eq!(plan(&root(100, &[40, 20, 5, 5, 5]), false), None);
-        assert_eq!(plan(&root(100, &[40, 20, 5, 5, 4, 5]), false), Some(Plan::Deltas(0, 6)));
-        assert_eq!(plan(&root(1000, &[100, 50, 5, 5, 4, 5]), false), Some(Plan::Deltas(2, 6)));
+        assert_eq!(
+            plan(&root(100, &[40, 20, 5, 5, 4, 5]), false),
+            Some(Plan::Deltas(0, 6))
+        );
+        assert_eq!(
+            plan(&root(1000, &[100, 50, 5, 5, 4, 5]), false),
+            Some(Plan::Deltas(2, 6))
+        );
     }
 
     #[test]
@@ -103,7 +115,10 @@ mod tests {
         assert_eq!(plan(&r, false), Some(Plan::Base), "one under way");
         let mut sizes = vec![1; ALL_RUNS];
         sizes[0] = 50;
-        assert_eq!(plan(&root(1000, &sizes), false), Some(Plan::Deltas(0, ALL_RUNS)));
+        assert_eq!(
+            plan(&root(1000, &sizes), false),
+            Some(Plan::Deltas(0, ALL_RUNS))
+        );
     }
 
     #[test]

@@ -321,7 +321,13 @@ pub fn read_values(src: &dyn Source, offset: u64, count: u64, crc: u32) -> Res<V
 
 /// Appends the `count` values of the extent at `offset` to `out`, checked against `crc`; a
 /// count the file cannot hold is refused before anything is allocated.
-fn extent_into(src: &dyn Source, offset: u64, count: u64, crc: u32, out: &mut Vec<Value>) -> Res<()> {
+fn extent_into(
+    src: &dyn Source,
+    offset: u64,
+    count: u64,
+    crc: u32,
+    out: &mut Vec<Value>,
+) -> Res<()> {
     if offset.saturating_add(count.saturating_mul(16)) > src.size() {
         return Err(Fault::Suspect(Error::corrupt(
             "value extent",
@@ -347,7 +353,11 @@ pub fn read_values_into(src: &dyn Source, offset: u64, crc: u32, dst: &mut [Valu
     }
     src.read(offset, dst.as_flattened_mut())?;
     if crc32c::crc32c(dst.as_flattened()) != crc {
-        return Err(Fault::Suspect(Error::corrupt("value extent", offset, "checksum mismatch")));
+        return Err(Fault::Suspect(Error::corrupt(
+            "value extent",
+            offset,
+            "checksum mismatch",
+        )));
     }
     Ok(())
 }
