@@ -13,6 +13,11 @@
 //!    it freed become reusable (once no pinned reader reads under an older root), so a power
 //!    cut never finds a durable root whose space was rewritten.
 //!
+//! A publish lets go of the state lock while it syncs (commits' log switches, the other
+//! thread's allocations and progress go on meanwhile); `State::publishing` keeps other
+//! publishers out until it is done, so whoever changes the root starts from the root it
+//! replaces (`Core::publisher`).
+//!
 //! A failed `fdatasync` is fatal to the writer: the kernel may have dropped the dirty pages
 //! and report success to a later sync, so nothing after it can be trusted to be durable. The
 //! writer refuses all work from then on; reopening the file recovers from what is durable.
@@ -26,7 +31,7 @@ use crate::format::layout::{PAGE, ROOT_SLOT, SEGMENT};
 use crate::format::page::Page;
 use crate::format::root::{Root, Span};
 use crate::store::{Positional, ReaderTable, WriterFile};
-use parking_lot::{Condvar, Mutex};
+use parking_lot::{Condvar, Mutex, MutexGuard};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 
@@ -97,7 +102,12 @@ pub struct State {
     pub next_table_id: u64,
     /// Log size for the next log the worker sets aside (0: automatic).
     pub log_bytes: u64,
+    /// A publish is under way (it may have let go of the lock to sync).
+    pub publishing: bool,
 }
+
+/// The locked state.
+pub type Guard<'a> = MutexGuard<'a, State>;
 
 /// Why a writer refuses work, and whether it was damage in the file (reported as such) or
 /// an operating-system error (its errno is kept).
@@ -178,10 +188,25 @@ impl Core {
         }
     }
 
-    /// fdatasync; a failure breaks the writer.
-    pub fn sync(&self, st: &mut State) -> Result<()> {
-        match self.file.sync() {
-            Ok(()) => Ok(()),
+    /// The state once no publish is under way: whoever builds a root to publish locks the
+    /// state here, so that no other publish lands between its reading the root and its own.
+    pub fn publisher(&self) -> Guard<'_> {
+        let mut st = self.st.lock();
+        while st.publishing {
+            self.cv.wait(&mut st);
+        }
+        st
+    }
+
+    /// fdatasync without the lock (other threads' work goes on; publishers wait); a failure
+    /// breaks the writer, and so does one another thread saw meanwhile: nothing written
+    /// before a failed sync can be trusted durable.
+    fn sync(&self, st: &mut Guard) -> Result<()> {
+        match MutexGuard::unlocked(st, || self.file.sync()) {
+            Ok(()) => match &st.broken {
+                None => Ok(()),
+                Some(why) => Err(self.refused(why)),
+            },
             Err(e) => {
                 self.fail(st, format!("fdatasync failed: {e}"), e.errno());
                 Err(e)
@@ -189,8 +214,18 @@ impl Core {
         }
     }
 
-    /// Publishes `next` (its epoch and free lists are set here) with `frees` applied.
-    pub fn publish(&self, st: &mut State, mut next: Root, frees: Frees, mode: Mode) -> Result<()> {
+    /// Publishes `next` (its epoch and free lists are set here) with `frees` applied; `st`
+    /// comes from [`Core::publisher`], and `next` from its root.
+    pub fn publish(&self, st: &mut Guard, next: Root, frees: Frees, mode: Mode) -> Result<()> {
+        debug_assert!(!st.publishing, "a publish started without `publisher`");
+        st.publishing = true;
+        let r = self.publish_now(st, next, frees, mode);
+        st.publishing = false;
+        self.cv.notify_all();
+        r
+    }
+
+    fn publish_now(&self, st: &mut Guard, mut next: Root, frees: Frees, mode: Mode) -> Result<()> {
         if let Some(why) = &st.broken {
             return Err(self.refused(why));
         }
@@ -217,7 +252,7 @@ impl Core {
     }
 
     /// `publish` once the space is accounted: lists, barrier, root slot, barrier.
-    fn write_root(&self, st: &mut State, mut next: Root, epoch: u64, mode: Mode) -> Result<()> {
+    fn write_root(&self, st: &mut Guard, mut next: Root, epoch: u64, mode: Mode) -> Result<()> {
         let wrote = mode == Mode::Durable;
         match mode {
             Mode::Durable => self.write_lists(st, &mut next, epoch)?,
@@ -253,8 +288,9 @@ impl Core {
         if mode == Mode::Durable {
             self.sync(st)?;
             st.durable = epoch;
+            // Not at a log switch: that is a commit's, and nothing became durable.
+            self.release(st)?;
         }
-        self.release(st)?;
         self.cv.notify_all();
         Ok(())
     }
@@ -324,16 +360,26 @@ impl Core {
     }
 
     /// Makes reusable what durable roots freed and no pinned reader can read, and gives the
-    /// segments among it back to the filesystem.
-    pub fn release(&self, st: &mut State) -> Result<()> {
+    /// segments among it back to the filesystem: punched before they are free, without the
+    /// lock (punching a large range takes a while; only publishers and `trim` release).
+    pub fn release(&self, st: &mut Guard) -> Result<()> {
         let oldest = self.readers.as_ref().and_then(|t| t.oldest());
         let upto = st.durable.min(oldest.unwrap_or(u64::MAX));
-        st.space.release(upto);
-        for (off, n) in st.space.take_released() {
-            // A filesystem without hole punching keeps the bytes; nothing depends on it.
-            let _ = self.file.punch(off, n * crate::format::layout::SEGMENT);
+        let runs = st.space.release(upto);
+        if !runs.is_empty() {
+            MutexGuard::unlocked(st, || self.punch(&runs));
+            st.space.reuse(&runs);
         }
+        let abandoned = st.space.take_released();
+        self.punch(&abandoned);
         Ok(())
+    }
+
+    fn punch(&self, runs: &[Run]) {
+        for &(off, n) in runs {
+            // A filesystem without hole punching keeps the bytes; nothing depends on it.
+            let _ = self.file.punch(off, n * SEGMENT);
+        }
     }
 
     pub fn wake(&self) {

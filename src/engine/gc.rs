@@ -5,7 +5,7 @@
 //! or damage ever broke it. Idempotent, and safe to interrupt: it changes only the free lists,
 //! and those only through a published root.
 
-use super::core::{Core, Frees, Mode, State};
+use super::core::{Core, Frees, Guard, Mode};
 use super::walk::walk;
 use crate::error::{Error, Result};
 use crate::format::layout::{PAGE, PAGES_PER_SEGMENT, SEGMENT};
@@ -22,7 +22,7 @@ pub struct GcReport {
 
 /// Finds orphaned space under the current root and publishes a root that lists it free.
 /// Refuses to reclaim anything from an unsound file.
-pub fn collect(core: &Core, st: &mut State) -> Result<GcReport> {
+pub fn collect(core: &Core, st: &mut Guard) -> Result<GcReport> {
     let root = st.root.clone();
     let live = walk(&core.file, &root, false);
     if let Some(first) = live.problems.first() {

@@ -1,7 +1,7 @@
 //! The writer's op log: committed ops in commit order, appended without any lookup, sorted by
 //! key hash and folded into one delta per key only when a flush turns them into a delta table.
 
-use super::core::{Progress, ALL_DONE};
+use super::core::ALL_DONE;
 use super::memtable::Delta;
 use crate::format::hash::key_hash;
 use crate::format::wal::Op;
@@ -122,9 +122,8 @@ impl OpLog {
     /// The counting sort moves the ops block by block into a zeroed vector that the OS maps
     /// in only as it is written, and frees each block once moved, so the ops are held about
     /// once throughout, not twice.
-    /// `progress` hears how far it has come, from 0 to 1/2 of `ALL_DONE` (what is left of
-    /// a flush after the sort takes about as long).
-    pub fn sort(&mut self, progress: &Progress) {
+    /// `progress` hears how far it has come, of `ALL_DONE`.
+    pub fn sort(&mut self, progress: &dyn Fn(u32)) {
         debug_assert!(self.sorted.is_empty(), "sorted once");
         let blocks = std::mem::take(&mut self.blocks);
         let n: usize = blocks.iter().map(Vec::len).sum();
@@ -145,7 +144,7 @@ impl OpLog {
         // Not on huge pages: the windows' write fronts would then make it all resident at once.
         let mut bytes = vec![0u8; n * REC];
         let out = bytes.as_chunks_mut::<REC>().0;
-        let quarter = ALL_DONE as usize / 4;
+        let half = ALL_DONE as usize / 2;
         let blocks_n = blocks.len().max(1);
         for (i, block) in blocks.into_iter().enumerate() {
             for r in &block {
@@ -153,12 +152,17 @@ impl OpLog {
                 out[starts[w]] = *r;
                 starts[w] += 1;
             }
-            progress.set((quarter * (i + 1) / blocks_n) as u32);
+            progress((half * (i + 1) / blocks_n) as u32);
         }
         sort_windows(out, &bounds, &|i, n| {
-            progress.set((quarter + quarter * i / n.max(1)) as u32)
+            progress((half + half * i / n.max(1)) as u32)
         });
         self.sorted = bytes;
+    }
+
+    /// How many ops it holds.
+    pub fn len(&self) -> usize {
+        self.blocks.iter().map(Vec::len).sum::<usize>() + self.recs().len()
     }
 
     fn recs(&self) -> &[Rec] {
@@ -238,7 +242,7 @@ mod tests {
             log.apply(&op);
             model.entry(k).or_default().apply(&op);
         }
-        log.sort(&Progress::default());
+        log.sort(&|_| {});
         assert!(log.blocks.is_empty() && log.recs().len() == 200_000);
         let hashes: Vec<u64> = log.hashes().collect();
         assert!(hashes.is_sorted());
@@ -261,7 +265,7 @@ mod tests {
         for i in (0..10u8).rev() {
             log.apply(&Op::Insert([i; 16], [i; 16]));
         }
-        log.sort(&Progress::default());
+        log.sort(&|_| {});
         let hashes: Vec<u64> = log.hashes().collect();
         assert!(hashes.is_sorted() && hashes.len() == 10);
     }

@@ -80,8 +80,8 @@ pub struct Space {
     pages: Vec<u64>,
     pages_held: Held<u64>,
     pages_freed: Vec<u64>,
-    /// Runs that became free since the last `take_released`: their blocks can go back to the
-    /// filesystem.
+    /// Runs abandoned work left free since the last `take_released`: their blocks can go back
+    /// to the filesystem.
     released: Vec<Run>,
     /// Space each kind of background work holds that no root references yet.
     pending: [Pending; 2],
@@ -257,20 +257,26 @@ impl Space {
     }
 
     /// Makes reusable what roots up to `upto` freed (`upto`: the least of the newest durable
-    /// root and the oldest root a pinned reader reads under).
-    pub fn release(&mut self, upto: u64) {
+    /// root and the oldest root a pinned reader reads under): the pages at once, the segment
+    /// runs once handed back with [`Space::reuse`] (returned, for their blocks to go back to
+    /// the filesystem first, while nothing can allocate them).
+    pub fn release(&mut self, upto: u64) -> Vec<Run> {
         let mut runs = Vec::new();
         self.held.release(upto, |r| runs.push(r));
-        for (off, n) in runs {
-            self.insert_free(off, n);
-            self.released.push((off, n));
-        }
         let before = self.pages.len();
         let pages = &mut self.pages;
         self.pages_held.release(upto, |p| pages.push(p));
         if self.pages.len() != before {
             // Highest first, so that pops hand out ascending offsets.
             self.pages.sort_unstable_by(|a, b| b.cmp(a));
+        }
+        runs
+    }
+
+    /// Runs [`Space::release`] returned, free from now on.
+    pub fn reuse(&mut self, runs: &[Run]) {
+        for &(off, n) in runs {
+            self.insert_free(off, n);
         }
     }
 
@@ -294,7 +300,7 @@ impl Space {
         self.free.insert(start, len);
     }
 
-    /// Runs that became free since the last call, for giving their blocks back.
+    /// Runs abandoned work freed since the last call, for giving their blocks back.
     pub fn take_released(&mut self) -> Vec<Run> {
         std::mem::take(&mut self.released)
     }
@@ -360,14 +366,20 @@ mod tests {
             "not before its root is published"
         );
         s.publish(5);
-        s.release(4);
+        assert!(s.release(4).is_empty());
         assert_eq!(
             s.alloc(1).unwrap(),
             D + 7 * SEGMENT,
             "not before it is durable and unpinned"
         );
-        s.release(5);
-        assert_eq!(s.take_released(), vec![(a, 4)]);
+        let runs = s.release(5);
+        assert_eq!(runs, vec![(a, 4)]);
+        assert_eq!(
+            s.alloc(3).unwrap(),
+            D + 8 * SEGMENT,
+            "not before it is handed back"
+        );
+        s.reuse(&runs);
         assert_eq!(s.alloc(3).unwrap(), a, "the lowest run that fits");
         assert_eq!(s.alloc(1).unwrap(), a + 3 * SEGMENT);
         assert!(s.listed_runs().is_empty());
@@ -384,7 +396,8 @@ mod tests {
         s.free(a, 2);
         s.free(c, 4);
         s.publish(1);
-        s.release(1);
+        let runs = s.release(1);
+        s.reuse(&runs);
         assert_eq!(s.free_runs(), vec![(a, 8)]);
         assert_eq!(s.alloc(8).unwrap(), a);
     }

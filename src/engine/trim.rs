@@ -6,13 +6,13 @@
 //! that reads a punched page sees a bad magic number, exactly as when the page is reused, and
 //! refreshes.
 
-use super::core::{Core, State};
+use super::core::{Core, Guard};
 use crate::error::Result;
 use crate::format::layout::PAGE;
 
 /// Punches the free pages and the free segments of `st`; returns the bytes punched (0 on a
 /// filesystem that cannot punch holes).
-pub fn trim(core: &Core, st: &mut State) -> Result<u64> {
+pub fn trim(core: &Core, st: &mut Guard) -> Result<u64> {
     core.release(st)?;
     let mut ranges: Vec<(u64, u64)> = st
         .space

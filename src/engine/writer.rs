@@ -115,6 +115,7 @@ impl Writer {
                 compact: false,
                 idle: [false; 2],
                 log_bytes,
+                publishing: false,
             }),
             cv: Condvar::new(),
             sealed: AtomicBool::new(sealed),
@@ -127,7 +128,7 @@ impl Writer {
         let mut log = rec.root.log;
         if let Some(next) = rec.fix {
             log = next.log;
-            let mut st = core.st.lock();
+            let mut st = core.publisher();
             core.publish(&mut st, next, Frees::default(), Mode::Durable)?;
         }
         let workers = checkpoint::spawn(core.clone())?;
@@ -305,7 +306,8 @@ impl Writer {
     fn switch(&mut self, need: u64) -> Result<()> {
         let core = self.core.clone();
         let mut st = core.st.lock();
-        while st.root.sealed.is_some() && st.broken.is_none() {
+        // A publish under way may let go of the lock: the switch publishes after it.
+        while (st.root.sealed.is_some() || st.publishing) && st.broken.is_none() {
             core.cv.wait(&mut st);
         }
         if let Some(why) = &st.broken {
@@ -407,7 +409,7 @@ impl Writer {
     pub fn gc(&mut self) -> Result<GcReport> {
         self.checkpoint()?;
         self.wait(|st| st.idle())?;
-        let mut st = self.core.st.lock();
+        let mut st = self.core.publisher();
         let report = gc::collect(&self.core, &mut st)?;
         failpoint::hit("gc.reclaimed");
         super::trim::trim(&self.core, &mut st)?;

@@ -12,19 +12,75 @@ use super::super::table::write::{depth_for, entry_bytes, TableWriter, Values};
 use crate::error::Result;
 use crate::format::layout::SEGMENT;
 use crate::format::table::Kind;
+use std::time::{Duration, Instant};
+
+/// How a flush's time divides between its phases — sorting the ops, sizing the table,
+/// writing the entries, finishing the table and publishing it — as the last flushes went. A
+/// flush reports its progress in proportion, so that the commits it paces
+/// (`checkpoint::may_fill`) move about evenly with its time: a phase slower than its share
+/// would stop them at its start, and the last phase (its syncs take what they take) has that
+/// much of the log left to fill meanwhile.
+pub struct Phases {
+    /// Where each phase but the last ends, of `ALL_DONE`: sorting, sizing, writing.
+    ends: [u32; 3],
+}
+
+impl Default for Phases {
+    fn default() -> Phases {
+        Phases {
+            ends: [ALL_DONE / 2, ALL_DONE / 10 * 6, ALL_DONE / 5 * 4],
+        }
+    }
+}
+
+impl Phases {
+    /// Learns from a flush whose phases ended at `ends` after its start and that took
+    /// `total`: half the last shares, half this flush's.
+    fn learn(&mut self, ends: [Duration; 3], total: Duration) {
+        let total = total.as_secs_f64().max(1e-6);
+        // Every phase keeps a part: a phase that took nothing this time may take longer next.
+        let least = ALL_DONE / 20;
+        let mut floor = 0;
+        for (i, end) in ends.iter().enumerate() {
+            let share = (end.as_secs_f64() / total * ALL_DONE as f64) as u32;
+            let left = (ends.len() - i) as u32 * least;
+            let at = share.clamp(floor + least, ALL_DONE - left);
+            self.ends[i] = ((self.ends[i] + at) / 2).clamp(floor + least, ALL_DONE - left);
+            floor = self.ends[i];
+        }
+    }
+
+    /// Progress at `done` of phase `i` (of `ALL_DONE`).
+    fn at(&self, i: usize, done: u64) -> u32 {
+        let from = if i == 0 { 0 } else { self.ends[i - 1] };
+        let span = u64::from(self.ends[i] - from);
+        from + (done.min(u64::from(ALL_DONE)) * span / u64::from(ALL_DONE)) as u32
+    }
+}
 
 /// Turns the sealed log's ops into a delta table and publishes it (the sealed log is freed).
-pub fn flush(core: &Core, mut ops: OpLog) -> Result<()> {
+pub fn flush(core: &Core, mut ops: OpLog, phases: &mut Phases) -> Result<()> {
+    let start = Instant::now();
     let progress = &core.flush_progress;
     let id = core.st.lock().new_table_id();
-    ops.sort(progress);
-    let bytes: u64 = ops.key_sizes().map(|n| entry_bytes(n) as u64).sum();
+    let mut ends = [Duration::ZERO; 3];
+    ops.sort(&|done| progress.set(phases.at(0, done.into())));
+    ends[0] = start.elapsed();
+    let total = ops.len().max(1) as u64;
+    let (mut bytes, mut seen) = (0u64, 0u64);
+    for n in ops.key_sizes() {
+        bytes += entry_bytes(n) as u64;
+        seen += n as u64;
+        if seen % 65536 < n as u64 {
+            progress.set(phases.at(1, seen * u64::from(ALL_DONE) / total));
+        }
+    }
+    ends[1] = start.elapsed();
     let mut w = TableWriter::new(Kind::Delta, id, depth_for(bytes));
     let mut alloc = CoreAlloc(core, Work::Flush);
     let mut any = false;
     for (h, k, d) in ops.deltas() {
-        // Writing takes the flush from half done to 95 %: the rest is finishing and publishing.
-        progress.set(ALL_DONE / 2 + ((h >> 48) * 9 / 20) as u32);
+        progress.set(phases.at(2, h >> 48));
         if let (false, ValSet::One(v), ValSet::Empty) = (d.cleared, &d.adds, &d.dels) {
             // One value added: most keys of most logs.
             w.add(
@@ -46,9 +102,10 @@ pub fn flush(core: &Core, mut ops: OpLog) -> Result<()> {
         failpoint::hit("flush.entry");
     }
     drop(ops);
+    ends[2] = start.elapsed();
     let table = w.finish(&core.file, &mut alloc)?;
     failpoint::hit("flush.written");
-    let mut st = core.st.lock();
+    let mut st = core.publisher();
     let mut next = st.root.clone();
     let sealed = next.sealed.take().expect("a sealed log to flush");
     let mut frees = Frees {
@@ -79,6 +136,33 @@ pub fn flush(core: &Core, mut ops: OpLog) -> Result<()> {
     core.sealed
         .store(false, std::sync::atomic::Ordering::Release);
     progress.set(ALL_DONE);
+    phases.learn(ends, start.elapsed());
     failpoint::hit("flush.published");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn phases_follow_the_time_each_took_and_stay_ordered() {
+        let mut p = Phases::default();
+        let ms = Duration::from_millis;
+        for _ in 0..20 {
+            p.learn([ms(100), ms(700), ms(800)], ms(1000));
+        }
+        let share = |x: u32| x as f64 / ALL_DONE as f64;
+        assert!((share(p.ends[0]) - 0.1).abs() < 0.01, "{:?}", p.ends);
+        assert!((share(p.ends[1]) - 0.7).abs() < 0.01, "{:?}", p.ends);
+        assert!((share(p.ends[2]) - 0.8).abs() < 0.01, "{:?}", p.ends);
+        // A phase that took nothing keeps a part; a sudden swing keeps the order.
+        for total in [ms(1), ms(1000), ms(0)] {
+            p.learn([ms(0), ms(0), ms(1000)], total);
+            assert!(p.ends[0] < p.ends[1] && p.ends[1] < p.ends[2] && p.ends[2] < ALL_DONE);
+        }
+        assert_eq!(p.at(0, 0), 0);
+        assert_eq!(p.at(1, 0), p.ends[0]);
+        assert_eq!(p.at(2, u64::from(ALL_DONE)), p.ends[2]);
+    }
 }

@@ -278,7 +278,7 @@ impl<'a> Merge<'a> {
         while self.old.last().is_some_and(|s| s.1 < upto) {
             frees.runs.push((self.old.pop().expect("checked").0, 1));
         }
-        let mut st = self.core.st.lock();
+        let mut st = self.core.publisher();
         let mut next = st.root.clone();
         next.merging = t;
         next.cursor = upto;
@@ -315,13 +315,16 @@ impl<'a> Merge<'a> {
     fn finish_base(&mut self, k: usize) -> Result<()> {
         let (t, mut frees) = self.finish_table()?;
         failpoint::hit("merge.written");
-        let mut st = self.core.st.lock();
+        // Read before the lock (only this thread replaces the base and removes delta tables).
+        let (gone, epoch) = {
+            let r = &self.core.st.lock().root;
+            let gone = [r.base].into_iter().chain(r.deltas[..k].iter().copied());
+            (gone.collect::<Vec<TableRef>>(), r.epoch)
+        };
+        self.free_arrays(&gone, epoch, &mut frees)?;
+        let mut st = self.core.publisher();
         let mut next = st.root.clone();
-        let gone: Vec<TableRef> = [next.base]
-            .into_iter()
-            .chain(next.deltas.drain(..k))
-            .collect();
-        self.free_arrays(&gone, next.epoch, &mut frees)?;
+        next.deltas.drain(..k);
         next.base = t;
         next.merging = TableRef::default();
         next.cursor = 0;
@@ -336,7 +339,9 @@ impl<'a> Merge<'a> {
     fn finish_deltas(&mut self, from: usize, to: usize) -> Result<()> {
         let (t, mut frees) = self.finish_table()?;
         failpoint::hit("merge.deltas_written");
-        let mut st = self.core.st.lock();
+        let epoch = self.core.st.lock().root.epoch;
+        self.free_arrays(&self.merged, epoch, &mut frees)?;
+        let mut st = self.core.publisher();
         let mut next = st.root.clone();
         // Only this thread removes delta tables, so they are where the merge found them.
         if next.deltas.get(from..to) != Some(&self.merged[..]) {
@@ -353,7 +358,6 @@ impl<'a> Merge<'a> {
             frees.runs.extend(segs.into_iter().map(|s| (s, 1)));
             frees.pages.extend(pages);
         }
-        self.free_arrays(&self.merged, next.epoch, &mut frees)?;
         self.core.publish(&mut st, next, frees, Mode::Durable)?;
         failpoint::hit("merge.deltas_published");
         Ok(())
@@ -388,21 +392,23 @@ fn entry_bytes(t: &TableRef) -> u64 {
 /// base table (or an empty one) and that table only adds values (`Plan::Adopt`), so a bulk
 /// load into a new file writes its first table once.
 pub fn adopt(core: &Core) -> Result<()> {
-    let mut st = core.st.lock();
-    let mut next = st.root.clone();
-    let t = next.deltas.remove(0);
+    // Read before the lock (only the merge thread replaces the base).
+    let (old, epoch) = {
+        let r = &core.st.lock().root;
+        (r.base, r.epoch)
+    };
     let mut frees = Frees::default();
-    if next.base.is_some() {
-        let old = next.base;
+    if old.is_some() {
+        frees.pages.extend(array_pages(&core.file, old.dir, epoch)?);
         frees
             .pages
-            .extend(array_pages(&core.file, old.dir, next.epoch)?);
-        frees
-            .pages
-            .extend(array_pages(&core.file, old.segs, next.epoch)?);
-        let segs = pairs(&settled(super::super::array::load(&core.file, old.segs, next.epoch))?.0);
+            .extend(array_pages(&core.file, old.segs, epoch)?);
+        let segs = pairs(&settled(super::super::array::load(&core.file, old.segs, epoch))?.0);
         frees.runs.extend(segs.into_iter().map(|s| (s.0, 1)));
     }
+    let mut st = core.publisher();
+    let mut next = st.root.clone();
+    let t = next.deltas.remove(0);
     next.base = TableRef {
         kind: Kind::Base,
         ..t

@@ -288,8 +288,16 @@ impl Snap {
         Ok(out)
     }
 
-    /// Starts loading the lines of the key's page in the table most likely to hold it.
+    /// Starts loading the lines of the key's page in the table most likely to hold it; with
+    /// delta tables, those of its page in every table, all at once, in the stages of a
+    /// batch's search: a search that reads a page of each table then waits for one miss, not
+    /// one per table.
     fn warm(&self, h: u64) {
+        if self.chain(h).nth(1).is_some() {
+            self.warm_stage(h, 0);
+            self.warm_stage(h, 1);
+            return;
+        }
         if !self.current.overlay.large() {
             return;
         }
