@@ -118,7 +118,9 @@ enum hashdir_status hashdir_mpi_lookup(hashdir_mpi *h, const struct hashdir_key 
  * `values` (counts[0] of keys[0], then those of keys[1], ...); *total = the sum of counts.
  * When *total > capacity, `values` holds nothing useful, counts and *total are filled, and
  * the status is HASHDIR_ERR_BUFFER_TOO_SMALL on this rank only (other ranks whose buffers
- * were large enough return HASHDIR_OK): call again (collectively) with *total values.
+ * were large enough return HASHDIR_OK): call again with *total values. The retry is
+ * collective too: ranks that have their values take part with n = 0 (which costs a few
+ * small messages); the Fortran module's hd_mpi%get does that.
  * Owners send values only to ranks whose buffer holds them.
  * Errors: HASHDIR_ERR_BUFFER_TOO_SMALL as above; HASHDIR_ERR_INVALID_ARGUMENT for a NULL
  * handle or total, NULL arrays with a non-zero length, on any rank; those of
