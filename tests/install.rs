@@ -198,6 +198,83 @@ fn check_tree(top: &Path, prefix: &Path, cli: bool) {
     assert!(pc.contains(&format!("Version: {VERSION}")), "{pc}");
     assert!(!pc.contains('@'), "unrendered placeholder in\n{pc}");
     assert_eq!(top.join("bin/hashdir").exists(), cli);
+    check_mpi_tree(top, prefix);
+}
+
+/// libhashdir_mpi, which install.sh builds with the mpicc on PATH (Open MPI is installed
+/// wherever the tests run: `scripts/dev.sh setup`).
+fn check_mpi_tree(top: &Path, prefix: &Path) {
+    let lib = top.join("lib");
+    let real = format!("libhashdir_mpi.so.{VERSION}");
+    assert!(
+        lib.join(&real).is_file(),
+        "no {real}: is mpicc on PATH? (Debian packages openmpi-bin libopenmpi-dev)"
+    );
+    assert_eq!(link_target(&lib.join("libhashdir_mpi.so.0")), Path::new(&real));
+    assert_eq!(
+        link_target(&lib.join("libhashdir_mpi.so")),
+        Path::new("libhashdir_mpi.so.0")
+    );
+    let deps = needed(&lib.join(&real));
+    assert!(deps.iter().any(|n| n == "libhashdir.so.0"), "{deps:?}");
+    for (installed, source) in [
+        ("include/hashdir_mpi.h", "include/hashdir_mpi.h"),
+        ("share/hashdir/fortran/hashdir_mpi.f90", "fortran/hashdir_mpi.f90"),
+    ] {
+        assert_eq!(
+            fs::read(top.join(installed)).unwrap(),
+            fs::read(root().join(source)).unwrap(),
+            "{installed}"
+        );
+    }
+    let pc = fs::read_to_string(lib.join("pkgconfig/hashdir_mpi.pc")).unwrap();
+    assert!(!pc.contains('@'), "unrendered placeholder in\n{pc}");
+    assert!(
+        pc.lines()
+            .any(|l| l == format!("prefix={}", prefix.display())),
+        "{pc}"
+    );
+    assert!(pc.contains(&format!("Requires: hashdir = {VERSION}")), "{pc}");
+    assert!(pc.lines().any(|l| l.starts_with("mpicc=/")), "{pc}");
+}
+
+/// Without an MPI C compiler the install says so and leaves libhashdir_mpi out.
+#[test]
+fn without_mpicc_the_mpi_library_is_left_out_saying_so() {
+    let scratch = tempfile::tempdir().unwrap();
+    let prefix = scratch.path().join("usr");
+    let missing = scratch.path().join("no-such-mpicc");
+    let exe = env::current_exe().unwrap();
+    let profile_dir = exe.parent().and_then(Path::parent).unwrap();
+    let mut cmd = Command::new("bash");
+    cmd.arg(root().join("scripts/install.sh"))
+        .args(["--no-cli", prefix.to_str().unwrap()])
+        .env("CARGO_TARGET_DIR", profile_dir.join("c-api"))
+        .env("MPICC", &missing)
+        .env_remove("PREFIX")
+        .env_remove("DESTDIR");
+    if profile_dir.parent().and_then(Path::file_name) == Some(TARGET.as_ref()) {
+        cmd.env("CARGO_BUILD_TARGET", TARGET);
+    }
+    let out = cmd.output().unwrap();
+    check("install.sh with MPICC missing", &out);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "no MPI C compiler ({}; set MPICC): libhashdir_mpi is not built",
+            missing.display()
+        )),
+        "{stderr}"
+    );
+    assert!(prefix.join("lib/libhashdir.so.0").exists());
+    for gone in [
+        "lib/libhashdir_mpi.so.0",
+        "include/hashdir_mpi.h",
+        "lib/pkgconfig/hashdir_mpi.pc",
+        "share/hashdir/fortran/hashdir_mpi.f90",
+    ] {
+        assert!(!prefix.join(gone).exists(), "{gone}");
+    }
 }
 
 #[test]
