@@ -96,18 +96,45 @@ static enum hashdir_status agree(MPI_Comm comm, int rank, int size, enum hashdir
 
 static double now(void) { return MPI_Wtime(); }
 
-/* Orders n items by bucket (a stable counting sort): counts[b] = items in bucket b, at[i] =
- * the position of item i in bucket order. counts has nb entries. */
-static void bucket_order(const uint32_t *bucket, size_t n, size_t nb, size_t *counts, size_t *at) {
-  memset(counts, 0, nb * sizeof *counts);
-  for (size_t i = 0; i < n; i++) counts[bucket[i]]++;
-  size_t *next = malloc((nb ? nb : 1) * sizeof *next), sum = 0;
-  for (size_t b = 0; b < nb; b++) {
-    next[b] = sum;
-    sum += counts[b];
+/* Keys in bucket order (a stable counting sort): counts[b] keys in bucket b, at[i] the place
+ * of keys[i]. The bucket of a key is (its shard - first) / div: its owner rank (first 0,
+ * div k) or, on the owner, its local shard (first r * k, div 1). */
+struct order {
+  size_t *counts; /* nb */
+  size_t *at;     /* n */
+};
+
+static void order_free(struct order *o) {
+  free(o->counts);
+  free(o->at);
+  memset(o, 0, sizeof *o);
+}
+
+static enum hashdir_status order_keys(const hashdir_mpi *h, const hashdir_key *keys, size_t n,
+                                      uint32_t first, uint32_t div, size_t nb, struct order *o,
+                                      const char *fn) {
+  uint32_t *bucket = malloc((n ? n : 1) * sizeof *bucket);
+  size_t *next = malloc(nb * sizeof *next);
+  o->counts = calloc(nb, sizeof *o->counts);
+  o->at = malloc((n ? n : 1) * sizeof *o->at);
+  if (!bucket || !next || !o->counts || !o->at) {
+    free(bucket);
+    free(next);
+    order_free(o);
+    return fail(HASHDIR_ERR_IO, "%s: out of memory", fn);
   }
-  for (size_t i = 0; i < n; i++) at[i] = next[bucket[i]]++;
+  for (size_t i = 0; i < n; i++) {
+    bucket[i] = (hashdir_shard_of(&keys[i], h->shards) - first) / div;
+    o->counts[bucket[i]]++;
+  }
+  for (size_t b = 0, sum = 0; b < nb; b++) {
+    next[b] = sum;
+    sum += o->counts[b];
+  }
+  for (size_t i = 0; i < n; i++) o->at[i] = next[bucket[i]]++;
+  free(bucket);
   free(next);
+  return HASHDIR_OK;
 }
 
 /* MPI_Alltoallv of 16-byte items with counts in items; the receive counts are given. */
@@ -145,18 +172,16 @@ static enum hashdir_status int_counts(hashdir_mpi *h, const size_t *counts, int 
   return HASHDIR_OK;
 }
 
-/* The routing of one rank's keys: each key's owner and position in owner order, and the
- * counts sent to and received from every rank (an MPI_Alltoall of the counts). */
+/* The routing of one rank's keys: each key's place in owner order, and the counts sent to
+ * and received from every rank (an MPI_Alltoall of the counts). */
 struct route {
-  uint32_t *shard;  /* n: the key's shard */
-  size_t *at;       /* n: its position in owner order */
+  struct order by_owner;
   int *send, *recv; /* size each: items to and from each rank */
   size_t nrecv;
 };
 
 static void route_free(struct route *r) {
-  free(r->shard);
-  free(r->at);
+  order_free(&r->by_owner);
   free(r->send);
   memset(r, 0, sizeof *r);
 }
@@ -165,26 +190,15 @@ static enum hashdir_status route(hashdir_mpi *h, const hashdir_key *keys, size_t
                                  struct route *r, const char *fn) {
   memset(r, 0, sizeof *r);
   size_t size = (size_t)h->size;
-  uint32_t *owner = malloc((n ? n : 1) * sizeof *owner);
   size_t *counts = malloc(size * sizeof *counts);
-  r->shard = malloc((n ? n : 1) * sizeof *r->shard);
-  r->at = malloc((n ? n : 1) * sizeof *r->at);
   r->send = malloc(2 * size * sizeof *r->send);
-  enum hashdir_status st = HASHDIR_OK;
-  if (!owner || !counts || !r->shard || !r->at || !r->send) {
-    st = fail(HASHDIR_ERR_IO, "%s: out of memory", fn);
-    goto out;
-  }
-  r->recv = r->send + size;
-  for (size_t i = 0; i < n; i++) {
-    r->shard[i] = hashdir_shard_of(&keys[i], h->shards);
-    owner[i] = r->shard[i] / h->per_rank;
-  }
-  bucket_order(owner, n, size, counts, r->at);
-  st = int_counts(h, counts, r->send, fn);
-  /* Too many to send is this rank's refusal, which the others must hear before exchanging. */
+  enum hashdir_status st = counts && r->send ? HASHDIR_OK : fail(HASHDIR_ERR_IO, "%s: out of memory", fn);
+  if (st == HASHDIR_OK) st = order_keys(h, keys, n, 0, h->per_rank, size, &r->by_owner, fn);
+  if (st == HASHDIR_OK) st = int_counts(h, r->by_owner.counts, r->send, fn);
+  /* A refusal here is this rank's, which the others must hear before exchanging. */
   st = agree(h->comm, h->rank, h->size, st, fn);
   if (st != HASHDIR_OK) goto out;
+  r->recv = r->send + size;
   double t0 = now();
   int rc = MPI_Alltoall(r->send, 1, MPI_INT, r->recv, 1, MPI_INT, h->comm);
   h->exchange_s += now() - t0;
@@ -198,7 +212,6 @@ static enum hashdir_status route(hashdir_mpi *h, const hashdir_key *keys, size_t
   }
   st = agree(h->comm, h->rank, h->size, int_counts(h, counts, r->recv, fn), fn);
 out:
-  free(owner);
   free(counts);
   if (st != HASHDIR_OK) route_free(r);
   return st;
@@ -210,7 +223,8 @@ static enum hashdir_status send_along(hashdir_mpi *h, const struct route *r, con
                                       size_t n, void *got, const char *fn) {
   unsigned char *sorted = malloc((n ? n : 1) * 16);
   if (!sorted) return fail(HASHDIR_ERR_IO, "%s: out of memory", fn);
-  for (size_t i = 0; i < n; i++) memcpy(sorted + 16 * r->at[i], (const unsigned char *)items + 16 * i, 16);
+  for (size_t i = 0; i < n; i++)
+    memcpy(sorted + 16 * r->by_owner.at[i], (const unsigned char *)items + 16 * i, 16);
   enum hashdir_status st = exchange(h, sorted, r->send, got, r->recv, h->item, fn);
   free(sorted);
   return st;
@@ -218,14 +232,12 @@ static enum hashdir_status send_along(hashdir_mpi *h, const struct route *r, con
 
 /* The owner's side: the keys it received grouped by its local shard. */
 struct local {
-  size_t *counts; /* k: keys of each local shard */
-  size_t *at;     /* n: the position of received key i in shard order */
-  hashdir_key *keys; /* n, in shard order */
+  struct order by_shard; /* counts: keys of each local shard */
+  hashdir_key *keys;     /* n, in shard order */
 };
 
 static void local_free(struct local *l) {
-  free(l->counts);
-  free(l->at);
+  order_free(&l->by_shard);
   free(l->keys);
   memset(l, 0, sizeof *l);
 }
@@ -233,20 +245,15 @@ static void local_free(struct local *l) {
 static enum hashdir_status by_shard(hashdir_mpi *h, const hashdir_key *keys, size_t n,
                                     struct local *l, const char *fn) {
   memset(l, 0, sizeof *l);
-  uint32_t *j = malloc((n ? n : 1) * sizeof *j);
-  l->counts = malloc(h->per_rank * sizeof *l->counts);
-  l->at = malloc((n ? n : 1) * sizeof *l->at);
   l->keys = malloc((n ? n : 1) * sizeof *l->keys);
-  if (!j || !l->counts || !l->at || !l->keys) {
-    free(j);
+  if (!l->keys) return fail(HASHDIR_ERR_IO, "%s: out of memory", fn);
+  enum hashdir_status st =
+      order_keys(h, keys, n, (uint32_t)h->rank * h->per_rank, 1, h->per_rank, &l->by_shard, fn);
+  if (st != HASHDIR_OK) {
     local_free(l);
-    return fail(HASHDIR_ERR_IO, "%s: out of memory", fn);
+    return st;
   }
-  uint32_t first = (uint32_t)h->rank * h->per_rank;
-  for (size_t i = 0; i < n; i++) j[i] = hashdir_shard_of(&keys[i], h->shards) - first;
-  bucket_order(j, n, h->per_rank, l->counts, l->at);
-  for (size_t i = 0; i < n; i++) l->keys[l->at[i]] = keys[i];
-  free(j);
+  for (size_t i = 0; i < n; i++) l->keys[l->by_shard.at[i]] = keys[i];
   return HASHDIR_OK;
 }
 
@@ -465,16 +472,16 @@ static enum hashdir_status store_pairs(hashdir_mpi *h, const hashdir_key *keys,
     local_free(&l);
     return fail(HASHDIR_ERR_IO, "out of memory");
   }
-  for (size_t i = 0; i < n; i++) vals[l.at[i]] = values[i];
+  for (size_t i = 0; i < n; i++) vals[l.by_shard.at[i]] = values[i];
   size_t off = 0;
   char what[64];
   for (uint32_t j = 0; j < h->per_rank && st == HASHDIR_OK; j++) {
     snprintf(what, sizeof what, "shard %u", h->rank * h->per_rank + j);
-    st = hashdir_writer_insert(h->writers[j], l.keys + off, vals + off, l.counts[j]);
+    st = hashdir_writer_insert(h->writers[j], l.keys + off, vals + off, l.by_shard.counts[j]);
     if (st == HASHDIR_OK) st = hashdir_writer_commit(h->writers[j]);
     if (st == HASHDIR_OK) st = hashdir_reader_refresh(h->readers[j]);
     if (st != HASHDIR_OK) st = lib_fail(st, what);
-    off += l.counts[j];
+    off += l.by_shard.counts[j];
   }
   free(vals);
   local_free(&l);
@@ -540,14 +547,15 @@ enum hashdir_status hashdir_mpi_lookup(hashdir_mpi *h, const struct hashdir_key 
   if (st == HASHDIR_OK) {
     double t0 = now();
     st = by_shard(h, asked, m, &l, fn);
-    for (uint32_t j = 0, off = 0; st == HASHDIR_OK && j < h->per_rank; off += l.counts[j], j++) {
-      st = hashdir_reader_lookup(h->readers[j], l.keys + off, l.counts[j], shard_vals + off,
+    size_t off = 0;
+    for (uint32_t j = 0; st == HASHDIR_OK && j < h->per_rank; off += l.by_shard.counts[j++]) {
+      st = hashdir_reader_lookup(h->readers[j], l.keys + off, l.by_shard.counts[j], shard_vals + off,
                                  shard_hit + off);
       if (st != HASHDIR_OK) st = lib_fail(st, "hashdir_reader_lookup");
     }
     for (size_t i = 0; st == HASHDIR_OK && i < m; i++) {
-      answer[i] = shard_vals[l.at[i]];
-      hit[i] = shard_hit[l.at[i]];
+      answer[i] = shard_vals[l.by_shard.at[i]];
+      hit[i] = shard_hit[l.by_shard.at[i]];
     }
     h->store_s += now() - t0;
     st = agree(h->comm, h->rank, h->size, st, fn);
@@ -557,8 +565,8 @@ enum hashdir_status hashdir_mpi_lookup(hashdir_mpi *h, const struct hashdir_key 
   if (st == HASHDIR_OK) st = exchange(h, hit, r.recv, back_hit, r.send, MPI_BYTE, fn);
   if (st == HASHDIR_OK) {
     for (size_t i = 0; i < n; i++) {
-      first_values[i] = back[r.at[i]];
-      found[i] = back_hit[r.at[i]];
+      first_values[i] = back[r.by_owner.at[i]];
+      found[i] = back_hit[r.by_owner.at[i]];
     }
   }
   local_free(&l);
@@ -571,6 +579,28 @@ enum hashdir_status hashdir_mpi_lookup(hashdir_mpi *h, const struct hashdir_key 
   free(back_hit);
   route_free(&r);
   return st;
+}
+
+/* Runs of values from one order to another: item i (of n) is item at[i] of the source order,
+ * whose run of counts[at[i]] values starts after the runs of the items before it in `src`.
+ * out_counts (may be NULL) gets each item's count in the new order. */
+static enum hashdir_status reorder_runs(const uint64_t *counts, const size_t *at, size_t n,
+                                        const hashdir_value *src, hashdir_value *dst,
+                                        uint64_t *out_counts) {
+  size_t *start = malloc((n ? n : 1) * sizeof *start), s = 0, o = 0;
+  if (!start) return fail(HASHDIR_ERR_IO, "out of memory");
+  for (size_t p = 0; p < n; p++) {
+    start[p] = s;
+    s += counts[p];
+  }
+  for (size_t i = 0; i < n; i++) {
+    size_t p = at[i];
+    if (out_counts) out_counts[i] = counts[p];
+    memcpy(dst + o, src + start[p], counts[p] * sizeof *dst);
+    o += counts[p];
+  }
+  free(start);
+  return HASHDIR_OK;
 }
 
 /* The owner's side of a get: the values of the `m` keys it was asked, in the order asked
@@ -587,12 +617,16 @@ static enum hashdir_status owner_get(hashdir_mpi *h, const hashdir_key *asked, s
   size_t cap = m ? m : 1, used = 0;
   hashdir_value *shard_vals = malloc(cap * sizeof *shard_vals);
   if (!shard_counts || !shard_vals) st = fail(HASHDIR_ERR_IO, "out of memory");
-  for (uint32_t j = 0, off = 0; st == HASHDIR_OK && j < h->per_rank; off += l.counts[j], j++) {
+  size_t off = 0;
+  for (uint32_t j = 0; st == HASHDIR_OK && j < h->per_rank; off += l.by_shard.counts[j++]) {
     size_t total = 0;
     for (;;) {
-      st = hashdir_reader_get(h->readers[j], l.keys + off, l.counts[j], shard_vals + used,
-                              cap - used, shard_counts + off, &total);
-      if (st != HASHDIR_ERR_BUFFER_TOO_SMALL) break;
+      st = hashdir_reader_get(h->readers[j], l.keys + off, l.by_shard.counts[j],
+                              shard_vals + used, cap - used, shard_counts + off, &total);
+      if (st != HASHDIR_ERR_BUFFER_TOO_SMALL) {
+        if (st != HASHDIR_OK) st = lib_fail(st, "hashdir_reader_get");
+        break;
+      }
       size_t want = cap;
       while (want < used + total) want *= 2;
       hashdir_value *more = realloc(shard_vals, want * sizeof *more);
@@ -603,32 +637,17 @@ static enum hashdir_status owner_get(hashdir_mpi *h, const hashdir_key *asked, s
       shard_vals = more;
       cap = want;
     }
-    if (st != HASHDIR_OK && st != HASHDIR_ERR_IO) st = lib_fail(st, "hashdir_reader_get");
     used += total;
   }
   hashdir_value *ordered = st == HASHDIR_OK ? malloc((used ? used : 1) * sizeof *ordered) : NULL;
-  size_t *start = st == HASHDIR_OK ? malloc((m ? m : 1) * sizeof *start) : NULL;
-  if (st == HASHDIR_OK && (!ordered || !start)) st = fail(HASHDIR_ERR_IO, "out of memory");
+  if (st == HASHDIR_OK && !ordered) st = fail(HASHDIR_ERR_IO, "out of memory");
+  if (st == HASHDIR_OK) st = reorder_runs(shard_counts, l.by_shard.at, m, shard_vals, ordered, counts);
   if (st == HASHDIR_OK) {
-    /* Runs in shard order -> runs in the order asked. */
-    size_t s = 0;
-    for (size_t p = 0; p < m; p++) {
-      start[p] = s;
-      s += shard_counts[p];
-    }
-    size_t o = 0;
-    for (size_t i = 0; i < m; i++) {
-      size_t p = l.at[i];
-      counts[i] = shard_counts[p];
-      memcpy(ordered + o, shard_vals + start[p], shard_counts[p] * sizeof *ordered);
-      o += shard_counts[p];
-    }
     *vals = ordered;
     *nvals = used;
   } else {
     free(ordered);
   }
-  free(start);
   free(shard_counts);
   free(shard_vals);
   local_free(&l);
@@ -675,7 +694,7 @@ enum hashdir_status hashdir_mpi_get(hashdir_mpi *h, const struct hashdir_key *ke
   size_t sum = 0;
   if (st == HASHDIR_OK) {
     for (size_t i = 0; i < n; i++) sum += back_counts[i];
-    for (size_t i = 0; i < n; i++) counts[i] = back_counts[r.at[i]];
+    for (size_t i = 0; i < n; i++) counts[i] = back_counts[r.by_owner.at[i]];
     *total = sum;
     /* Which ranks take their values: those whose buffer holds them. */
     int want = sum <= capacity;
@@ -716,24 +735,8 @@ enum hashdir_status hashdir_mpi_get(hashdir_mpi *h, const struct hashdir_key *ke
     st = agree(h->comm, h->rank, h->size, st, fn);
     if (st == HASHDIR_OK) st = exchange(h, answer ? answer : back, vsend, back, vrecv, h->item, fn);
   }
-  if (st == HASHDIR_OK && sum <= capacity) {
-    /* Runs in owner order -> runs in the caller's order. */
-    size_t *start = malloc((n ? n : 1) * sizeof *start), s = 0, o = 0;
-    if (!start) {
-      st = fail(HASHDIR_ERR_IO, "out of memory");
-    } else {
-      for (size_t p = 0; p < n; p++) {
-        start[p] = s;
-        s += back_counts[p];
-      }
-      for (size_t i = 0; i < n; i++) {
-        size_t p = r.at[i];
-        memcpy(values + o, back + start[p], back_counts[p] * sizeof *values);
-        o += back_counts[p];
-      }
-      free(start);
-    }
-  }
+  if (st == HASHDIR_OK && sum <= capacity)
+    st = reorder_runs(back_counts, r.by_owner.at, n, back, values, NULL);
   if (st == HASHDIR_OK && sum > capacity)
     st = fail(HASHDIR_ERR_BUFFER_TOO_SMALL, "%s: %zu values do not fit the buffer of %zu", fn,
               sum, capacity);

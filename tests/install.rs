@@ -37,6 +37,13 @@ fn install(args: &[&str], destdir: Option<&Path>) -> String {
 
 /// `install` with extra environment variables.
 fn install_env(args: &[&str], destdir: Option<&Path>, env: &[(&str, &OsStr)]) -> String {
+    let out = install_output(args, destdir, env);
+    check(&format!("install.sh {args:?}"), &out);
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Runs scripts/install.sh as `install_env` does and returns what it did, failed or not.
+fn install_output(args: &[&str], destdir: Option<&Path>, env: &[(&str, &OsStr)]) -> Output {
     let exe = env::current_exe().unwrap();
     let profile_dir = exe
         .parent()
@@ -60,9 +67,7 @@ fn install_env(args: &[&str], destdir: Option<&Path>, env: &[(&str, &OsStr)]) ->
         cmd.env("DESTDIR", d);
     }
     cmd.envs(env.iter().copied());
-    let out = cmd.output().expect("run bash");
-    check(&format!("install.sh {args:?}"), &out);
-    String::from_utf8(out.stdout).unwrap()
+    cmd.output().expect("run bash")
 }
 
 /// `pkg-config ARGS hashdir` on the .pc files in `pc_dir`; `sysroot` for a staged tree.
@@ -136,6 +141,17 @@ fn link_target(path: &Path) -> PathBuf {
     fs::read_link(path).unwrap_or_else(|e| panic!("{} is not a symlink: {e}", path.display()))
 }
 
+/// Each (installed file under `top`, source file of the project) holds the same bytes.
+fn same_as_sources(top: &Path, files: &[(&str, &str)]) {
+    for (installed, source) in files {
+        assert_eq!(
+            fs::read(top.join(installed)).unwrap(),
+            fs::read(root().join(source)).unwrap(),
+            "{installed}"
+        );
+    }
+}
+
 /// Checks the tree under `top` (PREFIX, or DESTDIR/PREFIX) and that its .pc says `prefix`.
 fn check_tree(top: &Path, prefix: &Path, cli: bool) {
     let lib = top.join("lib");
@@ -147,17 +163,14 @@ fn check_tree(top: &Path, prefix: &Path, cli: bool) {
         Path::new("libhashdir.so.0")
     );
     assert!(lib.join("libhashdir.a").is_file());
-    for (installed, source) in [
-        ("include/hashdir.h", "include/hashdir.h"),
-        ("include/hashdir.hpp", "include/hashdir.hpp"),
-        ("share/hashdir/fortran/hashdir.f90", "fortran/hashdir.f90"),
-    ] {
-        assert_eq!(
-            fs::read(top.join(installed)).unwrap(),
-            fs::read(root().join(source)).unwrap(),
-            "{installed}"
-        );
-    }
+    same_as_sources(
+        top,
+        &[
+            ("include/hashdir.h", "include/hashdir.h"),
+            ("include/hashdir.hpp", "include/hashdir.hpp"),
+            ("share/hashdir/fortran/hashdir.f90", "fortran/hashdir.f90"),
+        ],
+    );
     let pc_libs_private = fs::read_to_string(root().join("pkgconfig/hashdir.pc.in"))
         .unwrap()
         .lines()
@@ -217,16 +230,13 @@ fn check_mpi_tree(top: &Path, prefix: &Path) {
     );
     let deps = needed(&lib.join(&real));
     assert!(deps.iter().any(|n| n == "libhashdir.so.0"), "{deps:?}");
-    for (installed, source) in [
-        ("include/hashdir_mpi.h", "include/hashdir_mpi.h"),
-        ("share/hashdir/fortran/hashdir_mpi.f90", "fortran/hashdir_mpi.f90"),
-    ] {
-        assert_eq!(
-            fs::read(top.join(installed)).unwrap(),
-            fs::read(root().join(source)).unwrap(),
-            "{installed}"
-        );
-    }
+    same_as_sources(
+        top,
+        &[
+            ("include/hashdir_mpi.h", "include/hashdir_mpi.h"),
+            ("share/hashdir/fortran/hashdir_mpi.f90", "fortran/hashdir_mpi.f90"),
+        ],
+    );
     let pc = fs::read_to_string(lib.join("pkgconfig/hashdir_mpi.pc")).unwrap();
     assert!(!pc.contains('@'), "unrendered placeholder in\n{pc}");
     assert!(
@@ -244,19 +254,11 @@ fn without_mpicc_the_mpi_library_is_left_out_saying_so() {
     let scratch = tempfile::tempdir().unwrap();
     let prefix = scratch.path().join("usr");
     let missing = scratch.path().join("no-such-mpicc");
-    let exe = env::current_exe().unwrap();
-    let profile_dir = exe.parent().and_then(Path::parent).unwrap();
-    let mut cmd = Command::new("bash");
-    cmd.arg(root().join("scripts/install.sh"))
-        .args(["--no-cli", prefix.to_str().unwrap()])
-        .env("CARGO_TARGET_DIR", profile_dir.join("c-api"))
-        .env("MPICC", &missing)
-        .env_remove("PREFIX")
-        .env_remove("DESTDIR");
-    if profile_dir.parent().and_then(Path::file_name) == Some(TARGET.as_ref()) {
-        cmd.env("CARGO_BUILD_TARGET", TARGET);
-    }
-    let out = cmd.output().unwrap();
+    let out = install_output(
+        &["--no-cli", prefix.to_str().unwrap()],
+        None,
+        &[("MPICC", missing.as_os_str())],
+    );
     check("install.sh with MPICC missing", &out);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(

@@ -189,8 +189,8 @@ int main(int argc, char **argv) {
            "\"close_seconds\": %.3f, "
            "\"keys_checked\": %llu, \"loaded\": %s}\n",
            (unsigned long long)pairs, (unsigned long long)nkeys, (unsigned long long)per_key,
-           size, (unsigned)size * per_rank, (unsigned long long)batch, load_s, pairs / load_s,
-           pairs / load_s / size, max_ex, max_store, check_s, close_s, (unsigned long long)all_checked, load ? "true" : "false");
+           size, (unsigned)size * per_rank, (unsigned long long)batch, load_s,
+           load ? pairs / load_s : 0.0, load ? pairs / load_s / size : 0.0, max_ex, max_store, check_s, close_s, (unsigned long long)all_checked, load ? "true" : "false");
   }
   free(keys);
   free(values);
