@@ -223,7 +223,10 @@ fn check_mpi_tree(top: &Path, prefix: &Path) {
         lib.join(&real).is_file(),
         "no {real}: is mpicc on PATH? (Debian packages openmpi-bin libopenmpi-dev)"
     );
-    assert_eq!(link_target(&lib.join("libhashdir_mpi.so.0")), Path::new(&real));
+    assert_eq!(
+        link_target(&lib.join("libhashdir_mpi.so.0")),
+        Path::new(&real)
+    );
     assert_eq!(
         link_target(&lib.join("libhashdir_mpi.so")),
         Path::new("libhashdir_mpi.so.0")
@@ -234,7 +237,10 @@ fn check_mpi_tree(top: &Path, prefix: &Path) {
         top,
         &[
             ("include/hashdir_mpi.h", "include/hashdir_mpi.h"),
-            ("share/hashdir/fortran/hashdir_mpi.f90", "fortran/hashdir_mpi.f90"),
+            (
+                "share/hashdir/fortran/hashdir_mpi.f90",
+                "fortran/hashdir_mpi.f90",
+            ),
         ],
     );
     let pc = fs::read_to_string(lib.join("pkgconfig/hashdir_mpi.pc")).unwrap();
@@ -244,7 +250,10 @@ fn check_mpi_tree(top: &Path, prefix: &Path) {
             .any(|l| l == format!("prefix={}", prefix.display())),
         "{pc}"
     );
-    assert!(pc.contains(&format!("Requires: hashdir = {VERSION}")), "{pc}");
+    assert!(
+        pc.contains(&format!("Requires: hashdir = {VERSION}")),
+        "{pc}"
+    );
     assert!(pc.lines().any(|l| l.starts_with("mpicc=/")), "{pc}");
 }
 

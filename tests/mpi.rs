@@ -11,12 +11,14 @@
 mod common_c;
 
 use common_c::{check, install_prefix, root};
-use hashdir::{Key, Options, StoreReader, Value};
+use hashdir::{shard_of, Key, Options, StoreReader, Value};
 use std::collections::BTreeMap;
 use std::io::ErrorKind;
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
+use std::process::Stdio;
 use std::process::{Command, Output};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Mutex, MutexGuard, OnceLock};
 
 const CLI: &str = env!("CARGO_BIN_EXE_hashdir");
 const PACKAGES: &str = "Debian packages openmpi-bin libopenmpi-dev; `bash scripts/dev.sh setup`";
@@ -89,7 +91,11 @@ fn built() -> &'static Built {
         cc(root().join("examples/mpi/load.c"), &load_c, &[]);
         let test_mpi = dir.path().join("test_mpi");
         let tap = format!("-I{}", root().join("c_tests").display());
-        cc(root().join("c_tests/test_mpi.c"), &test_mpi, &[&tap, "-pthread"]);
+        cc(
+            root().join("c_tests/test_mpi.c"),
+            &test_mpi,
+            &[&tap, "-pthread"],
+        );
 
         let load_f = dir.path().join("load_f");
         let sources = [
@@ -106,7 +112,10 @@ fn built() -> &'static Built {
                 .arg(&load_f)
                 .args(&libs),
         );
-        check("mpifort hashdir.f90 hashdir_mpi.f90 examples/mpi/load.f90", &out);
+        check(
+            "mpifort hashdir.f90 hashdir_mpi.f90 examples/mpi/load.f90",
+            &out,
+        );
         Built {
             _dir: dir,
             lib,
@@ -120,20 +129,26 @@ fn built() -> &'static Built {
 /// `mpirun --oversubscribe -np <ranks> <exe> <args>`, one run at a time (the machine may
 /// have fewer cores than ranks), allowed to run as root as CI does.
 fn mpirun(ranks: usize, exe: &Path, args: &[&str]) -> Output {
+    let _turn = one_at_a_time();
+    run_tool(&mut mpirun_command(ranks, exe, args))
+}
+
+fn one_at_a_time() -> MutexGuard<'static, ()> {
     static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
-    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let b = built();
-    run_tool(
-        Command::new("mpirun")
-            .args(["--oversubscribe", "-np", &ranks.to_string()])
-            .arg(exe)
-            .args(args)
-            .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
-            .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
-            // Containers often forbid the cross-memory attach of the shared-memory transport.
-            .env("OMPI_MCA_btl_vader_single_copy_mechanism", "none")
-            .env("LD_LIBRARY_PATH", &b.lib),
-    )
+    ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn mpirun_command(ranks: usize, exe: &Path, args: &[&str]) -> Command {
+    let mut cmd = Command::new("mpirun");
+    cmd.args(["--oversubscribe", "-np", &ranks.to_string()])
+        .arg(exe)
+        .args(args)
+        .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
+        .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
+        // Containers often forbid the cross-memory attach of the shared-memory transport.
+        .env("OMPI_MCA_btl_vader_single_copy_mechanism", "none")
+        .env("LD_LIBRARY_PATH", &built().lib);
+    cmd
 }
 
 /// The JSON line rank 0 prints.
@@ -280,7 +295,10 @@ fn contract_holds_on_1_2_and_3_ranks() {
         let out = mpirun(ranks, &b.test_mpi, &[dir.to_str().unwrap()]);
         check(&format!("test_mpi on {ranks} ranks"), &out);
         let stdout = String::from_utf8_lossy(&out.stdout);
-        let summaries = stdout.lines().filter(|l| l.ends_with(" passed, 0 failed")).count();
+        let summaries = stdout
+            .lines()
+            .filter(|l| l.ends_with(" passed, 0 failed"))
+            .count();
         assert_eq!(summaries, ranks, "{stdout}");
         assert!(!stdout.contains("not ok"), "{stdout}");
     }
@@ -295,7 +313,10 @@ fn a_shard_count_that_does_not_match_is_refused() {
     let dir = scratch.path().join("store");
     let d = dir.to_str().unwrap();
     let load = ["--pairs", "4000", "--batch", "1000"];
-    figures("load.c on 4 ranks", &mpirun(4, &b.load_c, &[&[d][..], &load].concat()));
+    figures(
+        "load.c on 4 ranks",
+        &mpirun(4, &b.load_c, &[&[d][..], &load].concat()),
+    );
     let out = mpirun(2, &b.load_c, &[&[d][..], &load, &["--check-only"]].concat());
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -309,6 +330,134 @@ fn a_shard_count_that_does_not_match_is_refused() {
             "{stderr}"
         );
     }
-    assert!(stderr.contains("has 4 shards, not the 2 asked for"), "{stderr}");
+    assert!(
+        stderr.contains("has 4 shards, not the 2 asked for"),
+        "{stderr}"
+    );
     assert_eq!(scan(&dir).len(), 4000);
+}
+
+/// Every rank killed (SIGKILL) in mid-load, as when the job or its nodes die: the store
+/// verifies; every batch acknowledged on all ranks is there whole; each shard holds a prefix
+/// of the batches, each whole (a key has all its values or is absent); shards differ by at
+/// most the commit under way. Rerunning the load on the same directory completes it.
+#[test]
+fn a_job_killed_in_mid_load_keeps_whole_batches_and_a_rerun_completes_it() {
+    let b = built();
+    let (ranks, per_rank, per_key, batch) = (2u64, 2u32, 4u64, 8000u64);
+    let (pairs, nkeys, keys_per_batch) = (2_000_000u64, 500_000u64, batch / per_key);
+    let shards = ranks as u32 * per_rank;
+    let scratch = tempfile::tempdir().unwrap();
+    let dir = scratch.path().join("store");
+    let args = [
+        dir.to_str().unwrap().to_owned(),
+        "--pairs".into(),
+        pairs.to_string(),
+        "--values-per-key".into(),
+        per_key.to_string(),
+        "--batch".into(),
+        batch.to_string(),
+        "--shards-per-rank".into(),
+        per_rank.to_string(),
+    ];
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+
+    let acked = {
+        let _turn = one_at_a_time();
+        let mut child = mpirun_command(
+            ranks as usize,
+            &b.load_c,
+            &[&args[..], &["--progress"]].concat(),
+        )
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("run mpirun");
+        let (mut pids, mut acked) = (Vec::new(), None);
+        for line in BufReader::new(child.stdout.take().unwrap()).lines() {
+            let line = line.unwrap();
+            if let Some(p) = line.strip_prefix("pid ") {
+                pids.push(p.split_whitespace().nth(1).unwrap().to_owned());
+            } else if let Some(n) = line.strip_prefix("committed batch ") {
+                acked = Some(n.parse::<u64>().unwrap());
+            }
+            if pids.len() == ranks as usize && acked >= Some(5) {
+                let out = Command::new("kill").arg("-9").args(&pids).output().unwrap();
+                check("kill -9 the ranks", &out);
+                break;
+            }
+            assert!(
+                !line.starts_with('{'),
+                "the load finished before it was killed: {line}"
+            );
+        }
+        assert!(
+            !child.wait().unwrap().success(),
+            "mpirun succeeded though its ranks were killed"
+        );
+        acked.expect("no batch was acknowledged")
+    };
+
+    verify(&dir);
+    let all = scan(&dir);
+    // (shard, batch) -> (keys present, keys in all).
+    let mut cells: BTreeMap<(u32, u64), (u64, u64)> = BTreeMap::new();
+    let mut present = 0;
+    for i in 0..nkeys {
+        let key = pair(splitmix(i), i);
+        let batch_of = i / ranks / keys_per_batch;
+        let cell = cells.entry((shard_of(&key, shards), batch_of)).or_default();
+        cell.1 += 1;
+        if let Some(vs) = all.get(&key) {
+            let mut want: Vec<Value> = (0..per_key).map(|j| pair(i, j)).collect();
+            want.sort();
+            assert_eq!(vs, &want, "key {i} holds part of its values");
+            cell.0 += 1;
+            present += 1;
+        }
+    }
+    assert_eq!(all.len() as u64, present, "keys the load never inserted");
+    let mut reached = Vec::new(); // per shard: the batches it holds, 0..c
+    for s in 0..shards {
+        let mut c = 0;
+        for (&(_, batch_of), &(have, of)) in cells.range((s, 0)..(s, u64::MAX)) {
+            assert!(
+                have == 0 || have == of,
+                "shard {s} holds {have} of {of} keys of batch {batch_of}"
+            );
+            if have == of {
+                assert_eq!(
+                    batch_of, c,
+                    "shard {s} holds batch {batch_of} but not batch {c}"
+                );
+                c += 1;
+            }
+        }
+        reached.push(c);
+    }
+    let (lo, hi) = (
+        *reached.iter().min().unwrap(),
+        *reached.iter().max().unwrap(),
+    );
+    println!("acknowledged batches 0..={acked}; shards hold batches below {reached:?}");
+    assert!(
+        lo > acked,
+        "an acknowledged batch is missing: {reached:?}, acked {acked}"
+    );
+    assert!(
+        hi - lo <= 1,
+        "shards differ by more than the commit under way: {reached:?}"
+    );
+    assert!(
+        present < nkeys,
+        "the whole load was there: not killed in mid-load"
+    );
+
+    let f = figures(
+        "the load rerun after the kill",
+        &mpirun(ranks as usize, &b.load_c, &args),
+    );
+    assert_eq!(f["keys_checked"], nkeys);
+    verify(&dir);
+    assert_eq!(scan(&dir).len() as u64, nkeys);
 }

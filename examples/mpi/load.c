@@ -5,17 +5,21 @@
  *   mpicc load.c $(pkg-config --cflags --libs hashdir_mpi) -o load
  * Run:
  *   mpirun -np 4 ./load /tmp/store [--pairs N] [--values-per-key V] [--batch B]
- *                                   [--shards-per-rank K] [--check-only]
+ *                                   [--shards-per-rank K] [--check-only] [--progress]
  *
  * Key i (i < N / V) has the values (i, 0) .. (i, V - 1); rank r inserts the keys
  * i = r, r + size, r + 2 size, ..., B pairs a commit. Then every rank gets all values of its
  * keys and looks up as many keys that were never inserted, through the ranks that own them
- * (--check-only: only that, on a store loaded before).
+ * (--check-only: only that, on a store loaded before). --progress: every rank prints its pid
+ * ("pid RANK PID"), and rank 0 "committed batch B" once commit B returned HASHDIR_OK on every
+ * rank (tests/mpi.rs kills the ranks in mid-load with them).
  * Rank 0 prints one JSON line of figures; a failed check exits non-zero with the reason. */
+#define _POSIX_C_SOURCE 200809L /* getpid */
 #include <hashdir_mpi.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 static int rank;
 
@@ -88,8 +92,11 @@ int main(int argc, char **argv) {
   uint64_t per_key = arg_u64(argc, argv, "--values-per-key", 1);
   uint64_t batch = arg_u64(argc, argv, "--batch", 100000);
   uint32_t per_rank = (uint32_t)arg_u64(argc, argv, "--shards-per-rank", 1);
-  int load = 1; /* --check-only: reopen a loaded store and check it */
-  for (int i = 2; i < argc; i++) load &= strcmp(argv[i], "--check-only") != 0;
+  int load = 1, progress = 0;
+  for (int i = 2; i < argc; i++) {
+    load &= strcmp(argv[i], "--check-only") != 0;
+    progress |= strcmp(argv[i], "--progress") == 0;
+  }
   EXPECT(per_key >= 1 && batch >= per_key && pairs >= per_key, "bad sizes");
   uint64_t nkeys = pairs / per_key;
   pairs = nkeys * per_key;
@@ -111,6 +118,10 @@ int main(int argc, char **argv) {
   CHECK(hashdir_mpi_times(h, &exchange0, &store0));
   MPI_Barrier(MPI_COMM_WORLD);
   double t0 = MPI_Wtime();
+  if (progress) {
+    printf("pid %d %ld\n", rank, (long)getpid());
+    fflush(stdout);
+  }
   for (uint64_t first = 0; load && first < most; first += keys_per_batch) {
     size_t n = 0;
     for (uint64_t q = first; q < mine && q < first + keys_per_batch; q++) {
@@ -122,6 +133,10 @@ int main(int argc, char **argv) {
     }
     CHECK(hashdir_mpi_insert(h, keys, values, n));
     CHECK(hashdir_mpi_commit(h));
+    if (progress && rank == 0) {
+      printf("committed batch %llu\n", (unsigned long long)(first / keys_per_batch));
+      fflush(stdout);
+    }
   }
   double load_s = MPI_Wtime() - t0, exchange_s, store_s;
   CHECK(hashdir_mpi_times(h, &exchange_s, &store_s));
