@@ -396,10 +396,14 @@ enum hashdir_status hashdir_mpi_open(const char *dir, MPI_Comm comm, uint32_t sh
     if (h) release(h);
     return st;
   }
-  MPI_TRY(MPI_Comm_dup(comm, &h->comm), fn);
-  MPI_TRY(MPI_Comm_set_errhandler(h->comm, MPI_ERRORS_RETURN), fn);
-  MPI_TRY(MPI_Type_contiguous(16, MPI_BYTE, &h->item), fn);
-  MPI_TRY(MPI_Type_commit(&h->item), fn);
+  int rc = MPI_Comm_dup(comm, &h->comm);
+  if (rc == MPI_SUCCESS) rc = MPI_Comm_set_errhandler(h->comm, MPI_ERRORS_RETURN);
+  if (rc == MPI_SUCCESS) rc = MPI_Type_contiguous(16, MPI_BYTE, &h->item);
+  if (rc == MPI_SUCCESS) rc = MPI_Type_commit(&h->item);
+  if (rc != MPI_SUCCESS) {
+    release(h);
+    return mpi_fail(rc, fn, "setting up the handle's communicator");
+  }
 
   struct hashdir_options o = options_of(opts);
   double t0 = now();
@@ -412,7 +416,6 @@ enum hashdir_status hashdir_mpi_open(const char *dir, MPI_Comm comm, uint32_t sh
   }
   /* One rank after the other: a shard writer's open appends to the store's set log, which
    * another process's open may be reading and cutting back to its last whole record. */
-  int rc = MPI_SUCCESS;
   for (int turn = 0; rc == MPI_SUCCESS && turn < size; turn++) {
     if (turn == rank) {
       t0 = now();
