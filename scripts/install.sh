@@ -13,7 +13,9 @@
 #   PREFIX/lib/cmake/hashdir/hashdirConfig.cmake, hashdirConfigVersion.cmake
 #                                          the CMake package: find_package(hashdir CONFIG)
 #                                          gives hashdir::hashdir, hashdir::hashdir_static
-#                                          and (Fortran enabled) hashdir::fortran
+#                                          and (Fortran enabled) hashdir::fortran; where
+#                                          libhashdir_mpi is installed (below) and CMake
+#                                          finds MPI, hashdir::mpi and hashdir::mpi_fortran
 #   PREFIX/bin/hashdir                     the command-line tool (not with --no-cli)
 # and, where an MPI C compiler wrapper is found ($MPICC, else mpicc on PATH), libhashdir_mpi
 # (mpi/hashdir_mpi.c, built with it against that MPI and the libhashdir above):

@@ -448,7 +448,8 @@ fn bad_arguments_are_refused() {
 /// installed prefix with `find_package(hashdir CONFIG)`, builds against `hashdir::hashdir`,
 /// `hashdir::hashdir_static` and `hashdir::fortran` with the cmake on PATH (CMake >= 3.26
 /// from PyPI, as `scripts/dev.sh setup` installs it), and the programs run without
-/// LD_LIBRARY_PATH (CMake puts the imported library's directory in their RUNPATH).
+/// LD_LIBRARY_PATH (CMake puts the imported library's directory in their RUNPATH). The MPI
+/// examples build against `hashdir::mpi` and `hashdir::mpi_fortran` and run under mpirun.
 #[test]
 fn cmake_package_builds_c_cpp_and_fortran_programs() {
     let scratch = tempfile::tempdir().unwrap();
@@ -463,6 +464,7 @@ fn cmake_package_builds_c_cpp_and_fortran_programs() {
         format!(
             r#"cmake_minimum_required(VERSION 3.16)
 project(consumer LANGUAGES C CXX Fortran)
+find_package(MPI REQUIRED COMPONENTS C Fortran)
 
 # The version file: a newer major version, or a newer minor one, is not this package.
 foreach(wanted 1 0.99)
@@ -486,11 +488,19 @@ target_link_libraries(example_cpp PRIVATE hashdir::hashdir)
 
 add_executable(example_fortran "{f90}")
 target_link_libraries(example_fortran PRIVATE hashdir::fortran)
+
+add_executable(load_mpi "{mpi_c}")
+target_link_libraries(load_mpi PRIVATE hashdir::mpi)
+
+add_executable(load_mpi_fortran "{mpi_f90}")
+target_link_libraries(load_mpi_fortran PRIVATE hashdir::mpi_fortran MPI::MPI_Fortran)
 "#,
             major_minor = VERSION.rsplit_once('.').unwrap().0,
             c = examples.join("c/quickstart.c").display(),
             cpp = examples.join("cpp/example.cpp").display(),
             f90 = examples.join("fortran/example.f90").display(),
+            mpi_c = examples.join("mpi/load.c").display(),
+            mpi_f90 = examples.join("mpi/load.f90").display(),
         ),
     )
     .unwrap();
@@ -550,4 +560,30 @@ target_link_libraries(example_fortran PRIVATE hashdir::fortran)
     }
     // The Fortran module was compiled in the consumer's tree, by its compiler.
     assert!(build.join("hashdir_fortran_modules/hashdir.mod").is_file());
+
+    for (name, args) in [
+        ("load_mpi", &["--pairs", "20000", "--batch", "5000"][..]),
+        ("load_mpi_fortran", &["20000", "1", "5000"][..]),
+    ] {
+        let exe = build.join(name);
+        let store = scratch.path().join(format!("{name}.store"));
+        let out = Command::new("mpirun")
+            .args(["--oversubscribe", "-np", "2"])
+            .arg(&exe)
+            .arg(&store)
+            .args(args)
+            .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
+            .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
+            .env("OMPI_MCA_btl_vader_single_copy_mechanism", "none")
+            .env_remove("LD_LIBRARY_PATH")
+            .output()
+            .expect("run mpirun (Debian package openmpi-bin)");
+        check(&format!("mpirun -np 2 {name}"), &out);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            stdout.contains("\"keys_checked\": 20000"),
+            "{name}: {stdout}"
+        );
+        assert!(needed(&exe).iter().any(|n| n == "libhashdir_mpi.so.0"));
+    }
 }
