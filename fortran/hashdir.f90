@@ -251,7 +251,7 @@ module hashdir
   ! ---------------------------------------------------------------------------------
   ! The Fortran layer.
   public :: hd_options, hd_key, hd_value, hd_to_int, hd_version, hd_status_name
-  public :: hd_error_message
+  public :: hd_error_message, hd_c_string
   public :: operator(==)
 
   !> The one writer of a file. close() commits, checkpoints and releases the file.
@@ -375,7 +375,7 @@ contains
   end function value_eq
 
   !> A C string as a Fortran string.
-  function from_c(p) result(s)
+  function hd_c_string(p) result(s)
     type(c_ptr), intent(in) :: p
     character(len=:), allocatable :: s
     character(kind=c_char), pointer :: chars(:)
@@ -390,24 +390,24 @@ contains
     do i = 1, n
       s(i:i) = chars(i)
     end do
-  end function from_c
+  end function hd_c_string
 
   function hd_version() result(s)
     character(len=:), allocatable :: s
-    s = from_c(hashdir_version())
+    s = hd_c_string(hashdir_version())
   end function hd_version
 
   !> "HASHDIR_ERR_LOCKED", ...
   function hd_status_name(status) result(s)
     integer(c_int), intent(in) :: status
     character(len=:), allocatable :: s
-    s = from_c(hashdir_status_name(int(status, c_int32_t)))
+    s = hd_c_string(hashdir_status_name(int(status, c_int32_t)))
   end function hd_status_name
 
   !> The message of this thread's last failed call (hashdir_last_error()).
   function hd_error_message() result(s)
     character(len=:), allocatable :: s
-    s = from_c(hashdir_last_error())
+    s = hd_c_string(hashdir_last_error())
   end function hd_error_message
 
   !> Hands a status to the caller (stat/errmsg present) or stops on a failure. `message`

@@ -13,8 +13,10 @@ as_root() {
 install_packages() {
   # C toolchain for the bundled HDF5 and the C tests; nm for the symbol checks; pkg-config for
   # the .pc test; h5dump (hdf5-tools) to show files stay readable by stock HDF5 tools;
-  # gfortran for the Fortran example (tests/examples.rs).
-  local need=(build-essential binutils pkg-config hdf5-tools gfortran python3-pip curl ca-certificates valgrind)
+  # gfortran for the Fortran example (tests/examples.rs); Open MPI (mpicc, mpifort, mpirun) for
+  # libhashdir_mpi and its examples (tests/mpi.rs).
+  local need=(build-essential binutils pkg-config hdf5-tools gfortran python3-pip curl ca-certificates valgrind
+    openmpi-bin libopenmpi-dev)
   local missing=()
   for p in "${need[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -13,8 +13,17 @@
 #   PREFIX/lib/cmake/hashdir/hashdirConfig.cmake, hashdirConfigVersion.cmake
 #                                          the CMake package: find_package(hashdir CONFIG)
 #                                          gives hashdir::hashdir, hashdir::hashdir_static
-#                                          and (Fortran enabled) hashdir::fortran
+#                                          and (Fortran enabled) hashdir::fortran; where
+#                                          libhashdir_mpi is installed (below) and CMake
+#                                          finds MPI, hashdir::mpi and hashdir::mpi_fortran
 #   PREFIX/bin/hashdir                     the command-line tool (not with --no-cli)
+# and, where an MPI C compiler wrapper is found ($MPICC, else mpicc on PATH), libhashdir_mpi
+# (mpi/hashdir_mpi.c, built with it against that MPI and the libhashdir above):
+#   PREFIX/lib/libhashdir_mpi.so.VERSION, .so.0, .so   the library (soname libhashdir_mpi.so.0)
+#   PREFIX/include/hashdir_mpi.h           its header
+#   PREFIX/share/hashdir/fortran/hashdir_mpi.f90   the Fortran module `hashdir_mpi`, as source
+#   PREFIX/lib/pkgconfig/hashdir_mpi.pc    pkgconfig/hashdir_mpi.pc.in rendered (with the mpicc)
+# Without one it says so and installs the rest.
 #
 # PREFIX is the argument, else $PREFIX, else /usr/local. DESTDIR (staged installs, packaging)
 # is put in front of every path written; the installed files still say PREFIX.
@@ -151,6 +160,29 @@ done
 if [ "$cli" = 1 ]; then
   install -d "$root/bin"
   put 0755 "$out/hashdir" "$root/bin/hashdir"
+fi
+
+# libhashdir_mpi: a C layer over hashdir.h, built per MPI implementation (like parallel HDF5).
+mpicc="${MPICC:-mpicc}"
+if mpicc_path="$(command -v "$mpicc")"; then
+  mpi_real="libhashdir_mpi.so.$version"
+  echo "install.sh: $mpicc_path: building libhashdir_mpi" >&2
+  # $ORIGIN: the library finds libhashdir.so.0 beside itself wherever the tree is moved.
+  "$mpicc_path" -std=c11 -O2 -fPIC -shared -Wall -Iinclude mpi/hashdir_mpi.c \
+    -o "$scratch/$mpi_real" -Wl,-soname,libhashdir_mpi.so.0 -Wl,-rpath,'$ORIGIN' \
+    -L"$out" -lhashdir
+  put 0755 "$scratch/$mpi_real" "$lib/$mpi_real"
+  ln -sfn "$mpi_real" "$lib/libhashdir_mpi.so.0"
+  ln -sfn libhashdir_mpi.so.0 "$lib/libhashdir_mpi.so"
+  installed+=("$lib/libhashdir_mpi.so.0 -> $mpi_real" "$lib/libhashdir_mpi.so -> libhashdir_mpi.so.0")
+  put 0644 include/hashdir_mpi.h "$root/include/hashdir_mpi.h"
+  put 0644 fortran/hashdir_mpi.f90 "$root/share/hashdir/fortran/hashdir_mpi.f90"
+  mpicc_sed="$(printf '%s' "$mpicc_path" | sed 's/[|&\\]/\\&/g')"
+  sed -e '/^#/d' -e "s|@PREFIX@|$prefix_sed|g" -e "s|@VERSION@|$version|g" \
+    -e "s|@MPICC@|$mpicc_sed|g" pkgconfig/hashdir_mpi.pc.in >"$scratch/hashdir_mpi.pc"
+  put 0644 "$scratch/hashdir_mpi.pc" "$lib/pkgconfig/hashdir_mpi.pc"
+else
+  echo "install.sh: no MPI C compiler ($mpicc; set MPICC): libhashdir_mpi is not built" >&2
 fi
 
 if [ -z "$destdir" ] && [ "$(id -u)" -eq 0 ] && command -v ldconfig >/dev/null 2>&1; then

@@ -37,6 +37,13 @@ fn install(args: &[&str], destdir: Option<&Path>) -> String {
 
 /// `install` with extra environment variables.
 fn install_env(args: &[&str], destdir: Option<&Path>, env: &[(&str, &OsStr)]) -> String {
+    let out = install_output(args, destdir, env);
+    check(&format!("install.sh {args:?}"), &out);
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Runs scripts/install.sh as `install_env` does and returns what it did, failed or not.
+fn install_output(args: &[&str], destdir: Option<&Path>, env: &[(&str, &OsStr)]) -> Output {
     let exe = env::current_exe().unwrap();
     let profile_dir = exe
         .parent()
@@ -60,9 +67,7 @@ fn install_env(args: &[&str], destdir: Option<&Path>, env: &[(&str, &OsStr)]) ->
         cmd.env("DESTDIR", d);
     }
     cmd.envs(env.iter().copied());
-    let out = cmd.output().expect("run bash");
-    check(&format!("install.sh {args:?}"), &out);
-    String::from_utf8(out.stdout).unwrap()
+    cmd.output().expect("run bash")
 }
 
 /// `pkg-config ARGS hashdir` on the .pc files in `pc_dir`; `sysroot` for a staged tree.
@@ -136,6 +141,17 @@ fn link_target(path: &Path) -> PathBuf {
     fs::read_link(path).unwrap_or_else(|e| panic!("{} is not a symlink: {e}", path.display()))
 }
 
+/// Each (installed file under `top`, source file of the project) holds the same bytes.
+fn same_as_sources(top: &Path, files: &[(&str, &str)]) {
+    for (installed, source) in files {
+        assert_eq!(
+            fs::read(top.join(installed)).unwrap(),
+            fs::read(root().join(source)).unwrap(),
+            "{installed}"
+        );
+    }
+}
+
 /// Checks the tree under `top` (PREFIX, or DESTDIR/PREFIX) and that its .pc says `prefix`.
 fn check_tree(top: &Path, prefix: &Path, cli: bool) {
     let lib = top.join("lib");
@@ -147,17 +163,14 @@ fn check_tree(top: &Path, prefix: &Path, cli: bool) {
         Path::new("libhashdir.so.0")
     );
     assert!(lib.join("libhashdir.a").is_file());
-    for (installed, source) in [
-        ("include/hashdir.h", "include/hashdir.h"),
-        ("include/hashdir.hpp", "include/hashdir.hpp"),
-        ("share/hashdir/fortran/hashdir.f90", "fortran/hashdir.f90"),
-    ] {
-        assert_eq!(
-            fs::read(top.join(installed)).unwrap(),
-            fs::read(root().join(source)).unwrap(),
-            "{installed}"
-        );
-    }
+    same_as_sources(
+        top,
+        &[
+            ("include/hashdir.h", "include/hashdir.h"),
+            ("include/hashdir.hpp", "include/hashdir.hpp"),
+            ("share/hashdir/fortran/hashdir.f90", "fortran/hashdir.f90"),
+        ],
+    );
     let pc_libs_private = fs::read_to_string(root().join("pkgconfig/hashdir.pc.in"))
         .unwrap()
         .lines()
@@ -198,6 +211,81 @@ fn check_tree(top: &Path, prefix: &Path, cli: bool) {
     assert!(pc.contains(&format!("Version: {VERSION}")), "{pc}");
     assert!(!pc.contains('@'), "unrendered placeholder in\n{pc}");
     assert_eq!(top.join("bin/hashdir").exists(), cli);
+    check_mpi_tree(top, prefix);
+}
+
+/// libhashdir_mpi, which install.sh builds with the mpicc on PATH (Open MPI is installed
+/// wherever the tests run: `scripts/dev.sh setup`).
+fn check_mpi_tree(top: &Path, prefix: &Path) {
+    let lib = top.join("lib");
+    let real = format!("libhashdir_mpi.so.{VERSION}");
+    assert!(
+        lib.join(&real).is_file(),
+        "no {real}: is mpicc on PATH? (Debian packages openmpi-bin libopenmpi-dev)"
+    );
+    assert_eq!(
+        link_target(&lib.join("libhashdir_mpi.so.0")),
+        Path::new(&real)
+    );
+    assert_eq!(
+        link_target(&lib.join("libhashdir_mpi.so")),
+        Path::new("libhashdir_mpi.so.0")
+    );
+    let deps = needed(&lib.join(&real));
+    assert!(deps.iter().any(|n| n == "libhashdir.so.0"), "{deps:?}");
+    same_as_sources(
+        top,
+        &[
+            ("include/hashdir_mpi.h", "include/hashdir_mpi.h"),
+            (
+                "share/hashdir/fortran/hashdir_mpi.f90",
+                "fortran/hashdir_mpi.f90",
+            ),
+        ],
+    );
+    let pc = fs::read_to_string(lib.join("pkgconfig/hashdir_mpi.pc")).unwrap();
+    assert!(!pc.contains('@'), "unrendered placeholder in\n{pc}");
+    assert!(
+        pc.lines()
+            .any(|l| l == format!("prefix={}", prefix.display())),
+        "{pc}"
+    );
+    assert!(
+        pc.contains(&format!("Requires: hashdir = {VERSION}")),
+        "{pc}"
+    );
+    assert!(pc.lines().any(|l| l.starts_with("mpicc=/")), "{pc}");
+}
+
+/// Without an MPI C compiler the install says so and leaves libhashdir_mpi out.
+#[test]
+fn without_mpicc_the_mpi_library_is_left_out_saying_so() {
+    let scratch = tempfile::tempdir().unwrap();
+    let prefix = scratch.path().join("usr");
+    let missing = scratch.path().join("no-such-mpicc");
+    let out = install_output(
+        &["--no-cli", prefix.to_str().unwrap()],
+        None,
+        &[("MPICC", missing.as_os_str())],
+    );
+    check("install.sh with MPICC missing", &out);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "no MPI C compiler ({}; set MPICC): libhashdir_mpi is not built",
+            missing.display()
+        )),
+        "{stderr}"
+    );
+    assert!(prefix.join("lib/libhashdir.so.0").exists());
+    for gone in [
+        "lib/libhashdir_mpi.so.0",
+        "include/hashdir_mpi.h",
+        "lib/pkgconfig/hashdir_mpi.pc",
+        "share/hashdir/fortran/hashdir_mpi.f90",
+    ] {
+        assert!(!prefix.join(gone).exists(), "{gone}");
+    }
 }
 
 #[test]
@@ -360,7 +448,8 @@ fn bad_arguments_are_refused() {
 /// installed prefix with `find_package(hashdir CONFIG)`, builds against `hashdir::hashdir`,
 /// `hashdir::hashdir_static` and `hashdir::fortran` with the cmake on PATH (CMake >= 3.26
 /// from PyPI, as `scripts/dev.sh setup` installs it), and the programs run without
-/// LD_LIBRARY_PATH (CMake puts the imported library's directory in their RUNPATH).
+/// LD_LIBRARY_PATH (CMake puts the imported library's directory in their RUNPATH). The MPI
+/// examples build against `hashdir::mpi` and `hashdir::mpi_fortran` and run under mpirun.
 #[test]
 fn cmake_package_builds_c_cpp_and_fortran_programs() {
     let scratch = tempfile::tempdir().unwrap();
@@ -375,6 +464,7 @@ fn cmake_package_builds_c_cpp_and_fortran_programs() {
         format!(
             r#"cmake_minimum_required(VERSION 3.16)
 project(consumer LANGUAGES C CXX Fortran)
+find_package(MPI REQUIRED COMPONENTS C Fortran)
 
 # The version file: a newer major version, or a newer minor one, is not this package.
 foreach(wanted 1 0.99)
@@ -398,11 +488,19 @@ target_link_libraries(example_cpp PRIVATE hashdir::hashdir)
 
 add_executable(example_fortran "{f90}")
 target_link_libraries(example_fortran PRIVATE hashdir::fortran)
+
+add_executable(load_mpi "{mpi_c}")
+target_link_libraries(load_mpi PRIVATE hashdir::mpi)
+
+add_executable(load_mpi_fortran "{mpi_f90}")
+target_link_libraries(load_mpi_fortran PRIVATE hashdir::mpi_fortran MPI::MPI_Fortran)
 "#,
             major_minor = VERSION.rsplit_once('.').unwrap().0,
             c = examples.join("c/quickstart.c").display(),
             cpp = examples.join("cpp/example.cpp").display(),
             f90 = examples.join("fortran/example.f90").display(),
+            mpi_c = examples.join("mpi/load.c").display(),
+            mpi_f90 = examples.join("mpi/load.f90").display(),
         ),
     )
     .unwrap();
@@ -462,4 +560,30 @@ target_link_libraries(example_fortran PRIVATE hashdir::fortran)
     }
     // The Fortran module was compiled in the consumer's tree, by its compiler.
     assert!(build.join("hashdir_fortran_modules/hashdir.mod").is_file());
+
+    for (name, args) in [
+        ("load_mpi", &["--pairs", "20000", "--batch", "5000"][..]),
+        ("load_mpi_fortran", &["20000", "1", "5000"][..]),
+    ] {
+        let exe = build.join(name);
+        let store = scratch.path().join(format!("{name}.store"));
+        let out = Command::new("mpirun")
+            .args(["--oversubscribe", "-np", "2"])
+            .arg(&exe)
+            .arg(&store)
+            .args(args)
+            .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
+            .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
+            .env("OMPI_MCA_btl_vader_single_copy_mechanism", "none")
+            .env_remove("LD_LIBRARY_PATH")
+            .output()
+            .expect("run mpirun (Debian package openmpi-bin)");
+        check(&format!("mpirun -np 2 {name}"), &out);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            stdout.contains("\"keys_checked\": 20000"),
+            "{name}: {stdout}"
+        );
+        assert!(needed(&exe).iter().any(|n| n == "libhashdir_mpi.so.0"));
+    }
 }
