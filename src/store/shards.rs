@@ -67,7 +67,9 @@ fn replace(dir: &Path, name: &str, bytes: &[u8]) -> Result<()> {
 }
 
 /// The set log: records appended one `write` each (appends of several single-shard writers
-/// interleave whole), read back up to the first record that is not whole.
+/// interleave whole), read back up to the first record that is not whole. Reading (and
+/// cutting a torn record) and appending hold an exclusive `flock` on the log: a record another
+/// process is appending is never read half written and cut.
 pub struct SetLog {
     file: File,
     path: PathBuf,
@@ -86,6 +88,7 @@ impl SetLog {
             .create(true)
             .open(&path)
             .map_err(|e| Error::io("open", &path, e))?;
+        let _lock = Flock::exclusive(&file).map_err(|e| Error::io("lock", &path, e))?;
         let mut bytes = Vec::new();
         file.read_to_end(&mut bytes)
             .map_err(|e| Error::io("read", &path, e))?;
@@ -104,6 +107,7 @@ impl SetLog {
     }
 
     pub fn append(&mut self, rec: &SetRecord) -> Result<()> {
+        let _lock = Flock::exclusive(&self.file).map_err(|e| Error::io("lock", &self.path, e))?;
         self.file
             .write_all(&rec.encode(self.shards))
             .map_err(|e| Error::io("write", &self.path, e))
@@ -128,5 +132,32 @@ impl SetLog {
             .open(&self.path)
             .map_err(|e| Error::io("open", &self.path, e))?;
         Ok(())
+    }
+}
+
+/// An exclusive `flock` on an open file, released when dropped (the file stays open longer).
+struct Flock(std::os::fd::RawFd);
+
+impl Flock {
+    fn exclusive(file: &File) -> io::Result<Flock> {
+        use std::os::fd::AsRawFd;
+        loop {
+            // SAFETY: a valid descriptor for the call; flock reads no memory of ours.
+            if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } == 0 {
+                return Ok(Flock(file.as_raw_fd()));
+            }
+            let e = io::Error::last_os_error();
+            if e.kind() != io::ErrorKind::Interrupted {
+                return Err(e);
+            }
+        }
+    }
+}
+
+impl Drop for Flock {
+    fn drop(&mut self) {
+        // SAFETY: the descriptor of a file that outlives the lock; unlocking cannot fail in a
+        // way that matters (closing the file releases the lock too).
+        unsafe { libc::flock(self.0, libc::LOCK_UN) };
     }
 }
