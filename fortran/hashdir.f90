@@ -4,7 +4,8 @@
 ! - the C API itself, as bind(C) interfaces and interoperable derived types
 !   (hashdir_key, hashdir_value: integer(c_int8_t) :: bytes(16); hashdir_options;
 !   hashdir_stats) - every function returns an integer(c_int) status;
-! - handle types hd_writer and hd_reader with type-bound procedures. Each takes optional
+! - handle types hd_writer and hd_reader with type-bound procedures (hd_writer%open_shard
+!   and hd_shard_of for sharded stores). Each takes optional
 !   `stat` and `errmsg` arguments, like ALLOCATE: with `stat` present a failure is
 !   returned there, and its message (from hashdir_last_error) in `errmsg`, a character
 !   variable of any length (character(len=512) holds every message hashdir makes; longer
@@ -90,6 +91,7 @@ module hashdir
   public :: hashdir_writer_stats, hashdir_writer_close
   public :: hashdir_reader_open, hashdir_reader_refresh, hashdir_reader_lookup
   public :: hashdir_reader_get, hashdir_reader_stats, hashdir_reader_close
+  public :: hashdir_shard_writer_open, hashdir_shard_of
 
   interface
     function hashdir_version() bind(C, name="hashdir_version")
@@ -240,6 +242,25 @@ module hashdir
       integer(c_int) :: hashdir_reader_close
     end function hashdir_reader_close
 
+    function hashdir_shard_writer_open(dir, shard, opts, out) &
+        bind(C, name="hashdir_shard_writer_open")
+      import :: c_char, c_ptr, c_int, c_int32_t, hashdir_options
+      character(kind=c_char), intent(in) :: dir(*)
+      integer(c_int32_t), value :: shard
+      type(hashdir_options), intent(in) :: opts
+      type(c_ptr), intent(out) :: out
+      integer(c_int) :: hashdir_shard_writer_open
+    end function hashdir_shard_writer_open
+
+    ! C's uint32_t as c_int32_t: shard counts and numbers are at most 4096. Pure: it reads
+    ! the key only (so hd_shard_of can be elemental).
+    pure function hashdir_shard_of(key, shards) bind(C, name="hashdir_shard_of")
+      import :: c_int32_t, hashdir_key
+      type(hashdir_key), intent(in) :: key
+      integer(c_int32_t), value :: shards
+      integer(c_int32_t) :: hashdir_shard_of
+    end function hashdir_shard_of
+
     ! From the C library, to measure the strings hashdir returns.
     function c_strlen(s) bind(C, name="strlen")
       import :: c_ptr, c_size_t
@@ -251,6 +272,7 @@ module hashdir
   ! ---------------------------------------------------------------------------------
   ! The Fortran layer.
   public :: hd_options, hd_key, hd_value, hd_to_int, hd_version, hd_status_name
+  public :: hd_shard_of
   public :: hd_error_message
   public :: operator(==)
 
@@ -259,6 +281,7 @@ module hashdir
     type(c_ptr) :: handle = c_null_ptr
   contains
     procedure :: open => writer_open
+    procedure :: open_shard => writer_open_shard
     procedure :: insert => writer_insert
     procedure :: insert_values => writer_insert_values
     procedure :: delete_keys => writer_delete_keys
@@ -299,11 +322,13 @@ module hashdir
 
 contains
 
-  !> Default options (HASHDIR_CREATE on), optionally changed.
-  function hd_options(create, sync_commit, checkpoint_bytes, refresh_interval_ms) result(o)
+  !> Default options (HASHDIR_CREATE on), optionally changed. shards > 1 makes a new
+  !> store a directory of that many files (a sharded store; hashdir.h, hashdir_options).
+  function hd_options(create, sync_commit, checkpoint_bytes, refresh_interval_ms, &
+                      capacity, shards) result(o)
     logical, intent(in), optional :: create, sync_commit
-    integer(c_int64_t), intent(in), optional :: checkpoint_bytes
-    integer(c_int32_t), intent(in), optional :: refresh_interval_ms
+    integer(c_int64_t), intent(in), optional :: checkpoint_bytes, capacity
+    integer(c_int32_t), intent(in), optional :: refresh_interval_ms, shards
     type(hashdir_options) :: o
     call hashdir_options_init(o)
     if (present(create)) then
@@ -314,7 +339,17 @@ contains
     end if
     if (present(checkpoint_bytes)) o%checkpoint_bytes = checkpoint_bytes
     if (present(refresh_interval_ms)) o%refresh_interval_ms = refresh_interval_ms
+    if (present(capacity)) o%capacity = capacity
+    if (present(shards)) o%shards = shards
   end function hd_options
+
+  !> The shard (0 .. shards - 1) of key in a sharded store of `shards` shards: file
+  !> shard_NNN.h5 of its directory. 0 and 1 both mean one shard, and give 0.
+  elemental integer function hd_shard_of(key, shards)
+    type(hashdir_key), intent(in) :: key
+    integer, intent(in) :: shards
+    hd_shard_of = int(hashdir_shard_of(key, int(shards, c_int32_t)))
+  end function hd_shard_of
 
   elemental function key_of_int64(n) result(k)
     integer(c_int64_t), intent(in) :: n
@@ -463,6 +498,31 @@ contains
     call finish(hashdir_writer_open(path // c_null_char, options_or_default(options), &
                                     self%handle), stat, errmsg)
   end subroutine writer_open
+
+  !> Opens shard `shard` (0-based) of the sharded store at `dir` alone, as the writer of
+  !> that one file (hashdir_shard_writer_open): for programs in which each process (an MPI
+  !> rank, say) writes its own shards and routes keys with hd_shard_of.
+  subroutine writer_open_shard(self, dir, shard, options, stat, errmsg)
+    class(hd_writer), intent(inout) :: self
+    character(len=*), intent(in) :: dir
+    integer, intent(in) :: shard
+    type(hashdir_options), intent(in), optional :: options
+    integer, intent(out), optional :: stat
+    character(len=*), intent(out), optional :: errmsg
+    if (c_associated(self%handle)) then
+      call finish(HASHDIR_ERR_INVALID_ARGUMENT, stat, errmsg, &
+                  "hd_writer%open_shard: this handle is already open; close it first")
+      return
+    end if
+    if (shard < 0) then
+      call finish(HASHDIR_ERR_INVALID_ARGUMENT, stat, errmsg, &
+                  "hd_writer%open_shard: shard numbers start at 0")
+      return
+    end if
+    call finish(hashdir_shard_writer_open(dir // c_null_char, int(shard, c_int32_t), &
+                                          options_or_default(options), self%handle), &
+                stat, errmsg)
+  end subroutine writer_open_shard
 
   !> Adds the pairs (keys(i), values(i)); a pair already there changes nothing.
   subroutine writer_insert(self, keys, values, stat, errmsg)

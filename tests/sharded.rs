@@ -186,6 +186,11 @@ fn bad_manifests_and_counts_are_refused() {
         StoreWriter::open(&file, &store_opts(2)),
         Err(Error::InvalidArgument(_))
     ));
+    // A shard of a plain file: not a store.
+    match ShardedWriter::open_shard(&file, 0, &opts()) {
+        Err(Error::NotHashdir { reason, .. }) => assert!(reason.contains("a file"), "{reason}"),
+        other => panic!("expected NotHashdir, got {:?}", other.err()),
+    }
     let manifest = dir.join("hashdir.shards");
     patch(&manifest, 12, &[7]);
     for e in [
