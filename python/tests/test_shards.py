@@ -1,25 +1,16 @@
 """Sharded stores from Python: a round trip through a store of several files, each file
 holding exactly the keys shard_of routes to it; shard_of against the rule of docs/FORMAT.md
-written out here; a shard's own writer; the options' errors."""
+section 14 written out here, and its examples; a shard's own writer; the options' errors."""
 
 import random
 
 import numpy as np
 import pytest
 from conftest import ints_of, keys_of
+from formatdoc import M64, fmix64
 
 import hashdir
 from hashdir import key
-
-M64 = (1 << 64) - 1
-
-
-def fmix64(x: int) -> int:
-    x ^= x >> 33
-    x = (x * 0xFF51AFD7ED558CCD) & M64
-    x ^= x >> 33
-    x = (x * 0xC4CEB9FE1A85EC53) & M64
-    return x ^ (x >> 33)
 
 
 def rule(k: bytes, shards: int) -> int:
@@ -48,6 +39,12 @@ def test_shard_of_follows_the_rule():
         routed = hashdir.shard_of(batch, shards)
         assert routed.dtype == np.uint32 and routed.tolist() == want
     assert hashdir.shard_of(key(5), 0) == hashdir.shard_of(key(5), 1) == 0
+    # The examples of docs/FORMAT.md section 14.
+    for hexkey, want in [("00" * 16, [0, 0, 7, 1270]),
+                         ("000102030405060708090a0b0c0d0e0f", [0, 0, 5, 3871]),
+                         ("01" + "00" * 15, [1, 1, 1, 3764])]:
+        k = bytes.fromhex(hexkey)
+        assert [hashdir.shard_of(k, n) for n in (2, 3, 16, 4096)] == want, hexkey
     with pytest.raises(hashdir.InvalidArgumentError):
         hashdir.shard_of(b"short", 4)
     with pytest.raises(hashdir.InvalidArgumentError):
