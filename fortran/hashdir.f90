@@ -81,6 +81,17 @@ module hashdir
     integer(c_int32_t) :: merging = 0
   end type hashdir_stats
 
+  !> What opening a writer recovered (hashdir_writer_recovery). struct_size must be set
+  !> before the call.
+  type, bind(C), public :: hashdir_recovery
+    integer(c_int32_t) :: struct_size = 0
+    integer(c_int32_t) :: dropped = 0
+    integer(c_int64_t) :: root_epoch = 0
+    integer(c_int64_t) :: batches_replayed = 0
+    integer(c_int64_t) :: log_bytes_replayed = 0
+    integer(c_int64_t) :: micros = 0
+  end type hashdir_recovery
+
   ! ---------------------------------------------------------------------------------
   ! The C API, one interface per function of hashdir.h.
   public :: hashdir_version, hashdir_last_error, hashdir_status_name, hashdir_options_init
@@ -92,6 +103,7 @@ module hashdir
   public :: hashdir_reader_open, hashdir_reader_refresh, hashdir_reader_lookup
   public :: hashdir_reader_get, hashdir_reader_stats, hashdir_reader_close
   public :: hashdir_shard_writer_open, hashdir_shard_of
+  public :: hashdir_verify, hashdir_writer_recovery, hashdir_writer_gc, hashdir_copy
 
   interface
     function hashdir_version() bind(C, name="hashdir_version")
@@ -261,6 +273,40 @@ module hashdir
       integer(c_int32_t) :: hashdir_shard_of
     end function hashdir_shard_of
 
+    function hashdir_verify(path, report, report_len, problems) bind(C, name="hashdir_verify")
+      import :: c_char, c_int, c_size_t, c_int64_t
+      character(kind=c_char), intent(in) :: path(*)
+      character(kind=c_char), intent(inout) :: report(*)
+      integer(c_size_t), value :: report_len
+      integer(c_int64_t), intent(out) :: problems
+      integer(c_int) :: hashdir_verify
+    end function hashdir_verify
+
+    function hashdir_writer_recovery(w, out, report, report_len) &
+        bind(C, name="hashdir_writer_recovery")
+      import :: c_ptr, c_char, c_int, c_size_t, hashdir_recovery
+      type(c_ptr), value :: w
+      type(hashdir_recovery), intent(inout) :: out
+      character(kind=c_char), intent(inout) :: report(*)
+      integer(c_size_t), value :: report_len
+      integer(c_int) :: hashdir_writer_recovery
+    end function hashdir_writer_recovery
+
+    function hashdir_writer_gc(w, pages_reclaimed, segment_bytes_reclaimed) &
+        bind(C, name="hashdir_writer_gc")
+      import :: c_ptr, c_int, c_int64_t
+      type(c_ptr), value :: w
+      integer(c_int64_t), intent(out) :: pages_reclaimed, segment_bytes_reclaimed
+      integer(c_int) :: hashdir_writer_gc
+    end function hashdir_writer_gc
+
+    function hashdir_copy(r, dest_path) bind(C, name="hashdir_copy")
+      import :: c_ptr, c_char, c_int
+      type(c_ptr), value :: r
+      character(kind=c_char), intent(in) :: dest_path(*)
+      integer(c_int) :: hashdir_copy
+    end function hashdir_copy
+
     ! From the C library, to measure the strings hashdir returns.
     function c_strlen(s) bind(C, name="strlen")
       import :: c_ptr, c_size_t
@@ -272,7 +318,7 @@ module hashdir
   ! ---------------------------------------------------------------------------------
   ! The Fortran layer.
   public :: hd_options, hd_key, hd_value, hd_to_int, hd_version, hd_status_name
-  public :: hd_shard_of
+  public :: hd_shard_of, hd_verify
   public :: hd_error_message
   public :: operator(==)
 
@@ -290,6 +336,7 @@ module hashdir
     procedure :: checkpoint => writer_checkpoint
     procedure :: sync => writer_sync
     procedure :: stats => writer_stats
+    procedure :: gc => writer_gc
     procedure :: close => writer_close
     procedure :: is_open => writer_is_open
   end type hd_writer
@@ -303,6 +350,7 @@ module hashdir
     procedure :: lookup => reader_lookup
     procedure :: get => reader_get
     procedure :: stats => reader_stats
+    procedure :: copy => reader_copy
     procedure :: close => reader_close
     procedure :: is_open => reader_is_open
   end type hd_reader
@@ -342,6 +390,27 @@ contains
     if (present(capacity)) o%capacity = capacity
     if (present(shards)) o%shards = shards
   end function hd_options
+
+  !> Checks the file (or sharded store) at `path` against its format (hashdir_verify):
+  !> `problems` gets how many problems were found, `report` (optional, any length; cut to
+  !> 4095 characters) the report, one problem a line or one "ok: ..." line. Problems found are a failure
+  !> (HASHDIR_ERR_CORRUPT): with `stat` present it is returned there.
+  subroutine hd_verify(path, problems, report, stat, errmsg)
+    character(len=*), intent(in) :: path
+    integer(c_int64_t), intent(out) :: problems
+    character(len=*), intent(out), optional :: report
+    integer, intent(out), optional :: stat
+    character(len=*), intent(out), optional :: errmsg
+    character(kind=c_char, len=4096) :: buf
+    integer :: nul
+    call finish(hashdir_verify(path // c_null_char, buf, len(buf, kind=c_size_t), problems), &
+                stat, errmsg)
+    if (present(report)) then
+      nul = index(buf, c_null_char)
+      if (nul == 0) nul = len(buf) + 1
+      report = buf(1:nul - 1)
+    end if
+  end subroutine hd_verify
 
   !> The shard (0 .. shards - 1) of key in a sharded store of `shards` shards: file
   !> shard_NNN.h5 of its directory. 0 and 1 both mean one shard, and give 0.
@@ -611,6 +680,19 @@ contains
     call finish(hashdir_writer_stats(self%handle, st), stat, errmsg)
   end subroutine writer_stats
 
+  !> The full garbage-collection pass (hashdir_writer_gc): checkpoints, reclaims every page
+  !> and segment nothing references, gives free space back to the file system.
+  subroutine writer_gc(self, pages_reclaimed, segment_bytes_reclaimed, stat, errmsg)
+    class(hd_writer), intent(inout) :: self
+    integer(c_int64_t), intent(out), optional :: pages_reclaimed, segment_bytes_reclaimed
+    integer, intent(out), optional :: stat
+    character(len=*), intent(out), optional :: errmsg
+    integer(c_int64_t) :: pages, bytes
+    call finish(hashdir_writer_gc(self%handle, pages, bytes), stat, errmsg)
+    if (present(pages_reclaimed)) pages_reclaimed = pages
+    if (present(segment_bytes_reclaimed)) segment_bytes_reclaimed = bytes
+  end subroutine writer_gc
+
   !> Commits, checkpoints, releases the file lock. The handle is gone even on failure.
   subroutine writer_close(self, stat, errmsg)
     class(hd_writer), intent(inout) :: self
@@ -718,6 +800,16 @@ contains
     self%handle = c_null_ptr
     call finish(status, stat, errmsg)
   end subroutine reader_close
+
+  !> Writes the state the reader sees to a new, compacted file `dest` (hashdir_copy) while
+  !> the writer goes on; `dest` must not exist.
+  subroutine reader_copy(self, dest, stat, errmsg)
+    class(hd_reader), intent(inout) :: self
+    character(len=*), intent(in) :: dest
+    integer, intent(out), optional :: stat
+    character(len=*), intent(out), optional :: errmsg
+    call finish(hashdir_copy(self%handle, dest // c_null_char), stat, errmsg)
+  end subroutine reader_copy
 
   logical function reader_is_open(self)
     class(hd_reader), intent(in) :: self
