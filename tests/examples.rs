@@ -171,7 +171,10 @@ fn fortran_example_compiles_with_pkg_config_and_runs() {
         "gc, copy and verify: the copy of the reader's view verifies clean",
         "sharded store: 3 shards, 100 keys, each in the shard hd_shard_of names",
     ] {
-        assert!(out.lines().any(|l| l.trim_end() == line), "{line:?} missing:\n{out}");
+        assert!(
+            out.lines().any(|l| l.trim_end() == line),
+            "{line:?} missing:\n{out}"
+        );
     }
 }
 
