@@ -14,20 +14,11 @@
 //!   keys get millions of values and most get a few, in random order over time (Z100 with
 //!   `--keys 10M --values-per-key 100 --zipf 1`).
 
+use hashdir::workload::{key, value, Pairs, Picks, Shape};
 use hashdir::{Key, Options, Reader, Value, Writer};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-#[derive(Clone, Copy, Debug, PartialEq)]
-enum Shape {
-    /// Each key's values together.
-    KeyMajor,
-    /// One value for every key per round.
-    Rounds,
-    /// Keys drawn from a Zipf law of this exponent.
-    Zipf(f64),
-}
 
 #[derive(Clone, Debug)]
 struct Args {
@@ -138,141 +129,6 @@ fn die(msg: &str) -> ! {
     std::process::exit(2)
 }
 
-/// Key i: a mixed-up counter, so keys look random but are reproducible in every process.
-fn key(i: u64) -> Key {
-    let mut x = i.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ 0x5851_f42d_4c95_7f2d;
-    x ^= x >> 29;
-    let mut k = [0u8; 16];
-    k[..8].copy_from_slice(&x.to_le_bytes());
-    k[8..].copy_from_slice(&i.to_le_bytes());
-    k
-}
-
-/// Rejection-inversion sampling of a Zipf law over ranks 1..=n (Hörmann and Derflinger,
-/// "Rejection-inversion to generate variates from monotone discrete distributions", 1996;
-/// as in Apache Commons RNG): O(1) per draw for any n.
-struct Zipf {
-    n: f64,
-    e: f64,
-    h_x1: f64,
-    h_n: f64,
-    s: f64,
-}
-
-impl Zipf {
-    fn new(n: u64, e: f64) -> Zipf {
-        let mut z = Zipf {
-            n: n as f64,
-            e,
-            h_x1: 0.0,
-            h_n: 0.0,
-            s: 0.0,
-        };
-        z.h_x1 = z.h_integral(1.5) - 1.0;
-        z.h_n = z.h_integral(n as f64 + 0.5);
-        z.s = 2.0 - z.h_integral_inv(z.h_integral(2.5) - z.h(2.0));
-        z
-    }
-
-    fn h(&self, x: f64) -> f64 {
-        (-self.e * x.ln()).exp()
-    }
-
-    fn h_integral(&self, x: f64) -> f64 {
-        let l = x.ln();
-        helper2((1.0 - self.e) * l) * l
-    }
-
-    fn h_integral_inv(&self, x: f64) -> f64 {
-        let t = (x * (1.0 - self.e)).max(-1.0);
-        (helper1(t) * x).exp()
-    }
-
-    /// A rank in 1..=n; `u` uniform in [0, 1).
-    fn sample(&self, mut u: impl FnMut() -> f64) -> u64 {
-        loop {
-            let v = self.h_n + u() * (self.h_x1 - self.h_n);
-            let x = self.h_integral_inv(v);
-            let k = (x + 0.5).floor().clamp(1.0, self.n);
-            if k - x <= self.s || v >= self.h_integral(k + 0.5) - self.h(k) {
-                return k as u64;
-            }
-        }
-    }
-}
-
-fn helper1(x: f64) -> f64 {
-    if x.abs() > 1e-8 {
-        x.ln_1p() / x
-    } else {
-        1.0 - x * (0.5 - x * (1.0 / 3.0 - 0.25 * x))
-    }
-}
-
-fn helper2(x: f64) -> f64 {
-    if x.abs() > 1e-8 {
-        x.exp_m1() / x
-    } else {
-        1.0 + x * 0.5 * (1.0 + x / 3.0 * (1.0 + 0.25 * x))
-    }
-}
-
-/// The pairs of a workload in the order they arrive: pair `p` is (key index, value).
-struct Pairs {
-    shape: Shape,
-    keys: u64,
-    per_key: u64,
-    zipf: Option<Zipf>,
-    rng: u64,
-}
-
-impl Pairs {
-    fn new(a: &Args) -> Pairs {
-        Pairs {
-            shape: a.shape,
-            keys: a.keys,
-            per_key: a.values_per_key,
-            zipf: match a.shape {
-                Shape::Zipf(e) => Some(Zipf::new(a.keys, e)),
-                _ => None,
-            },
-            rng: 0x2545_f491_4f6c_dd1d,
-        }
-    }
-
-    fn get(&mut self, p: u64) -> (u64, Value) {
-        match self.shape {
-            Shape::KeyMajor => {
-                let (i, j) = (p / self.per_key, p % self.per_key);
-                (i, value(i, j))
-            }
-            Shape::Rounds => {
-                let (i, j) = (p % self.keys, p / self.keys);
-                (i, value(i, j))
-            }
-            Shape::Zipf(_) => {
-                let rng = &mut self.rng;
-                let mut u = || {
-                    *rng ^= *rng << 13;
-                    *rng ^= *rng >> 7;
-                    *rng ^= *rng << 17;
-                    (*rng >> 11) as f64 / (1u64 << 53) as f64
-                };
-                // Rank r is key r - 1: keys are mixed counters, so the big sets land anywhere.
-                let i = self.zipf.as_ref().expect("zipf").sample(&mut u) - 1;
-                (i, value(i, p))
-            }
-        }
-    }
-}
-
-fn value(i: u64, j: u64) -> Value {
-    let mut v = [0u8; 16];
-    v[..8].copy_from_slice(&i.to_le_bytes());
-    v[8..].copy_from_slice(&j.to_le_bytes());
-    v
-}
-
 fn emit(metric: &str, value: f64, a: &Args, extra: &str) {
     let shape = match a.shape {
         Shape::KeyMajor => "\"by_key\"".to_string(),
@@ -316,7 +172,7 @@ fn commit_all(a: &Args, w: &mut Writer) -> (f64, Vec<f64>, u64) {
         Vec::with_capacity(a.batch as usize),
         Vec::with_capacity(a.batch as usize),
     );
-    let mut gen = Pairs::new(a);
+    let mut gen = Pairs::new(a.shape, a.keys, a.values_per_key);
     let (mut done, mut made) = (0u64, Duration::ZERO);
     let mut last_report = Instant::now();
     let mut commits = Vec::new();
@@ -325,11 +181,7 @@ fn commit_all(a: &Args, w: &mut Writer) -> (f64, Vec<f64>, u64) {
         keys.clear();
         vals.clear();
         let m = Instant::now();
-        for p in done..(done + a.batch).min(pairs) {
-            let (i, v) = gen.get(p);
-            keys.push(key(i));
-            vals.push(v);
-        }
+        gen.fill(done, (done + a.batch).min(pairs), &mut keys, &mut vals);
         made += m.elapsed();
         w.insert(&keys, &vals)
             .unwrap_or_else(|e| die(&e.to_string()));
@@ -691,17 +543,14 @@ fn device_counters() -> (u64, u64) {
 /// `n` single-key lookups of random keys, checked; `every_1000` runs (untimed) between each
 /// 1000 of them.
 fn lookups(r: &Reader, a: &Args, n: u64, seed: u64, every_1000: &mut dyn FnMut()) -> Vec<f64> {
-    let mut rng = seed.wrapping_mul(0x2545_f491_4f6c_dd1d) | 1;
+    let mut picks = Picks::new(seed);
     let mut out = Vec::with_capacity(n as usize);
     let (mut first, mut found) = ([[0u8; 16]; 1], [0u8; 1]);
     for x in 0..n {
         if x > 0 && x % 1000 == 0 {
             every_1000();
         }
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        let i = rng % a.keys;
+        let i = picks.below(a.keys);
         let k = key(i);
         let t = Instant::now();
         r.lookup(&[k], &mut first, &mut found)

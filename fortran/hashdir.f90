@@ -4,7 +4,8 @@
 ! - the C API itself, as bind(C) interfaces and interoperable derived types
 !   (hashdir_key, hashdir_value: integer(c_int8_t) :: bytes(16); hashdir_options;
 !   hashdir_stats) - every function returns an integer(c_int) status;
-! - handle types hd_writer and hd_reader with type-bound procedures. Each takes optional
+! - handle types hd_writer and hd_reader with type-bound procedures (hd_writer%open_shard
+!   and hd_shard_of for sharded stores). Each takes optional
 !   `stat` and `errmsg` arguments, like ALLOCATE: with `stat` present a failure is
 !   returned there, and its message (from hashdir_last_error) in `errmsg`, a character
 !   variable of any length (character(len=512) holds every message hashdir makes; longer
@@ -80,6 +81,17 @@ module hashdir
     integer(c_int32_t) :: merging = 0
   end type hashdir_stats
 
+  !> What opening a writer recovered (hashdir_writer_recovery). struct_size must be set
+  !> before the call.
+  type, bind(C), public :: hashdir_recovery
+    integer(c_int32_t) :: struct_size = 0
+    integer(c_int32_t) :: dropped = 0
+    integer(c_int64_t) :: root_epoch = 0
+    integer(c_int64_t) :: batches_replayed = 0
+    integer(c_int64_t) :: log_bytes_replayed = 0
+    integer(c_int64_t) :: micros = 0
+  end type hashdir_recovery
+
   ! ---------------------------------------------------------------------------------
   ! The C API, one interface per function of hashdir.h.
   public :: hashdir_version, hashdir_last_error, hashdir_status_name, hashdir_options_init
@@ -90,6 +102,8 @@ module hashdir
   public :: hashdir_writer_stats, hashdir_writer_close
   public :: hashdir_reader_open, hashdir_reader_refresh, hashdir_reader_lookup
   public :: hashdir_reader_get, hashdir_reader_stats, hashdir_reader_close
+  public :: hashdir_shard_writer_open, hashdir_shard_of
+  public :: hashdir_verify, hashdir_writer_recovery, hashdir_writer_gc, hashdir_copy
 
   interface
     function hashdir_version() bind(C, name="hashdir_version")
@@ -240,6 +254,59 @@ module hashdir
       integer(c_int) :: hashdir_reader_close
     end function hashdir_reader_close
 
+    function hashdir_shard_writer_open(dir, shard, opts, out) &
+        bind(C, name="hashdir_shard_writer_open")
+      import :: c_char, c_ptr, c_int, c_int32_t, hashdir_options
+      character(kind=c_char), intent(in) :: dir(*)
+      integer(c_int32_t), value :: shard
+      type(hashdir_options), intent(in) :: opts
+      type(c_ptr), intent(out) :: out
+      integer(c_int) :: hashdir_shard_writer_open
+    end function hashdir_shard_writer_open
+
+    ! C's uint32_t as c_int32_t: shard counts and numbers are at most 4096. Pure: it reads
+    ! the key only (so hd_shard_of can be elemental).
+    pure function hashdir_shard_of(key, shards) bind(C, name="hashdir_shard_of")
+      import :: c_int32_t, hashdir_key
+      type(hashdir_key), intent(in) :: key
+      integer(c_int32_t), value :: shards
+      integer(c_int32_t) :: hashdir_shard_of
+    end function hashdir_shard_of
+
+    function hashdir_verify(path, report, report_len, problems) bind(C, name="hashdir_verify")
+      import :: c_char, c_int, c_size_t, c_int64_t
+      character(kind=c_char), intent(in) :: path(*)
+      character(kind=c_char), intent(inout) :: report(*)
+      integer(c_size_t), value :: report_len
+      integer(c_int64_t), intent(out) :: problems
+      integer(c_int) :: hashdir_verify
+    end function hashdir_verify
+
+    function hashdir_writer_recovery(w, out, report, report_len) &
+        bind(C, name="hashdir_writer_recovery")
+      import :: c_ptr, c_char, c_int, c_size_t, hashdir_recovery
+      type(c_ptr), value :: w
+      type(hashdir_recovery), intent(inout) :: out
+      character(kind=c_char), intent(inout) :: report(*)
+      integer(c_size_t), value :: report_len
+      integer(c_int) :: hashdir_writer_recovery
+    end function hashdir_writer_recovery
+
+    function hashdir_writer_gc(w, pages_reclaimed, segment_bytes_reclaimed) &
+        bind(C, name="hashdir_writer_gc")
+      import :: c_ptr, c_int, c_int64_t
+      type(c_ptr), value :: w
+      integer(c_int64_t), intent(out) :: pages_reclaimed, segment_bytes_reclaimed
+      integer(c_int) :: hashdir_writer_gc
+    end function hashdir_writer_gc
+
+    function hashdir_copy(r, dest_path) bind(C, name="hashdir_copy")
+      import :: c_ptr, c_char, c_int
+      type(c_ptr), value :: r
+      character(kind=c_char), intent(in) :: dest_path(*)
+      integer(c_int) :: hashdir_copy
+    end function hashdir_copy
+
     ! From the C library, to measure the strings hashdir returns.
     function c_strlen(s) bind(C, name="strlen")
       import :: c_ptr, c_size_t
@@ -251,6 +318,7 @@ module hashdir
   ! ---------------------------------------------------------------------------------
   ! The Fortran layer.
   public :: hd_options, hd_key, hd_value, hd_to_int, hd_version, hd_status_name
+  public :: hd_shard_of, hd_verify
   public :: hd_error_message, hd_c_string
   public :: operator(==)
 
@@ -259,6 +327,7 @@ module hashdir
     type(c_ptr) :: handle = c_null_ptr
   contains
     procedure :: open => writer_open
+    procedure :: open_shard => writer_open_shard
     procedure :: insert => writer_insert
     procedure :: insert_values => writer_insert_values
     procedure :: delete_keys => writer_delete_keys
@@ -267,6 +336,7 @@ module hashdir
     procedure :: checkpoint => writer_checkpoint
     procedure :: sync => writer_sync
     procedure :: stats => writer_stats
+    procedure :: gc => writer_gc
     procedure :: close => writer_close
     procedure :: is_open => writer_is_open
   end type hd_writer
@@ -280,6 +350,7 @@ module hashdir
     procedure :: lookup => reader_lookup
     procedure :: get => reader_get
     procedure :: stats => reader_stats
+    procedure :: copy => reader_copy
     procedure :: close => reader_close
     procedure :: is_open => reader_is_open
   end type hd_reader
@@ -299,11 +370,13 @@ module hashdir
 
 contains
 
-  !> Default options (HASHDIR_CREATE on), optionally changed.
-  function hd_options(create, sync_commit, checkpoint_bytes, refresh_interval_ms) result(o)
+  !> Default options (HASHDIR_CREATE on), optionally changed. shards > 1 makes a new
+  !> store a directory of that many files (a sharded store; hashdir.h, hashdir_options).
+  function hd_options(create, sync_commit, checkpoint_bytes, refresh_interval_ms, &
+                      capacity, shards) result(o)
     logical, intent(in), optional :: create, sync_commit
-    integer(c_int64_t), intent(in), optional :: checkpoint_bytes
-    integer(c_int32_t), intent(in), optional :: refresh_interval_ms
+    integer(c_int64_t), intent(in), optional :: checkpoint_bytes, capacity
+    integer(c_int32_t), intent(in), optional :: refresh_interval_ms, shards
     type(hashdir_options) :: o
     call hashdir_options_init(o)
     if (present(create)) then
@@ -314,7 +387,38 @@ contains
     end if
     if (present(checkpoint_bytes)) o%checkpoint_bytes = checkpoint_bytes
     if (present(refresh_interval_ms)) o%refresh_interval_ms = refresh_interval_ms
+    if (present(capacity)) o%capacity = capacity
+    if (present(shards)) o%shards = shards
   end function hd_options
+
+  !> Checks the file (or sharded store) at `path` against its format (hashdir_verify):
+  !> `problems` gets how many problems were found, `report` (optional, any length; cut to
+  !> 4095 characters) the report, one problem a line or one "ok: ..." line. Problems found are a failure
+  !> (HASHDIR_ERR_CORRUPT): with `stat` present it is returned there.
+  subroutine hd_verify(path, problems, report, stat, errmsg)
+    character(len=*), intent(in) :: path
+    integer(c_int64_t), intent(out) :: problems
+    character(len=*), intent(out), optional :: report
+    integer, intent(out), optional :: stat
+    character(len=*), intent(out), optional :: errmsg
+    character(kind=c_char, len=4096) :: buf
+    integer :: nul
+    call finish(hashdir_verify(path // c_null_char, buf, len(buf, kind=c_size_t), problems), &
+                stat, errmsg)
+    if (present(report)) then
+      nul = index(buf, c_null_char)
+      if (nul == 0) nul = len(buf) + 1
+      report = buf(1:nul - 1)
+    end if
+  end subroutine hd_verify
+
+  !> The shard (0 .. shards - 1) of key in a sharded store of `shards` shards: file
+  !> shard_NNN.h5 of its directory. 0 and 1 both mean one shard, and give 0.
+  elemental integer function hd_shard_of(key, shards)
+    type(hashdir_key), intent(in) :: key
+    integer, intent(in) :: shards
+    hd_shard_of = int(hashdir_shard_of(key, int(shards, c_int32_t)))
+  end function hd_shard_of
 
   elemental function key_of_int64(n) result(k)
     integer(c_int64_t), intent(in) :: n
@@ -464,6 +568,31 @@ contains
                                     self%handle), stat, errmsg)
   end subroutine writer_open
 
+  !> Opens shard `shard` (0-based) of the sharded store at `dir` alone, as the writer of
+  !> that one file (hashdir_shard_writer_open): for programs in which each process (an MPI
+  !> rank, say) writes its own shards and routes keys with hd_shard_of.
+  subroutine writer_open_shard(self, dir, shard, options, stat, errmsg)
+    class(hd_writer), intent(inout) :: self
+    character(len=*), intent(in) :: dir
+    integer, intent(in) :: shard
+    type(hashdir_options), intent(in), optional :: options
+    integer, intent(out), optional :: stat
+    character(len=*), intent(out), optional :: errmsg
+    if (c_associated(self%handle)) then
+      call finish(HASHDIR_ERR_INVALID_ARGUMENT, stat, errmsg, &
+                  "hd_writer%open_shard: this handle is already open; close it first")
+      return
+    end if
+    if (shard < 0) then
+      call finish(HASHDIR_ERR_INVALID_ARGUMENT, stat, errmsg, &
+                  "hd_writer%open_shard: shard numbers start at 0")
+      return
+    end if
+    call finish(hashdir_shard_writer_open(dir // c_null_char, int(shard, c_int32_t), &
+                                          options_or_default(options), self%handle), &
+                stat, errmsg)
+  end subroutine writer_open_shard
+
   !> Adds the pairs (keys(i), values(i)); a pair already there changes nothing.
   subroutine writer_insert(self, keys, values, stat, errmsg)
     class(hd_writer), intent(inout) :: self
@@ -550,6 +679,19 @@ contains
     st%struct_size = int(c_sizeof(st), c_int32_t)
     call finish(hashdir_writer_stats(self%handle, st), stat, errmsg)
   end subroutine writer_stats
+
+  !> The full garbage-collection pass (hashdir_writer_gc): checkpoints, reclaims every page
+  !> and segment nothing references, gives free space back to the file system.
+  subroutine writer_gc(self, pages_reclaimed, segment_bytes_reclaimed, stat, errmsg)
+    class(hd_writer), intent(inout) :: self
+    integer(c_int64_t), intent(out), optional :: pages_reclaimed, segment_bytes_reclaimed
+    integer, intent(out), optional :: stat
+    character(len=*), intent(out), optional :: errmsg
+    integer(c_int64_t) :: pages, bytes
+    call finish(hashdir_writer_gc(self%handle, pages, bytes), stat, errmsg)
+    if (present(pages_reclaimed)) pages_reclaimed = pages
+    if (present(segment_bytes_reclaimed)) segment_bytes_reclaimed = bytes
+  end subroutine writer_gc
 
   !> Commits, checkpoints, releases the file lock. The handle is gone even on failure.
   subroutine writer_close(self, stat, errmsg)
@@ -658,6 +800,16 @@ contains
     self%handle = c_null_ptr
     call finish(status, stat, errmsg)
   end subroutine reader_close
+
+  !> Writes the state the reader sees to a new, compacted file `dest` (hashdir_copy) while
+  !> the writer goes on; `dest` must not exist.
+  subroutine reader_copy(self, dest, stat, errmsg)
+    class(hd_reader), intent(inout) :: self
+    character(len=*), intent(in) :: dest
+    integer, intent(out), optional :: stat
+    character(len=*), intent(out), optional :: errmsg
+    call finish(hashdir_copy(self%handle, dest // c_null_char), stat, errmsg)
+  end subroutine reader_copy
 
   logical function reader_is_open(self)
     class(hd_reader), intent(in) :: self

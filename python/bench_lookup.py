@@ -5,8 +5,9 @@
 
 Loads a file with --keys keys of one value each (as the project's benchmark,
 `cargo bench --bench hashdir`, builds it: the same keys and values), or reuses --file
-(one made by this script with --keep, or by the Rust benchmark with --keep and
---values-per-key 1). Then --lookups random keys are looked up in batches of --batch, by
+(one made by this script with --keep, or by the Rust benchmark or `hashdir bench` with
+--keep and one value a key: all three load the keys and values of `hashdir::workload`).
+Then --lookups random keys are looked up in batches of --batch, by
 `Reader.lookup` from Python and by `hashdir_reader_lookup` from a small C program
 (python/bench_lookup.c, compiled here against the package's own library and header), on the
 same file with the same keys. Rounds alternate between the two so both see the same machine;

@@ -37,6 +37,8 @@ mod error;
 pub mod ffi;
 mod format;
 mod store;
+#[doc(hidden)]
+pub mod workload;
 
 pub use engine::ShardedWriter;
 pub use engine::{

@@ -504,6 +504,77 @@ fn bench_prints_rates() {
     );
 }
 
+/// `hashdir bench` loads the pairs `cargo bench --bench hashdir` loads for the same options
+/// (both take them from `hashdir::workload`): the kept file holds exactly the workload's
+/// pairs, for each shape, one file or shards.
+#[test]
+fn bench_loads_the_workload_of_cargo_bench() {
+    use hashdir::workload::{Pairs, Shape};
+    use hashdir::{Key, Options, StoreReader, Value};
+    use std::collections::BTreeMap;
+    let cases: [(&[&str], Shape, u64, u64); 4] = [
+        (&[], Shape::KeyMajor, 3000, 1),
+        (&["--values-per-key", "2"], Shape::KeyMajor, 1500, 2),
+        (
+            &["--values-per-key", "3", "--rounds"],
+            Shape::Rounds,
+            2000,
+            3,
+        ),
+        (
+            &["--values-per-key", "4", "--zipf", "1.2", "--shards", "2"],
+            Shape::Zipf(1.2),
+            3000,
+            4,
+        ),
+    ];
+    for (extra, shape, keys, per_key) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let n = keys.to_string();
+        let mut args = vec!["bench", "--dir", s(dir.path()), "--keys", &n];
+        args.extend(["--batch", "777", "--lookups", "300", "--keep"]);
+        args.extend(extra);
+        let out = ok(&args, None);
+        let mut pairs = Pairs::new(shape, keys, per_key);
+        assert!(
+            out.contains(&format!("insert: {} pairs", pairs.len())),
+            "{out}"
+        );
+        let (mut ks, mut vs) = (Vec::new(), Vec::new());
+        pairs.fill(0, pairs.len(), &mut ks, &mut vs);
+        let mut want: BTreeMap<Key, BTreeSet<Value>> = BTreeMap::new();
+        for (k, v) in ks.iter().zip(&vs) {
+            want.entry(*k).or_default().insert(*v);
+        }
+        let file = out
+            .lines()
+            .find_map(|l| l.strip_prefix("file: "))
+            .unwrap_or_else(|| panic!("no kept file in {out}"));
+        let opts = Options {
+            create: false,
+            ..Options::default()
+        };
+        let r = StoreReader::open(Path::new(file), &opts).unwrap();
+        let mut got: BTreeMap<Key, BTreeSet<Value>> = BTreeMap::new();
+        r.scan(|k, v| {
+            got.insert(*k, v.iter().copied().collect());
+            true
+        })
+        .unwrap();
+        assert_eq!(got.len(), want.len(), "{extra:?}: keys");
+        assert!(got == want, "{extra:?}: the file holds other pairs");
+    }
+    for bad in [["--zipf", "0"], ["--zipf", "x"]] {
+        let line = fails(2, &[&["bench"], &bad[..]].concat(), None);
+        assert!(line.contains("--zipf"), "{line}");
+    }
+    let line = fails(2, &["bench", "--rounds", "--zipf", "1"], None);
+    assert!(
+        line.contains("--rounds") || line.contains("--zipf"),
+        "{line}"
+    );
+}
+
 #[test]
 fn every_command_takes_a_sharded_store() {
     let dir = tempfile::tempdir().unwrap();

@@ -8,9 +8,9 @@
 
 mod common;
 
-use common::{child_role, k, open_writer, spawn_child, Rng, TempDir};
+use common::{child_role, k, open_writer, retry_locked, spawn_child, Rng, TempDir};
 use hashdir::testing::failpoint;
-use hashdir::{Error, Key, Options, StoreReader, StoreWriter, Value};
+use hashdir::{Key, Options, StoreReader, StoreWriter, Value};
 use std::collections::{BTreeSet, HashMap};
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -44,15 +44,9 @@ fn opts_for(path: &Path) -> Options {
     Options { shards, ..opts() }
 }
 
-/// `StoreWriter::open`, waiting out a lock a forked sibling may still share (`open_writer`).
+/// `StoreWriter::open` through `retry_locked`.
 fn open_store(path: &Path) -> hashdir::Result<StoreWriter> {
-    for _ in 0..100 {
-        match StoreWriter::open(path, &opts_for(path)) {
-            Err(Error::Locked { .. }) => std::thread::sleep(std::time::Duration::from_millis(20)),
-            r => return r,
-        }
-    }
-    StoreWriter::open(path, &opts_for(path))
+    retry_locked(|| StoreWriter::open(path, &opts_for(path)))
 }
 
 /// Holds the number of the last batch applied (written by every batch, atomically with it).

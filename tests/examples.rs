@@ -7,8 +7,9 @@
 //! example is run by `tests/c_api.rs`; the Python package's own tests, with h5py, by
 //! `tests/python.rs`; CMake builds of the installed package by `tests/install.rs`.)
 //!
-//! Every example runs the same scenario and prints the same lines (`EXPECTED`); a failed
-//! check inside one makes it exit non-zero with the reason on stderr, shown here.
+//! Every example runs the same scenario and prints the same lines (`EXPECTED`; the Fortran
+//! one also runs gc, copy and verify, and a sharded store); a failed check inside one makes
+//! it exit non-zero with the reason on stderr, shown here.
 //!
 //! The compilers and Python packages are required, not optional: a missing one fails the
 //! test with the package to install (`bash scripts/dev.sh setup` installs them all).
@@ -161,7 +162,20 @@ fn fortran_example_compiles_with_pkg_config_and_runs() {
         "compiling the installed hashdir.f90 and examples/fortran/example.f90",
         &out,
     );
-    assert_scenario("Fortran", &run_example(&exe, &prefix));
+    let out = run_example(&exe, &prefix);
+    assert_scenario("Fortran", &out);
+    // The Fortran example also runs the maintenance calls (recovery, gc, copy, verify) and a
+    // sharded store (hd_options(shards=), hd_shard_of, hd_writer%open_shard), each shard
+    // file checked against hd_shard_of.
+    for line in [
+        "gc, copy and verify: the copy of the reader's view verifies clean",
+        "sharded store: 3 shards, 100 keys, each in the shard hd_shard_of names",
+    ] {
+        assert!(
+            out.lines().any(|l| l.trim_end() == line),
+            "{line:?} missing:\n{out}"
+        );
+    }
 }
 
 #[test]

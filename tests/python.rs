@@ -175,6 +175,8 @@ fn pytest_suite_passes_against_the_installed_wheel() {
         "test_concurrency.py::test_calls_release_the_gil PASSED",
         "test_concurrency.py::test_a_reader_process_follows_a_writer_process PASSED",
         "test_api.py::test_the_package_carries_its_library_and_header PASSED",
+        "test_shards.py::test_round_trip_through_a_sharded_store PASSED",
+        "test_shards.py::test_shard_of_follows_the_rule PASSED",
     ] {
         assert!(report.contains(test), "{test} missing from the report");
     }

@@ -6,51 +6,19 @@
 
 use std::fs;
 use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::path::Path;
+use std::process::Output;
 use std::sync::Barrier;
 
+mod common;
+
+use common::{child_role, retry_locked, spawn_child, Rng, TempDir};
 use hashdir::testing::layout::{MIN_CAPACITY, PAGE, ROOT_SLOT, SEGMENT};
 use hashdir::testing::{Create, Positional, ReadFile, ReaderTable, WriterFile};
 use hashdir::{Error, Options, Reader, Writer};
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
-
-/// A directory removed at the end of the test.
-struct TestDir(PathBuf);
-
-impl TestDir {
-    fn new(name: &str) -> TestDir {
-        static SEQ: AtomicU64 = AtomicU64::new(0);
-        let n = SEQ.fetch_add(1, Ordering::Relaxed);
-        let dir =
-            std::env::temp_dir().join(format!("hashdir-store-{name}-{}-{n}", std::process::id()));
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(&dir).unwrap();
-        TestDir(dir)
-    }
-
-    fn file(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-
-    fn entries(&self) -> Vec<String> {
-        let mut names: Vec<String> = fs::read_dir(&self.0)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
-        names.sort();
-        names
-    }
-}
-
-impl Drop for TestDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
-}
 
 /// A first root slot that records the data area it was made for.
 fn slot0(data: u64, capacity: u64) -> Vec<u8> {
@@ -71,29 +39,9 @@ fn create(path: &Path) -> WriterFile {
     WriterFile::open(path, Some(&creation(MIN_CAPACITY))).unwrap()
 }
 
-/// Opens the writer, waiting out a transient `Locked`: a child process that another test
-/// thread is spawning shares our descriptors (and so the OFD lock) between fork and exec.
+/// Opens the writer, waiting out a lock a forked sibling may still share (`retry_locked`).
 fn reopen(path: &Path) -> WriterFile {
-    for _ in 0..500 {
-        match WriterFile::open(path, None) {
-            Err(Error::Locked { .. }) => std::thread::sleep(std::time::Duration::from_millis(10)),
-            other => return other.unwrap(),
-        }
-    }
-    panic!("{} stayed locked", path.display());
-}
-
-/// Deterministic bytes distinct per `seed`.
-fn pattern(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
+    retry_locked(|| WriterFile::open(path, None)).unwrap()
 }
 
 fn read_vec(w: &impl Positional, off: u64, len: usize) -> Vec<u8> {
@@ -119,41 +67,30 @@ fn fingerprint(path: &Path) -> (Vec<u8>, i64, i64) {
 // ---------------------------------------------------------------------------------------------
 // Child processes
 
-const CHILD_ROLE: &str = "HASHDIR_STORE_TEST_ROLE";
-const CHILD_PATH: &str = "HASHDIR_STORE_TEST_PATH";
 const EXIT_LOCKED: i32 = 10;
 const EXIT_OPENED: i32 = 11;
 const EXIT_OTHER: i32 = 12;
 
 /// Runs this test binary again as a child acting out `role` on `path`.
 fn run_child(role: &str, path: &Path) -> Output {
-    Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "child_process_entry",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(CHILD_ROLE, role)
-        .env(CHILD_PATH, path)
-        .output()
+    spawn_child("child_process_entry", role, path.to_str().unwrap())
+        .wait_with_output()
         .unwrap()
 }
 
 /// Not a test of its own: the body of child processes; does nothing in a normal run.
 #[test]
 fn child_process_entry() {
-    let Ok(role) = std::env::var(CHILD_ROLE) else {
+    let Some((role, path)) = child_role() else {
         return;
     };
-    let path = PathBuf::from(std::env::var(CHILD_PATH).unwrap());
     match role.as_str() {
         "probe_lock" => {
-            let code = match WriterFile::open(&path, None) {
+            let code = match WriterFile::open(Path::new(&path), None) {
                 Err(Error::Locked { .. }) => EXIT_LOCKED,
                 Ok(_) => EXIT_OPENED,
                 Err(e) => {
-                    eprintln!("child: {e}");
+                    println!("child: {e}");
                     EXIT_OTHER
                 }
             };
@@ -176,7 +113,7 @@ fn handles_cross_threads() {
 
 #[test]
 fn create_then_reopen() {
-    let dir = TestDir::new("create");
+    let dir = TempDir::new("create");
     let path = dir.file("a.h5");
     let w = create(&path);
     assert_eq!(w.path(), path);
@@ -212,7 +149,7 @@ fn create_then_reopen() {
 
 #[test]
 fn capacities_out_of_range_are_refused_before_anything_is_made() {
-    let dir = TestDir::new("capacity");
+    let dir = TempDir::new("capacity");
     let path = dir.file("a.h5");
     for bad in [0, MIN_CAPACITY - SEGMENT, MIN_CAPACITY + 1, 1 << 50] {
         assert!(matches!(
@@ -233,7 +170,7 @@ fn capacities_out_of_range_are_refused_before_anything_is_made() {
 
 #[test]
 fn racing_creators_get_one_file_and_one_writer() {
-    let dir = TestDir::new("race");
+    let dir = TempDir::new("race");
     let path = dir.file("a.h5");
     let threads = 4;
     let barrier = Barrier::new(threads);
@@ -270,7 +207,7 @@ fn racing_creators_get_one_file_and_one_writer() {
 /// torn HDF5 metadata write can ever make a file unopenable.
 #[test]
 fn hdf5_metadata_never_changes_after_creation() {
-    let dir = TestDir::new("meta");
+    let dir = TempDir::new("meta");
     let path = dir.file("a.h5");
     let opts = Options {
         capacity: MIN_CAPACITY,
@@ -294,7 +231,12 @@ fn hdf5_metadata_never_changes_after_creation() {
         let mut w = Writer::open(&path, &opts).unwrap();
         for b in 0..40u64 {
             let keys: Vec<[u8; 16]> = (0..500)
-                .map(|i| pattern(session << 32 | b << 16 | i, 16).try_into().unwrap())
+                .map(|i| {
+                    Rng(session << 32 | b << 16 | i)
+                        .bytes(16)
+                        .try_into()
+                        .unwrap()
+                })
                 .collect();
             w.insert(&keys, &keys).unwrap();
             w.commit().unwrap();
@@ -320,13 +262,13 @@ fn hdf5_metadata_never_changes_after_creation() {
 
 #[test]
 fn writes_read_back_and_persist() {
-    let dir = TestDir::new("io");
+    let dir = TempDir::new("io");
     let path = dir.file("a.h5");
     let w = create(&path);
     let at = w.data_offset() + 3 * SEGMENT + 5 * PAGE as u64;
-    let page = pattern(1, PAGE);
+    let page = Rng(1).bytes(PAGE);
     w.write_at(at, &page).unwrap();
-    let parts = [pattern(2, 100), pattern(3, 3000), pattern(4, 1)];
+    let parts = [Rng(2).bytes(100), Rng(3).bytes(3000), Rng(4).bytes(1)];
     let refs: Vec<&[u8]> = parts.iter().map(|p| &p[..]).collect();
     w.write_vectored_at(at + PAGE as u64, &refs).unwrap();
     w.sync().unwrap();
@@ -346,11 +288,11 @@ fn writes_read_back_and_persist() {
 
 #[test]
 fn punched_ranges_read_zeros_and_free_their_blocks() {
-    let dir = TestDir::new("punch");
+    let dir = TempDir::new("punch");
     let path = dir.file("a.h5");
     let w = create(&path);
     let base = w.data_offset() + SEGMENT;
-    let data = pattern(base, PAGE * 8);
+    let data = Rng(base).bytes(PAGE * 8);
     w.write_at(base, &data).unwrap();
     let before = w.size().unwrap();
     assert!(w.punch(base + PAGE as u64, 4 * PAGE as u64).unwrap());
@@ -370,7 +312,7 @@ fn punched_ranges_read_zeros_and_free_their_blocks() {
 
 #[test]
 fn second_writer_in_process_is_locked() {
-    let dir = TestDir::new("lock");
+    let dir = TempDir::new("lock");
     let path = dir.file("a.h5");
     let w = create(&path);
     assert!(matches!(
@@ -395,7 +337,7 @@ fn second_writer_in_process_is_locked() {
 
 #[test]
 fn writer_in_another_process_is_locked() {
-    let dir = TestDir::new("lockproc");
+    let dir = TempDir::new("lockproc");
     let path = dir.file("a.h5");
     let w = create(&path);
     let out = run_child("probe_lock", &path);
@@ -403,7 +345,7 @@ fn writer_in_another_process_is_locked() {
         out.status.code(),
         Some(EXIT_LOCKED),
         "{}",
-        String::from_utf8_lossy(&out.stderr)
+        String::from_utf8_lossy(&out.stdout)
     );
     drop(w);
     // Retried: a child another test thread spawns may briefly share our (closed) descriptor.
@@ -435,7 +377,7 @@ fn open_fds(path: &Path) -> Vec<(String, u32)> {
 
 #[test]
 fn descriptors_do_not_leak_into_child_programs() {
-    let dir = TestDir::new("cloexec");
+    let dir = TempDir::new("cloexec");
     let path = dir.file("a.h5");
     let w = create(&path);
     let fds = open_fds(&path);
@@ -495,7 +437,7 @@ fn with_identity(path: &Path, format: u32) {
 
 #[test]
 fn foreign_files_are_not_hashdir_and_stay_untouched() {
-    let dir = TestDir::new("foreign");
+    let dir = TempDir::new("foreign");
 
     let text = dir.file("text.h5");
     fs::write(&text, b"just some text, not HDF5 at all\n".repeat(100)).unwrap();
@@ -533,7 +475,7 @@ fn foreign_files_are_not_hashdir_and_stay_untouched() {
 /// A file of an earlier format version is refused with the way to move its data.
 #[test]
 fn an_older_format_is_refused_with_the_way_to_migrate() {
-    let dir = TestDir::new("v2");
+    let dir = TempDir::new("v2");
     let path = dir.file("v2.h5");
     with_identity(&path, 2);
     let before = fingerprint(&path);
@@ -554,7 +496,7 @@ fn an_older_format_is_refused_with_the_way_to_migrate() {
 /// chunked): corrupt, not a foreign file.
 #[test]
 fn a_broken_layout_is_corrupt() {
-    let dir = TestDir::new("layout");
+    let dir = TempDir::new("layout");
     let path = dir.file("a.h5");
     with_identity(&path, hashdir::testing::layout::FORMAT_VERSION);
     {
@@ -590,7 +532,7 @@ fn a_broken_layout_is_corrupt() {
 
 #[test]
 fn readers_map_what_is_in_use_and_refuse_a_cut_file() {
-    let dir = TestDir::new("map");
+    let dir = TempDir::new("map");
     let path = dir.file("a.h5");
     drop(create(&path));
     let r = ReadFile::open(&path).unwrap();
@@ -620,7 +562,7 @@ fn readers_map_what_is_in_use_and_refuse_a_cut_file() {
 /// readers working without pins; one is made when possible and readers pin in it.
 #[test]
 fn readers_work_without_a_writable_reader_table() {
-    let dir = TestDir::new("table");
+    let dir = TempDir::new("table");
     let path = dir.file("a.h5");
     let opts = Options {
         capacity: MIN_CAPACITY,

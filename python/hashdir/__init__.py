@@ -20,6 +20,17 @@ nothing else needs to be installed. Keys and values are 16 opaque bytes::
         first, found = r.lookup(keys)           # (2, 16) uint8 and (2,) bool
         values, offsets = r.get(keys)           # CSR: key i has values[offsets[i]:offsets[i+1]]
 
+**Sharded stores.** ``Writer(path, shards=N)`` with N > 1 makes ``path`` a directory of N
+files, each an ordinary hashdir file holding the keys :func:`shard_of` routes to it; a commit
+commits every shard as one set commit. ``Writer`` and ``Reader`` open such a directory like a
+file; :meth:`Writer.open_shard` opens one shard alone, for programs in which each process
+writes its own shards::
+
+    with hashdir.Writer("store", shards=4) as w:       # store/shard_000.h5 ... shard_003.h5
+        w.insert(key(1), key(10))
+        w.commit()
+    hashdir.shard_of(key(1), 4)                 # which of the 4 files holds key 1
+
 **Keys, values and batches.** A single key or value is 16 bytes: ``bytes``, ``bytearray``,
 ``memoryview``, a NumPy ``uint8`` array of shape ``(16,)`` or a 16-byte ``np.void``. A
 batch is a NumPy array of shape ``(n, 16)`` and dtype ``uint8``, or of shape ``(n,)`` and a
@@ -103,6 +114,7 @@ __all__ = [
     "SYNC_COMMIT",
     "key",
     "to_int",
+    "shard_of",
     "version",
     "library_path",
     "get_include",
@@ -404,8 +416,14 @@ def _path_arg(path: PathLike) -> bytes:
 
 
 def _options(
-    flags: int, checkpoint_bytes: int, refresh_interval_ms: int, capacity: int = 0
+    flags: int,
+    checkpoint_bytes: int,
+    refresh_interval_ms: int,
+    capacity: int = 0,
+    shards: int = 0,
 ) -> _capi.Options:
+    if not 0 <= int(shards) < 2**32:
+        raise _invalid(f"shards={shards}: not a count")
     if not 0 <= int(checkpoint_bytes) < 2**64:
         raise _invalid(f"checkpoint_bytes={checkpoint_bytes}: not a byte count")
     if not 0 <= int(capacity) < 2**64:
@@ -418,6 +436,7 @@ def _options(
     o.checkpoint_bytes = int(checkpoint_bytes)
     o.refresh_interval_ms = int(refresh_interval_ms)
     o.capacity = int(capacity)
+    o.shards = int(shards)
     return o
 
 
@@ -441,9 +460,11 @@ class _Handle:
         self._idle = threading.Condition(self._lock)
         self.path = os.fspath(path)
 
-    def _open(self, open_name: str, opts: _capi.Options) -> None:
+    def _open(self, open_name: str, opts: _capi.Options, *before_opts: Any) -> None:
         out = c_void_p()
-        status = getattr(library(), open_name)(_path_arg(self.path), byref(opts), byref(out))
+        status = getattr(library(), open_name)(
+            _path_arg(self.path), *before_opts, byref(opts), byref(out)
+        )
         if status:
             _raise(status)
         self._h = out.value
@@ -520,7 +541,10 @@ class Writer(_Handle):
     never older data. ``checkpoint_bytes`` is the log size after which the log is turned
     into a delta table in the background (0: the library's default, which grows with the
     tables). ``capacity`` is the size of a new file's data area, fixed for its life (0:
-    4 TiB; the file takes disk only as data is written).
+    4 TiB; the file takes disk only as data is written). ``shards`` above 1 creates a
+    sharded store: ``path`` becomes a directory of that many files (at most 4096), each
+    holding the keys :func:`shard_of` routes to it, committed together; an existing store
+    must then have that many. A sharded store's directory opens whatever ``shards`` says.
 
     Changes are one atomic batch until :meth:`commit`, which makes them crash-safe and
     visible to readers. :meth:`close` (or leaving the ``with`` block, also on an
@@ -542,10 +566,39 @@ class Writer(_Handle):
         sync: bool = False,
         checkpoint_bytes: int = 0,
         capacity: int = 0,
+        shards: int = 0,
     ):
         super().__init__(path)
         flags = (CREATE if create else 0) | (SYNC_COMMIT if sync else 0)
-        self._open("hashdir_writer_open", _options(flags, checkpoint_bytes, 0, capacity))
+        opts = _options(flags, checkpoint_bytes, 0, capacity, shards)
+        self._open("hashdir_writer_open", opts)
+
+    @classmethod
+    def open_shard(
+        cls,
+        path: PathLike,
+        shard: int,
+        sync: bool = False,
+        checkpoint_bytes: int = 0,
+    ) -> "Writer":
+        """The writer of shard ``shard`` alone of the sharded store at ``path``: a plain
+        writer of that one file, for programs in which each process (or thread) owns some
+        shards and routes keys to them with :func:`shard_of`. Another process may write
+        another shard at the same time; the store as a whole then has no writer. Its
+        batches belong to no set commit, so a later ``Writer(path)`` keeps them.
+
+        >>> mine = [i for i in range(1000) if hashdir.shard_of(key(i), 4) == rank]
+        >>> with hashdir.Writer.open_shard("store", rank) as w:
+        ...     w.insert([key(i) for i in mine], [key(0)] * len(mine))
+        ...     w.commit()
+        """
+        if not 0 <= int(shard) < 2**32:
+            raise _invalid(f"shard={shard}: not a shard number")
+        w = cls.__new__(cls)
+        _Handle.__init__(w, path)
+        flags = SYNC_COMMIT if sync else 0
+        w._open("hashdir_shard_writer_open", _options(flags, checkpoint_bytes, 0), int(shard))
+        return w
 
     def insert(self, keys: Union[KeyLike, Batch], values: Union[KeyLike, Batch]) -> None:
         """Adds the pairs ``(keys[i], values[i])`` (one key and one value add one pair).
@@ -621,6 +674,11 @@ class Reader(_Handle):
     """A reader: sees the last commit as of its open or :meth:`refresh` (or refreshes by
     itself every ``refresh_interval_ms`` milliseconds). Any number may be open, in any
     processes, next to the writer; one Reader may be used by many threads at once.
+
+    On a sharded store's directory each key goes to its shard and results keep the order
+    of the keys; :meth:`stats` sums the shards. Each shard's view is one of its commits, and
+    a refresh moves the shards one after the other, so a set commit made meanwhile may be
+    seen in some shards before the others.
 
     >>> with hashdir.Reader("data.h5") as r:
     ...     r.get(key(2))
@@ -739,6 +797,26 @@ class Reader(_Handle):
 
 # --------------------------------------------------------------------------------------
 # The library
+
+
+def shard_of(key: Union[KeyLike, Batch], shards: int) -> Union[int, "NDArray[np.uint32]"]:
+    """The shard of ``key`` in a sharded store of ``shards`` shards (0 and 1 both mean one
+    shard, and give 0): the library's rule (docs/FORMAT.md), the same in every version and
+    on every machine. A batch gives a (n,) uint32 array (one library call a key).
+
+    >>> hashdir.shard_of(key(1), 4)
+    1
+    """
+    if not 0 <= int(shards) < 2**32:
+        raise _invalid(f"shards={shards}: not a count")
+    f = library().hashdir_shard_of
+    n = int(shards)
+    if _is_single(key):
+        one = np.frombuffer(_one(key, "key"), _U8)  # alive through the call
+        return int(f(_addr(one), n))
+    k = _batch(key, "keys")
+    at, step = _addr(k), KEY_SIZE
+    return np.fromiter((f(at + i * step, n) for i in range(len(k))), np.uint32, len(k))
 
 
 def version() -> str:

@@ -102,6 +102,8 @@ SIGNATURES = {
     "hashdir_reader_get": (c_int, [_P, _P, c_size_t, _P, c_size_t, _P, _P]),
     "hashdir_reader_stats": (c_int, [_P, _P]),
     "hashdir_reader_close": (c_int, [_P]),
+    "hashdir_shard_writer_open": (c_int, [c_char_p, c_uint32, _P, _P]),
+    "hashdir_shard_of": (c_uint32, [_P, c_uint32]),
 }
 
 #: Where the package keeps its own copy of the library (put there by the wheel build).

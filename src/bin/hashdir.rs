@@ -120,7 +120,8 @@ enum Command {
     /// A quick insert and lookup benchmark in a scratch file
     #[command(
         after_help = "The full benchmark (writer and reader processes, reader threads, \
-        concurrent commits, JSON output) is `cargo bench --bench hashdir` in the source tree.\n\
+        concurrent commits, JSON output) is `cargo bench --bench hashdir` in the source tree; \
+        for the same --keys, --values-per-key, --rounds and --zipf both load the same pairs.\n\
         Counts accept the suffixes k, M, G (e.g. --keys 2M)."
     )]
     Bench(BenchArgs),
@@ -157,9 +158,18 @@ struct BenchArgs {
     /// Directory for the scratch file
     #[arg(long, value_name = "DIR", default_value_os_t = std::env::temp_dir())]
     dir: PathBuf,
-    /// Pairs to insert (one value per key)
+    /// Keys to insert
     #[arg(long, value_name = "N", default_value = "1M", value_parser = count)]
     keys: u64,
+    /// Values a key (on average with --zipf): N × K pairs
+    #[arg(long, value_name = "K", default_value = "1", value_parser = positive)]
+    values_per_key: u64,
+    /// K rounds, each giving every key one new value (by default each key's values come together)
+    #[arg(long, conflicts_with = "zipf")]
+    rounds: bool,
+    /// Each pair's key drawn from a Zipf law of exponent S over the N keys
+    #[arg(long, value_name = "S", value_parser = exponent)]
+    zipf: Option<f64>,
     /// Pairs per commit
     #[arg(long, value_name = "B", default_value = "100k", value_parser = positive)]
     batch: u64,
@@ -215,6 +225,13 @@ fn positive(text: &str) -> Result<u64, String> {
     match count(text)? {
         0 => Err("must be at least 1".into()),
         n => Ok(n),
+    }
+}
+
+fn exponent(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(e) if e > 0.0 && e < 10.0 => Ok(e),
+        _ => Err("must be a number in (0, 10)".into()),
     }
 }
 
@@ -340,6 +357,12 @@ fn run(command: Command) -> Result<ExitCode, Failure> {
         Command::Bench(a) => bench::run(&bench::Bench {
             dir: a.dir,
             keys: a.keys,
+            values_per_key: a.values_per_key,
+            shape: match (a.rounds, a.zipf) {
+                (true, _) => hashdir::workload::Shape::Rounds,
+                (false, Some(e)) => hashdir::workload::Shape::Zipf(e),
+                (false, None) => hashdir::workload::Shape::KeyMajor,
+            },
             batch: a.batch,
             lookups: a.lookups,
             keep: a.keep,

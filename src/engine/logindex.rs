@@ -5,7 +5,7 @@
 //! same key, that op's position — about 12 bytes per op where a copy takes over 40. A lookup
 //! that hits reads the key's ops from the mapped log.
 
-use super::memtable::{Delta, KeyBuild, KeyMap};
+use super::delta::{Delta, KeyBuild, KeyMap};
 use super::source::{Fault, Res};
 use crate::format::hash::key_hash;
 use crate::format::wal::Op;
@@ -231,7 +231,7 @@ impl LogIndex {
 
 #[cfg(test)]
 mod tests {
-    use super::super::memtable::Memtable;
+    use super::super::delta::LogDeltas;
     use super::*;
 
     /// A log as a list of ops; an op's position is 32 + 33 × its index.
@@ -264,7 +264,7 @@ mod tests {
             })
             .collect();
         let log = Log(ops.clone());
-        let mut copy = Memtable::default();
+        let mut copy = LogDeltas::default();
         // Layers of uneven sizes: small ones hold short chains, the big one folds.
         let cuts = [500, 1000, 11_000, 12_000];
         let mut layers: Vec<LogIndex> = vec![LogIndex::default()];
@@ -294,7 +294,7 @@ mod tests {
         }
     }
 
-    fn check_like(whole: &LogIndex, copy: &Memtable, log: &Log) {
+    fn check_like(whole: &LogIndex, copy: &LogDeltas, log: &Log) {
         let base = [[0u8; 16], [1u8; 16], [7u8; 16]];
         let mut keys = whole.keys(log).unwrap();
         keys.sort();

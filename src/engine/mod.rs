@@ -6,17 +6,17 @@
 //! (`table`) into space handed out in segments (`space`), publishing roots (`core`).
 //! `recovery` rebuilds the writer's state from the newest root and its logs.
 //! Reader path: `reader` snapshots a root, views its tables, and tails its logs into overlays
-//! (`overlay`, `logindex`, `memtable`).
+//! (`overlay`, `logindex`, `delta`).
 
 mod array;
 mod checkpoint;
 mod core;
+mod delta;
 pub mod failpoint;
 #[cfg(feature = "testing")]
 pub mod fuzz;
 mod gc;
 mod logindex;
-mod memtable;
 mod oplog;
 mod options;
 mod overlay;

@@ -2,7 +2,7 @@
 //! key hash and folded into one delta per key only when a flush turns them into a delta table.
 
 use super::core::ALL_DONE;
-use super::memtable::Delta;
+use super::delta::Delta;
 use crate::format::hash::key_hash;
 use crate::format::wal::Op;
 use crate::store::huge_pages;

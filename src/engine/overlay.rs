@@ -2,8 +2,8 @@
 //! sizes shrinking geometrically) so that a refresh adds only what it read. A layer is a copy of
 //! the ops, or — for a pinned root whose log stays in place — an index into the mapped log.
 
+use super::delta::{Delta, LogDeltas};
 use super::logindex::{LogIndex, OpAt};
-use super::memtable::{Delta, Memtable};
 use super::source::{Fault, Res, Source};
 use super::wal::{self, Cursor};
 use crate::Key;
@@ -30,7 +30,7 @@ const INDEX_FROM: usize = 1 << 16;
 
 #[derive(Clone)]
 enum Kind {
-    Copy(Memtable),
+    Copy(LogDeltas),
     Index(LogIndex),
 }
 
@@ -67,7 +67,7 @@ impl Layer {
 
     /// The copied layer of the frames from `from` on, or None once it reaches `most` keys.
     fn copy(log: &Log, from: Cursor, most: usize) -> crate::error::Result<Option<Layer>> {
-        let mut m = Memtable::default();
+        let mut m = LogDeltas::default();
         let to = wal::scan(log.src, log.chunks, from, |_, ops| {
             if m.len() < most {
                 ops.for_each(|op| m.apply(&op));

@@ -1,7 +1,7 @@
 //! Value sets as ascending, duplicate-free vectors (how tables store them), and the changes a
 //! delta table holds, applied by linear merges.
 
-use super::memtable::Delta;
+use super::delta::Delta;
 use crate::Value;
 
 /// A change to a key's set, with both lists ascending and disjoint: the earlier values are

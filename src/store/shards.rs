@@ -43,6 +43,12 @@ pub fn read_manifest(dir: &Path) -> Result<Manifest> {
                 reason: format!("a directory without a shard manifest ({MANIFEST})"),
             })
         }
+        Err(e) if e.kind() == io::ErrorKind::NotADirectory => {
+            return Err(Error::NotHashdir {
+                path: dir.to_owned(),
+                reason: "a file, not a sharded store's directory".into(),
+            })
+        }
         Err(e) => return Err(Error::io("read", path, e)),
     };
     Manifest::decode(&bytes).map_err(|why| Error::corrupt("shard manifest", 0, why))

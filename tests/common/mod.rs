@@ -1,6 +1,8 @@
 //! Helpers shared by the integration tests: temp dirs, a seeded PRNG, child processes.
 #![allow(dead_code)]
 
+pub mod engine;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -27,6 +29,16 @@ impl TempDir {
 
     pub fn file(&self, name: &str) -> PathBuf {
         self.0.join(name)
+    }
+
+    /// The names in the directory, sorted.
+    pub fn entries(&self) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(&self.0)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
     }
 }
 
@@ -73,6 +85,10 @@ impl Rng {
         b[8..].copy_from_slice(&self.next().to_le_bytes());
         b
     }
+
+    pub fn bytes(&mut self, len: usize) -> Vec<u8> {
+        (0..len).map(|_| self.next() as u8).collect()
+    }
 }
 
 /// A 16-byte key or value made from a number (big-endian in the last 8 bytes).
@@ -101,21 +117,26 @@ pub fn child_role() -> Option<(String, String)> {
     Some((role, std::env::var("HASHDIR_ARG").unwrap_or_default()))
 }
 
-/// `Writer::open`, waiting out a lock that a process forked by another test thread of this
-/// binary may still share: a fork copies every descriptor, the writer's locked one included,
-/// until the child execs (OFD locks go with the open file description, not the process). A
-/// real second writer would hold it for good; this waits at most 2 s.
-pub fn open_writer(
-    path: &std::path::Path,
-    opts: &hashdir::Options,
-) -> hashdir::Result<hashdir::Writer> {
+/// Runs `open` again while it fails with `Locked`, for at most 2 s: a process forked by another
+/// test thread of this binary shares every descriptor, the writer's locked one included, until
+/// the child execs (OFD locks go with the open file description, not the process). A real
+/// second writer holds the lock for good and still fails.
+pub fn retry_locked<T>(mut open: impl FnMut() -> hashdir::Result<T>) -> hashdir::Result<T> {
     for _ in 0..100 {
-        match hashdir::Writer::open(path, opts) {
+        match open() {
             Err(hashdir::Error::Locked { .. }) => {
                 std::thread::sleep(std::time::Duration::from_millis(20))
             }
             r => return r,
         }
     }
-    hashdir::Writer::open(path, opts)
+    open()
+}
+
+/// `Writer::open` through `retry_locked`.
+pub fn open_writer(
+    path: &std::path::Path,
+    opts: &hashdir::Options,
+) -> hashdir::Result<hashdir::Writer> {
+    retry_locked(|| hashdir::Writer::open(path, opts))
 }

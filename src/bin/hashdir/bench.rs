@@ -1,15 +1,20 @@
 //! `hashdir bench`: a quick in-process check of insert and lookup speed on this machine.
 //! The full benchmark (separate writer and reader processes, several reader threads,
-//! concurrent commits, JSON output) is `cargo bench --bench hashdir`.
+//! concurrent commits, JSON output) is `cargo bench --bench hashdir`; both load the pairs of
+//! `hashdir::workload`, so for the same options they load the same keys and values, and
+//! the lookups here are those of the benchmark's first reader thread.
 
 use crate::{engine_error, Failure};
-use hashdir::{Key, Options, StoreReader, StoreWriter, Value};
+use hashdir::workload::{key, Pairs, Picks, Shape};
+use hashdir::{Options, StoreReader, StoreWriter};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 pub struct Bench {
     pub dir: PathBuf,
     pub keys: u64,
+    pub values_per_key: u64,
+    pub shape: Shape,
     pub batch: u64,
     pub lookups: u64,
     pub keep: bool,
@@ -32,27 +37,6 @@ impl Drop for Scratch {
     }
 }
 
-/// A fixed pseudo-random permutation of u64 (splitmix64's finaliser).
-fn mix(mut x: u64) -> u64 {
-    x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    x ^ (x >> 31)
-}
-
-fn key_of(i: u64) -> Key {
-    let mut k = [0u8; 16];
-    k[..8].copy_from_slice(&mix(i).to_le_bytes());
-    k[8..].copy_from_slice(&i.to_le_bytes());
-    k
-}
-
-fn value_of(i: u64) -> Value {
-    let mut v = [0u8; 16];
-    v[..8].copy_from_slice(&i.to_le_bytes());
-    v
-}
-
 pub fn run(a: &Bench) -> Result<(), Failure> {
     let path = a
         .dir
@@ -64,11 +48,11 @@ pub fn run(a: &Bench) -> Result<(), Failure> {
         path: path.clone(),
         keep: a.keep,
     };
+    let pairs = Pairs::new(a.shape, a.keys, a.values_per_key).len();
     let insert_secs = insert(&path, a)?;
     println!(
-        "insert: {} pairs in {insert_secs:.2} s ({:.0} pairs/s, batches of {}, closing checkpoint included)",
-        a.keys,
-        a.keys as f64 / insert_secs.max(1e-9),
+        "insert: {pairs} pairs in {insert_secs:.2} s ({:.0} pairs/s, batches of {}, closing checkpoint included)",
+        pairs as f64 / insert_secs.max(1e-9),
         a.batch
     );
     if a.lookups > 0 && a.keys > 0 {
@@ -93,24 +77,25 @@ fn insert(path: &Path, a: &Bench) -> Result<f64, Failure> {
     };
     let mut w = StoreWriter::open(path, &opts).map_err(|e| engine_error(path, e))?;
     let batch = a.batch.max(1);
+    let mut pairs = Pairs::new(a.shape, a.keys, a.values_per_key);
     let (mut keys, mut values) = (Vec::new(), Vec::new());
-    let mut i = 0;
-    while i < a.keys {
-        let end = (i + batch).min(a.keys);
+    let mut p = 0;
+    while p < pairs.len() {
+        let end = (p + batch).min(pairs.len());
         keys.clear();
         values.clear();
-        keys.extend((i..end).map(key_of));
-        values.extend((i..end).map(value_of));
+        pairs.fill(p, end, &mut keys, &mut values);
         w.insert(&keys, &values)
             .and_then(|()| w.commit())
             .map_err(|e| engine_error(path, e))?;
-        i = end;
+        p = end;
     }
     w.close().map_err(|e| engine_error(path, e))?;
     Ok(started.elapsed().as_secs_f64())
 }
 
-/// Mean time of one-key lookups of keys spread over the whole file, checking each is found.
+/// Mean time of one-key lookups of keys spread over the whole file, checking each finds one of
+/// its key's values (under a Zipf law a key of the far tail may have drawn none).
 fn lookup(path: &Path, a: &Bench) -> Result<f64, Failure> {
     let opts = Options {
         create: false,
@@ -118,12 +103,19 @@ fn lookup(path: &Path, a: &Bench) -> Result<f64, Failure> {
     };
     let r = StoreReader::open(path, &opts).map_err(|e| engine_error(path, e))?;
     let (mut first, mut found) = ([[0u8; 16]], [0u8]);
+    let absent_ok = matches!(a.shape, Shape::Zipf(_));
+    let mut picks = Picks::new(0);
     let started = Instant::now();
-    for n in 0..a.lookups {
-        let i = mix(n ^ 0x5555) % a.keys;
-        r.lookup(&[key_of(i)], &mut first, &mut found)
+    for _ in 0..a.lookups {
+        let i = picks.below(a.keys);
+        r.lookup(&[key(i)], &mut first, &mut found)
             .map_err(|e| engine_error(path, e))?;
-        if found[0] == 0 || first[0] != value_of(i) {
+        let ok = if found[0] == 1 {
+            first[0][..8] == i.to_le_bytes()
+        } else {
+            absent_ok
+        };
+        if !ok {
             return Err(Failure::run(format!(
                 "{}: key {i} was not read back as inserted",
                 path.display()

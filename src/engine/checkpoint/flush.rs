@@ -3,8 +3,8 @@
 //! log, whatever the size of the tables before it.
 
 use super::super::core::{Core, CoreAlloc, Frees, Mode, ALL_DONE};
+use super::super::delta::ValSet;
 use super::super::failpoint;
-use super::super::memtable::ValSet;
 use super::super::oplog::OpLog;
 use super::super::sets::Change;
 use super::super::space::Work;

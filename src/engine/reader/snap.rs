@@ -6,7 +6,7 @@
 //! those delta tables. A lookup goes newest first and stops at a change that drops the earlier
 //! values.
 
-use super::super::memtable::Delta;
+use super::super::delta::Delta;
 use super::super::overlay::{Log, Overlay};
 use super::super::sets::Change;
 use super::super::source::{Fault, Res, Source};

@@ -220,11 +220,11 @@ impl Slim {
 
 /// A reader's copy of a WAL tail: each key's delta.
 #[derive(Clone, Default)]
-pub struct Memtable {
+pub struct LogDeltas {
     map: KeyMap<Slim>,
 }
 
-impl Memtable {
+impl LogDeltas {
     pub fn apply(&mut self, op: &Op) {
         match *op {
             Op::Insert(k, v) => match self.map.entry(k) {
@@ -241,8 +241,8 @@ impl Memtable {
         self.map.entry(k).or_insert_with(Slim::empty)
     }
 
-    /// Applies every delta of `later` on top of this table.
-    pub fn absorb(&mut self, later: &Memtable) {
+    /// Applies every delta of `later` on top of these.
+    pub fn absorb(&mut self, later: &LogDeltas) {
         for (k, s) in &later.map {
             match (self.map.entry(*k), s) {
                 (MapEntry::Vacant(e), s) => {
@@ -306,9 +306,9 @@ mod tests {
         println!("seed {seed:#x}");
         let mut next = crate::engine::xorshift(seed);
         let (mut older, mut newer, mut whole) = (
-            Memtable::default(),
-            Memtable::default(),
-            Memtable::default(),
+            LogDeltas::default(),
+            LogDeltas::default(),
+            LogDeltas::default(),
         );
         let mut model: HashMap<Key, Delta> = HashMap::new();
         for i in 0..4000 {
