@@ -214,7 +214,7 @@ fn hdf5_metadata_never_changes_after_creation() {
         checkpoint_bytes: 64 << 10,
         ..Options::default()
     };
-    drop(Writer::open(&path, &opts).unwrap());
+    drop(retry_locked(|| Writer::open(&path, &opts)).unwrap());
     let (root, data) = {
         let r = ReadFile::open(&path).unwrap();
         (r.root_offset(), r.data_offset())
@@ -228,7 +228,8 @@ fn hdf5_metadata_never_changes_after_creation() {
     };
     let before = metadata(&path);
     for session in 0..3u64 {
-        let mut w = Writer::open(&path, &opts).unwrap();
+        // A child another test thread forks holds the lock until it execs.
+        let mut w = retry_locked(|| Writer::open(&path, &opts)).unwrap();
         for b in 0..40u64 {
             let keys: Vec<[u8; 16]> = (0..500)
                 .map(|i| {
@@ -568,7 +569,7 @@ fn readers_work_without_a_writable_reader_table() {
         capacity: MIN_CAPACITY,
         ..Options::default()
     };
-    let mut w = Writer::open(&path, &opts).unwrap();
+    let mut w = retry_locked(|| Writer::open(&path, &opts)).unwrap();
     w.insert(&[[1; 16]], &[[2; 16]]).unwrap();
     w.commit().unwrap();
     let table = hashdir::testing::table_path(&path);
