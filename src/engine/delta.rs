@@ -98,6 +98,15 @@ impl ValSet {
         }
     }
 
+    pub fn len(&self) -> usize {
+        match self {
+            ValSet::Empty => 0,
+            ValSet::One(_) => 1,
+            ValSet::Small(s) => s.len(),
+            ValSet::Big(s) => s.len(),
+        }
+    }
+
     pub fn iter(&self) -> Box<dyn Iterator<Item = &Value> + '_> {
         match self {
             ValSet::Empty => Box::new(std::iter::empty()),

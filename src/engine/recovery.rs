@@ -11,7 +11,7 @@ use super::source::settled;
 use super::space::Space;
 use super::wal::{self, Cursor};
 use crate::error::{Error, Result};
-use crate::format::layout::ROOT_SLOT;
+use crate::format::layout::{ROOT_SLOT, SEGMENT};
 use crate::format::root::{self, LogRef, Root};
 use crate::format::wal::frame_ops;
 use crate::store::{Positional, WriterFile};
@@ -111,7 +111,7 @@ pub fn recover(file: &WriterFile, below: Option<u64>) -> Result<Recovered> {
         ));
     }
     let runs: Vec<(u64, u64)> = runs.chunks_exact(2).map(|c| (c[0], c[1])).collect();
-    let space = Space::new(
+    let mut space = Space::new(
         root.data_offset,
         root.capacity,
         root.segments_used,
@@ -136,9 +136,15 @@ pub fn recover(file: &WriterFile, below: Option<u64>) -> Result<Recovered> {
             ));
             let mut next = root.clone();
             next.sealed.as_mut().expect("checked").end = end.lsn;
+            // The new log goes to fresh space, so that a reader still following the old one
+            // never reads its bytes rewritten; in place only when the data area is full.
+            let offset = space
+                .alloc(root.log.bytes / SEGMENT)
+                .unwrap_or(root.log.offset);
             next.log = LogRef {
                 gen: wal::new_gen(),
                 lsn: end.lsn,
+                offset,
                 ..root.log
             };
             fix = Some(next);

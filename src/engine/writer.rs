@@ -128,8 +128,14 @@ impl Writer {
         let mut log = rec.root.log;
         if let Some(next) = rec.fix {
             log = next.log;
+            let mut frees = Frees::default();
+            if next.log.offset != rec.root.log.offset {
+                frees
+                    .runs
+                    .push((rec.root.log.offset, rec.root.log.bytes / SEGMENT));
+            }
             let mut st = core.publisher();
-            core.publish(&mut st, next, Frees::default(), Mode::Durable)?;
+            core.publish(&mut st, next, frees, Mode::Durable)?;
         }
         let workers = checkpoint::spawn(core.clone())?;
         Ok(Writer {
