@@ -32,7 +32,7 @@ use crate::format::page::Page;
 use crate::format::root::{Root, Span};
 use crate::store::{Positional, ReaderTable, WriterFile};
 use parking_lot::{Condvar, Mutex, MutexGuard};
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use super::array::{self, Sink};
@@ -52,6 +52,7 @@ pub struct Core {
     /// How far the flush of the sealed log and the running merge have come, for pacing
     /// commits (`checkpoint::may_fill`).
     pub flush_progress: Progress,
+    pub flush_clock: Clock,
     pub merge_progress: Progress,
     /// Delta tables the running merge removes when it ends (0: no merge runs).
     pub merge_frees: AtomicU32,
@@ -81,6 +82,66 @@ impl Progress {
 
 /// `Progress` of a task done.
 pub const ALL_DONE: u32 = 1 << 16;
+
+/// How long the flush of a sealed log has run (since the log was sealed) against how long
+/// the last flushes took, for pacing commits by time where the flush's progress stands still
+/// (a sort window, a large key's set, a sync): commits then move on evenly and wait only for
+/// what a flush takes beyond the usual.
+pub struct Clock {
+    born: std::time::Instant,
+    /// Microseconds since `born` when the sealed log was sealed.
+    started: AtomicU64,
+    /// Microseconds the last flushes took (half the last figure, half the newest); 0 until
+    /// one has finished.
+    expect: AtomicU64,
+}
+
+impl Default for Clock {
+    fn default() -> Clock {
+        Clock {
+            born: std::time::Instant::now(),
+            started: AtomicU64::new(0),
+            expect: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Clock {
+    fn now(&self) -> u64 {
+        self.born.elapsed().as_micros() as u64
+    }
+
+    /// A log was sealed: its flush's time starts.
+    pub fn start(&self) {
+        self.started.store(self.now(), Ordering::Relaxed);
+    }
+
+    /// The flush of the sealed log is published.
+    pub fn finish(&self) {
+        let took = self
+            .now()
+            .saturating_sub(self.started.load(Ordering::Relaxed));
+        let last = self.expect.load(Ordering::Relaxed);
+        let next = if last == 0 { took } else { (last + took) / 2 };
+        self.expect.store(next.max(1), Ordering::Relaxed);
+    }
+
+    /// The part of the usual flush time gone by, scaled to at most `CLOCK_SHARE` (0 while no
+    /// flush has finished yet): the rest waits for the flush's own progress.
+    pub fn fraction(&self) -> f64 {
+        let expect = self.expect.load(Ordering::Relaxed);
+        if expect == 0 {
+            return 0.0;
+        }
+        let gone = self
+            .now()
+            .saturating_sub(self.started.load(Ordering::Relaxed));
+        (gone as f64 / expect as f64).min(1.0) * CLOCK_SHARE
+    }
+}
+
+/// How much of a flush's progress its time alone stands for.
+const CLOCK_SHARE: f64 = 0.9;
 
 pub struct State {
     /// The last root published.

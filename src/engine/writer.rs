@@ -4,7 +4,7 @@
 //! tables into the base (`checkpoint`).
 
 use super::checkpoint::{self, MIN_LOG};
-use super::core::{Core, Frees, Mode, Progress, State};
+use super::core::{Clock, Core, Frees, Mode, Progress, State};
 use super::failpoint;
 use super::gc::{self, GcReport};
 use super::oplog::OpLog;
@@ -121,6 +121,7 @@ impl Writer {
             sealed: AtomicBool::new(sealed),
             broken: AtomicBool::new(false),
             flush_progress: Progress::default(),
+            flush_clock: Clock::default(),
             merge_progress: Progress::default(),
             merge_frees: AtomicU32::new(0),
             runs: AtomicU32::new(rec.root.deltas.len() as u32),
@@ -365,6 +366,7 @@ impl Writer {
         if mode == Mode::Switch {
             st.sealed_ops = Some(std::mem::take(&mut self.mem));
             core.flush_progress.set(0);
+            core.flush_clock.start();
             core.sealed.store(true, Ordering::Release);
             core.wake();
         }

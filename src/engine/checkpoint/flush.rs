@@ -39,11 +39,14 @@ impl Phases {
     fn learn(&mut self, ends: [Duration; 3], total: Duration) {
         let total = total.as_secs_f64().max(1e-6);
         // Every phase keeps a part: a phase that took nothing this time may take longer next.
+        // The last keeps more: its syncs take what the device gives them, and what it keeps
+        // is log the commits go on filling meanwhile.
         let least = ALL_DONE / 20;
+        let last = ALL_DONE / 20 * 3;
         let mut floor = 0;
         for (i, end) in ends.iter().enumerate() {
             let share = (end.as_secs_f64() / total * ALL_DONE as f64) as u32;
-            let left = (ends.len() - i) as u32 * least;
+            let left = last + (ends.len() - 1 - i) as u32 * least;
             let at = share.clamp(floor + least, ALL_DONE - left);
             self.ends[i] = ((self.ends[i] + at) / 2).clamp(floor + least, ALL_DONE - left);
             floor = self.ends[i];
@@ -139,6 +142,7 @@ pub fn flush(core: &Core, mut ops: OpLog, phases: &mut Phases) -> Result<()> {
     core.sealed
         .store(false, std::sync::atomic::Ordering::Release);
     progress.set(ALL_DONE);
+    core.flush_clock.finish();
     phases.learn(ends, start.elapsed());
     failpoint::hit("flush.published");
     Ok(())

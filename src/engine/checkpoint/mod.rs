@@ -161,15 +161,20 @@ fn run_merge(core: &Core, plan: policy::Plan) -> Result<()> {
 }
 
 /// Of its log, the fraction a commit may fill now: all of it, unless
-/// - the previous log is still being flushed: then as much as the flush has done, plus
-///   `FLUSH_LEAD` (its sort starts while commits go on);
+/// - the previous log is still being flushed: then as much as the flush has done (or, where
+///   its progress stands still, as much of its usual time as has gone by, up to `CLOCK_LEAD`
+///   ahead), plus `FLUSH_LEAD` (its sort starts while commits go on);
 /// - the log's own flush would find no room for its delta table (merges fell behind): then as
 ///   much as the running merge has done, none if none runs.
 pub fn may_fill(core: &Core) -> f64 {
     let sealed = core.sealed_waiting();
     let mut fill: f64 = 1.0;
     if sealed {
-        fill = FLUSH_LEAD + core.flush_progress.get() * (1.0 - FLUSH_LEAD);
+        // Time carries the commits over a stretch where progress stands still, up to
+        // `CLOCK_LEAD` ahead of it: a flush slow all through still paces them.
+        let done = core.flush_progress.get();
+        let done = done.max(core.flush_clock.fraction().min(done + CLOCK_LEAD));
+        fill = FLUSH_LEAD + done * (1.0 - FLUSH_LEAD);
     }
     let tables = core.runs.load(Ordering::Relaxed) as usize + usize::from(sealed) + 1;
     if tables + SPARE_RUNS > MAX_RUNS {
@@ -182,6 +187,9 @@ pub fn may_fill(core: &Core) -> f64 {
     }
     fill
 }
+
+/// How far ahead of a flush's progress the time it usually takes may carry commits.
+const CLOCK_LEAD: f64 = 0.1;
 
 /// The part of a log commits fill while the previous one's flush has not yet started.
 const FLUSH_LEAD: f64 = 0.125;
