@@ -9,7 +9,7 @@
 
 use super::source::{Fault, Res, Source};
 use crate::error::{Error, Result};
-use crate::format::array::{decode, encode, ArrayRef, LEAF, NODE};
+use crate::format::array::{decode, encode, leaf_count, ArrayRef, LEAF, NODE};
 use crate::format::page::{epoch as page_epoch, Page, MAGIC_ARRAY};
 
 /// Where an array's pages are: each leaf's (offset, epoch) in order ((0, 0) for a leaf of
@@ -29,10 +29,6 @@ impl Shape {
             .chain(self.nodes.iter().copied())
             .filter(|o| *o != 0)
     }
-}
-
-pub fn leaf_count(len: u64) -> usize {
-    len.div_ceil(LEAF as u64) as usize
 }
 
 /// Items under the leaf at index `i` of an array of `len` items.
@@ -177,17 +173,6 @@ impl Sink<'_> {
         self.out.push((off, encode(level, first, words, epoch)));
         Ok((off, epoch))
     }
-}
-
-/// Pages a freshly written array of `len` items takes: its leaves and its node pages.
-pub fn fresh_pages(len: u64) -> usize {
-    let mut level = leaf_count(len);
-    let mut total = level;
-    for _ in 1..ArrayRef::levels_for(len) {
-        level = level.div_ceil(NODE);
-        total += level;
-    }
-    total
 }
 
 /// Writes `items` as a new array (every page new); returns its ref and its pages.

@@ -26,7 +26,7 @@ use super::failpoint;
 use super::space::{Run, Space, Work};
 use super::table::write::Alloc;
 use crate::error::{Error, Result};
-use crate::format::array::ArrayRef;
+use crate::format::array::{fresh_pages, ArrayRef};
 use crate::format::layout::{PAGE, ROOT_SLOT, SEGMENT};
 use crate::format::page::Page;
 use crate::format::root::{Root, Span};
@@ -376,8 +376,7 @@ impl Core {
                 .flat_map(|(o, n)| [o, n])
                 .collect();
             let pages = st.space.listed_pages();
-            let need = (array::fresh_pages(runs.len() as u64)
-                + array::fresh_pages(pages.len() as u64)) as u64;
+            let need = (fresh_pages(runs.len() as u64) + fresh_pages(pages.len() as u64)) as u64;
             let area = next.lists[side];
             if need * PAGE_BYTES > area.bytes {
                 // A larger area, with room to grow; the old one was last used two roots ago.

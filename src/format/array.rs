@@ -106,6 +106,22 @@ pub fn decode(p: &Page, level: u32, first: u64, offset: u64) -> Result<Vec<u64>>
     Ok((0..count).map(|i| get_u64(p, HEADER + 8 * i)).collect())
 }
 
+/// Leaves an array of `len` items has.
+pub fn leaf_count(len: u64) -> usize {
+    len.div_ceil(LEAF as u64) as usize
+}
+
+/// Pages a freshly written array of `len` items takes: its leaves and its node pages.
+pub fn fresh_pages(len: u64) -> usize {
+    let mut level = leaf_count(len);
+    let mut total = level;
+    for _ in 1..ArrayRef::levels_for(len) {
+        level = level.div_ceil(NODE);
+        total += level;
+    }
+    total
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
