@@ -15,19 +15,9 @@ use std::process::{Command, Output};
 const VERSION: &str = env!("CARGO_PKG_VERSION");
 const TARGET: &str = env!("HASHDIR_BUILD_TARGET");
 
-fn root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
+mod common_c;
 
-fn check(what: &str, out: &Output) {
-    assert!(
-        out.status.success(),
-        "{what}: {}\n--- stdout\n{}--- stderr\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
+use common_c::{check, pkg_config, root};
 
 /// Runs scripts/install.sh with `args` and `destdir`, building into the C API tests' target
 /// directory (the profile dir of this test binary, then `c-api`).
@@ -68,28 +58,6 @@ fn install_output(args: &[&str], destdir: Option<&Path>, env: &[(&str, &OsStr)])
     }
     cmd.envs(env.iter().copied());
     cmd.output().expect("run bash")
-}
-
-/// `pkg-config ARGS hashdir` on the .pc files in `pc_dir`; `sysroot` for a staged tree.
-fn pkg_config(pc_dir: &Path, sysroot: Option<&Path>, args: &[&str]) -> Vec<String> {
-    let mut cmd = Command::new("pkg-config");
-    cmd.args(args)
-        .arg("hashdir")
-        .env("PKG_CONFIG_PATH", pc_dir)
-        .env_remove("PKG_CONFIG_LIBDIR")
-        .env_remove("PKG_CONFIG_SYSROOT_DIR");
-    if let Some(s) = sysroot {
-        cmd.env("PKG_CONFIG_SYSROOT_DIR", s);
-    }
-    let out = cmd
-        .output()
-        .expect("run pkg-config (Debian package pkg-config)");
-    check(&format!("pkg-config {args:?}"), &out);
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .split_whitespace()
-        .map(str::to_owned)
-        .collect()
 }
 
 /// Compiles examples/c/quickstart.c with `flags` and nothing else.
@@ -308,10 +276,10 @@ fn install_into_a_prefix_then_build_with_pkg_config() {
 
     let pc_dir = prefix.join("lib/pkgconfig");
     assert_eq!(
-        pkg_config(&pc_dir, None, &["--modversion"]),
+        pkg_config(&pc_dir, None, &["--modversion", "hashdir"]),
         [VERSION.to_owned()]
     );
-    let flags = pkg_config(&pc_dir, None, &["--cflags", "--libs"]);
+    let flags = pkg_config(&pc_dir, None, &["--cflags", "--libs", "hashdir"]);
     let exe = scratch.path().join("quickstart");
     build_quickstart(&flags, &exe);
     assert!(
@@ -415,7 +383,11 @@ fn staged_install_with_destdir_links_statically() {
         }
     }
     let pc_dir = top.join("lib/pkgconfig");
-    let flags = pkg_config(&pc_dir, Some(&stage), &["--cflags", "--libs", "--static"]);
+    let flags = pkg_config(
+        &pc_dir,
+        Some(&stage),
+        &["--cflags", "--libs", "--static", "hashdir"],
+    );
     assert!(
         flags.contains(&format!("-L{}", top.join("lib").display())),
         "{flags:?}"

@@ -10,7 +10,7 @@
 
 mod common_c;
 
-use common_c::{check, install_prefix, root};
+use common_c::{check, install_prefix, pkg_config, root};
 use hashdir::{shard_of, Key, Options, StoreReader, Value};
 use std::collections::BTreeMap;
 use std::io::ErrorKind;
@@ -43,23 +43,6 @@ fn run_tool(cmd: &mut Command) -> Output {
     }
 }
 
-/// `pkg-config <args>` on the prefix's .pc files, split into arguments.
-fn pkg_config(lib: &Path, args: &[&str]) -> Vec<String> {
-    let out = run_tool(
-        Command::new("pkg-config")
-            .args(args)
-            .env("PKG_CONFIG_PATH", lib.join("pkgconfig"))
-            .env_remove("PKG_CONFIG_LIBDIR")
-            .env_remove("PKG_CONFIG_SYSROOT_DIR"),
-    );
-    check(&format!("pkg-config {args:?}"), &out);
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .split_whitespace()
-        .map(str::to_owned)
-        .collect()
-}
-
 fn built() -> &'static Built {
     static BUILT: OnceLock<Built> = OnceLock::new();
     BUILT.get_or_init(|| {
@@ -69,8 +52,12 @@ fn built() -> &'static Built {
             lib.join("libhashdir_mpi.so.0").exists(),
             "scripts/install.sh did not build libhashdir_mpi: no mpicc on PATH? ({PACKAGES})"
         );
-        let flags = pkg_config(&lib, &["--cflags", "--libs", "hashdir_mpi"]);
-        let libs = pkg_config(&lib, &["--libs", "hashdir_mpi"]);
+        let flags = pkg_config(
+            &lib.join("pkgconfig"),
+            None,
+            &["--cflags", "--libs", "hashdir_mpi"],
+        );
+        let libs = pkg_config(&lib.join("pkgconfig"), None, &["--libs", "hashdir_mpi"]);
         assert!(
             libs.contains(&"-lhashdir_mpi".to_owned()) && libs.contains(&"-lhashdir".to_owned()),
             "{libs:?}"
@@ -99,8 +86,16 @@ fn built() -> &'static Built {
 
         let load_f = dir.path().join("load_f");
         let sources = [
-            pkg_config(&lib, &["--variable=fortran_source", "hashdir"]),
-            pkg_config(&lib, &["--variable=fortran_source", "hashdir_mpi"]),
+            pkg_config(
+                &lib.join("pkgconfig"),
+                None,
+                &["--variable=fortran_source", "hashdir"],
+            ),
+            pkg_config(
+                &lib.join("pkgconfig"),
+                None,
+                &["--variable=fortran_source", "hashdir_mpi"],
+            ),
         ];
         let out = run_tool(
             Command::new("mpifort")

@@ -126,6 +126,28 @@ pub fn check(what: &str, out: &Output) {
     assert!(out.status.success(), "{text}");
 }
 
+/// `pkg-config ARGS` (package names among them) on the .pc files in `pc_dir` alone, split
+/// into arguments; `sysroot` for a tree staged under DESTDIR.
+pub fn pkg_config(pc_dir: &Path, sysroot: Option<&Path>, args: &[&str]) -> Vec<String> {
+    let mut cmd = Command::new("pkg-config");
+    cmd.args(args)
+        .env("PKG_CONFIG_PATH", pc_dir)
+        .env_remove("PKG_CONFIG_LIBDIR")
+        .env_remove("PKG_CONFIG_SYSROOT_DIR");
+    if let Some(s) = sysroot {
+        cmd.env("PKG_CONFIG_SYSROOT_DIR", s);
+    }
+    let out = cmd
+        .output()
+        .expect("run pkg-config (Debian package pkg-config)");
+    check(&format!("pkg-config {args:?}"), &out);
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect()
+}
+
 /// The Python package's wheel, built once per test binary the way a user builds it
 /// (`python3 -m pip wheel .` in the work tree, see setup.py), into
 /// `target/<profile>/c-api/wheel/`. setup.py's cargo build uses the C library's target
