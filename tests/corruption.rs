@@ -168,3 +168,101 @@ fn damaged_files_give_errors_or_correct_data() {
     }
     println!("corruption rounds {rounds}: readable {opened}, refused {refused}, verify flagged {verify_flagged}");
 }
+
+/// Delta tables carry key filters (docs/FORMAT.md §5.6): readers skip the tables a key is not
+/// in and still read every set right; a filter that rules out a key its table holds is damage
+/// `verify` names.
+#[test]
+fn key_filters_skip_tables_and_their_damage_is_caught() {
+    use common::engine::{head, patch, small_log};
+    use hashdir::testing::{layout::ROOT_SLOT, root};
+    let d = TempDir::new("filters");
+    let path = d.file("t.h5");
+    let mut w = Writer::open(&path, &small_log()).unwrap();
+    let mut model = Model::new();
+    let mut add = |w: &mut Writer, keys: std::ops::Range<u64>| {
+        let ks: Vec<Key> = keys.clone().map(k).collect();
+        let vs: Vec<Value> = keys.map(|i| k(i + 7)).collect();
+        w.insert(&ks, &vs).unwrap();
+        w.commit().unwrap();
+        for (key, v) in ks.iter().zip(&vs) {
+            model.entry(*key).or_default().insert(*v);
+        }
+    };
+    add(&mut w, 0..20_000);
+    w.checkpoint().unwrap();
+    // New keys in small commits until delta tables with filters hold some of them.
+    let mut next = 20_000;
+    let newest = |path: &Path| {
+        let b = head(path);
+        let at = b
+            .windows(8)
+            .position(|w| w == root::MAGIC)
+            .expect("a root slot");
+        root::newest(
+            &b[at..at + ROOT_SLOT],
+            &b[at + ROOT_SLOT..at + 2 * ROOT_SLOT],
+        )
+        .unwrap()
+    };
+    let table = loop {
+        add(&mut w, next..next + 500);
+        next += 500;
+        let r = newest(&path);
+        let filtered = r
+            .deltas
+            .iter()
+            .find(|t| t.filter_words() > 0 && t.dir.levels == 1);
+        if let Some(t) = filtered {
+            break *t;
+        }
+        assert!(next < 200_000, "no delta table with a filter: {r:?}");
+    };
+    drop(w); // no close: the delta tables stay
+    let keys: Vec<Key> = (0..next + 100).map(k).collect();
+    let reads = |what: &str| {
+        let (ok, errors) = check_reads(&path, &model, &keys);
+        assert_eq!((ok, errors), (keys.len(), 0), "{what}");
+    };
+    reads("filters as written");
+    assert!(hashdir::verify(&path).unwrap().is_ok());
+
+    // The directory array is one leaf page: the filter is its items past the slots.
+    let leaf = table.dir.top;
+    let words = table.filter_words() as usize;
+    let at = 32 + 8 * table.slots() as usize;
+    let mut page = head(&path)[leaf as usize..leaf as usize + 4096].to_vec();
+    let good = page.clone();
+
+    // A checksum that fails (the leaf also holds the directory items): errors or right data.
+    page[at] ^= 0xff;
+    patch(&path, leaf, &page);
+    check_reads(&path, &model, &keys);
+    assert!(!hashdir::verify(&path).unwrap().is_ok());
+
+    // A filter of zeros, checksummed: it rules out every key of the table.
+    page[at..at + 8 * words].fill(0);
+    let crc = crc32c::crc32c(&page[8..]);
+    page[4..8].copy_from_slice(&crc.to_le_bytes());
+    patch(&path, leaf, &page);
+    let report = hashdir::verify(&path).unwrap();
+    assert!(
+        report
+            .problems
+            .iter()
+            .any(|p| p.contains("key filter rules out")),
+        "{:?}",
+        report.problems
+    );
+    // Readers trust a checksummed filter: the keys only that table holds are not searched
+    // for there (what shows that reads consult the filter at all).
+    let r = Reader::open(&path, &opts()).unwrap();
+    let mut found = vec![0u8; keys.len()];
+    r.lookup(&keys, &mut vec![[0u8; 16]; keys.len()], &mut found)
+        .unwrap();
+    let missed = (0..keys.len()).filter(|&i| found[i] == 0 && model.contains_key(&keys[i]));
+    assert!(missed.count() > 0, "a zeroed filter changed nothing");
+    drop(r);
+    patch(&path, leaf, &good);
+    reads("the filter restored");
+}

@@ -7,6 +7,7 @@ use super::array;
 use super::source::{Fault, Source};
 use super::table::scan::{pairs, read_values, Scan};
 use crate::format::bucket::Body;
+use crate::format::filter;
 use crate::format::layout::{PAGE, SEGMENT};
 use crate::format::root::{Root, Span};
 use crate::format::table::TableRef;
@@ -185,6 +186,16 @@ fn table(
             .all(|s| mine.contains(&s)),
         _ => false,
     };
+    let filter = match t.filter_words() {
+        0 => None,
+        n => match array::load(src, t.dir, epoch) {
+            Ok((items, _)) => Some(items[items.len() - n as usize..].to_vec()),
+            Err(f) => {
+                live.fault(&format!("{name} key filter"), f);
+                None
+            }
+        },
+    };
     let mut scan = match Scan::new(src, *t, epoch, from, None) {
         Ok(s) => s,
         Err(f) => {
@@ -217,6 +228,15 @@ fn table(
             ));
         }
         last = Some((item.hash, item.key));
+        if filter
+            .as_deref()
+            .is_some_and(|f| !filter::holds(f, item.hash))
+        {
+            live.problem(format!(
+                "{name}: its key filter rules out the key at hash {:#x}",
+                item.hash
+            ));
+        }
         let page = scan.page_offset();
         if pages.insert(page) {
             live.data.push((page, PAGE as u64));

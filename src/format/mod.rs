@@ -3,6 +3,7 @@
 pub mod array;
 pub mod bucket;
 pub mod bytes;
+pub mod filter;
 pub mod hash;
 pub mod layout;
 pub mod page;

@@ -7,7 +7,7 @@
 //! | 8 | 1 | kind: 1 base (whole sets), 2 delta (changes to sets) |
 //! | 9 | 3 | zero |
 //! | 12 | 4 | directory depth `g` (≤ 32) |
-//! | 16 | 32 | directory: array ref, `2^g` items (page number \| page epoch low 32 bits << 32) |
+//! | 16 | 32 | directory: array ref, `2^g` items (page number \| page epoch low 32 bits << 32), then the key filter's words if any (`filter`) |
 //! | 48 | 32 | segments: array ref, item pairs (segment offset, last hash it holds data of) |
 //! | 80 | 8 | entries (keys) |
 //! | 88 | 8 | values (in a base table: of all sets; in a delta table: values added) |
@@ -18,6 +18,7 @@
 
 use super::array::ArrayRef;
 use super::bytes::*;
+use super::filter::{BLOCK_WORDS, MIN_DEPTH};
 
 pub const TABLE_BYTES: usize = 128;
 
@@ -52,6 +53,16 @@ pub struct TableRef {
 impl TableRef {
     pub fn is_some(&self) -> bool {
         self.id != 0
+    }
+
+    /// Directory slots: the first items of the directory array.
+    pub fn slots(&self) -> u64 {
+        1u64 << self.depth
+    }
+
+    /// Words of the key filter after the directory items (0: no filter).
+    pub fn filter_words(&self) -> u64 {
+        self.dir.len - self.slots()
     }
 
     pub fn put(&self, b: &mut [u8], at: usize) {
@@ -102,8 +113,12 @@ impl TableRef {
             bytes: get_u64(b, at + 112),
             changes: get_u64(b, at + 120),
         };
-        if t.depth > 32 || t.dir.len != 1u64 << t.depth {
+        if t.depth > 32 || t.dir.len < 1u64 << t.depth {
             return Err("table directory size does not match its depth");
+        }
+        let filter = t.filter_words();
+        if filter > 0 && (t.depth < MIN_DEPTH || !filter.is_multiple_of(BLOCK_WORDS)) {
+            return Err("table key filter of a size the format does not allow");
         }
         if !t.segs.len.is_multiple_of(2) {
             return Err("table segment list of odd length");
@@ -160,6 +175,13 @@ mod tests {
         assert_eq!(TableRef::get(&b, 64), Ok(t));
         assert_eq!(TableRef::get(&[0; 128], 0), Ok(TableRef::default()));
         b[64 + 12] = 4; // depth no longer matches the directory's length
+        assert!(TableRef::get(&b, 64).is_err());
+        b[64 + 12] = 2; // 4 slots, then a filter of one block
+        assert_eq!(TableRef::get(&b, 64).map(|t| t.filter_words()), Ok(4));
+        b[64 + 12] = 1; // 2 slots: too few for a filter
+        assert!(TableRef::get(&b, 64).is_err());
+        b[64 + 12] = 3;
+        b[64 + 16] = 10; // 8 slots, then 2 words: not a whole block
         assert!(TableRef::get(&b, 64).is_err());
         assert_eq!(
             dir_item_parts(dir_item(3 << 12, 0x1_0000_0005)),

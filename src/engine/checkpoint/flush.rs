@@ -70,8 +70,9 @@ pub fn flush(core: &Core, mut ops: OpLog, phases: &mut Phases) -> Result<()> {
     ops.sort(&|done| progress.set(phases.at(0, done.into())));
     ends[0] = start.elapsed();
     let total = ops.len().max(1) as u64;
-    let (mut bytes, mut seen) = (0u64, 0u64);
+    let (mut bytes, mut seen, mut keys) = (0u64, 0u64, 0u64);
     for n in ops.key_sizes() {
+        keys += 1;
         bytes += entry_bytes(n) as u64;
         seen += n as u64;
         if seen % 65536 < n as u64 {
@@ -79,7 +80,7 @@ pub fn flush(core: &Core, mut ops: OpLog, phases: &mut Phases) -> Result<()> {
         }
     }
     ends[1] = start.elapsed();
-    let mut w = TableWriter::new(Kind::Delta, id, depth_for(bytes));
+    let mut w = TableWriter::new(Kind::Delta, id, depth_for(bytes), keys);
     let mut alloc = CoreAlloc(core, Work::Flush);
     let mut any = false;
     // By ops written, not by hash: a key of many values takes its share of the time.

@@ -374,9 +374,9 @@ impl Drop for Merge<'_> {
 
 /// A writer for the table merged from `tables`, sized by their entries.
 fn new_writer(core: &Core, kind: Kind, tables: impl Iterator<Item = TableRef>) -> TableWriter {
-    let bytes = tables.map(|t| entry_bytes(&t)).sum();
+    let (bytes, keys) = tables.fold((0, 0), |(b, k), t| (b + entry_bytes(&t), k + t.entries));
     let id = core.st.lock().new_table_id();
-    TableWriter::new(kind, id, depth_for(bytes))
+    TableWriter::new(kind, id, depth_for(bytes), keys)
 }
 
 /// Bytes of a table's entries at most (to size the table merged from it): what its pages

@@ -1,7 +1,7 @@
 //! A reader's pin on a root: while any view of the root is alive, a reader-table slot pinned
 //! at its epoch keeps the writer from reusing any space the root references. Pages cannot
-//! change under it, so it also remembers which table pages have passed validation (one bit
-//! per page of the segments in use).
+//! change under it, so it also remembers which table pages and which key-filter pages have
+//! passed validation (one bit each per page of the segments in use).
 
 use crate::format::layout::PAGE;
 use crate::store::Slot;
@@ -12,6 +12,9 @@ pub struct Hold {
     slot: Mutex<Option<Slot>>,
     data: u64,
     verified: Box<[AtomicU64]>,
+    /// Pages validated as array leaves (of key filters), apart: a page is never taken for
+    /// one kind because it passed as the other.
+    leaves: Box<[AtomicU64]>,
 }
 
 impl Hold {
@@ -21,30 +24,51 @@ impl Hold {
         if !slot.pin(epoch) {
             return None;
         }
-        let pages = bytes / PAGE as u64;
+        let words = bytes / PAGE as u64 / 64 + 1;
+        let bits = || (0..words).map(|_| AtomicU64::new(0)).collect();
         Some(Hold {
             slot: Mutex::new(Some(slot)),
             data,
-            verified: (0..pages / 64 + 1).map(|_| AtomicU64::new(0)).collect(),
+            verified: bits(),
+            leaves: bits(),
         })
     }
 
-    /// Word and bit of the page at `off`; distinct pages never share one (they are PAGE apart).
-    fn bit(&self, off: u64) -> Option<(&AtomicU64, u64)> {
+    /// Word and bit of the page at `off` in `bits`; distinct pages never share one (they are
+    /// PAGE apart).
+    fn bit<'a>(&self, bits: &'a [AtomicU64], off: u64) -> Option<(&'a AtomicU64, u64)> {
         let i = off.checked_sub(self.data)? / PAGE as u64;
-        let word = self.verified.get(usize::try_from(i / 64).ok()?)?;
+        let word = bits.get(usize::try_from(i / 64).ok()?)?;
         Some((word, 1 << (i % 64)))
     }
 
-    pub fn verified(&self, off: u64) -> bool {
-        self.bit(off)
+    fn is_set(&self, bits: &[AtomicU64], off: u64) -> bool {
+        self.bit(bits, off)
             .is_some_and(|(w, b)| w.load(Ordering::Relaxed) & b != 0)
     }
 
-    pub fn mark(&self, off: u64) {
-        if let Some((w, b)) = self.bit(off) {
+    fn set(&self, bits: &[AtomicU64], off: u64) {
+        if let Some((w, b)) = self.bit(bits, off) {
             w.fetch_or(b, Ordering::Relaxed);
         }
+    }
+
+    /// Whether the table page at `off` passed validation under this hold.
+    pub fn verified(&self, off: u64) -> bool {
+        self.is_set(&self.verified, off)
+    }
+
+    pub fn mark(&self, off: u64) {
+        self.set(&self.verified, off);
+    }
+
+    /// Whether the array leaf page at `off` passed validation under this hold.
+    pub fn leaf_verified(&self, off: u64) -> bool {
+        self.is_set(&self.leaves, off)
+    }
+
+    pub fn mark_leaf(&self, off: u64) {
+        self.set(&self.leaves, off);
     }
 
     /// Unpins for good: the reader is closing, so no view of the root will be read again.

@@ -1,12 +1,14 @@
 //! A reader's view of one table: its directory in memory (4-byte page numbers, leaves shared
-//! between snapshots while their page is unchanged) and the search of a key's entry.
+//! between snapshots while their page is unchanged), its key filter read in place, and the
+//! search of a key's entry.
 
 use super::super::array;
 use super::super::source::{Fault, Res, Source};
 use super::hold::Hold;
 use crate::error::Error;
-use crate::format::array::LEAF;
+use crate::format::array::{leaf_count, LEAF};
 use crate::format::bucket::{self, Body, Mark};
+use crate::format::filter::{self, block_of, BLOCK_WORDS};
 use crate::format::hash::dir_index;
 use crate::format::layout::PAGE;
 use crate::format::page::{epoch as page_epoch, HEADER, MAGIC_BUCKET};
@@ -53,6 +55,15 @@ pub type Known = HashMap<(u64, u64), Arc<Leaf>>;
 pub struct TableView {
     pub t: TableRef,
     leaves: Arc<[Arc<Leaf>]>,
+    filter: Option<Filter>,
+}
+
+/// Where a table's key filter is: its blocks, and every leaf of the directory array (the
+/// filter's words follow the directory items). Read in place through the mapping, shared
+/// with other readers in the page cache; each leaf page is validated once under a hold.
+struct Filter {
+    blocks: u64,
+    leaves: Box<[(u64, u64)]>,
 }
 
 /// What a search reads with.
@@ -67,8 +78,9 @@ impl TableView {
     pub fn load(map: &Mmap, t: TableRef, epoch: u64, known: &Known) -> Res<TableView> {
         let shape = array::shape(map, t.dir, epoch)?;
         let zero = Arc::new(Leaf::zero());
-        let mut leaves = Vec::with_capacity(shape.leaves.len());
-        for (i, id) in shape.leaves.iter().enumerate() {
+        let dir_leaves = leaf_count(t.slots());
+        let mut leaves = Vec::with_capacity(dir_leaves);
+        for (i, id) in shape.leaves[..dir_leaves].iter().enumerate() {
             if id.0 == 0 {
                 leaves.push(zero.clone());
             } else if let Some(l) = known.get(id) {
@@ -78,9 +90,68 @@ impl TableView {
                 leaves.push(Arc::new(Leaf::new(*id, &items)));
             }
         }
+        let filter = (t.filter_words() > 0).then(|| Filter {
+            blocks: t.filter_words() / BLOCK_WORDS,
+            leaves: shape.leaves.into(),
+        });
         Ok(TableView {
             t,
             leaves: leaves.into(),
+            filter,
+        })
+    }
+
+    /// The leaf (index, page) and the file offset of the filter block for hash `h`.
+    fn block(&self, f: &Filter, h: u64) -> (usize, (u64, u64), u64) {
+        let item = self.t.slots() + block_of(h, f.blocks) * BLOCK_WORDS;
+        let i = (item / LEAF as u64) as usize;
+        let leaf = f.leaves[i];
+        (i, leaf, leaf.0 + (HEADER as u64 + 8 * (item % LEAF as u64)))
+    }
+
+    /// Whether the table may hold a key of hash `h`: false only when its key filter rules
+    /// the hash out. Without a filter, or a hold to remember a validated leaf by, or with a
+    /// leaf that does not read back as valid, the table is searched.
+    pub fn may_hold(&self, cx: &Ctx, h: u64) -> bool {
+        let (Some(f), Some(hold)) = (&self.filter, cx.hold) else {
+            return true;
+        };
+        let (i, leaf, at) = self.block(f, h);
+        if leaf.0 == 0 {
+            return false; // a leaf of zeros: no key's bits
+        }
+        if !hold.leaf_verified(leaf.0) {
+            if array::read_leaf(cx.map, self.t.dir.len, i, leaf, cx.epoch).is_err() {
+                return true;
+            }
+            hold.mark_leaf(leaf.0);
+        }
+        let mut b = [0u8; 8 * BLOCK_WORDS as usize];
+        if cx.map.read(at, &mut b).is_err() {
+            return true;
+        }
+        let mut words = [0u64; BLOCK_WORDS as usize];
+        for (w, b) in words.iter_mut().zip(b.chunks_exact(8)) {
+            *w = u64::from_le_bytes(b.try_into().expect("8 bytes"));
+        }
+        filter::may_hold(&words, h)
+    }
+
+    /// Starts loading the filter block for hash `h` (when the table has a filter).
+    pub fn warm_filter(&self, map: &Mmap, h: u64) {
+        if let Some(f) = &self.filter {
+            let (_, leaf, at) = self.block(f, h);
+            if leaf.0 != 0 {
+                map.prefetch(at, 8 * BLOCK_WORDS as usize);
+            }
+        }
+    }
+
+    /// Whether the filter block for hash `h` can be read without waiting for the device.
+    fn filter_resident(&self, map: &Mmap, h: u64) -> bool {
+        self.filter.as_ref().is_none_or(|f| {
+            let (_, leaf, _) = self.block(f, h);
+            leaf.0 == 0 || map.resident(leaf.0)
         })
     }
 
@@ -103,11 +174,11 @@ impl TableView {
     }
 
     /// Starts loading the first lines of the page for hash `h`, so that its cache misses
-    /// overlap others instead of following them.
-    pub fn warm(&self, map: &Mmap, h: u64) {
+    /// overlap others instead of following them (not when the key filter rules `h` out).
+    pub fn warm(&self, cx: &Ctx, h: u64) {
         let (off, _, _) = self.slot(dir_index(h, self.t.depth));
-        if off != 0 {
-            map.prefetch(off, SEARCH_LINES);
+        if off != 0 && self.may_hold(cx, h) {
+            cx.map.prefetch(off, SEARCH_LINES);
         }
     }
 
@@ -132,11 +203,19 @@ impl TableView {
     }
 
     /// Asks the kernel to read what a search for hash `h` will read, without waiting: its
-    /// page, and the directory leaf page when the page is still to be validated.
+    /// page (unless the key filter, when in memory, rules `h` out; else the filter's page
+    /// too), and the directory leaf page when the page is still to be validated.
     pub fn will_need(&self, cx: &Ctx, h: u64) {
         let (off, leaf, _) = self.slot(dir_index(h, self.t.depth));
         if off == 0 {
             return;
+        }
+        match (&self.filter, self.filter_resident(cx.map, h)) {
+            (Some(_), true) if !self.may_hold(cx, h) => return,
+            (Some(f), false) => cx
+                .map
+                .will_need(self.block(f, h).2, 8 * BLOCK_WORDS as usize),
+            _ => {}
         }
         cx.map.will_need(off, PAGE);
         if !cx.hold.is_some_and(|hd| hd.verified(off)) {
@@ -154,7 +233,7 @@ impl TableView {
     /// table's [`TableView::mark`] for `h` in the same snapshot, when given.
     pub fn find(&self, cx: &Ctx, h: u64, key: &Key, from: Option<Mark>) -> Res<Option<Body>> {
         let (off, leaf, i) = self.slot(dir_index(h, self.t.depth));
-        if off == 0 {
+        if off == 0 || !self.may_hold(cx, h) {
             return Ok(None);
         }
         if cx.hold.is_some_and(|hd| hd.verified(off)) {

@@ -9,6 +9,7 @@ use super::super::array::{ArrayWriter, Sink};
 use super::super::sets::ChangeRef;
 use crate::error::{Error, Result};
 use crate::format::bucket::{self, body_size, Body, DeltaRef, ExtentRef, Span, INLINE_MAX};
+use crate::format::filter::{FilterBuilder, MIN_DEPTH};
 use crate::format::hash::{dir_index, Range};
 use crate::format::layout::{PAGE, SEGMENT};
 use crate::format::page::{seal, Page, HEADER, MAGIC_BUCKET};
@@ -178,6 +179,8 @@ pub struct TableWriter {
     buf: Box<Page>,
     /// Segments listed so far.
     listed: Vec<u64>,
+    /// The key filter written after the directory items (delta tables).
+    filter: Option<FilterBuilder>,
 }
 
 /// Directory depth for a table of about `bytes` bytes of entries: slots of a quarter page on
@@ -188,12 +191,18 @@ pub fn depth_for(bytes: u64) -> u32 {
 }
 
 impl TableWriter {
-    pub fn new(kind: Kind, id: u64, depth: u32) -> TableWriter {
+    /// A writer of a table of directory depth `depth`; a delta table of up to about `keys`
+    /// keys gets a key filter (written whole by `finish`: such a table is never published in
+    /// part).
+    pub fn new(kind: Kind, id: u64, depth: u32, keys: u64) -> TableWriter {
+        let filter = (kind == Kind::Delta && depth >= MIN_DEPTH && keys > 0)
+            .then(|| FilterBuilder::new(keys));
+        let words = filter.as_ref().map_or(0, |f| f.words().len() as u64);
         TableWriter {
             depth,
             pages: Stream::default(),
             values: Stream::default(),
-            dir: ArrayWriter::new(Some(1u64 << depth)),
+            dir: ArrayWriter::new(Some((1u64 << depth) + words)),
             segs: ArrayWriter::new(None),
             arrays: Vec::new(),
             slot: 0,
@@ -212,13 +221,14 @@ impl TableWriter {
             },
             buf: Box::new([0; PAGE]),
             listed: Vec::new(),
+            filter,
         }
     }
 
     /// Carries on writing the table `t`, whose prefix up to hash `cursor` (a slot boundary)
     /// was published, with its arrays' writers resumed by the caller.
     pub fn resume(t: &TableRef, cursor: u64, dir: ArrayWriter, segs: ArrayWriter) -> TableWriter {
-        let mut w = TableWriter::new(t.kind, t.id, t.depth);
+        let mut w = TableWriter::new(t.kind, t.id, t.depth, 0);
         w.dir = dir;
         w.segs = segs;
         w.next_item = dir_index(cursor, t.depth);
@@ -249,6 +259,9 @@ impl TableWriter {
         if s != self.slot {
             self.close_slot(file, alloc)?;
             self.slot = s;
+        }
+        if let Some(f) = &mut self.filter {
+            f.add(hash);
         }
         let body = match v {
             Values::Raw(code, bytes) => {
@@ -446,6 +459,10 @@ impl TableWriter {
         alloc: &mut dyn Alloc,
         upto: u64,
     ) -> Result<TableRef> {
+        debug_assert!(
+            self.filter.is_none(),
+            "a table with a filter is published whole"
+        );
         self.close_slot(file, alloc)?;
         self.cut_page(file, alloc)?;
         let end = dir_index(upto, self.depth);
@@ -470,6 +487,16 @@ impl TableWriter {
         self.close_slot(file, alloc)?;
         self.cut_page(file, alloc)?;
         self.items_to(1u64 << self.depth, 0, alloc)?;
+        if let Some(f) = self.filter.take() {
+            let mut page = || alloc.page();
+            let mut sink = Sink {
+                alloc: &mut page,
+                out: &mut self.arrays,
+            };
+            for &w in f.words() {
+                self.dir.push(w, &mut sink)?;
+            }
+        }
         let (pages, values) = (&mut self.pages, &mut self.values);
         let mut io = Io {
             file,
