@@ -37,6 +37,8 @@ struct Args {
     lookup_batch: Vec<u64>,
     role: Option<String>,
     file: Option<PathBuf>,
+    /// The load ends with the writer's close alone, not a checkpoint first.
+    no_checkpoint: bool,
 }
 
 fn parse() -> Args {
@@ -55,6 +57,7 @@ fn parse() -> Args {
         lookup_batch: Vec::new(),
         role: None,
         file: None,
+        no_checkpoint: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -83,6 +86,7 @@ fn parse() -> Args {
                 a.shape = Shape::Zipf(e);
             }
             "--sync" => a.sync = true,
+            "--no-checkpoint" => a.no_checkpoint = true,
             "--cold" => a.cold = true,
             "--keep" => a.keep = true,
             "--dir" => {
@@ -105,7 +109,7 @@ fn parse() -> Args {
             "--file" => a.file = it.next().map(PathBuf::from),
             "--bench" => {} // cargo bench passes it
             "--help" | "-h" => {
-                println!("usage: cargo bench --bench hashdir -- [--keys N] [--values-per-key K] [--rounds | --zipf S] [--batch B] [--lookups L] [--threads T] [--sync] [--cold] [--checkpoint-mb M] [--dir DIR] [--keep] [--lookup-batch B1,B2,...]\n  N, B, L accept suffixes k, M, G (e.g. --keys 10M)\n  --rounds: K rounds, each giving every key one new value; --zipf S: each pair's key drawn from a Zipf law of exponent S\n  --cold adds lookups with the file dropped from the page cache every 1000 lookups, counting device reads, and a checkpoint of new keys over a table dropped from the page cache\n  --lookup-batch 1,16,128,1024: the reader also times lookups and gets of L random keys in calls of each size (hot; cold too with --cold), per key and, when 1 is among the sizes, against calls of one key (batch_*; cpu_us_per_key counts only the time the thread ran, for shared machines)\n  --role build --file F loads F and keeps it; --role batches --file F times only the batched calls on it\n  --role recover --file F times the writer's recovery of F alone (profile it on a copy of a crashed writer's file: recovery keeps the log)");
+                println!("usage: cargo bench --bench hashdir -- [--keys N] [--values-per-key K] [--rounds | --zipf S] [--batch B] [--lookups L] [--threads T] [--sync] [--cold] [--checkpoint-mb M] [--dir DIR] [--keep] [--lookup-batch B1,B2,...] [--role R --file F [--no-checkpoint]]\n  N, B, L accept suffixes k, M, G (e.g. --keys 10M)\n  --rounds: K rounds, each giving every key one new value; --zipf S: each pair's key drawn from a Zipf law of exponent S\n  --cold adds lookups with the file dropped from the page cache every 1000 lookups, counting device reads, and a checkpoint of new keys over a table dropped from the page cache\n  --lookup-batch 1,16,128,1024: the reader also times lookups and gets of L random keys in calls of each size (hot; cold too with --cold), per key and, when 1 is among the sizes, against calls of one key (batch_*; cpu_us_per_key counts only the time the thread ran, for shared machines)\n  --role build --file F loads F and keeps it (with --no-checkpoint: ends with close alone, so the delta tables a user's program leaves stay, instead of a checkpoint merging all into the base); --role batches --file F times only the batched calls on it\n  --role recover --file F times the writer's recovery of F alone (profile it on a copy of a crashed writer's file: recovery keeps the log)");
                 std::process::exit(0);
             }
             other => die(&format!("unknown argument {other} (try --help)")),
@@ -212,7 +216,9 @@ fn load(a: &Args, path: &Path) -> Writer {
     let wrote0 = written_bytes();
     let (committed, commits, mut peak_disk) = commit_all(a, &mut w);
     let t = Instant::now();
-    w.checkpoint().unwrap_or_else(|e| die(&e.to_string()));
+    if !a.no_checkpoint {
+        w.checkpoint().unwrap_or_else(|e| die(&e.to_string()));
+    }
     let secs = committed + t.elapsed().as_secs_f64();
     let s = w.stats().unwrap();
     peak_disk = peak_disk.max(s.disk_bytes);
@@ -779,7 +785,9 @@ fn cold_checkpoint(a: &Args, path: &Path, w: &mut Writer) {
     let (read0, _) = device_counters();
     let before = w.stats().unwrap().buckets;
     let t = Instant::now();
-    w.checkpoint().unwrap_or_else(|e| die(&e.to_string()));
+    if !a.no_checkpoint {
+        w.checkpoint().unwrap_or_else(|e| die(&e.to_string()));
+    }
     let secs = t.elapsed().as_secs_f64();
     let pages = (device_counters().0 - read0) / 4096;
     let extra = format!(",\"ops\":{n},\"device_reads\":{pages},\"buckets_before\":{before}");
@@ -793,7 +801,9 @@ fn merge_role(a: &Args) {
     let mut w = Writer::open(&path, &opts(a)).unwrap_or_else(|e| die(&e.to_string()));
     let before = w.stats().unwrap();
     let t = Instant::now();
-    w.checkpoint().unwrap_or_else(|e| die(&e.to_string()));
+    if !a.no_checkpoint {
+        w.checkpoint().unwrap_or_else(|e| die(&e.to_string()));
+    }
     let secs = t.elapsed().as_secs_f64();
     let after = w.stats().unwrap();
     let extra = format!(

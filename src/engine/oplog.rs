@@ -176,8 +176,9 @@ impl OpLog {
         self.recs().iter().map(rec_hash)
     }
 
-    /// How many ops each key has, in (hash, key) order once sorted (to size a table).
-    pub fn key_sizes(&self) -> impl Iterator<Item = usize> + '_ {
+    /// Each key's hash and how many ops it has, in (hash, key) order once sorted (to size a
+    /// table).
+    pub fn key_sizes(&self) -> impl Iterator<Item = (u64, usize)> + '_ {
         debug_assert!(self.blocks.is_empty(), "sorted first");
         let recs = self.recs();
         let mut at = 0;
@@ -188,7 +189,7 @@ impl OpLog {
                 .take_while(|r| r[..24] == first[..24])
                 .count();
             at += n;
-            Some(n)
+            Some((rec_hash(first), n))
         })
     }
 

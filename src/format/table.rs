@@ -62,7 +62,7 @@ impl TableRef {
 
     /// Words of the key filter after the directory items (0: no filter).
     pub fn filter_words(&self) -> u64 {
-        self.dir.len - self.slots()
+        self.dir.len.saturating_sub(self.slots())
     }
 
     pub fn put(&self, b: &mut [u8], at: usize) {

@@ -9,7 +9,9 @@ use super::super::oplog::OpLog;
 use super::super::sets::Change;
 use super::super::space::Work;
 use super::super::table::write::{depth_for, entry_bytes, TableWriter, Values};
+use super::policy;
 use crate::error::Result;
+use crate::format::filter::{holds, FilterBuilder};
 use crate::format::layout::SEGMENT;
 use crate::format::table::Kind;
 use std::time::{Duration, Instant};
@@ -61,8 +63,37 @@ impl Phases {
     }
 }
 
+/// What the flush thread carries from one flush to the next.
+#[derive(Default)]
+pub struct Flusher {
+    pub phases: Phases,
+    /// The keys of the last log flushed, as a filter.
+    last: Option<FilterBuilder>,
+}
+
+/// Keys of a log tested against the last log's: every this many.
+const SAMPLE_EVERY: u64 = 61;
+
+impl Flusher {
+    /// Whether the table of a log whose sampled key hashes are `sample` gets a key filter:
+    /// when most of them were not in the last log (each log brings mostly keys of its own,
+    /// so a search for another key can skip its table). When every log touches the same keys
+    /// (values arriving in rounds) the tables all hold them, and a filter would only slow
+    /// searches down. With no last log, by the tables' sizes (`policy::wants_filter`).
+    fn wants_filter(&self, core: &Core, keys: u64, sample: &[u64]) -> bool {
+        match &self.last {
+            Some(last) => {
+                let recur = sample.iter().filter(|&&h| holds(last.words(), h)).count();
+                keys > 0 && recur * 2 < sample.len().max(1)
+            }
+            None => policy::wants_filter(&core.st.lock().root, keys),
+        }
+    }
+}
+
 /// Turns the sealed log's ops into a delta table and publishes it (the sealed log is freed).
-pub fn flush(core: &Core, mut ops: OpLog, phases: &mut Phases) -> Result<()> {
+pub fn flush(core: &Core, mut ops: OpLog, flusher: &mut Flusher) -> Result<()> {
+    let phases = &mut flusher.phases;
     let start = Instant::now();
     let progress = &core.flush_progress;
     let id = core.st.lock().new_table_id();
@@ -71,7 +102,13 @@ pub fn flush(core: &Core, mut ops: OpLog, phases: &mut Phases) -> Result<()> {
     ends[0] = start.elapsed();
     let total = ops.len().max(1) as u64;
     let (mut bytes, mut seen, mut keys) = (0u64, 0u64, 0u64);
-    for n in ops.key_sizes() {
+    let mut these = FilterBuilder::new(ops.len() as u64);
+    let mut sample = Vec::new();
+    for (h, n) in ops.key_sizes() {
+        these.add(h);
+        if keys % SAMPLE_EVERY == 0 {
+            sample.push(h);
+        }
         keys += 1;
         bytes += entry_bytes(n) as u64;
         seen += n as u64;
@@ -80,7 +117,10 @@ pub fn flush(core: &Core, mut ops: OpLog, phases: &mut Phases) -> Result<()> {
         }
     }
     ends[1] = start.elapsed();
-    let mut w = TableWriter::new(Kind::Delta, id, depth_for(bytes), keys);
+    let filter = flusher.wants_filter(core, keys, &sample);
+    flusher.last = Some(these);
+    let phases = &mut flusher.phases;
+    let mut w = TableWriter::new(Kind::Delta, id, depth_for(bytes), filter.then_some(keys));
     let mut alloc = CoreAlloc(core, Work::Flush);
     let mut any = false;
     // By ops written, not by hash: a key of many values takes its share of the time.

@@ -98,11 +98,16 @@ impl<'a> Merge<'a> {
             Plan::Base => {
                 let k = root.deltas.len();
                 let tables = [root.base].into_iter().chain(root.deltas.iter().copied());
-                let w = new_writer(core, Kind::Base, tables);
+                let w = new_writer(core, Kind::Base, tables, None);
                 (Target::Base { k }, w, 0)
             }
             Plan::Deltas(from, to) => {
-                let w = new_writer(core, Kind::Delta, root.deltas[from..to].iter().copied());
+                // Tables that each got a filter for holding mostly keys of their own hold
+                // them together too.
+                let tables = root.deltas[from..to].iter();
+                let keys = tables.clone().map(|t| t.entries).sum();
+                let filter = tables.clone().all(|t| t.filter_words() > 0).then_some(keys);
+                let w = new_writer(core, Kind::Delta, tables.copied(), filter);
                 (Target::Deltas { from, to }, w, 0)
             }
             Plan::Adopt => unreachable!("adopting a table merges nothing"),
@@ -372,11 +377,17 @@ impl Drop for Merge<'_> {
     }
 }
 
-/// A writer for the table merged from `tables`, sized by their entries.
-fn new_writer(core: &Core, kind: Kind, tables: impl Iterator<Item = TableRef>) -> TableWriter {
-    let (bytes, keys) = tables.fold((0, 0), |(b, k), t| (b + entry_bytes(&t), k + t.entries));
+/// A writer for the table merged from `tables`, sized by their entries, with a key filter
+/// for `filter` keys when given.
+fn new_writer(
+    core: &Core,
+    kind: Kind,
+    tables: impl Iterator<Item = TableRef>,
+    filter: Option<u64>,
+) -> TableWriter {
+    let bytes = tables.map(|t| entry_bytes(&t)).sum();
     let id = core.st.lock().new_table_id();
-    TableWriter::new(kind, id, depth_for(bytes), keys)
+    TableWriter::new(kind, id, depth_for(bytes), filter)
 }
 
 /// Bytes of a table's entries at most (to size the table merged from it): what its pages

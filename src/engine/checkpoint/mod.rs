@@ -109,9 +109,9 @@ fn wait_for<T>(
 fn flush_thread(core: &Core) {
     // A sealed log is flushed before the thread stops: the sealed log is what `close` waits
     // for, and a writer dropped without `close` leaves less to replay.
-    let mut phases = flush::Phases::default();
+    let mut flusher = flush::Flusher::default();
     while let Some(ops) = wait_for(core, Work::Flush, take_sealed) {
-        if let Err(e) = flush::flush(core, ops, &mut phases) {
+        if let Err(e) = flush::flush(core, ops, &mut flusher) {
             let mut st = core.st.lock();
             core.fail_with(&mut st, "flushing a log failed", &e);
         }

@@ -62,6 +62,29 @@ pub fn plan(root: &Root, compact: bool) -> Option<Plan> {
     (d.len() - from >= WIDTH).then_some(Plan::Deltas(from, d.len()))
 }
 
+/// Whether a delta table of `keys` keys gets a key filter: when it holds at most three
+/// quarters of the keys the store is estimated to have, so that a search for another key is
+/// worth sparing. The estimate is the largest table's keys, or the base's plus those of the
+/// delta tables with filters if more (those got one for holding mostly keys no other table
+/// had). A store whose every log touches every key (values arriving in rounds) writes delta
+/// tables of about all its keys, which a filter would only slow down.
+pub fn wants_filter(root: &Root, keys: u64) -> bool {
+    let tables = || {
+        [root.base, root.merging]
+            .into_iter()
+            .chain(root.deltas.iter().copied())
+    };
+    let largest = tables().map(|t| t.entries).max().unwrap_or(0);
+    let filtered: u64 = root
+        .deltas
+        .iter()
+        .filter(|t| t.filter_words() > 0)
+        .map(|t| t.entries)
+        .sum();
+    let store = largest.max(root.base.entries + filtered);
+    keys > 0 && keys.saturating_mul(4) <= store.saturating_mul(3)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -80,6 +103,33 @@ mod tests {
             deltas: deltas.iter().map(|b| t(Kind::Delta, *b)).collect(),
             ..Root::default()
         }
+    }
+
+    #[test]
+    fn filters_for_tables_of_a_few_of_the_keys() {
+        let keyed = |base: u64, deltas: &[u64]| {
+            let mut r = root(1, &vec![1; deltas.len()]);
+            r.base.entries = base;
+            for (t, &n) in r.deltas.iter_mut().zip(deltas) {
+                t.entries = n;
+            }
+            r
+        };
+        // One value per key: each log brings new keys, a fraction of the table's.
+        assert!(wants_filter(&keyed(3_600_000, &[1_000_000]), 1_000_000));
+        assert!(wants_filter(&keyed(1_000_000, &[4_000_000]), 1_000_000));
+        // Four of those merged: the filtered tables' keys count beside the base's.
+        let mut r = keyed(3_600_000, &[1_000_000; 4]);
+        assert!(!wants_filter(&r, 4_000_000));
+        for t in &mut r.deltas {
+            t.dir.len = t.slots() + 4;
+        }
+        assert!(wants_filter(&r, 4_000_000));
+        // Values in rounds: every log touches about every key.
+        assert!(!wants_filter(&keyed(3_000_000, &[3_000_000]), 3_000_000));
+        assert!(!wants_filter(&keyed(3_000_000, &[]), 2_500_000));
+        assert!(!wants_filter(&keyed(0, &[]), 1000));
+        assert!(!wants_filter(&keyed(1000, &[]), 0));
     }
 
     #[test]

@@ -191,12 +191,13 @@ pub fn depth_for(bytes: u64) -> u32 {
 }
 
 impl TableWriter {
-    /// A writer of a table of directory depth `depth`; a delta table of up to about `keys`
-    /// keys gets a key filter (written whole by `finish`: such a table is never published in
-    /// part).
-    pub fn new(kind: Kind, id: u64, depth: u32, keys: u64) -> TableWriter {
-        let filter = (kind == Kind::Delta && depth >= MIN_DEPTH && keys > 0)
-            .then(|| FilterBuilder::new(keys));
+    /// A writer of a table of directory depth `depth`, with a key filter for up to about
+    /// `filter` keys when given (a delta table's: written whole by `finish`, as such a table
+    /// is never published in part).
+    pub fn new(kind: Kind, id: u64, depth: u32, filter: Option<u64>) -> TableWriter {
+        let filter = filter
+            .filter(|&keys| kind == Kind::Delta && depth >= MIN_DEPTH && keys > 0)
+            .map(FilterBuilder::new);
         let words = filter.as_ref().map_or(0, |f| f.words().len() as u64);
         TableWriter {
             depth,
@@ -228,7 +229,7 @@ impl TableWriter {
     /// Carries on writing the table `t`, whose prefix up to hash `cursor` (a slot boundary)
     /// was published, with its arrays' writers resumed by the caller.
     pub fn resume(t: &TableRef, cursor: u64, dir: ArrayWriter, segs: ArrayWriter) -> TableWriter {
-        let mut w = TableWriter::new(t.kind, t.id, t.depth, 0);
+        let mut w = TableWriter::new(t.kind, t.id, t.depth, None);
         w.dir = dir;
         w.segs = segs;
         w.next_item = dir_index(cursor, t.depth);
