@@ -247,12 +247,12 @@ fn table(
         entries += 1;
         changes += u64::from(matches!(item.body, Body::Delta(_)));
         values = values.saturating_add(item.body.count());
-        let extent = match &item.body {
-            Body::Extent(x) => Some((x.offset, x.count, x.crc)),
-            Body::Delta(d) if d.values() > 0 => Some((d.offset, d.values(), d.crc)),
-            _ => None,
+        let crc = match &item.body {
+            Body::Extent(x) => x.crc,
+            Body::Delta(d) => d.crc,
+            _ => 0,
         };
-        if let Some((off, n, crc)) = extent {
+        if let Some((off, n)) = item.body.extent() {
             extents += 1;
             live.data.push((off, n.saturating_mul(16)));
             if !inside(off, n.saturating_mul(16)) {

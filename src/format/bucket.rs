@@ -100,6 +100,15 @@ impl Body {
         }
     }
 
+    /// The extent its values are in, as (file offset, values); none when they are inline.
+    pub fn extent(&self) -> Option<(u64, u64)> {
+        match self {
+            Body::Extent(e) => Some((e.offset, e.count)),
+            Body::Delta(d) if d.values() > 0 => Some((d.offset, d.values())),
+            _ => None,
+        }
+    }
+
     /// Values it adds (all of a base set).
     pub fn count(&self) -> u64 {
         match self {

@@ -8,9 +8,11 @@
 
 use super::super::delta::Delta;
 use super::super::overlay::{Log, Overlay};
-use super::super::sets::Change;
+use super::super::sets::{Change, Fold};
 use super::super::source::{Fault, Res, Source};
-use super::super::table::scan::{change_of, read_values_into, set_of, Item, Scan};
+use super::super::table::scan::{
+    change_into, change_of, read_values_into, set_into, set_of, Item, Scan,
+};
 use super::super::wal::{self, Cursor};
 use super::hold::Hold;
 use super::view::{misplaced, Ctx, Known, TableView};
@@ -306,19 +308,6 @@ impl Snap {
         }
     }
 
-    /// A base entry's set or a delta entry's change, read from the mapping.
-    fn change(&self, body: &Body, base: bool) -> Res<Change> {
-        let src: &dyn Source = &*self.map;
-        match base {
-            true => Ok(Change {
-                cleared: true,
-                adds: set_of(src, body)?,
-                dels: Vec::new(),
-            }),
-            false => change_of(src, body),
-        }
-    }
-
     pub fn all(&self, key: &Key) -> Res<Vec<Value>> {
         let h = key_hash(key);
         self.warm(h);
@@ -327,13 +316,28 @@ impl Snap {
             return Ok(Change::of(d.as_ref().expect("checked")).adds);
         }
         let entries = self.entries(h, key)?;
-        let mut set = Vec::new();
-        for (body, base) in entries.iter().rev() {
-            set = self.change(body, *base)?.apply(&set);
+        // Every entry's extent starts loading before the first is read: their misses overlap
+        // instead of following one another.
+        for (off, n) in entries.iter().filter_map(|(b, _)| b.extent()) {
+            let len = usize::try_from(n).unwrap_or(usize::MAX).saturating_mul(16);
+            self.map.prefetch(off, len.min(SET_LINES));
         }
+        let src: &dyn Source = &*self.map;
+        let mut fold = Fold::default();
+        let mut vals = Vec::new();
+        for (body, base) in entries.iter().rev() {
+            if *base {
+                set_into(src, body, fold.set_mut())?;
+                continue;
+            }
+            let (cleared, adds) = change_into(src, body, &mut vals)?;
+            let (adds, dels) = vals.split_at(adds);
+            fold.change(cleared, adds, dels);
+        }
+        let set = fold.finish();
         Ok(match d {
-            Some(d) => Change::of(&d).apply(&set),
-            None => set,
+            Some(d) => Change::of(&d).apply(set),
+            None => set.to_vec(),
         })
     }
 
