@@ -109,7 +109,7 @@ fn parse() -> Args {
             "--file" => a.file = it.next().map(PathBuf::from),
             "--bench" => {} // cargo bench passes it
             "--help" | "-h" => {
-                println!("usage: cargo bench --bench hashdir -- [--keys N] [--values-per-key K] [--rounds | --zipf S] [--batch B] [--lookups L] [--threads T] [--sync] [--cold] [--checkpoint-mb M] [--dir DIR] [--keep] [--lookup-batch B1,B2,...] [--role R --file F [--no-checkpoint]]\n  N, B, L accept suffixes k, M, G (e.g. --keys 10M)\n  --rounds: K rounds, each giving every key one new value; --zipf S: each pair's key drawn from a Zipf law of exponent S\n  --cold adds lookups with the file dropped from the page cache every 1000 lookups, counting device reads, and a checkpoint of new keys over a table dropped from the page cache\n  --lookup-batch 1,16,128,1024: the reader also times lookups and gets of L random keys in calls of each size (hot; cold too with --cold), per key and, when 1 is among the sizes, against calls of one key (batch_*; cpu_us_per_key counts only the time the thread ran, for shared machines)\n  --role build --file F loads F and keeps it (with --no-checkpoint: ends with close alone, so the delta tables a user's program leaves stay, instead of a checkpoint merging all into the base); --role batches --file F times only the batched calls on it\n  --role recover --file F times the writer's recovery of F alone (profile it on a copy of a crashed writer's file: recovery keeps the log)");
+                println!("usage: cargo bench --bench hashdir -- [--keys N] [--values-per-key K] [--rounds | --zipf S] [--batch B] [--lookups L] [--threads T] [--sync] [--cold] [--checkpoint-mb M] [--dir DIR] [--keep] [--lookup-batch B1,B2,...] [--role R --file F [--no-checkpoint]]\n  N, B, L accept suffixes k, M, G (e.g. --keys 10M)\n  --rounds: K rounds, each giving every key one new value; --zipf S: each pair's key drawn from a Zipf law of exponent S\n  --cold adds lookups with the file dropped from the page cache every 1000 lookups, counting device reads, and a checkpoint of new keys over a table dropped from the page cache\n  --lookup-batch 1,16,128,1024: the reader also times lookups and gets of L random keys in calls of each size (hot; cold too with --cold), per key and, when 1 is among the sizes, against calls of one key (batch_*; cpu_us_per_key counts only the time the thread ran, for shared machines)\n  --role build --file F loads F and keeps it (with --no-checkpoint: ends with close alone, so the delta tables a user's program leaves stay, instead of a checkpoint merging all into the base); --role batches --file F times only the batched calls on it (with --threads T: the largest size also from T threads sharing the handle)\n  --role recover --file F times the writer's recovery of F alone (profile it on a copy of a crashed writer's file: recovery keeps the log)");
                 std::process::exit(0);
             }
             other => die(&format!("unknown argument {other} (try --help)")),
@@ -478,7 +478,7 @@ fn batches(r: &Reader, a: &Args) {
         false => "null".to_string(),
     };
     for get in [false, true] {
-        let (mut single, mut single_cpu) = (0.0, 0.0);
+        let (mut single, mut single_cpu, mut one_thread) = (0.0, 0.0, 0.0);
         for &b in sizes {
             let cpu0 = cpu_ns();
             let lat = batch_calls(r, a, &ids, b, get, &mut || {});
@@ -495,6 +495,29 @@ fn batches(r: &Reader, a: &Args) {
                 ratio(single_cpu, cpu)
             );
             emit(&format!("batch_{}_us_per_key", what(get)), us, a, &extra);
+            one_thread = 1e6 / us;
+        }
+        if a.threads > 1 {
+            // The largest size again, from `--threads` threads sharing the one handle.
+            let b = *sizes.last().expect("sizes given");
+            let t = Instant::now();
+            std::thread::scope(|s| {
+                for part in ids.chunks(ids.len().div_ceil(a.threads as usize)) {
+                    s.spawn(move || batch_calls(r, a, part, b, get, &mut || {}));
+                }
+            });
+            let rate = ids.len() as f64 / t.elapsed().as_secs_f64();
+            let extra = format!(
+                ",\"lookup_batch\":{b},\"threads\":{},\"speedup_over_one_thread\":{:.3}",
+                a.threads,
+                rate / one_thread
+            );
+            emit(
+                &format!("batch_threads_{}_keys_per_s", what(get)),
+                rate,
+                a,
+                &extra,
+            );
         }
     }
     if !a.cold {

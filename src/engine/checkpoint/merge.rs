@@ -138,13 +138,7 @@ impl<'a> Merge<'a> {
         }
         old.sort_unstable_by_key(|s| std::cmp::Reverse(s.1));
         core.merge_progress.at_hash(cursor);
-        let frees = match target {
-            Target::Base { k } => k,
-            Target::Deltas { from, to } => to - from - 1,
-        };
-        core.merge_frees
-            .store(frees as u32, std::sync::atomic::Ordering::Relaxed);
-        Ok(Merge {
+        let m = Merge {
             core,
             target,
             w,
@@ -154,7 +148,24 @@ impl<'a> Merge<'a> {
             fold: Fold::default(),
             compose: Compose::default(),
             vals: Vec::new(),
-        })
+        };
+        m.mark();
+        Ok(m)
+    }
+
+    /// Shows this merge's progress and the tables it frees to the commits it paces again
+    /// (after a merge of other tables ran between its steps).
+    pub fn mark(&self) {
+        let frees = match self.target {
+            Target::Base { k } => k,
+            Target::Deltas { from, to } => to - from - 1,
+        };
+        self.core
+            .merge_frees
+            .store(frees as u32, std::sync::atomic::Ordering::Relaxed);
+        if let Some((hash, _)) = self.least() {
+            self.core.merge_progress.at_hash(hash);
+        }
     }
 
     /// The least (hash, key) any source has next.

@@ -157,6 +157,25 @@ fn run_merge(core: &Core, plan: policy::Plan) -> Result<()> {
         if m.step()? {
             return Ok(());
         }
+        if plan != policy::Plan::Base {
+            continue;
+        }
+        // Between the steps of a merge into the base: a merge of the delta tables flushed
+        // since it started, when one is due.
+        let beside = {
+            let st = core.st.lock();
+            policy::beside_base(&st.root).map(|p| (p, st.root.clone()))
+        };
+        if let Some((p, root)) = beside {
+            let mut d = merge::Merge::open(core, &root, p, &hint)?;
+            while !d.step()? {
+                if core.st.lock().stop {
+                    return Ok(());
+                }
+            }
+            drop(d);
+            m.mark();
+        }
     }
 }
 

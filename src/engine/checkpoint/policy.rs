@@ -14,6 +14,7 @@
 
 use crate::format::layout::MAX_RUNS;
 use crate::format::root::Root;
+use crate::format::table::TableRef;
 
 /// What the merge thread does next.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -50,8 +51,16 @@ pub fn plan(root: &Root, compact: bool) -> Option<Plan> {
     if compact || bytes >= root.base.bytes {
         return Some(Plan::Base);
     }
+    tiers(d, 0)
+}
+
+/// The merge of delta tables due among `d` (which start at `deltas[at]`), size-tiered.
+fn tiers(d: &[TableRef], at: usize) -> Option<Plan> {
+    if d.is_empty() {
+        return None;
+    }
     if d.len() >= ALL_RUNS {
-        return Some(Plan::Deltas(0, d.len()));
+        return Some(Plan::Deltas(at, at + d.len()));
     }
     let mut from = d.len() - 1;
     let mut sum = d[from].bytes;
@@ -59,7 +68,16 @@ pub fn plan(root: &Root, compact: bool) -> Option<Plan> {
         from -= 1;
         sum += d[from].bytes;
     }
-    (d.len() - from >= WIDTH).then_some(Plan::Deltas(from, d.len()))
+    (d.len() - from >= WIDTH).then_some(Plan::Deltas(at + from, at + d.len()))
+}
+
+/// The merge of delta tables due among those newer than the ones a merge into the base takes
+/// (run between its steps: a merge into a large base takes long, and the logs flushed
+/// meanwhile would otherwise pile up, each a probe more per lookup, until commits had to wait
+/// for the merge to end).
+pub fn beside_base(root: &Root) -> Option<Plan> {
+    let k = root.merged as usize;
+    tiers(root.deltas.get(k..)?, k)
 }
 
 /// Whether a delta table of `keys` keys gets a key filter: when it holds at most three
@@ -103,6 +121,21 @@ mod tests {
             deltas: deltas.iter().map(|b| t(Kind::Delta, *b)).collect(),
             ..Root::default()
         }
+    }
+
+    #[test]
+    fn newer_tables_merge_beside_a_merge_into_the_base() {
+        let mut r = root(1000, &[300, 300, 5, 5, 5]);
+        r.merging = r.base;
+        r.merged = 2;
+        assert_eq!(beside_base(&r), None);
+        r.deltas.push(r.deltas[4]);
+        assert_eq!(beside_base(&r), Some(Plan::Deltas(2, 6)));
+        r.merged = 6;
+        assert_eq!(beside_base(&r), None);
+        let mut many = root(1000, &[1; 20]);
+        many.merged = 3;
+        assert_eq!(beside_base(&many), Some(Plan::Deltas(3, 20)));
     }
 
     #[test]
