@@ -19,7 +19,7 @@ def newest_slot(f: "h5py.File") -> bytes:
     slots = f["root"][...]
     assert slots.shape == (2, ROOT_SLOT) and slots.dtype == np.uint8
     valid = [s.tobytes() for s in slots
-             if s.tobytes()[:8] == b"HDIRROOT" and struct.unpack_from("<I", s.tobytes(), 8)[0] == 3]
+             if s.tobytes()[:8] == b"HDIRROOT" and struct.unpack_from("<I", s.tobytes(), 8)[0] == 4]
     assert valid, "no valid root slot"
     return max(valid, key=lambda b: struct.unpack_from("<Q", b, 16)[0])
 
