@@ -157,27 +157,6 @@ fn run_merge(core: &Core, plan: policy::Plan) -> Result<()> {
         if m.step()? {
             return Ok(());
         }
-        if plan != policy::Plan::Base {
-            continue;
-        }
-        // Between the steps of a merge into the base: a merge of the delta tables flushed
-        // since it started, when one is due (not when a full merge is waited for: the next
-        // merge into the base takes them all anyway).
-        let beside = {
-            let st = core.st.lock();
-            let plan = policy::beside_base(&st.root).filter(|_| !st.compact);
-            plan.map(|p| (p, st.root.clone()))
-        };
-        if let Some((p, root)) = beside {
-            let mut d = merge::Merge::open(core, &root, p, &hint)?;
-            while !d.step()? {
-                if core.st.lock().stop {
-                    return Ok(());
-                }
-            }
-            drop(d);
-            m.mark();
-        }
     }
 }
 

@@ -71,15 +71,6 @@ fn tiers(d: &[TableRef], at: usize) -> Option<Plan> {
     (d.len() - from >= WIDTH).then_some(Plan::Deltas(at + from, at + d.len()))
 }
 
-/// The merge of delta tables due among those newer than the ones a merge into the base takes
-/// (run between its steps: a merge into a large base takes long, and the logs flushed
-/// meanwhile would otherwise pile up, each a probe more per lookup, until commits had to wait
-/// for the merge to end).
-pub fn beside_base(root: &Root) -> Option<Plan> {
-    let k = root.merged as usize;
-    tiers(root.deltas.get(k..)?, k)
-}
-
 /// Whether a delta table of `keys` keys gets a key filter: when it holds at most three
 /// quarters of the keys the store is estimated to have, so that a search for another key is
 /// worth sparing. The estimate is the largest table's keys, or the base's plus those of the
@@ -121,21 +112,6 @@ mod tests {
             deltas: deltas.iter().map(|b| t(Kind::Delta, *b)).collect(),
             ..Root::default()
         }
-    }
-
-    #[test]
-    fn newer_tables_merge_beside_a_merge_into_the_base() {
-        let mut r = root(1000, &[300, 300, 5, 5, 5]);
-        r.merging = r.base;
-        r.merged = 2;
-        assert_eq!(beside_base(&r), None);
-        r.deltas.push(r.deltas[4]);
-        assert_eq!(beside_base(&r), Some(Plan::Deltas(2, 6)));
-        r.merged = 6;
-        assert_eq!(beside_base(&r), None);
-        let mut many = root(1000, &[1; 20]);
-        many.merged = 3;
-        assert_eq!(beside_base(&many), Some(Plan::Deltas(3, 20)));
     }
 
     #[test]

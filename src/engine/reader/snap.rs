@@ -342,16 +342,14 @@ impl Snap {
     }
 
     /// Starts loading what a search for hash `h` reads first, in the stages of a batch's
-    /// pipeline: 0, the directory items and key-filter blocks of its tables; 1, the first
-    /// lines of their pages (of the tables whose filter does not rule `h` out).
+    /// pipeline: 0, the key-filter blocks of its tables (the directory items of those without
+    /// one); 1, the first lines of their pages (of the tables whose filter does not rule `h`
+    /// out).
     pub fn warm_stage(&self, h: u64, stage: u8) {
         let cx = self.ctx();
         for v in self.chain(h) {
             match stage {
-                0 => {
-                    v.warm_item(h);
-                    v.warm_filter(&self.map, h);
-                }
+                0 => v.warm_first(&self.map, h),
                 _ => v.warm(&cx, h),
             }
         }

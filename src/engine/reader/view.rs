@@ -126,10 +126,9 @@ impl TableView {
             }
             hold.mark_leaf(leaf.0);
         }
-        let mut b = [0u8; 8 * BLOCK_WORDS as usize];
-        if cx.map.read(at, &mut b).is_err() {
+        let Ok(b) = cx.map.read_array::<{ 8 * BLOCK_WORDS as usize }>(at) else {
             return true;
-        }
+        };
         let mut words = [0u64; BLOCK_WORDS as usize];
         for (w, b) in words.iter_mut().zip(b.chunks_exact(8)) {
             *w = u64::from_le_bytes(b.try_into().expect("8 bytes"));
@@ -138,7 +137,7 @@ impl TableView {
     }
 
     /// Starts loading the filter block for hash `h` (when the table has a filter).
-    pub fn warm_filter(&self, map: &Mmap, h: u64) {
+    fn warm_filter(&self, map: &Mmap, h: u64) {
         if let Some(f) = &self.filter {
             let (_, leaf, at) = self.block(f, h);
             if leaf.0 != 0 {
@@ -176,14 +175,27 @@ impl TableView {
     /// Starts loading the first lines of the page for hash `h`, so that its cache misses
     /// overlap others instead of following them (not when the key filter rules `h` out).
     pub fn warm(&self, cx: &Ctx, h: u64) {
+        if !self.may_hold(cx, h) {
+            return;
+        }
         let (off, _, _) = self.slot(dir_index(h, self.t.depth));
-        if off != 0 && self.may_hold(cx, h) {
+        if off != 0 {
             cx.map.prefetch(off, SEARCH_LINES);
         }
     }
 
+    /// Starts loading what the first stage of a search for hash `h` reads: the key filter's
+    /// block, or the directory item of a table without one (a filter that rules `h` out
+    /// spares the item too).
+    pub fn warm_first(&self, map: &Mmap, h: u64) {
+        match self.filter {
+            Some(_) => self.warm_filter(map, h),
+            None => self.warm_item(h),
+        }
+    }
+
     /// Starts loading the directory item of hash `h`: the first stage of a batch's search.
-    pub fn warm_item(&self, h: u64) {
+    fn warm_item(&self, h: u64) {
         let i = dir_index(h, self.t.depth) as usize;
         prefetch(&self.leaves[i / LEAF].pages[i % LEAF]);
     }
@@ -232,8 +244,11 @@ impl TableView {
     /// The entry of `key` (hash `h`), if the table has one; the search starts at `from`, this
     /// table's [`TableView::mark`] for `h` in the same snapshot, when given.
     pub fn find(&self, cx: &Ctx, h: u64, key: &Key, from: Option<Mark>) -> Res<Option<Body>> {
+        if !self.may_hold(cx, h) {
+            return Ok(None);
+        }
         let (off, leaf, i) = self.slot(dir_index(h, self.t.depth));
-        if off == 0 || !self.may_hold(cx, h) {
+        if off == 0 {
             return Ok(None);
         }
         if cx.hold.is_some_and(|hd| hd.verified(off)) {
