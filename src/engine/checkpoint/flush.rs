@@ -102,10 +102,8 @@ pub fn flush(core: &Core, mut ops: OpLog, flusher: &mut Flusher) -> Result<()> {
     ends[0] = start.elapsed();
     let total = ops.len().max(1) as u64;
     let (mut bytes, mut seen, mut keys) = (0u64, 0u64, 0u64);
-    let mut these = FilterBuilder::new(ops.len() as u64);
     let mut sample = Vec::new();
     for (h, n) in ops.key_sizes() {
-        these.add(h);
         if keys % SAMPLE_EVERY == 0 {
             sample.push(h);
         }
@@ -118,7 +116,13 @@ pub fn flush(core: &Core, mut ops: OpLog, flusher: &mut Flusher) -> Result<()> {
     }
     ends[1] = start.elapsed();
     let filter = flusher.wants_filter(core, keys, &sample);
-    flusher.last = Some(these);
+    if !filter {
+        // The next flush's sample is tested against these keys; a table with a filter keeps
+        // them in its own (taken when it is written).
+        let mut these = FilterBuilder::new(keys);
+        ops.key_sizes().for_each(|(h, _)| these.add(h));
+        flusher.last = Some(these);
+    }
     let phases = &mut flusher.phases;
     let mut w = TableWriter::new(Kind::Delta, id, depth_for(bytes), filter.then_some(keys));
     let mut alloc = CoreAlloc(core, Work::Flush);
@@ -151,6 +155,9 @@ pub fn flush(core: &Core, mut ops: OpLog, flusher: &mut Flusher) -> Result<()> {
     drop(ops);
     ends[2] = start.elapsed();
     let table = w.finish(&core.file, &mut alloc)?;
+    if filter {
+        flusher.last = w.take_filter();
+    }
     failpoint::hit("flush.written");
     let mut st = core.publisher();
     let mut next = st.root.clone();

@@ -488,7 +488,7 @@ impl TableWriter {
         self.close_slot(file, alloc)?;
         self.cut_page(file, alloc)?;
         self.items_to(1u64 << self.depth, 0, alloc)?;
-        if let Some(f) = self.filter.take() {
+        if let Some(f) = &self.filter {
             let mut page = || alloc.page();
             let mut sink = Sink {
                 alloc: &mut page,
@@ -532,6 +532,11 @@ impl TableWriter {
         let mut pages = std::mem::take(&mut self.dir.written);
         pages.append(&mut self.segs.written);
         (std::mem::take(&mut self.listed), pages)
+    }
+
+    /// The key filter of the table written (none if it has none).
+    pub fn take_filter(&mut self) -> Option<FilterBuilder> {
+        self.filter.take()
     }
 
     /// Array pages replaced by the last snapshot (to be freed by the root that publishes it).
