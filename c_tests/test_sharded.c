@@ -1,7 +1,7 @@
 /* A sharded store through the C API: created with opts.shards, written and read through the
  * ordinary calls, routing by hashdir_shard_of, outputs in the caller's order, summed stats,
- * one writer per store and per shard, a plain writer of one shard, a bad shard index, and a
- * damaged or missing manifest.
+ * one writer per store and per shard, a plain writer of one shard, a bad shard index, a
+ * group writer of one member and its argument checks, and a damaged or missing manifest.
  * Usage: test_sharded <scratch dir> */
 #include <stddef.h>
 #include <stdint.h>
@@ -14,6 +14,15 @@ enum { N = 400, SHARDS = 3 };
 
 static void path_in(char *out, size_t len, const char *dir, const char *name) {
   snprintf(out, len, "%s/%s", dir, name);
+}
+
+/* A group of one member's all-reduce: the values stay as they are; counts its calls. */
+static int calls;
+static int32_t count_calls(void *ctx, uint64_t *values, size_t n) {
+  (void)values;
+  (void)n;
+  ++*(int *)ctx;
+  return 0;
 }
 
 static hashdir_options store_options(uint32_t shards) {
@@ -152,6 +161,43 @@ int main(int argc, char **argv) {
   uint64_t problems = 1;
   tap_ok(hashdir_verify(dir, report, sizeof report, &problems), "verify the store");
   tap_check(problems == 0, "no problems: %s", report);
+
+  /* A group writer: a group of one member writing every shard (its all-reduce is the
+   * identity), then the checks of its arguments. */
+  hashdir_group g = {.struct_size = sizeof g, .member = 0, .members = 1, .ctx = &calls,
+                     .max = count_calls};
+  uint32_t all[SHARDS] = {0, 1, 2};
+  tap_ok(hashdir_group_writer_open(dir, all, SHARDS, NULL, &g, &w), "open a group of one");
+  hashdir_key k3 = tap_key(N + 3);
+  hashdir_value v3 = tap_value(3);
+  tap_ok(hashdir_writer_insert(w, &k3, &v3, 1), "insert through the group writer");
+  calls = 0;
+  tap_ok(hashdir_writer_commit(w), "a collective commit");
+  tap_check(calls >= 3, "the commit agreed through max: %d calls", calls);
+  tap_ok(hashdir_writer_close(w), "close the group writer");
+  TAP_REQUIRE(hashdir_reader_open(dir, NULL, &r) == HASHDIR_OK);
+  f = 0;
+  hashdir_reader_lookup(r, &k3, 1, &got, &f);
+  tap_check(f == 1 && memcmp(&got, &v3, sizeof got) == 0, "the store reads the group's set");
+  hashdir_reader_close(r);
+  uint32_t two[2] = {0, 2};
+  tap_fails(hashdir_group_writer_open(dir, two, 2, NULL, &g, &w), HASHDIR_ERR_INVALID_ARGUMENT,
+            "hashdir_group_writer_open", "no member of the group writes shard 1",
+            "a shard no member writes");
+  uint32_t back[3] = {2, 1, 0};
+  tap_fails(hashdir_group_writer_open(dir, back, 3, NULL, &g, &w), HASHDIR_ERR_INVALID_ARGUMENT,
+            "hashdir_group_writer_open", "ascending", "shards out of order");
+  g.member = 1;
+  tap_fails(hashdir_group_writer_open(dir, all, SHARDS, NULL, &g, &w),
+            HASHDIR_ERR_INVALID_ARGUMENT, "hashdir_group_writer_open", "member < members",
+            "a member beyond the group");
+  g.member = 0;
+  g.max = NULL;
+  tap_fails(hashdir_group_writer_open(dir, all, SHARDS, NULL, &g, &w),
+            HASHDIR_ERR_INVALID_ARGUMENT, "hashdir_group_writer_open", "group->max is NULL",
+            "no all-reduce");
+  tap_fails(hashdir_group_writer_open(dir, all, SHARDS, NULL, NULL, &w),
+            HASHDIR_ERR_INVALID_ARGUMENT, "hashdir_group_writer_open", "group", "a NULL group");
 
   /* Asking for another shard count, or for shards on a plain file. */
   hashdir_options o4 = store_options(4);

@@ -12,7 +12,7 @@
  * where a store of one shard is a file.
  *
  * Every rank must pass the same `dir`, seen as the same directory by all ranks: one node's
- * file system, or a parallel file system (Lustre, GPFS). docs/MPI.md has the details.
+ * file system, or a parallel file system (Lustre, GPFS). docs/SCALE-OUT.md has the details.
  *
  * Conventions:
  * - Calls marked collective must be called by every rank of the communicator, in the same
@@ -27,15 +27,15 @@
  * - No pointer passed in is kept after the call returns. Arrays of n elements may be NULL
  *   when n == 0. A handle is used by one thread at a time.
  *
- * Crashes: a collective commit commits each rank's shards on their own (libhashdir's
- * cross-shard set commit is a single-process mechanism). After a crash of some ranks or
- * nodes, each shard holds whole batches only, and every batch that a commit returned
- * HASHDIR_OK for on all ranks (in the default mode: survives a crash of processes; a
- * power cut as hashdir.h says for hashdir_writer_commit, or with HASHDIR_SYNC_COMMIT every
- * such batch); but the commit under way when the crash happened may be present in some
- * shards and missing from others. Reopening recovers every shard. To make a load
- * idempotent, re-insert the batches of the last commit that did not return HASHDIR_OK
- * everywhere (inserting a pair twice changes nothing).
+ * Crashes: a collective commit is one set commit of the whole store (each rank's shards
+ * are written through a group writer, hashdir_group_writer_open). After a crash of some
+ * ranks, nodes or the whole job, once the store is opened for writing again (the next
+ * hashdir_mpi_open, or hashdir_writer_open of the directory), every shard holds the commit
+ * under way or none does, and every commit that returned HASHDIR_OK on all ranks is there
+ * (in the default mode across a crash of processes; across a power cut up to the store's
+ * last sync point, or every such commit with HASHDIR_SYNC_COMMIT). To make a load
+ * idempotent, re-insert the pairs of the last commit that did not return HASHDIR_OK
+ * everywhere (inserting a pair twice changes nothing). docs/SCALE-OUT.md has the details.
  *
  * SPDX-License-Identifier: MIT OR Apache-2.0 */
 
@@ -66,10 +66,10 @@ const char *hashdir_mpi_last_error(void);
  * (1 to 4096 / size). With HASHDIR_CREATE in `opts->flags` (the default of
  * hashdir_options_init; `opts` may be NULL for the defaults) a missing store is created with
  * size * shards_per_rank shards. An existing store must have exactly that many shards.
- * Rank 0 creates or checks the store with hashdir_writer_open (which also recovers any set
- * commit a crashed hashdir_writer_open left), then every rank opens its shards with
- * hashdir_shard_writer_open (one rank after the other: those opens append to the store's set
- * log) and a reader on each of them for routed lookups. `opts` applies to every shard
+ * Rank 0 creates or checks the store with hashdir_writer_open, then every rank opens the
+ * group writer of its shards (hashdir_group_writer_open, over an all-reduce on the
+ * handle's communicator; its open cuts any set commit a crash left in some shards only)
+ * and a reader on each of its shards for routed lookups. `opts` applies to every shard
  * writer (checkpoint_bytes, capacity, HASHDIR_SYNC_COMMIT); the readers never refresh on a
  * timer: hashdir_mpi_commit refreshes them.
  *
@@ -95,12 +95,12 @@ enum hashdir_status hashdir_mpi_insert(hashdir_mpi *h, const struct hashdir_key 
 
 /* Collective. Sends every rank's buffered pairs to the owners of their keys' shards
  * (hashdir_shard_of over size * shards_per_rank shards; MPI_Alltoallv), inserts them there
- * and commits every shard (hashdir_writer_commit: one batch a shard), then refreshes the
+ * and commits every shard as one set commit of the store, then refreshes the
  * ranks' readers, so routed lookups and new hashdir_reader_open calls see the pairs.
  * The buffers are empty afterwards, whatever the status.
- * Errors (the same on every rank): those of hashdir_writer_commit on any rank; then the
- * shards of the failed ranks may hold the batch pending, and the handle should be closed
- * and the store reopened (see "Crashes" above). HASHDIR_ERR_INVALID_ARGUMENT when a rank
+ * Errors (the same on every rank): those of hashdir_writer_commit on any rank; the commit is
+ * then in no shard once the store is reopened, and every rank's writer refuses work: close
+ * the handle and open the store again (see "Crashes" above). HASHDIR_ERR_INVALID_ARGUMENT when a rank
  * would send or receive more than INT_MAX pairs in one commit (commit more often). */
 enum hashdir_status hashdir_mpi_commit(hashdir_mpi *h);
 

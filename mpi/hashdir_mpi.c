@@ -28,7 +28,7 @@ struct hashdir_mpi {
   int rank, size;
   uint32_t per_rank; /* k: rank r owns shards r * k .. r * k + k - 1 */
   uint32_t shards;   /* size * k */
-  hashdir_writer **writers; /* k, by local shard */
+  hashdir_writer *writer;   /* this rank's shards: a group writer (one-file store: the file's) */
   hashdir_reader **readers; /* k */
   hashdir_key *keys;        /* buffered pairs */
   hashdir_value *values;
@@ -262,7 +262,6 @@ static enum hashdir_status by_shard(hashdir_mpi *h, const hashdir_key *keys, siz
 
 static void release(hashdir_mpi *h) {
   for (uint32_t j = 0; h->readers && j < h->per_rank; j++) hashdir_reader_close(h->readers[j]);
-  free(h->writers);
   free(h->readers);
   free(h->keys);
   free(h->values);
@@ -321,41 +320,55 @@ static void shard_file(const hashdir_mpi *h, const char *dir, uint32_t shard, ch
     snprintf(path, len, "%s/shard_%03u.h5", dir, shard);
 }
 
-/* This rank's shard writers and readers. */
-static enum hashdir_status open_shards(hashdir_mpi *h, const char *dir,
+/* The group writers' collective: an all-reduce with max over the handle's communicator. */
+static int32_t group_max(void *ctx, uint64_t *values, size_t n) {
+  hashdir_mpi *h = ctx;
+  if (n > INT_MAX) return -1;
+  return MPI_Allreduce(MPI_IN_PLACE, values, (int)n, MPI_UINT64_T, MPI_MAX, h->comm);
+}
+
+/* Collective: this rank's writer — of its shards, one member of the group of all ranks (so
+ * that a commit is one set commit of every shard) or, for a one-file store, of the file. */
+static enum hashdir_status open_writer(hashdir_mpi *h, const char *dir,
                                        struct hashdir_options o) {
-  struct hashdir_options ro = o;
-  ro.refresh_interval_ms = 0;
+  if (h->shards == 1) {
+    enum hashdir_status st = hashdir_writer_open(dir, &o, &h->writer);
+    return st == HASHDIR_OK ? st : lib_fail(st, dir);
+  }
+  uint32_t *ids = malloc(h->per_rank * sizeof *ids);
+  for (uint32_t j = 0; ids && j < h->per_rank; j++) ids[j] = (uint32_t)h->rank * h->per_rank + j;
+  struct hashdir_group g = {.struct_size = sizeof g,
+                            .member = (uint32_t)h->rank,
+                            .members = (uint32_t)h->size,
+                            .ctx = h,
+                            .max = group_max};
+  o.shards = h->shards;
+  /* Called with ids = NULL too: the others are already inside the collective open, and it
+   * fails on every rank (the argument error of this one is its own). */
+  enum hashdir_status st = hashdir_group_writer_open(dir, ids, ids ? h->per_rank : 1, &o, &g,
+                                                     &h->writer);
+  free(ids);
+  return st == HASHDIR_OK ? st : lib_fail(st, dir);
+}
+
+/* This rank's shard readers. */
+static enum hashdir_status open_readers(hashdir_mpi *h, const char *dir,
+                                        struct hashdir_options o) {
+  o.refresh_interval_ms = 0;
   for (uint32_t j = 0; j < h->per_rank; j++) {
-    uint32_t shard = (uint32_t)h->rank * h->per_rank + j;
     char path[4096 + 32];
-    shard_file(h, dir, shard, path, sizeof path);
-    enum hashdir_status st;
-    if (h->shards == 1) {
-      st = hashdir_writer_open(dir, &o, &h->writers[j]);
-    } else {
-      st = hashdir_shard_writer_open(dir, shard, &o, &h->writers[j]);
-    }
-    if (st != HASHDIR_OK) return lib_fail(st, path);
-    st = hashdir_reader_open(path, &ro, &h->readers[j]);
+    shard_file(h, dir, (uint32_t)h->rank * h->per_rank + j, path, sizeof path);
+    enum hashdir_status st = hashdir_reader_open(path, &o, &h->readers[j]);
     if (st != HASHDIR_OK) return lib_fail(st, path);
   }
   return HASHDIR_OK;
 }
 
-static enum hashdir_status close_writers(hashdir_mpi *h) {
-  enum hashdir_status first = HASHDIR_OK;
-  char msg[MSG_LEN] = "";
-  for (uint32_t j = 0; h->writers && j < h->per_rank; j++) {
-    enum hashdir_status st = hashdir_writer_close(h->writers[j]);
-    h->writers[j] = NULL;
-    if (st != HASHDIR_OK && first == HASHDIR_OK) {
-      first = st;
-      snprintf(msg, sizeof msg, "closing shard %u: %s", h->rank * h->per_rank + j,
-               hashdir_last_error());
-    }
-  }
-  return first == HASHDIR_OK ? first : fail(first, "%s", msg);
+/* Collective for a store of several shards. */
+static enum hashdir_status close_writer(hashdir_mpi *h) {
+  enum hashdir_status st = hashdir_writer_close(h->writer);
+  h->writer = NULL;
+  return st == HASHDIR_OK ? st : lib_fail(st, "closing this rank's shards");
 }
 
 enum hashdir_status hashdir_mpi_open(const char *dir, MPI_Comm comm, uint32_t shards_per_rank,
@@ -387,10 +400,9 @@ enum hashdir_status hashdir_mpi_open(const char *dir, MPI_Comm comm, uint32_t sh
     h->size = size;
     h->per_rank = shards_per_rank;
     h->shards = (uint32_t)size * shards_per_rank;
-    h->writers = calloc(shards_per_rank, sizeof *h->writers);
     h->readers = calloc(shards_per_rank, sizeof *h->readers);
   }
-  st = h && h->writers && h->readers ? HASHDIR_OK : fail(HASHDIR_ERR_IO, "out of memory");
+  st = h && h->readers ? HASHDIR_OK : fail(HASHDIR_ERR_IO, "out of memory");
   st = agree(comm, rank, size, st, fn);
   if (st != HASHDIR_OK) {
     if (h) release(h);
@@ -414,20 +426,16 @@ enum hashdir_status hashdir_mpi_open(const char *dir, MPI_Comm comm, uint32_t sh
     release(h);
     return st;
   }
-  /* One rank after the other: a shard writer's open appends to the store's set log, which
-   * another process's open may be reading and cutting back to its last whole record. */
-  for (int turn = 0; rc == MPI_SUCCESS && turn < size; turn++) {
-    if (turn == rank) {
-      t0 = now();
-      st = open_shards(h, dir, o);
-      h->store_s += now() - t0;
-    }
-    rc = MPI_Barrier(h->comm);
-  }
-  if (rc != MPI_SUCCESS) st = mpi_fail(rc, fn, "MPI_Barrier");
+  t0 = now();
+  st = open_writer(h, dir, o);
+  if (st == HASHDIR_OK) st = open_readers(h, dir, o);
+  h->store_s += now() - t0;
   st = agree(h->comm, rank, size, st, fn);
   if (st != HASHDIR_OK) {
-    close_writers(h);
+    /* The group open succeeds or fails on every rank alike, so either every rank has its
+     * writer (a reader failed) and closes it collectively, or none has. */
+    if (h->shards > 1) close_writer(h);
+    else hashdir_writer_close(h->writer);
     release(h);
     return st;
   }
@@ -464,30 +472,19 @@ enum hashdir_status hashdir_mpi_insert(hashdir_mpi *h, const struct hashdir_key 
   return HASHDIR_OK;
 }
 
-/* Inserts the received pairs into this rank's shards and commits them all. */
+/* Inserts the received pairs into this rank's shards and commits: one set commit of every
+ * rank's shards. The commit is collective and runs even when the insert failed (the failed
+ * insert leaves the group writer refusing work, so the commit fails on every rank). */
 static enum hashdir_status store_pairs(hashdir_mpi *h, const hashdir_key *keys,
                                        const hashdir_value *values, size_t n) {
-  struct local l;
-  enum hashdir_status st = by_shard(h, keys, n, &l, "hashdir_mpi_commit");
-  if (st != HASHDIR_OK) return st;
-  hashdir_value *vals = malloc((n ? n : 1) * sizeof *vals);
-  if (!vals) {
-    local_free(&l);
-    return fail(HASHDIR_ERR_IO, "out of memory");
-  }
-  for (size_t i = 0; i < n; i++) vals[l.by_shard.at[i]] = values[i];
-  size_t off = 0;
-  char what[64];
+  enum hashdir_status st = hashdir_writer_insert(h->writer, keys, values, n);
+  if (st != HASHDIR_OK) st = lib_fail(st, "inserting into this rank's shards");
+  enum hashdir_status cm = hashdir_writer_commit(h->writer);
+  if (st == HASHDIR_OK && cm != HASHDIR_OK) st = lib_fail(cm, "committing");
   for (uint32_t j = 0; j < h->per_rank && st == HASHDIR_OK; j++) {
-    snprintf(what, sizeof what, "shard %u", h->rank * h->per_rank + j);
-    st = hashdir_writer_insert(h->writers[j], l.keys + off, vals + off, l.by_shard.counts[j]);
-    if (st == HASHDIR_OK) st = hashdir_writer_commit(h->writers[j]);
-    if (st == HASHDIR_OK) st = hashdir_reader_refresh(h->readers[j]);
-    if (st != HASHDIR_OK) st = lib_fail(st, what);
-    off += l.by_shard.counts[j];
+    st = hashdir_reader_refresh(h->readers[j]);
+    if (st != HASHDIR_OK) st = lib_fail(st, "refreshing a shard's reader");
   }
-  free(vals);
-  local_free(&l);
   return st;
 }
 
@@ -769,13 +766,10 @@ enum hashdir_status hashdir_mpi_stats(hashdir_mpi *h, struct hashdir_stats *out)
    * delta_bytes (as a sharded store's stats are); the largest: global_depth, merging. */
   uint64_t sum[10] = {0}, max[2] = {0};
   double t0 = now();
-  for (uint32_t j = 0; st == HASHDIR_OK && j < h->per_rank; j++) {
+  if (st == HASHDIR_OK) {
     struct hashdir_stats s = {.struct_size = sizeof s};
-    st = hashdir_writer_stats(h->writers[j], &s);
-    if (st != HASHDIR_OK) {
-      st = lib_fail(st, "hashdir_writer_stats");
-      break;
-    }
+    st = hashdir_writer_stats(h->writer, &s);
+    if (st != HASHDIR_OK) st = lib_fail(st, "hashdir_writer_stats");
     uint64_t add[10] = {s.keys, s.values, s.buckets, s.file_bytes, s.epoch, s.wal_bytes,
                         s.extents, s.disk_bytes, s.delta_tables, s.delta_bytes};
     for (int i = 0; i < 10; i++) sum[i] += add[i];
@@ -824,7 +818,8 @@ enum hashdir_status hashdir_mpi_close(hashdir_mpi *h) {
   static const char fn[] = "hashdir_mpi_close";
   if (!h) return HASHDIR_OK;
   enum hashdir_status st = hashdir_mpi_commit(h);
-  enum hashdir_status cl = close_writers(h);
+  enum hashdir_status cl = h->shards > 1 ? close_writer(h) : hashdir_writer_close(h->writer);
+  if (cl != HASHDIR_OK && h->shards == 1) cl = lib_fail(cl, "closing the store");
   if (st == HASHDIR_OK) st = agree(h->comm, h->rank, h->size, cl, fn);
   int rc = MPI_Barrier(h->comm);
   if (st == HASHDIR_OK && rc != MPI_SUCCESS) st = mpi_fail(rc, fn, "MPI_Barrier");

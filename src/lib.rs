@@ -40,11 +40,11 @@ mod store;
 #[doc(hidden)]
 pub mod workload;
 
-pub use engine::ShardedWriter;
 pub use engine::{
     verify, verify_store, CopyProgress, GcReport, Options, Reader, RecoveryReport, Stats,
     StoreReader, StoreWriter, VerifyReport, Writer, MAX_CHECKPOINT_BYTES,
 };
+pub use engine::{Alone, Collective, ShardedWriter};
 pub use error::{Error, Result};
 pub use format::shard::shard_of;
 

@@ -5,10 +5,11 @@ mod common;
 
 use common::engine::*;
 use common::{k, Rng, TempDir};
-use hashdir::{shard_of, ShardedWriter, StoreReader, StoreWriter};
+use hashdir::{shard_of, Collective, ShardedWriter, StoreReader, StoreWriter};
 use hashdir::{Error, Key, Options, Reader, Value, Writer};
 use std::collections::BTreeSet;
 use std::path::Path;
+use std::sync::{Arc, Condvar, Mutex};
 
 fn store_opts(shards: u32) -> Options {
     Options { shards, ..opts() }
@@ -265,4 +266,255 @@ fn batches_of_an_unrecorded_set_commit_are_cut() {
     w.close().unwrap();
     let r = StoreReader::open(&dir, &opts()).unwrap();
     assert_eq!(values_of(&r, &[a]).0, vec![1]);
+}
+
+/// An in-process group: members are threads; `max` is a barrier that reduces. A round whose
+/// values have `die_at` entries fails on every member (as if the job died there).
+struct Hub {
+    members: u32,
+    die_at: Mutex<Option<usize>>,
+    st: Mutex<(Vec<u64>, u32, u64, Vec<u64>)>,
+    cv: Condvar,
+}
+
+struct Member {
+    hub: Arc<Hub>,
+    me: u32,
+}
+
+impl Collective for Member {
+    fn member(&self) -> u32 {
+        self.me
+    }
+    fn members(&self) -> u32 {
+        self.hub.members
+    }
+    fn max(&mut self, v: &mut [u64]) -> hashdir::Result<()> {
+        let hub = &self.hub;
+        let mut st = hub.st.lock().unwrap();
+        let (acc, arrived, gen, _) = &mut *st;
+        if *arrived == 0 {
+            *acc = v.to_vec();
+        } else {
+            assert_eq!(acc.len(), v.len(), "members at different steps");
+            acc.iter_mut()
+                .zip(v.iter())
+                .for_each(|(a, b)| *a = (*a).max(*b));
+        }
+        *arrived += 1;
+        let mine = *gen;
+        if *arrived == hub.members {
+            st.3 = std::mem::take(&mut st.0);
+            st.1 = 0;
+            st.2 += 1;
+            hub.cv.notify_all();
+        } else {
+            while st.2 == mine {
+                st = hub.cv.wait(st).unwrap();
+            }
+        }
+        v.copy_from_slice(&st.3);
+        if *hub.die_at.lock().unwrap() == Some(v.len()) {
+            return Err(Error::Unusable {
+                why: "the job died".into(),
+                errno: None,
+            });
+        }
+        Ok(())
+    }
+}
+
+fn hub(members: u32) -> Arc<Hub> {
+    Arc::new(Hub {
+        members,
+        die_at: Mutex::new(None),
+        st: Mutex::new((Vec::new(), 0, 0, Vec::new())),
+        cv: Condvar::new(),
+    })
+}
+
+/// Runs `f(member, writer)` on one thread per member of a group writing `split` of the store
+/// at `dir`; the results in member order.
+fn in_group<R: Send>(
+    dir: &Path,
+    split: &[Vec<u32>],
+    hub: &Arc<Hub>,
+    opts: &Options,
+    f: impl Fn(u32, &mut ShardedWriter) -> R + Sync,
+) -> Vec<R> {
+    std::thread::scope(|s| {
+        let jobs: Vec<_> = split
+            .iter()
+            .enumerate()
+            .map(|(me, ids)| {
+                let (hub, f) = (hub.clone(), &f);
+                s.spawn(move || {
+                    let me = me as u32;
+                    let group = Box::new(Member { hub, me });
+                    let mut w = ShardedWriter::open_group(dir, ids, opts, group).unwrap();
+                    f(me, &mut w)
+                })
+            })
+            .collect();
+        jobs.into_iter().map(|j| j.join().unwrap()).collect()
+    })
+}
+
+/// Key `i` of the keys whose shard (of 5) `split[member]` holds.
+fn member_key(split: &[Vec<u32>], member: u32, i: u64) -> Key {
+    (0..)
+        .map(|j| k(j * 7919 + i))
+        .find(|key| split[member as usize].contains(&shard_of(key, 5)))
+        .unwrap()
+}
+
+/// Three members writing a store of 5 shards, with logs small enough that shards seal and
+/// turn logs into tables between set commits: every batch of every member is in the store,
+/// and a member's insert of another member's key is refused and fails the next commit on
+/// every member.
+#[test]
+fn a_group_commits_every_members_shards_together() {
+    let d = TempDir::new("shgroup");
+    let dir = d.file("s");
+    let split = vec![vec![0, 1], vec![2], vec![3, 4]];
+    let h = hub(3);
+    let o = Options {
+        shards: 5,
+        ..log_of(16 << 10)
+    };
+    let batches = 40u64;
+    in_group(&dir, &split, &h, &o, |me, w| {
+        for b in 0..batches {
+            let keys: Vec<Key> = (0..50)
+                .map(|i| member_key(&split, me, b * 50 + i))
+                .collect();
+            w.insert(&keys, &vec![k(b); keys.len()]).unwrap();
+            w.commit().unwrap();
+        }
+        // The logs were small enough that the shards sealed some and flushed them to tables.
+        let s = w.stats().unwrap();
+        assert!(s.delta_tables > 0 || s.keys > 0, "member {me}: {s:?}");
+    });
+    // A key of another member's shard: refused; the next commit fails on every member.
+    let errs = in_group(&dir, &split, &h, &opts(), |me, w| {
+        if me == 1 {
+            let e = w.insert(&[member_key(&split, 0, 0)], &[k(9)]).unwrap_err();
+            assert!(e.to_string().contains("another member"), "{e}");
+        }
+        let e = w.commit().unwrap_err().to_string();
+        assert!(
+            w.sync().is_err(),
+            "member {me} works on after a failed commit"
+        );
+        e
+    });
+    assert!(errs[0].contains("member 1 of the group"), "{errs:?}");
+    assert!(errs[2].contains("member 1 of the group"), "{errs:?}");
+    let r = StoreReader::open(&dir, &opts()).unwrap();
+    for me in 0..3 {
+        let keys: Vec<Key> = (0..batches * 50)
+            .map(|i| member_key(&split, me, i))
+            .collect();
+        let (counts, vals) = values_of(&r, &keys);
+        assert!(counts.iter().all(|&c| c == 1), "member {me}: {counts:?}");
+        for (i, v) in vals.iter().enumerate() {
+            assert_eq!(*v, k(i as u64 / 50), "member {me}, key {i}");
+        }
+    }
+    assert!(hashdir::verify_store(&dir).unwrap().problems.is_empty());
+}
+
+/// The job dies after every member appended its batch to its shards' logs but before the
+/// set record: opening the store cuts that batch from every shard; the set commits before it
+/// stay whole.
+#[test]
+fn a_group_commit_cut_short_is_in_no_shard() {
+    let d = TempDir::new("shgroupcut");
+    let dir = d.file("s");
+    let split = vec![vec![0, 3], vec![1, 2, 4]];
+    let h = hub(2);
+    let o = Options {
+        shards: 5,
+        ..opts()
+    };
+    in_group(&dir, &split, &h, &o, |me, w| {
+        for b in 0..3 {
+            let keys: Vec<Key> = (0..20)
+                .map(|i| member_key(&split, me, b * 20 + i))
+                .collect();
+            w.insert(&keys, &vec![k(b); keys.len()]).unwrap();
+            w.commit().unwrap();
+        }
+        // The marks round of a commit: members + shards + 1 values.
+        *h.die_at.lock().unwrap() = Some(2 + 5 + 1);
+        let keys: Vec<Key> = (0..20).map(|i| member_key(&split, me, 60 + i)).collect();
+        w.insert(&keys, &vec![k(3); keys.len()]).unwrap();
+        assert!(w.commit().is_err());
+    });
+    // Each shard's log holds the last batch's frame; no set record names it.
+    let w = StoreWriter::open(&dir, &opts()).unwrap();
+    let dropped = w
+        .recovery()
+        .notes
+        .iter()
+        .filter(|n| n.contains("dropped 1 batches"));
+    assert_eq!(dropped.count(), 5, "{:?}", w.recovery().notes);
+    w.close().unwrap();
+    let r = StoreReader::open(&dir, &opts()).unwrap();
+    for me in 0..2 {
+        let keys: Vec<Key> = (0..80).map(|i| member_key(&split, me, i)).collect();
+        let (counts, _) = values_of(&r, &keys);
+        assert!(
+            counts[..60].iter().all(|&c| c == 1),
+            "member {me}: {counts:?}"
+        );
+        assert!(
+            counts[60..].iter().all(|&c| c == 0),
+            "member {me}: {counts:?}"
+        );
+    }
+}
+
+/// Shards named by no member, or by two, are refused on every member.
+#[test]
+fn a_group_must_name_every_shard_once() {
+    let d = TempDir::new("shgroupids");
+    let dir = d.file("s");
+    StoreWriter::open(&dir, &store_opts(3))
+        .unwrap()
+        .close()
+        .unwrap();
+    for (split, want) in [
+        (
+            vec![vec![0], vec![1]],
+            "no member of the group writes shard 2",
+        ),
+        (
+            vec![vec![0, 1], vec![1, 2]],
+            "shard 1 is named by members 0 and 1",
+        ),
+    ] {
+        let h = hub(2);
+        let errs: Vec<String> = std::thread::scope(|s| {
+            let jobs: Vec<_> = split
+                .iter()
+                .enumerate()
+                .map(|(me, ids)| {
+                    let (h, dir) = (h.clone(), &dir);
+                    s.spawn(move || {
+                        let g = Box::new(Member {
+                            hub: h,
+                            me: me as u32,
+                        });
+                        match ShardedWriter::open_group(dir, ids, &opts(), g) {
+                            Err(e) => e.to_string(),
+                            Ok(_) => panic!("member {me} opened"),
+                        }
+                    })
+                })
+                .collect();
+            jobs.into_iter().map(|j| j.join().unwrap()).collect()
+        });
+        assert!(errs.iter().all(|e| e.contains(want)), "{errs:?}");
+    }
 }

@@ -38,7 +38,7 @@ pub use gc::GcReport;
 pub use options::{Options, Stats, MAX_CHECKPOINT_BYTES};
 pub use reader::{CopyProgress, Reader};
 pub use recovery::RecoveryReport;
-pub use sharded::ShardedWriter;
+pub use sharded::{Alone, Collective, ShardedWriter};
 pub use store::{verify_store, StoreReader, StoreWriter};
 pub use verify::{verify, VerifyReport};
 pub use writer::Writer;

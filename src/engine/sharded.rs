@@ -8,6 +8,12 @@
 //! they are in a shard's log: before any shard seals its log (after which its frames become a
 //! table) every shard and the set log are synced, so a table never holds a batch that a power
 //! cut could make the newest reachable done record miss.
+//!
+//! Groups: the shards may be split among the members of a group of processes (MPI ranks),
+//! each writing its own shards, that run every step above together through a [`Collective`]
+//! (an all-reduce): member 0 keeps the set log and writes the done record once every member's
+//! frames are appended; every step's outcome is agreed, so all members succeed or all fail.
+//! One process writing every shard is the group of one ([`Alone`]).
 
 use super::options::{Options, Stats};
 use super::recovery::{self, RecoveryReport};
@@ -60,11 +66,11 @@ fn each<T: Send, R: Send>(items: &mut [T], f: impl Fn(usize, &mut T) -> R + Sync
     })
 }
 
-/// The first error of `results`, naming its shard.
-fn first_error<T>(dir: &Path, results: Vec<Result<T>>) -> Result<Vec<T>> {
+/// The first error of `results` (one for each shard of `ids`), naming its shard.
+fn first_error<T>(dir: &Path, ids: &[u32], results: Vec<Result<T>>) -> Result<Vec<T>> {
     let mut out = Vec::with_capacity(results.len());
-    for (i, r) in results.into_iter().enumerate() {
-        out.push(r.map_err(|e| in_shard(dir, i as u32, e))?);
+    for (r, &i) in results.into_iter().zip(ids) {
+        out.push(r.map_err(|e| in_shard(dir, i, e))?);
     }
     Ok(out)
 }
@@ -126,6 +132,56 @@ fn check_count(opts: &Options, have: u32, dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// How the members of a group agree: one all-reduce. Member 0 keeps the store's set log.
+pub trait Collective: Send {
+    /// This member's index, below [`Collective::members`].
+    fn member(&self) -> u32;
+    /// How many members the group has.
+    fn members(&self) -> u32;
+    /// Collective: every member calls it at the same step with as many values; on return each
+    /// holds the largest any member passed at its place.
+    fn max(&mut self, values: &mut [u64]) -> Result<()>;
+}
+
+/// The group of one process that writes every shard.
+pub struct Alone;
+
+impl Collective for Alone {
+    fn member(&self) -> u32 {
+        0
+    }
+    fn members(&self) -> u32 {
+        1
+    }
+    fn max(&mut self, _: &mut [u64]) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// One step's agreement: every member's outcome and `flags` (each the largest any member
+/// passed on return). A failure of any member fails the step on every member.
+fn agree(
+    group: &mut dyn Collective,
+    dir: &Path,
+    mine: Result<()>,
+    flags: &mut [u64],
+) -> Result<()> {
+    let m = group.members() as usize;
+    let mut v = vec![0u64; m + flags.len()];
+    v[group.member() as usize] = u64::from(mine.is_err());
+    v[m..].copy_from_slice(flags);
+    group.max(&mut v)?;
+    mine?;
+    if let Some(k) = v[..m].iter().position(|&x| x != 0) {
+        return Err(Error::Unusable {
+            why: format!("member {k} of the group writing {} failed", dir.display()),
+            errno: None,
+        });
+    }
+    flags.copy_from_slice(&v[m..]);
+    Ok(())
+}
+
 /// The shard a done record leaves `shard` at, unless a single-shard writer took it over since.
 fn owned(recs: &[SetRecord], done: usize, shard: u32) -> bool {
     !recs[done + 1..]
@@ -133,16 +189,24 @@ fn owned(recs: &[SetRecord], done: usize, shard: u32) -> bool {
         .any(|r| matches!(r, SetRecord::Detach { shard: s, .. } if *s == shard))
 }
 
-/// The writer of a sharded store.
+/// The writer of a sharded store: of every shard, or of a group member's shards.
 pub struct ShardedWriter {
     dir: PathBuf,
+    /// The shards this writer writes (ascending) and their writers.
+    ids: Vec<u32>,
     shards: Vec<Writer>,
-    log: SetLog,
+    /// The store's shard count.
+    total: u32,
+    /// The set log, kept by member 0 only.
+    log: Option<SetLog>,
+    /// The newest set commit and (member 0) the marks of its done record.
     seq: u64,
+    marks: Vec<u64>,
     sync: bool,
     /// Why the store refuses work: a set commit failed after some shards took its batch.
     broken: Option<String>,
     recovered: RecoveryReport,
+    group: Box<dyn Collective>,
 }
 
 impl ShardedWriter {
@@ -165,27 +229,92 @@ impl ShardedWriter {
         let lsns = each(&mut files, |_, f| {
             recovery::log_lsns(f.as_ref().expect("locked"))
         });
-        let lsns = first_error(dir, lsns)?;
+        let ids: Vec<u32> = (0..n).collect();
+        let lsns = first_error(dir, &ids, lsns)?;
         let (seq, below) = resolve(dir, &recs, &lsns)?;
         let writers = each(&mut files, |i, f| {
             let file = f.take().expect("locked");
             Writer::start(file, &plain, below[i])
         });
-        let shards = first_error(dir, writers)?;
-        let recovered = merged_reports(dir, &shards);
+        let shards = first_error(dir, &ids, writers)?;
+        let recovered = merged_reports(dir, &ids, &shards);
+        let marks: Vec<u64> = shards.iter().map(Writer::next_lsn).collect();
         let mut w = ShardedWriter {
             dir: dir.to_owned(),
+            ids,
             shards,
-            log,
+            total: n,
+            log: Some(log),
             seq,
+            marks,
             sync: opts.sync_commit,
             broken: None,
             recovered,
+            group: Box::new(Alone),
         };
         // The set log starts afresh from the state the shards were opened at.
-        let start = w.done_record();
-        w.log.rewrite(&start)?;
+        w.rewrite_log()?;
         Ok(w)
+    }
+
+    /// The writer of shards `ids` of the store at `dir` for one member of `group`. Collective:
+    /// every member calls it, each with its own shards, which together name every shard
+    /// once. Member 0 first opens the store whole (creating it if `opts` asks), which cuts
+    /// the batches of any set commit a crash left in some shards only, and closes it; then
+    /// every member opens its shards, and member 0 the set log. `commit`, `sync`,
+    /// `checkpoint`, `gc` and `close` are then collective too, and a failure on any member
+    /// fails the call on all of them (and the writers refuse work until reopened).
+    pub fn open_group(
+        dir: &Path,
+        ids: &[u32],
+        opts: &Options,
+        mut group: Box<dyn Collective>,
+    ) -> Result<ShardedWriter> {
+        let g = group.as_mut();
+        let member = u64::from(g.member());
+        let whole = match member {
+            0 => ShardedWriter::open(dir, opts).and_then(ShardedWriter::close),
+            _ => Ok(()),
+        };
+        agree(g, dir, whole, &mut [])?;
+        let read = manifest_of(dir);
+        let mut count = [*read.as_ref().unwrap_or(&0) as u64];
+        agree(g, dir, read.map(drop), &mut count)?;
+        let n = count[0] as u32;
+        let named = check_ids(ids, n);
+        // Each shard's largest member and, as u64::MAX - m, smallest: equal when one member
+        // named it.
+        let mut owners = vec![0u64; 2 * n as usize];
+        if named.is_ok() {
+            for &i in ids {
+                owners[i as usize] = member + 1;
+                owners[(n + i) as usize] = u64::MAX - (member + 1);
+            }
+        }
+        agree(g, dir, named, &mut owners)?;
+        owned_once(&owners, n)?;
+        let opened = open_members(dir, ids, n, opts, member == 0);
+        let mut seq = [opened.as_ref().map_or(0, |o| o.seq)];
+        let (opened, outcome) = match opened {
+            Ok(o) => (Some(o), Ok(())),
+            Err(e) => (None, Err(e)),
+        };
+        agree(g, dir, outcome, &mut seq)?;
+        let o = opened.expect("agreed");
+        let recovered = merged_reports(dir, ids, &o.shards);
+        Ok(ShardedWriter {
+            dir: dir.to_owned(),
+            ids: ids.to_vec(),
+            shards: o.shards,
+            total: n,
+            log: o.log,
+            seq: seq[0],
+            marks: o.marks,
+            sync: opts.sync_commit,
+            broken: None,
+            recovered,
+            group,
+        })
     }
 
     /// A plain writer of shard `shard` of the store at `dir`, for a process that owns that
@@ -230,9 +359,9 @@ impl ShardedWriter {
 
     /// Inserts values of one key into its shard.
     pub fn insert_values(&mut self, key: &Key, values: &[Value]) -> Result<()> {
-        self.usable()?;
-        let s = shard_of(key, self.count()) as usize;
-        self.shards[s].insert_values(key, values)
+        self.scatter(std::slice::from_ref(key), |w, _| {
+            w.insert_values(key, values)
+        })
     }
 
     /// Deletes keys, each in its shard.
@@ -249,16 +378,24 @@ impl ShardedWriter {
     }
 
     /// Hands each shard the indices of its keys. A shard that refuses its part leaves the
-    /// other parts pending in theirs: the store then refuses work until reopened.
+    /// other parts pending in theirs: the store then refuses work until reopened. So does a
+    /// key of another member's shard, refused before any shard takes a part.
     fn scatter(
         &mut self,
         keys: &[Key],
         mut f: impl FnMut(&mut Writer, &[usize]) -> Result<()>,
     ) -> Result<()> {
         self.usable()?;
-        let by = route(keys, self.count());
+        let by = route(keys, self.total);
+        if let Some(s) = (0..self.total).find(|s| !by[*s as usize].is_empty() && !self.writes(*s)) {
+            // The others would commit their parts of the set without this member's.
+            return self.fail(Error::InvalidArgument(format!(
+                "a key of shard {s}, which another member of the group writes"
+            )));
+        }
         let mut refused = None;
-        for (w, at) in self.shards.iter_mut().zip(&by) {
+        for (w, &id) in self.shards.iter_mut().zip(&self.ids) {
+            let at = &by[id as usize];
             if !at.is_empty() {
                 if let Err(e) = f(w, at) {
                     refused = Some(e);
@@ -272,8 +409,9 @@ impl ShardedWriter {
         }
     }
 
-    fn count(&self) -> u32 {
-        self.shards.len() as u32
+    /// Whether this writer writes shard `s`.
+    fn writes(&self, s: u32) -> bool {
+        self.ids.binary_search(&s).is_ok()
     }
 
     fn usable(&self) -> Result<()> {
@@ -293,96 +431,142 @@ impl ShardedWriter {
         Err(e)
     }
 
+    /// One collective step's agreement (see [`agree`]); a failure breaks the writer.
+    fn agree(&mut self, mine: Result<()>, flags: &mut [u64]) -> Result<()> {
+        match agree(self.group.as_mut(), &self.dir, mine, flags) {
+            Ok(()) => Ok(()),
+            Err(e) => self.fail(e),
+        }
+    }
+
+    /// The first error of a step run on every shard of this writer, naming its shard.
+    fn each_shard(&mut self, f: impl Fn(&mut Writer) -> Result<()> + Sync) -> Result<()> {
+        self.each_shard_where(&vec![true; self.shards.len()], f)
+    }
+
     /// Every shard's pending batch, as one set commit: in every shard or, after a crash, in
     /// none.
     pub fn commit(&mut self) -> Result<()> {
-        self.usable()?;
-        if !self.shards.iter().any(Writer::pending) {
+        let mut due = [
+            u64::from(self.shards.iter().any(Writer::pending)),
+            u64::from(self.shards.iter().any(Writer::switch_due)),
+        ];
+        self.agree(self.usable(), &mut due)?;
+        if due[0] == 0 {
             return Ok(());
         }
-        if self.shards.iter().any(Writer::switch_due) {
+        if due[1] != 0 {
             self.sync_point()?;
         }
-        let dir = self.dir.clone();
-        let appended = each(&mut self.shards, |_, w| w.append());
-        if let Err(e) = first_error(&dir, appended) {
-            return self.fail(e);
-        }
-        let done = SetRecord::Done {
-            seq: self.seq + 1,
-            lsns: self.shards.iter().map(Writer::next_lsn).collect(),
-        };
-        let recorded = self.log.append(&done).and_then(|()| match self.sync {
-            true => self.log.sync(),
-            false => Ok(()),
-        });
-        if let Err(e) = recorded {
-            return self.fail(e);
-        }
-        self.seq += 1;
+        let appended = self.each_shard(Writer::append);
         // Only the shards found due seal: a shard whose previous flush ended after this look
         // would otherwise seal frames that no sync point covered when none was due.
-        let due: Vec<bool> = self.shards.iter().map(Writer::nearly_full).collect();
-        if due.contains(&true) {
+        let full: Vec<bool> = self.shards.iter().map(Writer::nearly_full).collect();
+        let mut marks = vec![0u64; self.total as usize + 1];
+        for (w, &id) in self.shards.iter().zip(&self.ids) {
+            marks[id as usize] = w.next_lsn();
+        }
+        marks[self.total as usize] = u64::from(full.contains(&true));
+        self.agree(appended, &mut marks)?;
+        let seal = marks.pop() == Some(1);
+        let recorded = self.record(marks);
+        self.agree(recorded, &mut [])?;
+        self.seq += 1;
+        if seal {
             self.sync_point()?;
-            let sealed = each(&mut self.shards, |i, w| match due[i] {
-                true => w.seal_full(),
-                false => Ok(()),
-            });
-            if let Err(e) = first_error(&dir, sealed) {
-                return self.fail(e);
-            }
+            let sealed = self.each_shard_where(&full, Writer::seal_full);
+            self.agree(sealed, &mut [])?;
         }
         Ok(())
     }
 
-    /// Every shard and then the set log durable: the point before which a shard may seal a
-    /// log (its frames then go into tables, where recovery can no longer cut them).
+    /// Member 0: appends the done record of the next set commit (durably with `sync_commit`).
+    fn record(&mut self, marks: Vec<u64>) -> Result<()> {
+        let Some(log) = &mut self.log else {
+            return Ok(());
+        };
+        let done = SetRecord::Done {
+            seq: self.seq + 1,
+            lsns: marks.clone(),
+        };
+        log.append(&done)?;
+        if self.sync {
+            log.sync()?;
+        }
+        self.marks = marks;
+        Ok(())
+    }
+
+    /// [`ShardedWriter::each_shard`] on the shards whose `pick` is true.
+    fn each_shard_where(
+        &mut self,
+        pick: &[bool],
+        f: impl Fn(&mut Writer) -> Result<()> + Sync,
+    ) -> Result<()> {
+        let done = each(&mut self.shards, |i, w| match pick[i] {
+            true => f(w),
+            false => Ok(()),
+        });
+        first_error(&self.dir, &self.ids, done).map(drop)
+    }
+
+    /// Every shard and the set log durable: the point before which a shard may seal a log
+    /// (its frames then go into tables, where recovery can no longer cut them).
     fn sync_point(&mut self) -> Result<()> {
-        let dir = self.dir.clone();
-        let synced = each(&mut self.shards, |_, w| w.sync());
-        if let Err(e) = first_error(&dir, synced).and_then(|_| self.log.sync()) {
-            return self.fail(e);
-        }
-        if self.log.len()? > SET_LOG_MAX {
-            let rec = self.done_record();
-            if let Err(e) = self.log.rewrite(&rec) {
-                return self.fail(e);
-            }
+        let synced = self.usable().and_then(|()| self.each_shard(Writer::sync));
+        let logged = synced.and_then(|()| self.sync_log());
+        self.agree(logged, &mut [])
+    }
+
+    /// Member 0: the set log durable, and cut back to one record when it has grown long.
+    fn sync_log(&mut self) -> Result<()> {
+        let Some(log) = &self.log else {
+            return Ok(());
+        };
+        log.sync()?;
+        if log.len()? > SET_LOG_MAX {
+            self.rewrite_log()?;
         }
         Ok(())
     }
 
-    fn done_record(&self) -> SetRecord {
-        SetRecord::Done {
+    /// Replaces the set log by the done record of the newest set commit.
+    fn rewrite_log(&mut self) -> Result<()> {
+        let rec = SetRecord::Done {
             seq: self.seq,
-            lsns: self.shards.iter().map(Writer::next_lsn).collect(),
+            lsns: self.marks.clone(),
+        };
+        match &mut self.log {
+            Some(log) => log.rewrite(&rec),
+            None => Ok(()),
         }
     }
 
     /// Makes every committed set durable: every shard, then the set log.
     pub fn sync(&mut self) -> Result<()> {
-        self.usable()?;
         self.sync_point()
     }
 
     /// Checkpoints every shard (after a sync point).
     pub fn checkpoint(&mut self) -> Result<()> {
-        self.usable()?;
         self.sync_point()?;
-        let dir = self.dir.clone();
-        first_error(&dir, each(&mut self.shards, |_, w| w.checkpoint())).map(drop)
+        let done = self.each_shard(Writer::checkpoint);
+        self.agree(done, &mut [])
     }
 
-    /// Runs [`Writer::gc`] on every shard; the reports summed.
+    /// Runs [`Writer::gc`] on every shard; the reports summed (this member's shards').
     pub fn gc(&mut self) -> Result<GcReport> {
-        self.usable()?;
         self.sync_point()?;
-        let dir = self.dir.clone();
-        let reports = first_error(&dir, each(&mut self.shards, |_, w| w.gc()))?;
+        let reports = each(&mut self.shards, |_, w| w.gc());
+        let (mut pages, mut segments) = (0, 0);
+        let done = first_error(&self.dir, &self.ids, reports).map(|all| {
+            pages = all.iter().map(|r| r.pages_reclaimed).sum();
+            segments = all.iter().map(|r| r.segments_reclaimed).sum();
+        });
+        self.agree(done, &mut [])?;
         Ok(GcReport {
-            pages_reclaimed: reports.iter().map(|r| r.pages_reclaimed).sum(),
-            segments_reclaimed: reports.iter().map(|r| r.segments_reclaimed).sum(),
+            pages_reclaimed: pages,
+            segments_reclaimed: segments,
         })
     }
 
@@ -401,16 +585,96 @@ impl ShardedWriter {
     pub fn close(mut self) -> Result<()> {
         self.commit()?;
         self.sync_point()?;
-        let dir = self.dir.clone();
         let mut shards: Vec<Option<Writer>> = self.shards.drain(..).map(Some).collect();
         let closed = each(&mut shards, |_, w| w.take().expect("open").close());
-        first_error(&dir, closed).map(drop)
+        let closed = first_error(&self.dir, &self.ids, closed).map(drop);
+        agree(self.group.as_mut(), &self.dir, closed, &mut [])
     }
 
-    /// The number of shards.
+    /// The number of shards of the store.
     pub fn shard_count(&self) -> u32 {
-        self.count()
+        self.total
     }
+}
+
+/// What a group member opens: its shards' writers and, for member 0, the set log with the
+/// newest set commit it records.
+struct Opened {
+    shards: Vec<Writer>,
+    log: Option<SetLog>,
+    seq: u64,
+    marks: Vec<u64>,
+}
+
+/// Opens a member's shards (recovered whole already by member 0's open of the store) and,
+/// for member 0, the set log.
+fn open_members(dir: &Path, ids: &[u32], n: u32, opts: &Options, lead: bool) -> Result<Opened> {
+    let plain = Options {
+        create: false,
+        ..opts.clone()
+    };
+    let files = ids
+        .iter()
+        .map(|&i| Writer::lock(&shard_path(dir, i), &plain))
+        .collect::<Result<Vec<WriterFile>>>()?;
+    let (mut log, mut seq, mut marks) = (None, 0, Vec::new());
+    if lead {
+        let (l, recs) = SetLog::open(dir, n)?;
+        if let Some(SetRecord::Done { seq: s, lsns }) = recs
+            .iter()
+            .rev()
+            .find(|r| matches!(r, SetRecord::Done { .. }))
+        {
+            (seq, marks) = (*s, lsns.clone());
+        }
+        log = Some(l);
+    }
+    let mut files: Vec<Option<WriterFile>> = files.into_iter().map(Some).collect();
+    let writers = each(&mut files, |_, f| {
+        Writer::start(f.take().expect("locked"), &plain, None)
+    });
+    let shards = first_error(dir, ids, writers)?;
+    Ok(Opened {
+        shards,
+        log,
+        seq,
+        marks,
+    })
+}
+
+/// A member's shards: ascending, each below the store's count `n`.
+fn check_ids(ids: &[u32], n: u32) -> Result<()> {
+    if let Some(&bad) = ids.iter().find(|&&i| i >= n) {
+        return Err(Error::InvalidArgument(format!(
+            "shard {bad} does not exist: the store has {n} shards"
+        )));
+    }
+    if ids.windows(2).any(|w| w[0] >= w[1]) {
+        return Err(Error::InvalidArgument(
+            "a member's shards must be named in ascending order, each once".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Every shard named by exactly one member (`owners` from [`ShardedWriter::open_group`]).
+fn owned_once(owners: &[u64], n: u32) -> Result<()> {
+    for s in 0..n as usize {
+        let (high, low) = (owners[s], u64::MAX - owners[n as usize + s]);
+        if high == 0 {
+            return Err(Error::InvalidArgument(format!(
+                "no member of the group writes shard {s}"
+            )));
+        }
+        if high != low {
+            return Err(Error::InvalidArgument(format!(
+                "shard {s} is named by members {} and {}",
+                low - 1,
+                high - 1
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Creates the store's directory, its shard files and, last, its first set record and its
@@ -479,15 +743,15 @@ fn resolve(dir: &Path, recs: &[SetRecord], lsns: &[(u64, u64)]) -> Result<(u64, 
     ))
 }
 
-fn merged_reports(dir: &Path, shards: &[Writer]) -> RecoveryReport {
+fn merged_reports(dir: &Path, ids: &[u32], shards: &[Writer]) -> RecoveryReport {
     let mut all = RecoveryReport::default();
-    for (i, w) in shards.iter().enumerate() {
+    for (&i, w) in ids.iter().zip(shards) {
         let r = w.recovery();
         all.root_epoch += r.root_epoch;
         all.frames += r.frames;
         all.log_bytes += r.log_bytes;
         all.micros = all.micros.max(r.micros);
-        let name = shard_name(dir, i as u32);
+        let name = shard_name(dir, i);
         all.notes
             .extend(r.notes.iter().map(|n| format!("{name}: {n}")));
     }

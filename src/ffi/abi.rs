@@ -91,6 +91,31 @@ pub struct hashdir_options {
     pub shards: u32,
 }
 
+/// The collective a group writer agrees through (`hashdir_group_writer_open`): called by
+/// every member at the same step with `n` values; it replaces each value by the largest any
+/// member passed at its place (an all-reduce with max over `uint64_t`, e.g.
+/// `MPI_Allreduce(MPI_IN_PLACE, values, n, MPI_UINT64_T, MPI_MAX, comm)`), and returns 0, or
+/// anything else if it failed.
+pub type hashdir_group_max =
+    Option<unsafe extern "C" fn(ctx: *mut core::ffi::c_void, values: *mut u64, n: usize) -> i32>;
+
+/// The group of processes (e.g. the ranks of an MPI communicator) whose members write the
+/// shards of one store together through `hashdir_group_writer_open`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct hashdir_group {
+    /// `sizeof(hashdir_group)` as the caller was compiled.
+    pub struct_size: u32,
+    /// This process's index in the group, below `members`. Member 0 keeps the set log.
+    pub member: u32,
+    /// How many processes the group has (at least 1).
+    pub members: u32,
+    /// Passed to `max` as it is.
+    pub ctx: *mut core::ffi::c_void,
+    /// The collective maximum; must not be NULL.
+    pub max: hashdir_group_max,
+}
+
 /// Counters of an open file, filled by `hashdir_writer_stats` / `hashdir_reader_stats`.
 ///
 /// Set `struct_size` to `sizeof(hashdir_stats)` before the call: the library writes only
@@ -165,4 +190,6 @@ const _: () = assert!(offset_of!(hashdir_stats, disk_bytes) == 64);
 const _: () = assert!(offset_of!(hashdir_stats, keys) == 8);
 const _: () = assert!(offset_of!(hashdir_stats, wal_bytes) == 48);
 const _: () = assert!(size_of::<hashdir_recovery>() == 40);
+const _: () = assert!(size_of::<hashdir_group>() == 32);
+const _: () = assert!(offset_of!(hashdir_group, ctx) == 16);
 const _: () = assert!(offset_of!(hashdir_recovery, root_epoch) == 8);

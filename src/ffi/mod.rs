@@ -23,6 +23,7 @@
 mod abi;
 mod args;
 mod call;
+mod group;
 mod options;
 mod stats;
 mod verify;
@@ -31,10 +32,11 @@ mod writer;
 mod reader;
 
 pub use abi::{
-    hashdir_key, hashdir_options, hashdir_recovery, hashdir_stats, hashdir_status, hashdir_value,
-    HASHDIR_CREATE, HASHDIR_SYNC_COMMIT,
+    hashdir_group, hashdir_group_max, hashdir_key, hashdir_options, hashdir_recovery,
+    hashdir_stats, hashdir_status, hashdir_value, HASHDIR_CREATE, HASHDIR_SYNC_COMMIT,
 };
 pub use call::{hashdir_last_error, hashdir_status_name, hashdir_version};
+pub use group::hashdir_group_writer_open;
 pub use options::hashdir_options_init;
 pub use reader::{
     hashdir_copy, hashdir_reader, hashdir_reader_close, hashdir_reader_get, hashdir_reader_lookup,

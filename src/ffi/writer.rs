@@ -113,7 +113,7 @@ pub unsafe extern "C" fn hashdir_writer_open(
     })
 }
 
-fn boxed(writer: StoreWriter) -> *mut hashdir_writer {
+pub(super) fn boxed(writer: StoreWriter) -> *mut hashdir_writer {
     let slot = Mutex::new(Slot {
         writer,
         poisoned: false,
