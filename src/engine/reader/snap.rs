@@ -346,13 +346,19 @@ impl Snap {
     /// one); 1, the first lines of their pages (of the tables whose filter does not rule `h`
     /// out).
     pub fn warm_stage(&self, h: u64, stage: u8) {
-        let cx = self.ctx();
-        for v in self.chain(h) {
-            match stage {
-                0 => v.warm_first(&self.map, h),
-                _ => v.warm(&cx, h),
-            }
+        if stage == 0 {
+            self.chain(h).for_each(|v| v.warm_first(&self.map, h));
+            return;
         }
+        // The last table first: its page needs no filter's answer, so its misses start
+        // while the filters' lines may still be arriving.
+        let cx = self.ctx();
+        let last = self.last(h);
+        if let Some(l) = last {
+            l.warm(&cx, h);
+        }
+        let newer = self.chain(h).filter(|v| !last.is_some_and(|l| std::ptr::eq(l, *v)));
+        newer.for_each(|v| v.warm(&cx, h));
     }
 
     /// Where the search for hash `h` starts in the page of the last table of its chain (the
