@@ -88,11 +88,12 @@ fn parser_reads_back_every_kind_of_record() {
         },
     ];
     let bytes = encode(&recs);
-    assert_eq!(&bytes[..8], b"HDTRACE1");
-    // 8 records of 17 header bytes and 100 payload bytes.
-    assert_eq!(bytes.len(), 8 + 8 * 17 + 100);
+    assert_eq!(&bytes[..8], b"HDTRACE2");
+    // The file's binding (an empty path) and 8 records, of 21 header bytes, and 100 payload
+    // bytes.
+    assert_eq!(bytes.len(), 8 + 9 * 21 + 100);
     assert_eq!(parse(&bytes).unwrap(), recs);
-    assert_eq!(parse(b"HDTRACE1").unwrap(), Vec::<Rec>::new());
+    assert_eq!(parse(b"HDTRACE2").unwrap(), Vec::<Rec>::new());
 }
 
 #[test]
@@ -101,14 +102,21 @@ fn parser_rejects_damaged_and_truncated_traces() {
     let bytes = encode(&recs);
     // Every cut inside a record is an error naming that record; a cut between records is a
     // shorter trace (the END marker check catches those).
-    let boundaries = [8, 8 + 17 + 10, 8 + 17 + 10 + 17, bytes.len()];
+    // Record 0 binds the file.
+    let boundaries = [
+        8,
+        8 + 21,
+        8 + 21 + 21 + 10,
+        8 + 21 + 21 + 10 + 21,
+        bytes.len(),
+    ];
     for cut in 0..bytes.len() {
         let r = parse(&bytes[..cut]);
         if cut < 8 {
-            assert!(r.unwrap_err().what.contains("HDTRACE1"), "cut {cut}");
+            assert!(r.unwrap_err().what.contains("HDTRACE2"), "cut {cut}");
         } else if boundaries.contains(&cut) {
             let n = boundaries.iter().position(|b| *b == cut).unwrap();
-            assert_eq!(r.unwrap().len(), n, "cut {cut}");
+            assert_eq!(r.unwrap().len(), n.saturating_sub(1), "cut {cut}");
         } else {
             let e = r.unwrap_err();
             assert!(e.what.starts_with("truncated"), "cut {cut}: {e}");
@@ -118,9 +126,9 @@ fn parser_rejects_damaged_and_truncated_traces() {
         }
     }
     let mut bad = bytes.clone();
-    bad[8 + 17 + 10] = b'X';
+    bad[8 + 21 + 21 + 10] = b'X';
     let e = parse(&bad).unwrap_err();
-    assert_eq!((e.record, e.at), (1, 8 + 17 + 10));
+    assert_eq!((e.record, e.at), (2, 8 + 21 + 21 + 10));
     assert!(e.what.contains("unknown record kind 0x58"), "{e}");
     let mut bad = bytes;
     bad[0] = b'h';
