@@ -844,16 +844,39 @@ fn run_sharded(mode: Mode, test: &str) {
     }
     // The durable points: a completed sync of the set log (in sync mode after every set
     // commit; in default mode at a sync point, after every shard's). `log_synced[i]`: set
-    // commits acknowledged before the last one among the first `i` records.
+    // commits durable at the last one among the first `i` records: those acknowledged, and
+    // the one in progress if its done record was appended to the set log before the sync.
     let log = run.trace.paths.iter().position(|p| p == "sets.log");
+    let on_log = |i: usize| log.is_some_and(|l| run.trace.file[i] == l as u32);
     let mut log_synced = vec![0u64];
+    let mut done_appended = false;
     for (i, r) in recs.iter().enumerate() {
-        let last = *log_synced.last().unwrap();
-        let synced = *r == Rec::Sync && log.is_some_and(|l| run.trace.file[i] == l as u32);
-        log_synced.push(if synced { tl.acked[i] } else { last });
+        let mut now = *log_synced.last().unwrap();
+        match r {
+            Rec::Mark(v) => {
+                if let workload::Marker::Call {
+                    call: workload::Call::Commit,
+                    done: false,
+                    ..
+                } = workload::decode_mark(*v)
+                {
+                    done_appended = false;
+                }
+            }
+            Rec::Write { .. } if on_log(i) => {
+                let committing = matches!(tl.during[i], Some((workload::Call::Commit, _)));
+                done_appended |= committing;
+            }
+            Rec::Sync if on_log(i) => {
+                let committing = matches!(tl.during[i], Some((workload::Call::Commit, _)));
+                now = tl.acked[i] + (committing && done_appended) as u64;
+            }
+            _ => {}
+        }
+        log_synced.push(now);
     }
     if mode == Mode::Sync {
-        // Every acknowledgement follows a sync of the set log made during its commit.
+        // Every acknowledgement follows a sync of the set log after its done record.
         for (i, r) in recs.iter().enumerate() {
             if let Rec::Mark(v) = r {
                 if (1..workload::ACK_LIMIT).contains(v) {
@@ -870,14 +893,21 @@ fn run_sharded(mode: Mode, test: &str) {
                 .map(|(i, _)| i + 1),
         )
         .collect();
+    // Besides the random images, pinned ones: the synced-only image right after each
+    // directory sync (the end of an atomic replace of the set log), numbered from `images` on.
+    let pinned: Vec<usize> = (0..recs.len())
+        .filter(|&i| recs[i] == Rec::SyncDir)
+        .map(|i| i + 1)
+        .collect();
     let next = AtomicUsize::new(0);
     let outcomes = Mutex::new(Vec::new());
     let todo: Vec<u64> = match only {
         Some(i) => vec![i],
-        None => (0..images).collect(),
+        None => (0..images + pinned.len() as u64).collect(),
     };
     std::thread::scope(|s| {
         for t in 0..threads {
+            let pinned = &pinned;
             let (run, tl, models, todo, next, outcomes, dir, points, d, log_synced, by_shard) = (
                 &run,
                 &tl,
@@ -897,8 +927,13 @@ fn run_sharded(mode: Mode, test: &str) {
                     let j = next.fetch_add(1, Ordering::Relaxed);
                     let Some(&i) = todo.get(j) else { break };
                     let mut rng = Rng(pc::image_seed(seed, i));
-                    let crash = points[rng.below(points.len() as u64) as usize];
-                    let profile = Profile::pick(&mut rng);
+                    let (crash, profile) = match i.checked_sub(images) {
+                        Some(p) => (pinned[p as usize], Profile::SyncedOnly),
+                        None => {
+                            let crash = points[rng.below(points.len() as u64) as usize];
+                            (crash, Profile::pick(&mut rng))
+                        }
+                    };
                     let draw = rng.next();
                     let mut keep = |n: u32| match profile {
                         Profile::PageCache => n,
