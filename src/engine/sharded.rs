@@ -182,7 +182,10 @@ impl ShardedWriter {
             broken: None,
             recovered,
         };
-        // The set log starts afresh from the state the shards were opened at.
+        // The set log starts afresh from the state the shards were opened at, once that state
+        // is durable: a record naming frames a power cut could still take from a shard (those
+        // an abandoned writer left unsynced) would leave no set commit every shard reaches.
+        first_error(dir, each(&mut w.shards, |_, s| s.sync()))?;
         let start = w.done_record();
         w.log.rewrite(&start)?;
         Ok(w)
