@@ -484,11 +484,13 @@ fn summarize(
         let bad = failed.iter().filter(|o| f(o)).count();
         format!("{bad} of {all}")
     };
-    s += &format!(
-        "\n  crash point before the first write past the base's end: {}; after it: {}",
-        class(&|o| !o.grown),
-        class(&|o| o.grown)
-    );
+    if tl.first_growth.is_some() {
+        s += &format!(
+            "\n  crash point before the first write past the base's end: {}; after it: {}",
+            class(&|o| !o.grown),
+            class(&|o| o.grown)
+        );
+    }
     s += &format!(
         "\n  no operation after the last sync: {}; some, all kept whole (the page cache's view): {}; some lost or torn: {}",
         class(&|o| o.built.unsynced == 0),
@@ -817,6 +819,20 @@ fn run_sharded(mode: Mode, test: &str) {
         counts.dir_syncs,
         counts.marks,
     );
+    for (f, path) in run.trace.paths.iter().enumerate() {
+        let mine = |want: fn(&Rec) -> bool| {
+            (0..recs.len())
+                .filter(|&i| run.trace.file[i] == f as u32 && want(&recs[i]))
+                .count()
+        };
+        eprintln!(
+            "  {path:?}: {} writes, {} punches, {} syncs, {} directory syncs",
+            mine(|r| matches!(r, Rec::Write { .. })),
+            mine(|r| matches!(r, Rec::Punch { .. })),
+            mine(|r| *r == Rec::Sync),
+            mine(|r| *r == Rec::SyncDir),
+        );
+    }
     let d = pc::files::Dir::of(&run.base, &run.trace).unwrap_or_else(|e| panic!("{e}"));
     // Completeness: every operation applied gives the files the writer left.
     let (replayed, _) = d.build(recs.len(), &mut image::KeepAll, &mut |n| n);
