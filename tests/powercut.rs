@@ -15,6 +15,12 @@
 //! (tests/powercut/oracle.rs). Every failure is counted; the test fails at the end with a
 //! summary. Both durability modes run: default and `sync_commit`.
 //!
+//! The same runs on a sharded store (3 shards: a directory of shard files, a set log and a
+//! manifest): the trace names the file of each operation and records the set log's appends,
+//! syncs and atomic replaces (creation, rename, directory sync); each file of an image is built
+//! from its own operations (tests/powercut/files.rs), and every shard must hold the same `k`
+//! whole set commits (`HASHDIR_POWERCUT_SHARDED_IMAGES=n`, default 300).
+//!
 //! Environment:
 //! - `HASHDIR_POWERCUT_IMAGES=n`: images per mode (default 1000); the long run is
 //!   `HASHDIR_POWERCUT_IMAGES=100000 cargo test --release --test powercut`.
