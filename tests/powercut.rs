@@ -788,13 +788,9 @@ fn run_sharded(mode: Mode, test: &str) {
     let models = Models::new(batches, plan.shrink);
     let by_shard = shard_models(&models);
     // Every batch changes every shard, so a set commit in some shards only is no model state.
-    for b in 0..batches as usize {
-        for s in 0..SHARDS as usize {
-            assert_ne!(
-                by_shard[b][s],
-                by_shard[b + 1][s],
-                "batch {b} leaves shard {s} as it was"
-            );
+    for (b, pair) in by_shard.windows(2).enumerate() {
+        for (s, (before, after)) in pair[0].iter().zip(&pair[1]).enumerate() {
+            assert_ne!(before, after, "batch {b} leaves shard {s} as it was");
         }
     }
     let recs = &run.trace.recs;
