@@ -15,6 +15,12 @@
 //! (tests/powercut/oracle.rs). Every failure is counted; the test fails at the end with a
 //! summary. Both durability modes run: default and `sync_commit`.
 //!
+//! The same runs on a sharded store (3 shards: a directory of shard files, a set log and a
+//! manifest): the trace names the file of each operation and records the set log's appends,
+//! syncs and atomic replaces (creation, rename, directory sync); each file of an image is built
+//! from its own operations (tests/powercut/files.rs), and every shard must hold the same `k`
+//! whole set commits (`HASHDIR_POWERCUT_SHARDED_IMAGES=n`, default 300).
+//!
 //! Environment:
 //! - `HASHDIR_POWERCUT_IMAGES=n`: images per mode (default 1000); the long run is
 //!   `HASHDIR_POWERCUT_IMAGES=100000 cargo test --release --test powercut`.
@@ -124,6 +130,22 @@ fn child_roles() {
                 pc::report_failure(&f);
                 panic!(
                     "the traced workload failed: {} of batch {}: {}",
+                    f.call.name(),
+                    f.batch,
+                    f.error
+                );
+            }
+            println!("@finished");
+        }
+        "sharded" => {
+            let mode = Mode::parse(&std::env::var("HASHDIR_PC_MODE").unwrap_or_default());
+            let r = workload::run(path, &sharded_opts(mode), &sharded_plan(), |b| {
+                println!("@acked {b}")
+            });
+            if let Err(f) = r {
+                pc::report_failure(&f);
+                panic!(
+                    "the traced sharded workload failed: {} of batch {}: {}",
                     f.call.name(),
                     f.batch,
                     f.error
@@ -386,7 +408,7 @@ fn run_mode(mode: Mode, test: &str) {
     });
     let mut outcomes = outcomes.into_inner().unwrap();
     outcomes.sort_by_key(|o| o.image);
-    let summary = summarize(mode, seed, &outcomes, &tl, n, incomplete.as_deref());
+    let summary = summarize(mode.name(), seed, &outcomes, &tl, n, incomplete.as_deref());
     eprintln!("{summary}");
     eprintln!(
         "{} mode: {} images in {:.1} s",
@@ -439,7 +461,7 @@ fn kind(msg: &str) -> &'static str {
 }
 
 fn summarize(
-    mode: Mode,
+    label: &str,
     seed: u64,
     outcomes: &[Outcome],
     tl: &Timeline,
@@ -449,8 +471,7 @@ fn summarize(
     use std::collections::BTreeMap;
     let failed: Vec<&Outcome> = outcomes.iter().filter(|o| o.result.is_err()).collect();
     let mut s = format!(
-        "{} mode: {} of {} images failed (seed {seed}, trace of {records} records)",
-        mode.name(),
+        "{label} mode: {} of {} images failed (seed {seed}, trace of {records} records)",
         failed.len(),
         outcomes.len()
     );
@@ -469,11 +490,13 @@ fn summarize(
         let bad = failed.iter().filter(|o| f(o)).count();
         format!("{bad} of {all}")
     };
-    s += &format!(
-        "\n  crash point before the first write past the base's end: {}; after it: {}",
-        class(&|o| !o.grown),
-        class(&|o| o.grown)
-    );
+    if tl.first_growth.is_some() {
+        s += &format!(
+            "\n  crash point before the first write past the base's end: {}; after it: {}",
+            class(&|o| !o.grown),
+            class(&|o| o.grown)
+        );
+    }
     s += &format!(
         "\n  no operation after the last sync: {}; some, all kept whole (the page cache's view): {}; some lost or torn: {}",
         class(&|o| o.built.unsynced == 0),
@@ -536,4 +559,475 @@ fn summarize(
         );
     }
     s
+}
+
+// ---------------------------------------------------------------------------------------------
+// Sharded stores
+
+/// Shards of the traced store.
+const SHARDS: u32 = 3;
+
+/// A store of 3 shards with 4 KiB logs: a batch puts about 700 bytes in each shard's log, so
+/// every shard seals (after a sync point) and flushes into tables every few batches.
+fn sharded_opts(mode: Mode) -> Options {
+    Options {
+        shards: SHARDS,
+        sync_commit: mode == Mode::Sync,
+        checkpoint_bytes: 4 << 10,
+        capacity: 64 << 20,
+        ..Options::default()
+    }
+}
+
+/// Three writer sessions over 60 batches, of the same kinds as `plan`'s.
+fn sharded_plan() -> Plan {
+    Plan {
+        shrink: 48,
+        sessions: vec![
+            Session {
+                batches: 0..20,
+                checkpoint_every: Some(8),
+                gc_after: &[11],
+                sync_after: &[],
+                end: End::Close,
+            },
+            Session {
+                batches: 20..40,
+                checkpoint_every: None,
+                gc_after: &[30],
+                sync_after: &[24, 33],
+                end: End::Abandon,
+            },
+            Session {
+                batches: 40..60,
+                checkpoint_every: Some(10),
+                gc_after: &[50],
+                sync_after: &[52],
+                end: End::Close,
+            },
+        ],
+    }
+}
+
+#[test]
+fn power_cuts_of_a_sharded_store_in_default_mode() {
+    run_sharded(
+        Mode::Default,
+        "power_cuts_of_a_sharded_store_in_default_mode",
+    );
+}
+
+#[test]
+fn power_cuts_of_a_sharded_store_in_sync_mode() {
+    run_sharded(Mode::Sync, "power_cuts_of_a_sharded_store_in_sync_mode");
+}
+
+/// A sharded run's inputs: the store's files before the run and after it, and the trace.
+struct ShardedRun {
+    base: pc::files::Files,
+    trace: trace::Trace,
+    left: pc::files::Files,
+    /// The length of every shard file (fixed when it is created).
+    shard_len: u64,
+    child_acks: Option<Vec<u64>>,
+}
+
+fn is_shard(name: &str) -> bool {
+    name.starts_with("shard_") && name.ends_with(".h5")
+}
+
+/// The store's files (not the shards' reader tables): a shard up to its last data, the
+/// others whole.
+fn read_store(dir: &Path) -> pc::files::Files {
+    let mut files = pc::files::Files::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let e = e.unwrap();
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.ends_with(".readers") {
+            continue;
+        }
+        let bytes = match is_shard(&name) {
+            true => pc::read_prefix(&e.path()),
+            false => std::fs::read(e.path()).unwrap(),
+        };
+        files.insert(name, bytes);
+    }
+    files
+}
+
+fn write_store(dir: &Path, files: &pc::files::Files, shard_len: u64) {
+    let _ = std::fs::remove_dir_all(dir);
+    std::fs::create_dir_all(dir).unwrap();
+    for (name, bytes) in files {
+        match is_shard(name) {
+            true => pc::write_image_len(&dir.join(name), bytes, shard_len),
+            false => std::fs::write(dir.join(name), bytes).unwrap(),
+        }
+    }
+}
+
+fn record_sharded_run(mode: Mode, dir: &Scratch) -> ShardedRun {
+    let name = format!("sharded-{}", mode.name());
+    if let Some(saved) = std::env::var_os("HASHDIR_POWERCUT_REPLAY") {
+        let d = PathBuf::from(saved).join(&name);
+        eprintln!("replaying the saved run in {}", d.display());
+        let bytes = std::fs::read(d.join("trace")).unwrap();
+        let trace = trace::parse_files(&bytes).unwrap_or_else(|e| panic!("saved trace: {e}"));
+        let len = std::fs::read_to_string(d.join("shard_len")).unwrap();
+        return ShardedRun {
+            base: read_store(&d.join("base")),
+            trace,
+            left: read_store(&d.join("left")),
+            shard_len: len.trim().parse().unwrap(),
+            child_acks: None,
+        };
+    }
+    let store = dir.file("store");
+    let trace_path = dir.file("store.trace");
+    let opts = sharded_opts(mode);
+    hashdir::StoreWriter::open(&store, &opts)
+        .unwrap()
+        .close()
+        .unwrap();
+    for e in std::fs::read_dir(&store).unwrap() {
+        std::fs::File::open(e.unwrap().path())
+            .unwrap()
+            .sync_all()
+            .unwrap();
+    }
+    std::fs::File::open(&store).unwrap().sync_all().unwrap();
+    let shard_len = std::fs::metadata(store.join("shard_000.h5")).unwrap().len();
+    let base = read_store(&store);
+    let rep = pc::run_child(
+        "child_roles",
+        "sharded",
+        &store,
+        &[
+            ("HASHDIR_IO_TRACE", trace_path.to_str().unwrap().to_string()),
+            ("HASHDIR_IO_TRACE_ROOT", store.to_str().unwrap().to_string()),
+            ("HASHDIR_PC_MODE", mode.name().to_string()),
+            ("HASHDIR_MERGE_STEP", "40".to_string()),
+        ],
+    );
+    assert!(
+        rep.finished && rep.status.is_some_and(|s| s.success()),
+        "the traced sharded writer did not finish: {:?} (failed call: {:?})",
+        rep.status,
+        rep.failed
+    );
+    let bytes = std::fs::read(&trace_path).unwrap();
+    let trace = trace::parse_files(&bytes).unwrap_or_else(|e| panic!("the writer's trace: {e}"));
+    let left = read_store(&store);
+    if let Some(keep) = std::env::var_os("HASHDIR_POWERCUT_KEEP") {
+        let d = PathBuf::from(keep).join(&name);
+        std::fs::create_dir_all(&d).unwrap();
+        write_store(&d.join("base"), &base, shard_len);
+        write_store(&d.join("left"), &left, shard_len);
+        std::fs::write(d.join("trace"), &bytes).unwrap();
+        std::fs::write(d.join("shard_len"), shard_len.to_string()).unwrap();
+        eprintln!(
+            "saved the base, the trace and the store left in {}",
+            d.display()
+        );
+    }
+    ShardedRun {
+        base,
+        trace,
+        left,
+        shard_len,
+        child_acks: Some(rep.acked),
+    }
+}
+
+/// `models.after(k)` restricted to each shard's keys.
+fn shard_models(models: &Models) -> Vec<Vec<workload::State>> {
+    (0..=models.batches())
+        .map(|k| {
+            let mut by = vec![workload::State::new(); SHARDS as usize];
+            for (key, set) in models.after(k) {
+                by[hashdir::shard_of(key, SHARDS) as usize].insert(*key, set.clone());
+            }
+            by
+        })
+        .collect()
+}
+
+/// Which whole-batch prefixes each shard of a failed image holds (for the report).
+fn shards_at(store: &Path, by_shard: &[Vec<workload::State>]) -> String {
+    let mut out = Vec::new();
+    for s in 0..SHARDS as usize {
+        let path = store.join(format!("shard_{s:03}.h5"));
+        let got = match pc::oracle::scan(&path) {
+            Ok(g) => g,
+            Err(e) => {
+                out.push(format!("shard {s}: {e}"));
+                continue;
+            }
+        };
+        let ks: Vec<usize> = (0..by_shard.len())
+            .filter(|&k| by_shard[k][s] == got)
+            .collect();
+        out.push(format!("shard {s} matches prefixes {ks:?}"));
+    }
+    out.join("; ")
+}
+
+fn run_sharded(mode: Mode, test: &str) {
+    let began = Instant::now();
+    let seed = Rng::seeded(test).0;
+    let images = env_u64("HASHDIR_POWERCUT_SHARDED_IMAGES", 300);
+    let threads = env_u64("HASHDIR_POWERCUT_THREADS", 2).max(1);
+    let only = std::env::var("HASHDIR_POWERCUT_ONLY")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok());
+    let label = format!("sharded {}", mode.name());
+    let dir = Scratch::new("powercut-sharded");
+    let run = record_sharded_run(mode, &dir);
+    let plan = sharded_plan();
+    let batches = plan.batches();
+    let models = Models::new(batches, plan.shrink);
+    let by_shard = shard_models(&models);
+    // Every batch changes every shard, so a set commit in some shards only is no model state.
+    for (b, pair) in by_shard.windows(2).enumerate() {
+        for (s, (before, after)) in pair[0].iter().zip(&pair[1]).enumerate() {
+            assert_ne!(before, after, "batch {b} leaves shard {s} as it was");
+        }
+    }
+    let recs = &run.trace.recs;
+    let tl = Timeline::of(recs, u64::MAX);
+    let counts = Counts::of(recs);
+    assert!(tl.ends_complete, "the trace was cut short (no END marker)");
+    assert!(tl.unknown.is_empty(), "unknown markers: {:?}", tl.unknown);
+    assert_eq!(counts.faults, 0, "a fault in a run that asked for none");
+    assert_eq!(
+        tl.acks,
+        (1..=batches).collect::<Vec<_>>(),
+        "the trace's acknowledgements are not batches 1..={batches} in order"
+    );
+    if let Some(acks) = &run.child_acks {
+        assert_eq!(acks, &(0..batches).collect::<Vec<_>>(), "the child's acks");
+    }
+    eprintln!(
+        "{label} mode: trace of {} records over files {:?}: {} writes ({} KiB), {} punches, {} length changes, {} syncs, {} creations, {} renames, {} directory syncs, {} markers",
+        recs.len(),
+        run.trace.paths,
+        counts.writes,
+        counts.write_bytes >> 10,
+        counts.punches,
+        counts.lengths,
+        counts.syncs,
+        counts.creates,
+        counts.renames,
+        counts.dir_syncs,
+        counts.marks,
+    );
+    for (f, path) in run.trace.paths.iter().enumerate() {
+        let mine = |want: fn(&Rec) -> bool| {
+            (0..recs.len())
+                .filter(|&i| run.trace.file[i] == f as u32 && want(&recs[i]))
+                .count()
+        };
+        eprintln!(
+            "  {path:?}: {} writes, {} punches, {} syncs, {} directory syncs",
+            mine(|r| matches!(r, Rec::Write { .. })),
+            mine(|r| matches!(r, Rec::Punch { .. })),
+            mine(|r| *r == Rec::Sync),
+            mine(|r| *r == Rec::SyncDir),
+        );
+    }
+    let d = pc::files::Dir::of(&run.base, &run.trace).unwrap_or_else(|e| panic!("{e}"));
+    // Completeness: every operation applied gives the files the writer left.
+    let (replayed, _) = d.build(recs.len(), &mut image::KeepAll, &mut |n| n);
+    let mut incomplete = Vec::new();
+    let names = |f: &pc::files::Files| f.keys().cloned().collect::<Vec<_>>();
+    if names(&replayed) != names(&run.left) {
+        incomplete.push(format!(
+            "the replay gives files {:?}, the writer left {:?}",
+            names(&replayed),
+            names(&run.left)
+        ));
+    }
+    for (name, bytes) in &replayed {
+        if let Some(why) = run
+            .left
+            .get(name)
+            .and_then(|left| pc::replay_differences(bytes, left))
+        {
+            incomplete.push(format!("{name}: {why}"));
+        }
+    }
+    let incomplete = (!incomplete.is_empty()).then(|| incomplete.join("; "));
+    if let Some(why) = &incomplete {
+        eprintln!("{label} mode: the trace is INCOMPLETE: {why}");
+    }
+    // The durable points: a completed sync of the set log (in sync mode after every set
+    // commit; in default mode at a sync point, after every shard's). `log_synced[i]`: set
+    // commits durable at the last one among the first `i` records: those acknowledged, and
+    // the one in progress if its done record was appended to the set log before the sync.
+    let log = run.trace.paths.iter().position(|p| p == "sets.log");
+    let on_log = |i: usize| log.is_some_and(|l| run.trace.file[i] == l as u32);
+    let mut log_synced = vec![0u64];
+    let mut done_appended = false;
+    for (i, r) in recs.iter().enumerate() {
+        let mut now = *log_synced.last().unwrap();
+        match r {
+            Rec::Mark(v) => {
+                if let workload::Marker::Call {
+                    call: workload::Call::Commit,
+                    done: false,
+                    ..
+                } = workload::decode_mark(*v)
+                {
+                    done_appended = false;
+                }
+            }
+            Rec::Write { .. } if on_log(i) => {
+                let committing = matches!(tl.during[i], Some((workload::Call::Commit, _)));
+                done_appended |= committing;
+            }
+            Rec::Sync if on_log(i) => {
+                let committing = matches!(tl.during[i], Some((workload::Call::Commit, _)));
+                now = tl.acked[i] + (committing && done_appended) as u64;
+            }
+            _ => {}
+        }
+        log_synced.push(now);
+    }
+    if mode == Mode::Sync {
+        // Every acknowledgement follows a sync of the set log after its done record.
+        for (i, r) in recs.iter().enumerate() {
+            if let Rec::Mark(v) = r {
+                if (1..workload::ACK_LIMIT).contains(v) {
+                    assert_eq!(log_synced[i], *v, "set commit {v} acknowledged unsynced");
+                }
+            }
+        }
+    }
+    let points: Vec<usize> = std::iter::once(0)
+        .chain(
+            recs.iter()
+                .enumerate()
+                .filter(|(_, r)| !matches!(r, Rec::Mark(_) | Rec::Fault { .. }))
+                .map(|(i, _)| i + 1),
+        )
+        .collect();
+    // Besides the random images, pinned ones: the synced-only image right after each
+    // directory sync (the end of an atomic replace of the set log), numbered from `images` on.
+    let pinned: Vec<usize> = (0..recs.len())
+        .filter(|&i| recs[i] == Rec::SyncDir)
+        .map(|i| i + 1)
+        .collect();
+    let next = AtomicUsize::new(0);
+    let outcomes = Mutex::new(Vec::new());
+    let todo: Vec<u64> = match only {
+        Some(i) => vec![i],
+        None => (0..images + pinned.len() as u64).collect(),
+    };
+    std::thread::scope(|s| {
+        for t in 0..threads {
+            let pinned = &pinned;
+            let (run, tl, models, todo, next, outcomes, dir, points, d, log_synced, by_shard) = (
+                &run,
+                &tl,
+                &models,
+                &todo,
+                &next,
+                &outcomes,
+                &dir,
+                &points,
+                &d,
+                &log_synced,
+                &by_shard,
+            );
+            s.spawn(move || {
+                let store = dir.file(&format!("image-{t}.d"));
+                loop {
+                    let j = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(&i) = todo.get(j) else { break };
+                    let mut rng = Rng(pc::image_seed(seed, i));
+                    let (crash, profile) = match i.checked_sub(images) {
+                        Some(p) => (pinned[p as usize], Profile::SyncedOnly),
+                        None => {
+                            let crash = points[rng.below(points.len() as u64) as usize];
+                            (crash, Profile::pick(&mut rng))
+                        }
+                    };
+                    let draw = rng.next();
+                    let mut keep = |n: u32| match profile {
+                        Profile::PageCache => n,
+                        Profile::SyncedOnly => 0,
+                        Profile::Random { .. } => (draw % (n as u64 + 1)) as u32,
+                    };
+                    let (files, built) = d.build(
+                        crash,
+                        &mut RandomChooser {
+                            rng: &mut rng,
+                            profile,
+                        },
+                        &mut keep,
+                    );
+                    let lo = log_synced[crash].max(tl.synced[crash]);
+                    let hi = (tl.acked[crash] + 1).min(batches);
+                    write_store(&store, &files, run.shard_len);
+                    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        pc::oracle::check(&store, &sharded_opts(mode), models, lo, hi, i)
+                    }))
+                    .unwrap_or_else(|p| Err(format!("panicked: {}", panic_message(&p))))
+                    .map_err(|e| {
+                        // Where each shard stands, on the image as built.
+                        write_store(&store, &files, run.shard_len);
+                        format!("{e} [{}]", shards_at(&store, by_shard))
+                    });
+                    if result.is_err() {
+                        keep_failed_store(mode, i, &files, run.shard_len);
+                    }
+                    let _ = std::fs::remove_dir_all(&store);
+                    // Entries (creations, renames) count as length changes and punches do:
+                    // applied or not.
+                    let mut b = built.files.clone();
+                    b.meta_applied += built.entries_applied;
+                    b.meta_skipped += built.entries_unsynced - built.entries_applied;
+                    outcomes.lock().unwrap().push(Outcome {
+                        image: i,
+                        crash,
+                        profile,
+                        built: b,
+                        grown: false,
+                        lo,
+                        hi,
+                        result,
+                    });
+                }
+            });
+        }
+    });
+    let mut outcomes = outcomes.into_inner().unwrap();
+    outcomes.sort_by_key(|o| o.image);
+    let summary = summarize(
+        &label,
+        seed,
+        &outcomes,
+        &tl,
+        recs.len(),
+        incomplete.as_deref(),
+    );
+    eprintln!("{summary}");
+    eprintln!(
+        "{label} mode: {} images in {:.1} s",
+        outcomes.len(),
+        began.elapsed().as_secs_f64()
+    );
+    let failed = outcomes.iter().filter(|o| o.result.is_err()).count();
+    assert!(failed == 0 && incomplete.is_none(), "{summary}");
+}
+
+fn keep_failed_store(mode: Mode, i: u64, files: &pc::files::Files, shard_len: u64) {
+    static KEPT: AtomicUsize = AtomicUsize::new(0);
+    let Some(keep) = std::env::var_os("HASHDIR_POWERCUT_KEEP") else {
+        return;
+    };
+    if KEPT.fetch_add(1, Ordering::Relaxed) < 10 {
+        let d = PathBuf::from(keep).join(format!("sharded-{}", mode.name()));
+        write_store(&d.join(format!("image-{i}")), files, shard_len);
+    }
 }

@@ -252,7 +252,10 @@ impl ShardedWriter {
             recovered,
             group: Box::new(Alone),
         };
-        // The set log starts afresh from the state the shards were opened at.
+        // The set log starts afresh from the state the shards were opened at, once that state
+        // is durable: a record naming frames a power cut could still take from a shard (those
+        // an abandoned writer left unsynced) would leave no set commit every shard reaches.
+        w.each_shard(Writer::sync)?;
         w.rewrite_log()?;
         Ok(w)
     }

@@ -211,7 +211,11 @@ impl Drop for Staged {
 
 fn sync_path(path: &Path) -> Result<()> {
     let f = File::open(path).map_err(|e| Error::io("open", path, e))?;
-    trace::sync(|| f.sync_all()).map_err(|e| Error::io("fsync", path, e))
+    let synced = match f.metadata().is_ok_and(|m| m.is_dir()) {
+        true => trace::sync_dir(path, || f.sync_all()),
+        false => trace::sync(path, || f.sync_all()),
+    };
+    synced.map_err(|e| Error::io("fsync", path, e))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -289,7 +293,8 @@ impl WriterFile {
     /// lost (and the kernel may not report it again): the caller must not go on as if they
     /// were durable.
     pub fn sync(&self) -> Result<()> {
-        trace::sync(|| self.fd.sync_data()).map_err(|e| Error::io("fdatasync", &self.path, e))
+        let synced = trace::sync(&self.path, || self.fd.sync_data());
+        synced.map_err(|e| Error::io("fdatasync", &self.path, e))
     }
 
     pub fn size(&self) -> Result<FileSize> {
@@ -301,7 +306,7 @@ impl WriterFile {
     /// holes (the bytes then stay as they were).
     pub fn punch(&self, off: u64, len: u64) -> Result<bool> {
         let mode = libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE;
-        let punched = trace::punch(off, len, || {
+        let punched = trace::punch(&self.path, off, len, || {
             // SAFETY: a valid descriptor for the call; fallocate reads no memory of ours.
             let rc = unsafe {
                 libc::fallocate(
@@ -388,7 +393,7 @@ impl Positional for WriterFile {
 }
 
 fn write_at(fd: &File, path: &Path, off: u64, data: &[u8]) -> Result<()> {
-    trace::write(off, &[data], || {
+    trace::write(path, off, &[data], || {
         fd.write_all_at(data, off).map(|()| data.len())
     })
     .map(drop)
@@ -412,7 +417,7 @@ fn write_vectored_at(fd: &File, path: &Path, mut off: u64, bufs: &[&[u8]]) -> Re
                 iov_len: b.len(),
             })
             .collect();
-        let written = trace::write(off, &left[first..], || {
+        let written = trace::write(path, off, &left[first..], || {
             // SAFETY: each iovec points at a slice of `left`, alive for the call, with its
             // length; pwritev only reads through them, and `fd` is an open descriptor we own.
             let n = unsafe {

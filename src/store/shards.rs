@@ -62,14 +62,18 @@ pub fn write_manifest(dir: &Path, m: &Manifest) -> Result<()> {
 /// Writes `bytes` to `dir/name` through a temporary file and a rename, durably.
 fn replace(dir: &Path, name: &str, bytes: &[u8]) -> Result<()> {
     let tmp = dir.join(format!(".{name}.tmp"));
-    let mut f = File::create(&tmp).map_err(|e| Error::io("create", &tmp, e))?;
-    f.write_all(bytes)
-        .map_err(|e| Error::io("write", &tmp, e))?;
-    trace::sync(|| f.sync_all()).map_err(|e| Error::io("fsync", &tmp, e))?;
+    let mut f =
+        trace::create(&tmp, || File::create(&tmp)).map_err(|e| Error::io("create", &tmp, e))?;
+    trace::write(&tmp, 0, &[bytes], || {
+        f.write_all(bytes).map(|()| bytes.len())
+    })
+    .map_err(|e| Error::io("write", &tmp, e))?;
+    trace::sync(&tmp, || f.sync_all()).map_err(|e| Error::io("fsync", &tmp, e))?;
     let path = dir.join(name);
-    fs::rename(&tmp, &path).map_err(|e| Error::io("rename", &path, e))?;
+    trace::rename(&tmp, &path, || fs::rename(&tmp, &path))
+        .map_err(|e| Error::io("rename", &path, e))?;
     let d = File::open(dir).map_err(|e| Error::io("open", dir, e))?;
-    trace::sync(|| d.sync_all()).map_err(|e| Error::io("fsync", dir, e))
+    trace::sync_dir(dir, || d.sync_all()).map_err(|e| Error::io("fsync", dir, e))
 }
 
 /// The set log: records appended one `write` each (appends of several single-shard writers
@@ -100,7 +104,7 @@ impl SetLog {
             .map_err(|e| Error::io("read", &path, e))?;
         let (recs, whole) = shard::records(&bytes, shards);
         if whole < bytes.len() {
-            file.set_len(whole as u64)
+            trace::set_len(&path, whole as u64, || file.set_len(whole as u64))
                 .map_err(|e| Error::io("truncate", &path, e))?;
         }
         let log = SetLog {
@@ -114,13 +118,19 @@ impl SetLog {
 
     pub fn append(&mut self, rec: &SetRecord) -> Result<()> {
         let _lock = Flock::exclusive(&self.file).map_err(|e| Error::io("lock", &self.path, e))?;
-        self.file
-            .write_all(&rec.encode(self.shards))
-            .map_err(|e| Error::io("write", &self.path, e))
+        let bytes = rec.encode(self.shards);
+        // Where the record lands (the file is opened to append), for the trace only.
+        let at = if trace::enabled() { self.len()? } else { 0 };
+        trace::write(&self.path, at, &[&bytes], || {
+            self.file.write_all(&bytes).map(|()| bytes.len())
+        })
+        .map(drop)
+        .map_err(|e| Error::io("write", &self.path, e))
     }
 
     pub fn sync(&self) -> Result<()> {
-        trace::sync(|| self.file.sync_data()).map_err(|e| Error::io("fdatasync", &self.path, e))
+        let synced = trace::sync(&self.path, || self.file.sync_data());
+        synced.map_err(|e| Error::io("fdatasync", &self.path, e))
     }
 
     /// Bytes of the log.

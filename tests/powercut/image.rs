@@ -143,6 +143,9 @@ pub fn build(
             }
             Rec::Mark(_) | Rec::Fault { .. } => {}
             Rec::Write { .. } | Rec::Punch { .. } | Rec::SetLen { .. } => pending.push(i),
+            Rec::Create | Rec::Rename { .. } | Rec::SyncDir => {
+                panic!("record {i}: {r:?} is no operation on a file's bytes (see files.rs)")
+            }
         }
     }
     built.unsynced = pending.len() as u32;
@@ -159,6 +162,9 @@ pub fn apply(img: &mut Vec<u8>, r: &Rec) {
         Rec::Punch { off, len } => punch(img, *off, *len),
         Rec::SetLen { len } => img.resize(*len as usize, 0),
         Rec::Sync | Rec::Mark(_) | Rec::Fault { .. } => {}
+        Rec::Create | Rec::Rename { .. } | Rec::SyncDir => {
+            panic!("{r:?} is no operation on a file's bytes (see files.rs)")
+        }
     }
 }
 

@@ -2,6 +2,7 @@
 //! the image builder, the workload and its model, the oracle, and what runs them.
 #![allow(dead_code)]
 
+pub mod files;
 pub mod image;
 pub mod oracle;
 pub mod trace;
@@ -85,10 +86,19 @@ pub fn read_prefix(path: &Path) -> Vec<u8> {
 /// Writes an image as a file of the run's length, leaving its all-zero 4 KiB blocks (and
 /// everything past the image's bytes) as holes.
 pub fn write_image(path: &Path, bytes: &[u8]) {
+    write_image_len(
+        path,
+        bytes,
+        FILE_LEN.load(std::sync::atomic::Ordering::Relaxed),
+    );
+}
+
+/// Writes an image as a file of at least `len` bytes, leaving its all-zero 4 KiB blocks (and
+/// everything past the image's bytes) as holes.
+pub fn write_image_len(path: &Path, bytes: &[u8], len: u64) {
     let _ = std::fs::remove_file(path);
     let _ = std::fs::remove_file(hashdir::reader_table_path(path));
     let f = std::fs::File::create(path).unwrap();
-    let len = FILE_LEN.load(std::sync::atomic::Ordering::Relaxed);
     f.set_len(len.max(bytes.len() as u64)).unwrap();
     for (i, block) in bytes.chunks(image::BLOCK as usize).enumerate() {
         if block.iter().any(|&b| b != 0) {
@@ -259,6 +269,10 @@ pub struct Counts {
     pub syncs: u64,
     pub marks: u64,
     pub faults: u64,
+    /// Creations, renames and directory syncs (traces of several files).
+    pub creates: u64,
+    pub renames: u64,
+    pub dir_syncs: u64,
 }
 
 impl Counts {
@@ -275,6 +289,9 @@ impl Counts {
                 Rec::Sync => c.syncs += 1,
                 Rec::Mark(_) => c.marks += 1,
                 Rec::Fault { .. } => c.faults += 1,
+                Rec::Create => c.creates += 1,
+                Rec::Rename { .. } => c.renames += 1,
+                Rec::SyncDir => c.dir_syncs += 1,
             }
         }
         c

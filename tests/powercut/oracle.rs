@@ -2,13 +2,19 @@
 //! batches for some `k` in the range the crash allows, verifies clean, and takes new work.
 
 use super::workload::{Models, State, PROBE, PROGRESS};
-use crate::common::{k, open_writer};
-use hashdir::{Options, Reader};
+use crate::common::{k, retry_locked};
+use hashdir::{Options, StoreReader, StoreWriter};
 use std::path::Path;
 
-/// Reads every key and set of a file.
+/// `StoreWriter::open` (a file, or a sharded store's directory) through `retry_locked`.
+fn open_writer(path: &Path, opts: &Options) -> hashdir::Result<StoreWriter> {
+    retry_locked(|| StoreWriter::open(path, opts))
+}
+
+/// Reads every key and set of a file (or of every shard of a sharded store).
 pub fn scan(path: &Path) -> Result<State, String> {
-    let r = Reader::open(path, &Options::default()).map_err(|e| format!("reader open: {e}"))?;
+    let r =
+        StoreReader::open(path, &Options::default()).map_err(|e| format!("reader open: {e}"))?;
     let mut m = State::new();
     r.scan(|key, vs| {
         m.insert(*key, vs.iter().copied().collect());
@@ -109,7 +115,7 @@ pub fn check(
         ));
     }
     // (d) Verify is clean.
-    let report = hashdir::verify(path).map_err(|e| format!("verify: {e}"))?;
+    let report = hashdir::verify_store(path).map_err(|e| format!("verify: {e}"))?;
     if !report.is_ok() {
         return Err(format!("verify: {:?}", report.problems));
     }
@@ -131,7 +137,8 @@ pub fn check(
         ));
     }
     w.close().map_err(|e| format!("close after reopen: {e}"))?;
-    let report = hashdir::verify(path).map_err(|e| format!("verify after the new batch: {e}"))?;
+    let report =
+        hashdir::verify_store(path).map_err(|e| format!("verify after the new batch: {e}"))?;
     if !report.is_ok() {
         return Err(format!("verify after the new batch: {:?}", report.problems));
     }

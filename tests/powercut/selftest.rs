@@ -88,11 +88,12 @@ fn parser_reads_back_every_kind_of_record() {
         },
     ];
     let bytes = encode(&recs);
-    assert_eq!(&bytes[..8], b"HDTRACE1");
-    // 8 records of 17 header bytes and 100 payload bytes.
-    assert_eq!(bytes.len(), 8 + 8 * 17 + 100);
+    assert_eq!(&bytes[..8], b"HDTRACE2");
+    // The file's binding (an empty path) and 8 records, of 21 header bytes, and 100 payload
+    // bytes.
+    assert_eq!(bytes.len(), 8 + 9 * 21 + 100);
     assert_eq!(parse(&bytes).unwrap(), recs);
-    assert_eq!(parse(b"HDTRACE1").unwrap(), Vec::<Rec>::new());
+    assert_eq!(parse(b"HDTRACE2").unwrap(), Vec::<Rec>::new());
 }
 
 #[test]
@@ -101,14 +102,21 @@ fn parser_rejects_damaged_and_truncated_traces() {
     let bytes = encode(&recs);
     // Every cut inside a record is an error naming that record; a cut between records is a
     // shorter trace (the END marker check catches those).
-    let boundaries = [8, 8 + 17 + 10, 8 + 17 + 10 + 17, bytes.len()];
+    // Record 0 binds the file.
+    let boundaries = [
+        8,
+        8 + 21,
+        8 + 21 + 21 + 10,
+        8 + 21 + 21 + 10 + 21,
+        bytes.len(),
+    ];
     for cut in 0..bytes.len() {
         let r = parse(&bytes[..cut]);
         if cut < 8 {
-            assert!(r.unwrap_err().what.contains("HDTRACE1"), "cut {cut}");
+            assert!(r.unwrap_err().what.contains("HDTRACE2"), "cut {cut}");
         } else if boundaries.contains(&cut) {
             let n = boundaries.iter().position(|b| *b == cut).unwrap();
-            assert_eq!(r.unwrap().len(), n, "cut {cut}");
+            assert_eq!(r.unwrap().len(), n.saturating_sub(1), "cut {cut}");
         } else {
             let e = r.unwrap_err();
             assert!(e.what.starts_with("truncated"), "cut {cut}: {e}");
@@ -118,9 +126,9 @@ fn parser_rejects_damaged_and_truncated_traces() {
         }
     }
     let mut bad = bytes.clone();
-    bad[8 + 17 + 10] = b'X';
+    bad[8 + 21 + 21 + 10] = b'X';
     let e = parse(&bad).unwrap_err();
-    assert_eq!((e.record, e.at), (1, 8 + 17 + 10));
+    assert_eq!((e.record, e.at), (2, 8 + 21 + 21 + 10));
     assert!(e.what.contains("unknown record kind 0x58"), "{e}");
     let mut bad = bytes;
     bad[0] = b'h';
@@ -130,6 +138,163 @@ fn parser_rejects_damaged_and_truncated_traces() {
         len: 2,
     }]);
     assert!(parse(&overflow).unwrap_err().what.contains("overflows"));
+}
+
+/// A trace of several files: `recs` as `(file, record)`.
+fn files_trace(paths: &[&str], recs: &[(u32, Rec)]) -> trace::Trace {
+    trace::Trace {
+        paths: paths.iter().map(|p| p.to_string()).collect(),
+        recs: recs.iter().map(|(_, r)| r.clone()).collect(),
+        file: recs.iter().map(|(f, _)| *f).collect(),
+    }
+}
+
+#[test]
+fn parser_reads_back_traces_of_several_files() {
+    let t = files_trace(
+        &["", "a", ".a.tmp"],
+        &[
+            (1, w(0, 1, 10)),
+            (2, Rec::Create),
+            (2, w(0, 2, 5)),
+            (2, Rec::Sync),
+            (2, Rec::Rename { to: 1 }),
+            (0, Rec::SyncDir),
+            (trace::NO_FILE, Rec::Mark(7)),
+            (1, Rec::SetLen { len: 3 }),
+        ],
+    );
+    let bytes = trace::encode_files(&t);
+    assert_eq!(trace::parse_files(&bytes).unwrap(), t);
+    // A one-file parse refuses it: a second file.
+    let e = parse(&bytes).unwrap_err();
+    assert!(e.what.contains("second file"), "{e}");
+    // ... and a creation, rename or directory sync even on one file.
+    for r in [Rec::Create, Rec::Rename { to: 0 }, Rec::SyncDir] {
+        let one = trace::encode_files(&files_trace(&["x"], &[(0, r.clone())]));
+        let e = parse(&one).unwrap_err();
+        assert!(e.what.contains("one-file trace"), "{r:?}: {e}");
+        assert!(trace::parse_files(&one).is_ok(), "{r:?}");
+    }
+    // Unbound files, renames to unbound files, bindings out of order, markers on a file.
+    let bad = [
+        files_trace(&["a"], &[(1, Rec::Sync)]),
+        files_trace(&["a"], &[(0, Rec::Rename { to: 1 })]),
+        files_trace(&["a"], &[(0, Rec::Mark(1))]),
+    ];
+    for t in &bad {
+        assert!(
+            trace::parse_files(&trace::encode_files(t)).is_err(),
+            "{t:?}"
+        );
+    }
+    let mut swapped = trace::encode_files(&files_trace(&["a"], &[]));
+    swapped[9] = 1; // binds index 1 first
+    let e = trace::parse_files(&swapped).unwrap_err();
+    assert!(e.what.contains("not the next one"), "{e}");
+}
+
+/// The directory built by `Dir` from `base` and `t` at `crash`, keeping the first `keep`
+/// unsynced entries.
+fn dir_image(
+    base: &[(&str, &[u8])],
+    t: &trace::Trace,
+    crash: usize,
+    choose: &mut dyn Chooser,
+    keep: u32,
+) -> pc::files::Files {
+    let base = base
+        .iter()
+        .map(|(n, b)| (n.to_string(), b.to_vec()))
+        .collect();
+    let d = pc::files::Dir::of(&base, t).unwrap();
+    d.build(crash, choose, &mut |n| keep.min(n)).0
+}
+
+#[test]
+fn a_sync_makes_only_its_own_file_durable() {
+    let t = files_trace(
+        &["a", "b"],
+        &[
+            (0, w(0, 1, 100)),
+            (1, w(0, 2, 100)),
+            (0, Rec::Sync),
+            (1, w(100, 3, 10)),
+        ],
+    );
+    let base: &[(&str, &[u8])] = &[("a", b""), ("b", b"")];
+    for crash in 3..=4 {
+        let f = dir_image(base, &t, crash, &mut LoseAll, 0);
+        assert_eq!(f["a"], vec![1; 100], "crash {crash}");
+        assert!(f["b"].is_empty(), "crash {crash}: b was never synced");
+        let f = dir_image(base, &t, crash, &mut KeepAll, 0);
+        assert_eq!(f["b"].len(), if crash == 4 { 110 } else { 100 });
+    }
+    // A sync of b makes b's writes durable, not a's later ones.
+    let mut t2 = t.clone();
+    t2.recs.extend([w(200, 4, 10), Rec::Sync]);
+    t2.file.extend([0, 1]);
+    let f = dir_image(base, &t2, 6, &mut LoseAll, 0);
+    assert_eq!(f["a"], vec![1; 100]);
+    assert_eq!(f["b"].len(), 110);
+}
+
+#[test]
+fn an_atomic_replace_shows_the_old_file_or_the_new_until_the_directory_sync() {
+    // The set log's rewrite: create the temporary file, write, fsync, rename, fsync the
+    // directory; then an append to the new file.
+    let t = files_trace(
+        &[".log.tmp", "log", ""],
+        &[
+            (0, Rec::Create),
+            (0, w(0, 9, 30)),
+            (0, Rec::Sync),
+            (0, Rec::Rename { to: 1 }),
+            (2, Rec::SyncDir),
+            (1, w(30, 8, 10)),
+        ],
+    );
+    let base: &[(&str, &[u8])] = &[("log", &[7; 50])];
+    let names = |f: &pc::files::Files| f.keys().cloned().collect::<Vec<_>>();
+    // Before the rename: the old log, whatever survived of the entries.
+    for keep in 0..=1 {
+        let f = dir_image(base, &t, 3, &mut KeepAll, keep);
+        assert_eq!(f["log"], vec![7; 50]);
+    }
+    // After the rename, before the directory sync: the old log, or the new one (synced, so
+    // whole even when every unsynced write is lost).
+    let f = dir_image(base, &t, 4, &mut LoseAll, 0);
+    assert_eq!(names(&f), ["log"]);
+    assert_eq!(f["log"], vec![7; 50]);
+    let f = dir_image(base, &t, 4, &mut LoseAll, 1);
+    assert_eq!(names(&f), [".log.tmp", "log"]);
+    assert_eq!((&f["log"], &f[".log.tmp"]), (&vec![7; 50], &vec![9; 30]));
+    let f = dir_image(base, &t, 4, &mut LoseAll, 2);
+    assert_eq!(names(&f), ["log"]);
+    assert_eq!(f["log"], vec![9; 30]);
+    // After the directory sync: the new log, and the append to it as its own sync says.
+    for keep in 0..=2 {
+        let f = dir_image(base, &t, 5, &mut LoseAll, keep);
+        assert_eq!(f["log"], vec![9; 30]);
+        let f = dir_image(base, &t, 6, &mut LoseAll, keep);
+        assert_eq!(f["log"], vec![9; 30]);
+        let f = dir_image(base, &t, 6, &mut KeepAll, keep);
+        let mut want = vec![9; 30];
+        want.extend([8; 10]);
+        assert_eq!(f["log"], want);
+    }
+}
+
+#[test]
+fn creating_a_file_that_exists_cuts_it() {
+    let t = files_trace(&["a"], &[(0, Rec::Create), (0, Rec::Sync)]);
+    let base: &[(&str, &[u8])] = &[("a", b"xyz")];
+    assert_eq!(dir_image(base, &t, 1, &mut LoseAll, 0)["a"], b"xyz");
+    assert!(dir_image(base, &t, 1, &mut KeepAll, 0)["a"].is_empty());
+    assert!(dir_image(base, &t, 2, &mut LoseAll, 0)["a"].is_empty());
+    // An operation on a file that does not exist is a harness error.
+    let t = files_trace(&["b"], &[(0, w(0, 1, 1))]);
+    assert!(pc::files::Dir::of(&Default::default(), &t).is_err());
 }
 
 // ---------------------------------------------------------------------------------------------

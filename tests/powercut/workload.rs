@@ -8,7 +8,7 @@
 //! `PROGRESS` holds `b` after batch `b`.
 
 use crate::common::k;
-use hashdir::{Key, Options, Reader, Value, Writer};
+use hashdir::{Key, Options, Reader, StoreWriter, Value};
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Range;
 use std::path::Path;
@@ -253,7 +253,7 @@ pub fn batches_in(path: &Path) -> hashdir::Result<u64> {
     })
 }
 
-/// Runs `plan` on `path`, marking every call and acknowledgement in the trace and calling
+/// Runs `plan` on `path` (a file, or a sharded store's directory), marking every call and acknowledgement in the trace and calling
 /// `acked(b)` after each commit of batch `b` returned Ok. Stops at the first call that fails
 /// (the writer is then dropped, not closed) and returns it.
 pub fn run(
@@ -266,7 +266,7 @@ pub fn run(
     for s in &plan.sessions {
         let first = s.batches.start;
         mark(call_mark(Call::Open, false, first));
-        let opened = Writer::open(path, opts);
+        let opened = StoreWriter::open(path, opts);
         mark(call_mark(Call::Open, true, first));
         let mut w = opened.map_err(fail(Call::Open, first))?;
         for b in s.batches.clone() {

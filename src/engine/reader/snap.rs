@@ -357,7 +357,9 @@ impl Snap {
         if let Some(l) = last {
             l.warm(&cx, h);
         }
-        let newer = self.chain(h).filter(|v| !last.is_some_and(|l| std::ptr::eq(l, *v)));
+        let newer = self
+            .chain(h)
+            .filter(|v| !last.is_some_and(|l| std::ptr::eq(l, *v)));
         newer.for_each(|v| v.warm(&cx, h));
     }
 
