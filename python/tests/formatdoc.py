@@ -1,4 +1,4 @@
-"""Reading a hashdir file's bytes as docs/FORMAT.md describes them (format version 4), with
+"""Reading a hashdir file's bytes as docs/FORMAT.md describes them (format version 5), with
 h5py and plain file reads: the tests use it to show the file is ordinary HDF5 laid out as
 documented, and to find a page to damage. Update it with docs/FORMAT.md.
 """
@@ -19,7 +19,7 @@ def newest_slot(f: "h5py.File") -> bytes:
     slots = f["root"][...]
     assert slots.shape == (2, ROOT_SLOT) and slots.dtype == np.uint8
     valid = [s.tobytes() for s in slots
-             if s.tobytes()[:8] == b"HDIRROOT" and struct.unpack_from("<I", s.tobytes(), 8)[0] == 4]
+             if s.tobytes()[:8] == b"HDIRROOT" and struct.unpack_from("<I", s.tobytes(), 8)[0] == 5]
     assert valid, "no valid root slot"
     return max(valid, key=lambda b: struct.unpack_from("<Q", b, 16)[0])
 
@@ -92,7 +92,7 @@ def one_bucket_page(path: str) -> list:
 def check_layout(f: "h5py.File") -> None:
     """The HDF5 objects docs/FORMAT.md section 1 lists, and nothing else."""
     assert bytes(f.attrs["hashdir_magic"]).rstrip(b"\0") == b"hashdir"
-    assert int(f.attrs["hashdir_format"]) == 4
+    assert int(f.attrs["hashdir_format"]) == 5
     assert int(f.attrs["page_size"]) == 4096
     assert sorted(f.keys()) == ["data", "root"]
     assert f["root"].shape == (2, ROOT_SLOT)

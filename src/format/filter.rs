@@ -5,7 +5,10 @@
 //!
 //! The filter has `blocks` blocks of `BLOCK_WORDS` u64 words (256 bits, within one 64-byte
 //! cache line of an array leaf page). A hash `h` sets or tests `PROBES` bits of block
-//! `block_of(h, blocks)`: bit `(h >> (16 + 8p)) & 255` for p = 0 … 5.
+//! `block_of(h, blocks)`, the multiply-shift `(h × blocks) >> 64`: bit `(g >> (16 + 8p)) & 255`
+//! for p = 0 … 5, with `g = fmix64(h ^ 0x6a09e667f3bcc909)`. The block follows the hash's
+//! order, as the table's entries do, so a table writer fills its filter front to back
+//! instead of missing the caches on every key of a large table.
 
 use super::hash::fmix64;
 
@@ -23,19 +26,20 @@ pub fn words_for(keys: u64) -> u64 {
     (keys * BITS_PER_KEY).div_ceil(64 * BLOCK_WORDS) * BLOCK_WORDS
 }
 
-/// The block hash `h` falls in, of `blocks` (> 0): a multiply-shift of a second mix of the
-/// hash, so the block is independent of the directory slot and of the bit positions.
+/// The block hash `h` falls in, of `blocks` (> 0): a multiply-shift of the hash itself, so
+/// blocks go up with the hash (the bit positions come from a second mix, independent of it).
 #[inline]
 pub fn block_of(h: u64, blocks: u64) -> u64 {
-    ((u128::from(fmix64(h ^ 0x6a09_e667_f3bc_c909)) * u128::from(blocks)) >> 64) as u64
+    ((u128::from(h) * u128::from(blocks)) >> 64) as u64
 }
 
 /// The block's bits of hash `h`.
 #[inline]
 pub fn mask(h: u64) -> [u64; BLOCK_WORDS as usize] {
+    let g = fmix64(h ^ 0x6a09_e667_f3bc_c909);
     let mut m = [0u64; BLOCK_WORDS as usize];
     for p in 0..PROBES {
-        let bit = (h >> (16 + 8 * p)) & 255;
+        let bit = (g >> (16 + 8 * p)) & 255;
         m[(bit / 64) as usize] |= 1 << (bit % 64);
     }
     m

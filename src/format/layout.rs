@@ -1,7 +1,7 @@
-//! Sizes and names fixed by format version 4 (see docs/FORMAT.md).
+//! Sizes and names fixed by format version 5 (see docs/FORMAT.md).
 
 /// Format version written in the root slots and the file attribute `hashdir_format`.
-pub const FORMAT_VERSION: u32 = 4;
+pub const FORMAT_VERSION: u32 = 5;
 /// Bytes of one page (table pages and array pages).
 pub const PAGE: usize = 4096;
 /// Bytes of one segment: the unit in which `/data` is handed out (logs, table streams, and
