@@ -259,6 +259,12 @@ impl TableView {
             let mut read = |at: usize, out: &mut [u8]| cx.map.read(off + at as u64, out);
             return Ok(bucket::find_in_from(&mut read, h, key, off, from)?);
         }
+        // The page is checked against its item's stamp, in the leaf page: when the page must
+        // come from the device, the leaf page is asked for first, so the two reads overlap
+        // instead of following each other.
+        if !cx.map.resident(off) {
+            cx.map.will_need(leaf.id.0, PAGE);
+        }
         let mut page = [0u8; PAGE];
         cx.map
             .page_into(off, MAGIC_BUCKET, cx.epoch, "table page", &mut page)?;
