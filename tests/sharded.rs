@@ -333,14 +333,14 @@ fn hub(members: u32) -> Arc<Hub> {
     })
 }
 
-/// Runs `f(member, writer)` on one thread per member of a group writing `split` of the store
+/// Runs `f(member, opened)` on one thread per member of a group opening `split` of the store
 /// at `dir`; the results in member order.
-fn in_group<R: Send>(
+fn each_member<R: Send>(
     dir: &Path,
     split: &[Vec<u32>],
     hub: &Arc<Hub>,
     opts: &Options,
-    f: impl Fn(u32, &mut ShardedWriter) -> R + Sync,
+    f: impl Fn(u32, hashdir::Result<ShardedWriter>) -> R + Sync,
 ) -> Vec<R> {
     std::thread::scope(|s| {
         let jobs: Vec<_> = split
@@ -351,13 +351,23 @@ fn in_group<R: Send>(
                 s.spawn(move || {
                     let me = me as u32;
                     let group = Box::new(Member { hub, me });
-                    let mut w = ShardedWriter::open_group(dir, ids, opts, group).unwrap();
-                    f(me, &mut w)
+                    f(me, ShardedWriter::open_group(dir, ids, opts, group))
                 })
             })
             .collect();
         jobs.into_iter().map(|j| j.join().unwrap()).collect()
     })
+}
+
+/// [`each_member`] with every open expected to succeed: `f(member, writer)`.
+fn in_group<R: Send>(
+    dir: &Path,
+    split: &[Vec<u32>],
+    hub: &Arc<Hub>,
+    opts: &Options,
+    f: impl Fn(u32, &mut ShardedWriter) -> R + Sync,
+) -> Vec<R> {
+    each_member(dir, split, hub, opts, |me, w| f(me, &mut w.unwrap()))
 }
 
 /// Key `i` of the keys whose shard (of 5) `split[member]` holds.
@@ -494,26 +504,9 @@ fn a_group_must_name_every_shard_once() {
             "shard 1 is named by members 0 and 1",
         ),
     ] {
-        let h = hub(2);
-        let errs: Vec<String> = std::thread::scope(|s| {
-            let jobs: Vec<_> = split
-                .iter()
-                .enumerate()
-                .map(|(me, ids)| {
-                    let (h, dir) = (h.clone(), &dir);
-                    s.spawn(move || {
-                        let g = Box::new(Member {
-                            hub: h,
-                            me: me as u32,
-                        });
-                        match ShardedWriter::open_group(dir, ids, &opts(), g) {
-                            Err(e) => e.to_string(),
-                            Ok(_) => panic!("member {me} opened"),
-                        }
-                    })
-                })
-                .collect();
-            jobs.into_iter().map(|j| j.join().unwrap()).collect()
+        let errs = each_member(&dir, &split, &hub(2), &opts(), |me, w| match w {
+            Err(e) => e.to_string(),
+            Ok(_) => panic!("member {me} opened"),
         });
         assert!(errs.iter().all(|e| e.contains(want)), "{errs:?}");
     }
