@@ -149,42 +149,6 @@ typedef struct hashdir_options {
 } hashdir_options;
 
 /**
- * The collective a group writer agrees through (`hashdir_group_writer_open`): called by
- * every member at the same step with `n` values; it replaces each value by the largest any
- * member passed at its place (an all-reduce with max over `uint64_t`, e.g.
- * `MPI_Allreduce(MPI_IN_PLACE, values, n, MPI_UINT64_T, MPI_MAX, comm)`), and returns 0, or
- * anything else if it failed.
- */
-typedef int32_t (*hashdir_group_max)(void *ctx, uint64_t *values, size_t n);
-
-/**
- * The group of processes (e.g. the ranks of an MPI communicator) whose members write the
- * shards of one store together through `hashdir_group_writer_open`.
- */
-typedef struct hashdir_group {
-  /**
-   * `sizeof(hashdir_group)` as the caller was compiled.
-   */
-  uint32_t struct_size;
-  /**
-   * This process's index in the group, below `members`. Member 0 keeps the set log.
-   */
-  uint32_t member;
-  /**
-   * How many processes the group has (at least 1).
-   */
-  uint32_t members;
-  /**
-   * Passed to `max` as it is.
-   */
-  void *ctx;
-  /**
-   * The collective maximum; must not be NULL.
-   */
-  hashdir_group_max max;
-} hashdir_group;
-
-/**
  * A key: 16 opaque bytes, compared bytewise.
  */
 typedef struct hashdir_key {
@@ -301,6 +265,42 @@ typedef struct hashdir_recovery {
   uint64_t micros;
 } hashdir_recovery;
 
+/**
+ * The collective a group writer agrees through (`hashdir_group_writer_open`): called by
+ * every member at the same step with `n` values; it replaces each value by the largest any
+ * member passed at its place (an all-reduce with max over `uint64_t`, e.g.
+ * `MPI_Allreduce(MPI_IN_PLACE, values, n, MPI_UINT64_T, MPI_MAX, comm)`), and returns 0, or
+ * anything else if it failed.
+ */
+typedef int32_t (*hashdir_group_max)(void *ctx, uint64_t *values, size_t n);
+
+/**
+ * The group of processes (e.g. the ranks of an MPI communicator) whose members write the
+ * shards of one store together through `hashdir_group_writer_open`.
+ */
+typedef struct hashdir_group {
+  /**
+   * `sizeof(hashdir_group)` as the caller was compiled.
+   */
+  uint32_t struct_size;
+  /**
+   * This process's index in the group, below `members`. Member 0 keeps the set log.
+   */
+  uint32_t member;
+  /**
+   * How many processes the group has (at least 1).
+   */
+  uint32_t members;
+  /**
+   * Passed to `max` as it is.
+   */
+  void *ctx;
+  /**
+   * The collective maximum; must not be NULL.
+   */
+  hashdir_group_max max;
+} hashdir_group;
+
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
@@ -340,52 +340,6 @@ const char *hashdir_last_error(void);
  * A static string owned by the library; do not free it.
  */
 const char *hashdir_status_name(uint32_t status);
-
-/**
- * Opens, as one member of a group of processes (e.g. the ranks of an MPI communicator),
- * the writer of shards `shards[0..n)` of the sharded store at `dir`; the members together
- * write every shard, each shard from one member. **Collective**: every member calls it, and
- * then every member calls `hashdir_writer_commit`, `_sync`, `_checkpoint`, `_gc` and
- * `_close` on its handle the same number of times in the same order; each such call runs
- * `group->max` a few times, on the calling thread.
- *
- * Member 0 first opens the store whole (creating it with `opts->shards` shards when
- * `HASHDIR_CREATE` is set and it does not exist), which cuts the batches of a set commit that
- * a crash left in some shards only, and closes it again; then every member opens its shards.
- * A commit is a set commit of every member's pending batch: after a crash of any or every
- * member, every shard holds it or none does. Member 0 writes its record to the store's set
- * log once every member's batches are in their shards' logs, and the call returns
- * `HASHDIR_OK` on every member or fails on every member (those that saw no failure of their
- * own return `HASHDIR_ERR_IO`, "member k of the group writing DIR failed"); after a failure
- * the writers refuse work until closed and reopened, which keeps every whole set commit.
- * With `HASHDIR_SYNC_COMMIT` an acknowledged set commit survives a power cut.
- *
- * Inserts and deletes take only keys of this member's shards (`hashdir_shard_of`); a key of
- * another member's shard is `HASHDIR_ERR_INVALID_ARGUMENT` and nothing of the call is kept.
- * Stats and the recovery report cover this member's shards.
- *
- * # Errors
- * On every member: `HASHDIR_ERR_INVALID_ARGUMENT` for shards named by no member or by two,
- * or not ascending, or beyond the store; and any member's failure to open (the others
- * return `HASHDIR_ERR_IO` naming it). On this member only: `HASHDIR_ERR_INVALID_ARGUMENT`
- * for a NULL/empty `dir`, NULL `out`, bad `opts` or `group` — no collective step runs then,
- * so every member must pass valid arguments.
- *
- * # Threads
- * Any thread; the handle's collective calls must come from threads on which
- * `group->max` may run.
- *
- * # Safety
- * As `hashdir_writer_open`; `shards` is NULL (with `n` = 0) or `n` readable `uint32_t`;
- * `group` is NULL or points at `group->struct_size` readable bytes, and `group->ctx` stays
- * valid for `group->max` until the handle is closed.
- */
-enum hashdir_status hashdir_group_writer_open(const char *dir,
-                                              const uint32_t *shards,
-                                              size_t n,
-                                              const struct hashdir_options *opts,
-                                              const struct hashdir_group *group,
-                                              struct hashdir_writer **out);
 
 /**
  * Fills `*opts` with the defaults: `struct_size = sizeof(hashdir_options)`,
@@ -735,6 +689,52 @@ enum hashdir_status hashdir_writer_close(struct hashdir_writer *w);
 enum hashdir_status hashdir_writer_gc(struct hashdir_writer *w,
                                       uint64_t *pages_reclaimed,
                                       uint64_t *segment_bytes_reclaimed);
+
+/**
+ * Opens, as one member of a group of processes (e.g. the ranks of an MPI communicator),
+ * the writer of shards `shards[0..n)` of the sharded store at `dir`; the members together
+ * write every shard, each shard from one member. **Collective**: every member calls it, and
+ * then every member calls `hashdir_writer_commit`, `_sync`, `_checkpoint`, `_gc` and
+ * `_close` on its handle the same number of times in the same order; each such call runs
+ * `group->max` a few times, on the calling thread.
+ *
+ * Member 0 first opens the store whole (creating it with `opts->shards` shards when
+ * `HASHDIR_CREATE` is set and it does not exist), which cuts the batches of a set commit that
+ * a crash left in some shards only, and closes it again; then every member opens its shards.
+ * A commit is a set commit of every member's pending batch: after a crash of any or every
+ * member, every shard holds it or none does. Member 0 writes its record to the store's set
+ * log once every member's batches are in their shards' logs, and the call returns
+ * `HASHDIR_OK` on every member or fails on every member (those that saw no failure of their
+ * own return `HASHDIR_ERR_IO`, "member k of the group writing DIR failed"); after a failure
+ * the writers refuse work until closed and reopened, which keeps every whole set commit.
+ * With `HASHDIR_SYNC_COMMIT` an acknowledged set commit survives a power cut.
+ *
+ * Inserts and deletes take only keys of this member's shards (`hashdir_shard_of`); a key of
+ * another member's shard is `HASHDIR_ERR_INVALID_ARGUMENT` and nothing of the call is kept.
+ * Stats and the recovery report cover this member's shards.
+ *
+ * # Errors
+ * On every member: `HASHDIR_ERR_INVALID_ARGUMENT` for shards named by no member or by two,
+ * or not ascending, or beyond the store; and any member's failure to open (the others
+ * return `HASHDIR_ERR_IO` naming it). On this member only: `HASHDIR_ERR_INVALID_ARGUMENT`
+ * for a NULL/empty `dir`, NULL `out`, bad `opts` or `group` — no collective step runs then,
+ * so every member must pass valid arguments.
+ *
+ * # Threads
+ * Any thread; the handle's collective calls must come from threads on which
+ * `group->max` may run.
+ *
+ * # Safety
+ * As `hashdir_writer_open`; `shards` is NULL (with `n` = 0) or `n` readable `uint32_t`;
+ * `group` is NULL or points at `group->struct_size` readable bytes, and `group->ctx` stays
+ * valid for `group->max` until the handle is closed.
+ */
+enum hashdir_status hashdir_group_writer_open(const char *dir,
+                                              const uint32_t *shards,
+                                              size_t n,
+                                              const struct hashdir_options *opts,
+                                              const struct hashdir_group *group,
+                                              struct hashdir_writer **out);
 
 /**
  * Opens the file at `path` for reading, seeing the last commit. Any number of readers,

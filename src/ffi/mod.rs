@@ -23,12 +23,13 @@
 mod abi;
 mod args;
 mod call;
-mod group;
 mod options;
 mod stats;
 mod verify;
 mod writer;
-// Last on purpose: cbindgen lists functions in module order, the writer's first.
+// After the writer on purpose: cbindgen lists functions in module order, the writer's first,
+// then the group writer's (which refers to them), then the reader's.
+mod group;
 mod reader;
 
 pub use abi::{
