@@ -30,6 +30,7 @@ struct hashdir_mpi {
   uint32_t shards;   /* size * k */
   hashdir_writer *writer;   /* this rank's shards: a group writer (one-file store: the file's) */
   hashdir_reader **readers; /* k */
+  uint32_t *ids;            /* k: this rank's shards, for its group writer */
   hashdir_key *keys;        /* buffered pairs */
   hashdir_value *values;
   size_t len, cap;
@@ -263,6 +264,7 @@ static enum hashdir_status by_shard(hashdir_mpi *h, const hashdir_key *keys, siz
 static void release(hashdir_mpi *h) {
   for (uint32_t j = 0; h->readers && j < h->per_rank; j++) hashdir_reader_close(h->readers[j]);
   free(h->readers);
+  free(h->ids);
   free(h->keys);
   free(h->values);
   if (h->item != MPI_DATATYPE_NULL) MPI_Type_free(&h->item);
@@ -335,19 +337,15 @@ static enum hashdir_status open_writer(hashdir_mpi *h, const char *dir,
     enum hashdir_status st = hashdir_writer_open(dir, &o, &h->writer);
     return st == HASHDIR_OK ? st : lib_fail(st, dir);
   }
-  uint32_t *ids = malloc(h->per_rank * sizeof *ids);
-  for (uint32_t j = 0; ids && j < h->per_rank; j++) ids[j] = (uint32_t)h->rank * h->per_rank + j;
+  for (uint32_t j = 0; j < h->per_rank; j++) h->ids[j] = (uint32_t)h->rank * h->per_rank + j;
   struct hashdir_group g = {.struct_size = sizeof g,
                             .member = (uint32_t)h->rank,
                             .members = (uint32_t)h->size,
                             .ctx = h,
                             .max = group_max};
   o.shards = h->shards;
-  /* Called with ids = NULL too: the others are already inside the collective open, and it
-   * fails on every rank (the argument error of this one is its own). */
-  enum hashdir_status st = hashdir_group_writer_open(dir, ids, ids ? h->per_rank : 1, &o, &g,
+  enum hashdir_status st = hashdir_group_writer_open(dir, h->ids, h->per_rank, &o, &g,
                                                      &h->writer);
-  free(ids);
   return st == HASHDIR_OK ? st : lib_fail(st, dir);
 }
 
@@ -401,8 +399,11 @@ enum hashdir_status hashdir_mpi_open(const char *dir, MPI_Comm comm, uint32_t sh
     h->per_rank = shards_per_rank;
     h->shards = (uint32_t)size * shards_per_rank;
     h->readers = calloc(shards_per_rank, sizeof *h->readers);
+    h->ids = calloc(shards_per_rank, sizeof *h->ids);
   }
-  st = h && h->readers ? HASHDIR_OK : fail(HASHDIR_ERR_IO, "out of memory");
+  /* Agreed before any collective open: a rank that could not call it would leave the others
+   * waiting inside it. */
+  st = h && h->readers && h->ids ? HASHDIR_OK : fail(HASHDIR_ERR_IO, "out of memory");
   st = agree(comm, rank, size, st, fn);
   if (st != HASHDIR_OK) {
     if (h) release(h);
