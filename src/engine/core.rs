@@ -259,6 +259,20 @@ impl Core {
         st
     }
 
+    /// [`Core::publisher`] once what the caller wrote is on the device: its fdatasync runs
+    /// before the caller takes the publisher's place, so log switches and other publishes go
+    /// on meanwhile, and the publish's own sync, which they would wait for, finds little left
+    /// to write (a merge's table is gigabytes).
+    pub fn publisher_synced(&self) -> Result<Guard<'_>> {
+        let synced = self.file.sync();
+        let mut st = self.publisher();
+        if let Err(e) = synced {
+            self.fail(&mut st, format!("fdatasync failed: {e}"), e.errno());
+            return Err(e);
+        }
+        Ok(st)
+    }
+
     /// fdatasync without the lock (other threads' work goes on; publishers wait); a failure
     /// breaks the writer, and so does one another thread saw meanwhile: nothing written
     /// before a failed sync can be trusted durable.

@@ -159,7 +159,7 @@ pub fn flush(core: &Core, mut ops: OpLog, flusher: &mut Flusher) -> Result<()> {
         flusher.last = w.take_filter();
     }
     failpoint::hit("flush.written");
-    let mut st = core.publisher();
+    let mut st = core.publisher_synced()?;
     let mut next = st.root.clone();
     let sealed = next.sealed.take().expect("a sealed log to flush");
     let mut frees = Frees {

@@ -294,7 +294,7 @@ impl<'a> Merge<'a> {
         while self.old.last().is_some_and(|s| s.1 < upto) {
             frees.runs.push((self.old.pop().expect("checked").0, 1));
         }
-        let mut st = self.core.publisher();
+        let mut st = self.core.publisher_synced()?;
         let mut next = st.root.clone();
         next.merging = t;
         next.cursor = upto;
@@ -338,7 +338,7 @@ impl<'a> Merge<'a> {
             (gone.collect::<Vec<TableRef>>(), r.epoch)
         };
         self.free_arrays(&gone, epoch, &mut frees)?;
-        let mut st = self.core.publisher();
+        let mut st = self.core.publisher_synced()?;
         let mut next = st.root.clone();
         next.deltas.drain(..k);
         next.base = t;
@@ -357,7 +357,7 @@ impl<'a> Merge<'a> {
         failpoint::hit("merge.deltas_written");
         let epoch = self.core.st.lock().root.epoch;
         self.free_arrays(&self.merged, epoch, &mut frees)?;
-        let mut st = self.core.publisher();
+        let mut st = self.core.publisher_synced()?;
         let mut next = st.root.clone();
         // Only this thread removes delta tables, so they are where the merge found them.
         if next.deltas.get(from..to) != Some(&self.merged[..]) {
