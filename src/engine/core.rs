@@ -292,12 +292,34 @@ impl Core {
     /// Publishes `next` (its epoch and free lists are set here) with `frees` applied; `st`
     /// comes from [`Core::publisher`], and `next` from its root.
     pub fn publish(&self, st: &mut Guard, next: Root, frees: Frees, mode: Mode) -> Result<()> {
+        self.publish_then(st, next, frees, mode, |_| {})
+    }
+
+    /// [`Core::publish`], running `then` on the state once the root is published, before
+    /// anyone else may publish or switch logs.
+    pub fn publish_then(
+        &self,
+        st: &mut Guard,
+        next: Root,
+        frees: Frees,
+        mode: Mode,
+        then: impl FnOnce(&mut State),
+    ) -> Result<()> {
         debug_assert!(!st.publishing, "a publish started without `publisher`");
         st.publishing = true;
         let r = self.publish_now(st, next, frees, mode);
+        if r.is_ok() {
+            then(st);
+        }
         st.publishing = false;
         self.cv.notify_all();
-        r
+        r?;
+        if mode == Mode::Durable {
+            // After giving up the publisher's place: punching the gigabytes a merge freed
+            // takes seconds, which a flush's publish and a log switch need not wait for.
+            self.release(st)?;
+        }
+        Ok(())
     }
 
     fn publish_now(&self, st: &mut Guard, mut next: Root, frees: Frees, mode: Mode) -> Result<()> {
@@ -363,8 +385,6 @@ impl Core {
         if mode == Mode::Durable {
             self.sync(st)?;
             st.durable = epoch;
-            // Not at a log switch: that is a commit's, and nothing became durable.
-            self.release(st)?;
         }
         self.cv.notify_all();
         Ok(())

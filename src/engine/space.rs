@@ -9,7 +9,7 @@
 
 use crate::error::{Error, Result};
 use crate::format::layout::{PAGE, PAGES_PER_SEGMENT, SEGMENT};
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 /// Space freed by published roots that a reader may still read: batches by the epoch of the
 /// root that stopped referencing them.
@@ -83,6 +83,9 @@ pub struct Space {
     /// Runs abandoned work left free since the last `take_released`: their blocks can go back
     /// to the filesystem.
     released: Vec<Run>,
+    /// Runs [`Space::release`] handed out for punching, not yet back with [`Space::reuse`]:
+    /// still listed free, since a root may be published while they are punched.
+    punching: BTreeSet<Run>,
     /// Space each kind of background work holds that no root references yet.
     pending: [Pending; 2],
 }
@@ -105,6 +108,7 @@ impl Space {
             total,
             used,
             free: BTreeMap::new(),
+            punching: BTreeSet::new(),
             held: Held::default(),
             freed: Vec::new(),
             pages: Vec::new(),
@@ -263,6 +267,7 @@ impl Space {
     pub fn release(&mut self, upto: u64) -> Vec<Run> {
         let mut runs = Vec::new();
         self.held.release(upto, |r| runs.push(r));
+        self.punching.extend(runs.iter().copied());
         let before = self.pages.len();
         let pages = &mut self.pages;
         self.pages_held.release(upto, |p| pages.push(p));
@@ -276,6 +281,7 @@ impl Space {
     /// Runs [`Space::release`] returned, free from now on.
     pub fn reuse(&mut self, runs: &[Run]) {
         for &(off, n) in runs {
+            self.punching.remove(&(off, n));
             self.insert_free(off, n);
         }
     }
@@ -314,6 +320,7 @@ impl Space {
             .map(|(s, l)| (self.offset(*s), *l))
             .collect();
         runs.extend(self.held.iter().chain(&self.freed).copied());
+        runs.extend(self.punching.iter().copied());
         runs.extend(self.pending.iter().flat_map(|p| &p.runs));
         runs.sort_unstable();
         runs
@@ -400,6 +407,26 @@ mod tests {
         s.reuse(&runs);
         assert_eq!(s.free_runs(), vec![(a, 8)]);
         assert_eq!(s.alloc(8).unwrap(), a);
+    }
+
+    #[test]
+    fn runs_being_punched_stay_listed_and_taken() {
+        let mut s = Space::new(D, 8 * SEGMENT, 0, &[], &[], 0).unwrap();
+        let a = s.alloc(8).unwrap();
+        s.free(a, 8);
+        s.publish(1);
+        let runs = s.release(1);
+        assert_eq!(runs, vec![(a, 8)]);
+        assert_eq!(
+            s.listed_runs(),
+            vec![(a, 8)],
+            "a root published while they are punched lists them"
+        );
+        assert!(matches!(s.alloc(1), Err(Error::NoSpace { .. })));
+        s.reuse(&runs);
+        assert_eq!(s.listed_runs(), vec![(a, 8)]);
+        assert_eq!(s.alloc(8).unwrap(), a);
+        assert!(s.listed_runs().is_empty());
     }
 
     #[test]

@@ -185,12 +185,15 @@ pub fn flush(core: &Core, mut ops: OpLog, flusher: &mut Flusher) -> Result<()> {
             bytes,
         };
     }
-    core.publish(&mut st, next, frees, Mode::Durable)?;
-    st.sealed_ops = None;
-    core.sealed
-        .store(false, std::sync::atomic::Ordering::Release);
-    progress.set(ALL_DONE);
-    core.flush_clock.finish();
+    // Commits stop pacing by this flush as its root is published, before its space is
+    // punched: a switch may seal the next log meanwhile, and pacing starts over for it.
+    core.publish_then(&mut st, next, frees, Mode::Durable, |st| {
+        st.sealed_ops = None;
+        core.sealed
+            .store(false, std::sync::atomic::Ordering::Release);
+        progress.set(ALL_DONE);
+        core.flush_clock.finish();
+    })?;
     phases.learn(ends, start.elapsed());
     failpoint::hit("flush.published");
     Ok(())
