@@ -84,17 +84,24 @@ impl Progress {
 pub const ALL_DONE: u32 = 1 << 16;
 
 /// How long the flush of a sealed log has run (since the log was sealed) against how long
-/// the last flushes took, for pacing commits by time where the flush's progress stands still
-/// (a sort window, a large key's set, a sync): commits then move on evenly and wait only for
-/// what a flush takes beyond the usual.
+/// the slowest of the last flushes took, for pacing commits by time where the flush's
+/// progress stands still (a sort window, a large key's set, a sync): commits then move on
+/// evenly and wait only for what a flush takes beyond that. The slowest, not the mean: a
+/// flush beside a merge into the base runs up to half again as long as one without, and
+/// commits timed by the mean would run out of log and stop for the difference at once.
 pub struct Clock {
     born: std::time::Instant,
     /// Microseconds since `born` when the sealed log was sealed.
     started: AtomicU64,
-    /// Microseconds the last flushes took (half the last figure, half the newest); 0 until
-    /// one has finished.
+    /// Microseconds the slowest of the last `CLOCK_MEMORY` flushes took; 0 until one has
+    /// finished.
     expect: AtomicU64,
+    /// Those flushes' times, newest first (only the flush thread writes them).
+    last: Mutex<[u64; CLOCK_MEMORY]>,
 }
+
+/// Flushes the clock remembers.
+const CLOCK_MEMORY: usize = 4;
 
 impl Default for Clock {
     fn default() -> Clock {
@@ -102,6 +109,7 @@ impl Default for Clock {
             born: std::time::Instant::now(),
             started: AtomicU64::new(0),
             expect: AtomicU64::new(0),
+            last: Mutex::new([0; CLOCK_MEMORY]),
         }
     }
 }
@@ -121,13 +129,20 @@ impl Clock {
         let took = self
             .now()
             .saturating_sub(self.started.load(Ordering::Relaxed));
-        let last = self.expect.load(Ordering::Relaxed);
-        let next = if last == 0 { took } else { (last + took) / 2 };
-        self.expect.store(next.max(1), Ordering::Relaxed);
+        self.learn(took);
     }
 
-    /// The part of the usual flush time gone by, scaled to at most `CLOCK_SHARE` (0 while no
-    /// flush has finished yet): the rest waits for the flush's own progress.
+    /// Remembers a flush that took `took` microseconds.
+    fn learn(&self, took: u64) {
+        let mut last = self.last.lock();
+        last.rotate_right(1);
+        last[0] = took;
+        let slowest = last.iter().copied().max().unwrap_or(took);
+        self.expect.store(slowest.max(1), Ordering::Relaxed);
+    }
+
+    /// The part of the expected flush time gone by, scaled to at most `CLOCK_SHARE` (0 while
+    /// no flush has finished yet): the rest waits for the flush's own progress.
     pub fn fraction(&self) -> f64 {
         let expect = self.expect.load(Ordering::Relaxed);
         if expect == 0 {
@@ -453,17 +468,15 @@ impl Core {
         }
     }
 
-    /// Makes reusable what durable roots freed and no pinned reader can read, and gives the
-    /// segments among it back to the filesystem: punched before they are free, without the
-    /// lock (punching a large range takes a while; only publishers and `trim` release).
+    /// Makes reusable what durable roots freed and no pinned reader can read. Its segments'
+    /// blocks go back to the filesystem later, a piece at a time (`trim::trim_thread`): a
+    /// punch holds the file's inode lock, and with online discard it issues the discards
+    /// while holding it, so a large one stops every write to the file (a commit's log frame
+    /// waited 1.2 s behind a merge's).
     pub fn release(&self, st: &mut Guard) -> Result<()> {
         let oldest = self.readers.as_ref().and_then(|t| t.oldest());
         let upto = st.durable.min(oldest.unwrap_or(u64::MAX));
-        let runs = st.space.release(upto);
-        if !runs.is_empty() {
-            MutexGuard::unlocked(st, || self.punch(&runs));
-            st.space.reuse(&runs);
-        }
+        st.space.release(upto);
         let abandoned = st.space.take_released();
         self.punch(&abandoned);
         Ok(())
@@ -512,3 +525,26 @@ pub fn array_pages(file: &WriterFile, aref: ArrayRef, max_epoch: u64) -> Result<
 }
 
 const PAGE_BYTES: u64 = PAGE as u64;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_clock_expects_the_slowest_of_the_last_flushes() {
+        let c = Clock::default();
+        assert_eq!(c.fraction(), 0.0, "no flush finished yet");
+        for took in [3_000_000, 5_000_000, 2_000_000, 3_000_000] {
+            c.learn(took);
+        }
+        assert_eq!(c.expect.load(Ordering::Relaxed), 5_000_000);
+        // The slow one ages out once CLOCK_MEMORY flushes came after it.
+        c.learn(2_000_000);
+        assert_eq!(c.expect.load(Ordering::Relaxed), 5_000_000);
+        c.learn(2_000_000);
+        assert_eq!(c.expect.load(Ordering::Relaxed), 3_000_000);
+        c.start();
+        let f = c.fraction();
+        assert!((0.0..0.1).contains(&f), "{f}: just started");
+    }
+}

@@ -83,9 +83,15 @@ pub struct Space {
     /// Runs abandoned work left free since the last `take_released`: their blocks can go back
     /// to the filesystem.
     released: Vec<Run>,
-    /// Runs [`Space::release`] handed out for punching, not yet back with [`Space::reuse`]:
-    /// still listed free, since a root may be published while they are punched.
+    /// Runs [`Space::take_punch`] handed out for punching, not yet back with
+    /// [`Space::reuse`]: still listed free, since a root may be published while they are
+    /// punched.
     punching: BTreeSet<Run>,
+    /// Free segments (index, count) whose blocks the filesystem still holds: a subset of
+    /// `free`, punched a piece at a time by the trim thread, or taken again by `alloc`.
+    unpunched: BTreeMap<u64, u64>,
+    /// Segments in `unpunched`.
+    unpunched_segments: u64,
     /// Space each kind of background work holds that no root references yet.
     pending: [Pending; 2],
 }
@@ -109,6 +115,8 @@ impl Space {
             used,
             free: BTreeMap::new(),
             punching: BTreeSet::new(),
+            unpunched: BTreeMap::new(),
+            unpunched_segments: 0,
             held: Held::default(),
             freed: Vec::new(),
             pages: Vec::new(),
@@ -182,6 +190,7 @@ impl Space {
                 if len > n {
                     self.free.insert(start + n, len - n);
                 }
+                self.punched(start, n);
                 start
             }
             None => {
@@ -261,13 +270,20 @@ impl Space {
     }
 
     /// Makes reusable what roots up to `upto` freed (`upto`: the least of the newest durable
-    /// root and the oldest root a pinned reader reads under): the pages at once, the segment
-    /// runs once handed back with [`Space::reuse`] (returned, for their blocks to go back to
-    /// the filesystem first, while nothing can allocate them).
-    pub fn release(&mut self, upto: u64) -> Vec<Run> {
+    /// root and the oldest root a pinned reader reads under), at once. The runs' blocks stay
+    /// with the file until the trim thread punches them ([`Space::take_punch`]) or an
+    /// allocation takes them again (most freed space is written again soon: a log, a merge's
+    /// output).
+    pub fn release(&mut self, upto: u64) {
         let mut runs = Vec::new();
         self.held.release(upto, |r| runs.push(r));
-        self.punching.extend(runs.iter().copied());
+        for (off, n) in runs {
+            self.insert_free(off, n);
+            if let Some(i) = self.index(off) {
+                self.unpunched.insert(i, n);
+                self.unpunched_segments += n;
+            }
+        }
         let before = self.pages.len();
         let pages = &mut self.pages;
         self.pages_held.release(upto, |p| pages.push(p));
@@ -275,10 +291,66 @@ impl Space {
             // Highest first, so that pops hand out ascending offsets.
             self.pages.sort_unstable_by(|a, b| b.cmp(a));
         }
-        runs
     }
 
-    /// Runs [`Space::release`] returned, free from now on.
+    /// Segments [start, start + n) left the free list: none of them is to be punched.
+    fn punched(&mut self, start: u64, n: u64) {
+        let end = start + n;
+        let hit: Vec<(u64, u64)> = self
+            .unpunched
+            .range(..end)
+            .rev()
+            .take_while(|(s, l)| *s + *l > start)
+            .map(|(s, l)| (*s, *l))
+            .collect();
+        for (s, l) in hit {
+            self.unpunched.remove(&s);
+            self.unpunched_segments -= l;
+            for (a, b) in [(s, start), (end, s + l)] {
+                if a < b && a >= s && b <= s + l {
+                    self.unpunched.insert(a, b - a);
+                    self.unpunched_segments += b - a;
+                }
+            }
+        }
+    }
+
+    /// Whether free segments whose blocks the file still holds exceed an eighth of the
+    /// segments in use (at least `floor`): the trim thread then punches some.
+    pub fn unpunched_over(&self, floor: u64) -> bool {
+        let free: u64 = self.free.values().sum();
+        let live = self.used.saturating_sub(free);
+        self.unpunched_segments > floor.max(live / 8)
+    }
+
+    /// Up to `max` free segments to punch, the highest first (allocations take the lowest):
+    /// out of the free list, and listed, until handed back with [`Space::reuse`].
+    pub fn take_punch(&mut self, max: u64) -> Option<Run> {
+        let (&s, &l) = self.unpunched.iter().next_back()?;
+        let n = l.min(max);
+        let start = s + l - n;
+        self.punched(start, n);
+        let (&fs, &fl) = self.free.range(..=start).next_back()?;
+        debug_assert!(fs + fl >= start + n, "unpunched space is free");
+        self.free.remove(&fs);
+        if fs < start {
+            self.free.insert(fs, start - fs);
+        }
+        if start + n < fs + fl {
+            self.free.insert(start + n, fs + fl - start - n);
+        }
+        let run = (self.offset(start), n);
+        self.punching.insert(run);
+        Some(run)
+    }
+
+    /// Every free segment's blocks went back to the filesystem (`trim`).
+    pub fn all_punched(&mut self) {
+        self.unpunched.clear();
+        self.unpunched_segments = 0;
+    }
+
+    /// Runs [`Space::take_punch`] handed out, punched: free from now on.
     pub fn reuse(&mut self, runs: &[Run]) {
         for &(off, n) in runs {
             self.punching.remove(&(off, n));
@@ -373,20 +445,13 @@ mod tests {
             "not before its root is published"
         );
         s.publish(5);
-        assert!(s.release(4).is_empty());
+        s.release(4);
         assert_eq!(
             s.alloc(1).unwrap(),
             D + 7 * SEGMENT,
             "not before it is durable and unpinned"
         );
-        let runs = s.release(5);
-        assert_eq!(runs, vec![(a, 4)]);
-        assert_eq!(
-            s.alloc(3).unwrap(),
-            D + 8 * SEGMENT,
-            "not before it is handed back"
-        );
-        s.reuse(&runs);
+        s.release(5);
         assert_eq!(s.alloc(3).unwrap(), a, "the lowest run that fits");
         assert_eq!(s.alloc(1).unwrap(), a + 3 * SEGMENT);
         assert!(s.listed_runs().is_empty());
@@ -403,30 +468,43 @@ mod tests {
         s.free(a, 2);
         s.free(c, 4);
         s.publish(1);
-        let runs = s.release(1);
-        s.reuse(&runs);
+        s.release(1);
         assert_eq!(s.free_runs(), vec![(a, 8)]);
         assert_eq!(s.alloc(8).unwrap(), a);
     }
 
     #[test]
-    fn runs_being_punched_stay_listed_and_taken() {
-        let mut s = Space::new(D, 8 * SEGMENT, 0, &[], &[], 0).unwrap();
-        let a = s.alloc(8).unwrap();
-        s.free(a, 8);
+    fn released_runs_are_punched_a_piece_at_a_time_unless_taken_again() {
+        let mut s = Space::new(D, 128 * SEGMENT, 0, &[], &[], 0).unwrap();
+        let a = s.alloc(20).unwrap();
+        let keep = s.alloc(40).unwrap();
+        s.free(a, 20);
         s.publish(1);
-        let runs = s.release(1);
-        assert_eq!(runs, vec![(a, 8)]);
-        assert_eq!(
-            s.listed_runs(),
-            vec![(a, 8)],
-            "a root published while they are punched lists them"
+        assert!(!s.unpunched_over(0), "held, not free yet");
+        s.release(1);
+        assert!(s.unpunched_over(4) && !s.unpunched_over(20));
+        // An allocation takes the lowest segments back: they need no punching.
+        assert_eq!(s.alloc(6).unwrap(), a);
+        assert_eq!(s.unpunched_segments, 14);
+        // Pieces come from the top, out of the free list but still listed.
+        let p = s.take_punch(8).unwrap();
+        assert_eq!(p, (a + 12 * SEGMENT, 8));
+        assert!(
+            s.listed_runs().contains(&p),
+            "a root published now lists it"
         );
-        assert!(matches!(s.alloc(1), Err(Error::NoSpace { .. })));
-        s.reuse(&runs);
-        assert_eq!(s.listed_runs(), vec![(a, 8)]);
-        assert_eq!(s.alloc(8).unwrap(), a);
-        assert!(s.listed_runs().is_empty());
+        assert_eq!(s.free_runs(), vec![(a + 6 * SEGMENT, 6)]);
+        assert_eq!(
+            s.alloc(8).unwrap(),
+            keep + 40 * SEGMENT,
+            "not while punched"
+        );
+        s.reuse(&[p]);
+        assert_eq!(s.take_punch(8), Some((a + 6 * SEGMENT, 6)));
+        s.reuse(&[(a + 6 * SEGMENT, 6)]);
+        assert_eq!(s.take_punch(8), None, "all punched");
+        assert_eq!(s.free_runs(), vec![(a + 6 * SEGMENT, 14)]);
+        assert_eq!(s.unpunched_segments, 0);
     }
 
     #[test]

@@ -420,7 +420,7 @@ impl Writer {
         let mut st = self.core.publisher();
         let report = gc::collect(&self.core, &mut st)?;
         failpoint::hit("gc.reclaimed");
-        super::trim::trim(&self.core, &mut st)?;
+        super::trim::trim(&self.core, &mut st, self.wal.pos)?;
         Ok(report)
     }
 
@@ -471,7 +471,7 @@ impl Writer {
         if let Some(why) = &st.broken {
             return Err(self.core.refused(why));
         }
-        super::trim::trim(&self.core, &mut st).map(drop)
+        super::trim::trim(&self.core, &mut st, self.wal.pos).map(drop)
     }
 
     fn stop_worker(&mut self) {

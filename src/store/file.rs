@@ -359,6 +359,9 @@ impl WriterFile {
     }
 }
 
+/// The filesystem block a punch gives back whole.
+const BLOCK: u64 = 4096;
+
 fn check_capacity(capacity: u64) -> Result<()> {
     if !(MIN_CAPACITY..=MAX_CAPACITY).contains(&capacity) || !capacity.is_multiple_of(SEGMENT) {
         return Err(Error::InvalidArgument(format!(
@@ -385,6 +388,15 @@ impl Positional for WriterFile {
 
     fn written(&self, off: u64, len: u64) {
         self.write_behind(off, len);
+    }
+
+    fn unused(&self, off: u64, len: u64) {
+        // Whole blocks only; a filesystem without hole punching keeps the bytes.
+        let start = off.next_multiple_of(BLOCK);
+        let end = (off + len) / BLOCK * BLOCK;
+        if end > start {
+            let _ = self.punch(start, end - start);
+        }
     }
 
     fn data_end(&self) -> u64 {

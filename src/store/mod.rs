@@ -42,4 +42,8 @@ pub trait Positional {
     /// Says that `[off, off + len)` is written and will not change soon (a file may start
     /// writing it back).
     fn written(&self, _off: u64, _len: u64) {}
+
+    /// Says that `[off, off + len)` will hold nothing: a file may give its blocks back (they
+    /// may hold what the space held before it was freed, which nothing reads).
+    fn unused(&self, _off: u64, _len: u64) {}
 }

@@ -1,10 +1,11 @@
 //! The writer's background work, on two threads that each publish a root after each step:
 //! one turns each sealed log into a delta table (`flush`), the other merges tables (`merge`,
-//! chosen by `policy`). The committing thread does neither. A commit waits only as `pace`
-//! says: a little at a time while its log would otherwise fill before the previous log's
-//! flush is done, or, when merges fall behind, before the running merge frees the delta
-//! table its log will need; so a commit waits about as long as the background work takes
-//! for a batch's worth of ops, not for a whole flush or merge.
+//! chosen by `policy`); a third gives free space back to the filesystem (`trim`). The
+//! committing thread does none of it. A commit waits only as `pace` says: a little at a time
+//! while its log would otherwise fill before the previous log's flush is done, or, when
+//! merges fall behind, before the running merge frees the delta table its log will need; so
+//! a commit waits about as long as the background work takes for a batch's worth of ops, not
+//! for a whole flush or merge.
 
 pub mod flush;
 pub mod merge;
@@ -49,9 +50,10 @@ pub fn log_bytes(st: &State) -> u64 {
 
 /// Starts the background threads.
 pub fn spawn(core: Arc<Core>) -> Result<Vec<std::thread::JoinHandle<()>>> {
-    let threads: [(&str, fn(&Core)); 2] = [
+    let threads: [(&str, fn(&Core)); 3] = [
         ("hashdir-flush", flush_thread),
         ("hashdir-merge", merge_thread),
+        ("hashdir-trim", super::trim::trim_thread),
     ];
     let mut out = Vec::new();
     for (name, run) in threads {

@@ -28,6 +28,8 @@ pub trait Alloc {
 /// The last hash of a segment that a published prefix lists while it is still being filled:
 /// a later merge frees it only when it is done with the whole table.
 const OPEN_SEGMENT: u64 = u64::MAX;
+/// The least room left at the end of a segment that its table gives back to the filesystem.
+const UNUSED_TAIL: u64 = 64 << 10;
 
 /// Appends bytes to segments, one after another, and lists each segment with the last hash of
 /// the entries whose bytes are in it.
@@ -99,7 +101,11 @@ impl Stream {
     /// Writes the segment out and lists it.
     fn close(&mut self, io: &mut Io) -> Result<()> {
         self.write_out(io)?;
-        if let Some((seg, _, _)) = self.seg.take() {
+        if let Some((seg, _, used)) = self.seg.take() {
+            if SEGMENT - used >= UNUSED_TAIL {
+                // Reused space keeps its old blocks until punched: the tail would hold them.
+                io.file.unused(seg + used, SEGMENT - used);
+            }
             io.file.written(seg, SEGMENT);
             if !self.listed {
                 io.list_segment(seg, self.hi)?;
