@@ -235,6 +235,8 @@ pub struct WriterFile {
     layout: Layout,
     /// Our descriptor for raw I/O; it carries the writer lock.
     fd: File,
+    /// Held through each fdatasync; the errno of the first that failed.
+    synced: Mutex<Option<i32>>,
 }
 
 impl WriterFile {
@@ -267,6 +269,7 @@ impl WriterFile {
             path: path.to_path_buf(),
             layout,
             fd,
+            synced: Mutex::new(None),
         })
     }
 
@@ -292,8 +295,24 @@ impl WriterFile {
     /// fdatasync: makes every write before it durable. A failure means some of them may be
     /// lost (and the kernel may not report it again): the caller must not go on as if they
     /// were durable.
+    ///
+    /// One at a time, and none succeeds after one failed: the kernel reports a failed
+    /// writeback to one fdatasync of the file only, so a sync that ran beside a failed one, or
+    /// after it, could return Ok for writes the failure lost.
     pub fn sync(&self) -> Result<()> {
+        let mut failed = self.synced.lock();
+        if let Some(errno) = *failed {
+            let e = io::Error::from_raw_os_error(errno);
+            return Err(Error::io(
+                "fdatasync (an earlier one failed)",
+                &self.path,
+                e,
+            ));
+        }
         let synced = trace::sync(&self.path, || self.fd.sync_data());
+        if let Err(e) = &synced {
+            *failed = Some(e.raw_os_error().unwrap_or(libc::EIO));
+        }
         synced.map_err(|e| Error::io("fdatasync", &self.path, e))
     }
 
