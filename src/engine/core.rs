@@ -477,16 +477,7 @@ impl Core {
         let oldest = self.readers.as_ref().and_then(|t| t.oldest());
         let upto = st.durable.min(oldest.unwrap_or(u64::MAX));
         st.space.release(upto);
-        let abandoned = st.space.take_released();
-        self.punch(&abandoned);
         Ok(())
-    }
-
-    fn punch(&self, runs: &[Run]) {
-        for &(off, n) in runs {
-            // A filesystem without hole punching keeps the bytes; nothing depends on it.
-            let _ = self.file.punch(off, n * SEGMENT);
-        }
     }
 
     pub fn wake(&self) {

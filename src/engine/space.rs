@@ -80,9 +80,6 @@ pub struct Space {
     pages: Vec<u64>,
     pages_held: Held<u64>,
     pages_freed: Vec<u64>,
-    /// Runs abandoned work left free since the last `take_released`: their blocks can go back
-    /// to the filesystem.
-    released: Vec<Run>,
     /// Runs [`Space::take_punch`] handed out for punching, not yet back with
     /// [`Space::reuse`]: still listed free, since a root may be published while they are
     /// punched.
@@ -122,7 +119,6 @@ impl Space {
             pages: Vec::new(),
             pages_held: Held::default(),
             pages_freed: Vec::new(),
-            released: Vec::new(),
             pending: Default::default(),
         };
         let mut runs = free_runs.to_vec();
@@ -250,7 +246,7 @@ impl Space {
         let p = std::mem::take(&mut self.pending[work as usize]);
         for (off, n) in p.runs {
             self.insert_free(off, n);
-            self.released.push((off, n));
+            self.unpunch(off, n);
         }
         self.pages.extend(p.pages);
         self.pages.sort_unstable_by(|a, b| b.cmp(a));
@@ -279,10 +275,7 @@ impl Space {
         self.held.release(upto, |r| runs.push(r));
         for (off, n) in runs {
             self.insert_free(off, n);
-            if let Some(i) = self.index(off) {
-                self.unpunched.insert(i, n);
-                self.unpunched_segments += n;
-            }
+            self.unpunch(off, n);
         }
         let before = self.pages.len();
         let pages = &mut self.pages;
@@ -290,6 +283,14 @@ impl Space {
         if self.pages.len() != before {
             // Highest first, so that pops hand out ascending offsets.
             self.pages.sort_unstable_by(|a, b| b.cmp(a));
+        }
+    }
+
+    /// A run just made free whose blocks the file still holds.
+    fn unpunch(&mut self, off: u64, n: u64) {
+        if let Some(i) = self.index(off) {
+            self.unpunched.insert(i, n);
+            self.unpunched_segments += n;
         }
     }
 
@@ -306,8 +307,9 @@ impl Space {
         for (s, l) in hit {
             self.unpunched.remove(&s);
             self.unpunched_segments -= l;
+            // What lies outside [start, end) stays to be punched.
             for (a, b) in [(s, start), (end, s + l)] {
-                if a < b && a >= s && b <= s + l {
+                if a < b {
                     self.unpunched.insert(a, b - a);
                     self.unpunched_segments += b - a;
                 }
@@ -376,11 +378,6 @@ impl Space {
             len += l;
         }
         self.free.insert(start, len);
-    }
-
-    /// Runs abandoned work freed since the last call, for giving their blocks back.
-    pub fn take_released(&mut self) -> Vec<Run> {
-        std::mem::take(&mut self.released)
     }
 
     /// Every run a root must list as free: free, held, freed and pending (as runs of file
@@ -524,8 +521,9 @@ mod tests {
         assert!(s.listed_pages().contains(&p), "the flush has not settled");
         let b = s.alloc_for(Work::Merge, 1).unwrap();
         s.abandon(Work::Merge);
-        assert_eq!(s.take_released(), vec![(b, 1)]);
+        assert_eq!(s.unpunched_segments, 1, "its blocks are to be given back");
         assert_eq!(s.alloc(1).unwrap(), b, "abandoned space is free at once");
+        assert_eq!(s.unpunched_segments, 0, "written again instead");
     }
 
     #[test]
