@@ -149,6 +149,11 @@ impl Overlay {
         self.large
     }
 
+    /// Whether no frame has been applied: every probe misses.
+    pub fn is_empty(&self) -> bool {
+        self.layers.is_empty()
+    }
+
     /// Whether some layer reads the log in place.
     pub fn indexed(&self) -> bool {
         self.layers.iter().any(|l| l.indexed())

@@ -307,60 +307,87 @@ impl Reader {
     }
 }
 
-/// Keys a batch takes through each stage of its search together: enough misses in flight to
-/// keep the core's line-fill buffers busy, few enough that the lines of the group's first
-/// key are still cached when its last key's have arrived.
-const GROUP: usize = 16;
+/// How many keys ahead of its search each stage runs for a key of a batch: its directory
+/// items (or key-filter blocks) start loading, then its pages' first lines, then its tags are
+/// scanned (which starts loading its entry), then, for `get`, its entry is read (which starts
+/// loading its set). Each stage finds what the one before started loading a few keys
+/// earlier; each key's step issues one key's loads of each kind, so that the loads in flight
+/// stay even rather than coming in bursts the core's line-fill buffers cannot take.
+const AHEAD_ITEMS: usize = 24;
+const AHEAD_PAGES: usize = 16;
+const AHEAD_MARK: usize = 8;
+const AHEAD_SET: usize = 4;
+
+/// Slots of a batch's ring of keys in flight: at least as many as the furthest stage looks
+/// ahead.
+const RING: usize = 32;
 
 /// Keys of a batch per page-cache sample: a batch asks the kernel for all its pages at once
 /// when one sampled page is not in the page cache.
 const SAMPLE: usize = 64;
 
-/// A batch's search in stages, a group of keys at a time, pipelined over the groups (Chen et
-/// al., "Improving hash join performance through prefetching", ICDE 2004): while the keys of
-/// one group are searched, the first lines of the next group's pages and the directory items
-/// of the group after are loading. A group's stages: hash every key and start loading its
-/// directory items; then the first lines of its pages; then scan their tags for each key's
-/// entry and start loading it (and, for `get`, find each entry and start loading its extent);
-/// the searches themselves then find their lines cached. Before the first group,
-/// a batch whose pages are not in the page cache asks the kernel for all of them (and, for
-/// `get`, then for its extents), so that the device serves them in parallel.
+/// A batch's search as a software pipeline over its keys (Chen et al., "Improving hash join
+/// performance through prefetching", ICDE 2004; Kocberber et al., "Asynchronous Memory
+/// Access Chaining", VLDB 2015): the step of key `i` runs one stage for each of the keys
+/// `AHEAD_*` after it, then searches key `i`, whose lines those stages loaded while the keys
+/// between were searched. Before its first key, a batch whose pages are not in the page
+/// cache asks the kernel for all of them (and, for `get`, then for its extents), so that the
+/// device serves them in parallel.
 struct Batch<'k> {
     keys: &'k [Key],
     /// Whether whole sets are wanted (their extents are loaded too).
     sets_too: bool,
-    /// The keys of the current group: `start..start + len`.
-    start: usize,
-    len: usize,
-    hash: [u64; GROUP],
-    mark: [Option<Mark>; GROUP],
+    /// Per key in flight, at `i % RING`: its hash, its mark, and (for `get`) what settles it.
+    hash: [u64; RING],
+    mark: [Option<Mark>; RING],
     sets: Vec<Newest>,
 }
 
 impl<'k> Batch<'k> {
-    /// The staged search of `keys`; None for a single key, which goes straight through.
+    /// The pipelined search of `keys`; None for a single key, which goes straight through.
     fn new(keys: &'k [Key], sets_too: bool) -> Option<Batch<'k>> {
+        let sets = if sets_too { RING } else { 0 };
         (keys.len() > 1).then(|| Batch {
             keys,
             sets_too,
-            start: 0,
-            len: 0,
-            hash: [0; GROUP],
-            mark: [None; GROUP],
-            sets: Vec::new(),
+            hash: [0; RING],
+            mark: [None; RING],
+            sets: (0..sets).map(|_| Newest::None).collect(),
         })
     }
 
-    /// The place of key `i` in its group, the group loaded first when `i` is past the current
-    /// one or is where the steps in snapshot `s` began (`from`).
+    /// The ring slot of key `i`, once the stages due at its step have run: every stage for
+    /// the keys it looks ahead to when `i` is where the steps in snapshot `s` began (`from`:
+    /// what was learned in an earlier snapshot does not hold in this one), else each stage
+    /// for the one key that comes into its reach.
     fn at(&mut self, s: &Snap, i: usize, from: usize) -> Res<usize> {
         if i == from {
             self.fetch(s, i);
         }
-        if i == from || i >= self.start + self.len {
-            self.load(s, i, i == from)?;
+        let n = self.keys.len();
+        let due = |ahead: usize| {
+            let first = if i == from { i } else { i + ahead - 1 };
+            first..(i + ahead).min(n)
+        };
+        for k in due(AHEAD_ITEMS) {
+            self.hash[k % RING] = key_hash(&self.keys[k]);
+            s.warm_stage(self.hash[k % RING], 0);
         }
-        Ok(i - self.start)
+        for k in due(AHEAD_PAGES) {
+            s.warm_stage(self.hash[k % RING], 1);
+        }
+        for k in due(AHEAD_MARK) {
+            self.mark[k % RING] = s.mark(self.hash[k % RING]);
+        }
+        if self.sets_too {
+            for k in due(AHEAD_SET) {
+                let j = k % RING;
+                let set = s.newest(&self.keys[k], self.hash[j], self.mark[j])?;
+                s.will_need_set(&set, true);
+                self.sets[j] = set;
+            }
+        }
+        Ok(i % RING)
     }
 
     /// Asks the kernel for the pages of keys `i..` at once, when a sample of them finds one
@@ -381,40 +408,6 @@ impl<'k> Batch<'k> {
                 }
             }
         }
-    }
-
-    /// Runs the stages ahead of the searches for the group of keys from `i`: its marks (and
-    /// sets), the first lines of the next group's pages and the directory items of the group
-    /// after, so that each stage finds what the one before started loading a group earlier
-    /// (`prime`: the first group, nothing started yet).
-    fn load(&mut self, s: &Snap, i: usize, prime: bool) -> Res<()> {
-        let n = self.keys.len();
-        let group = |g: usize| &self.keys[(i + g * GROUP).min(n)..(i + (g + 1) * GROUP).min(n)];
-        if prime {
-            group(0)
-                .iter()
-                .chain(group(1))
-                .for_each(|k| s.warm_stage(key_hash(k), 0));
-            group(0).iter().for_each(|k| s.warm_stage(key_hash(k), 1));
-        }
-        group(2).iter().for_each(|k| s.warm_stage(key_hash(k), 0));
-        group(1).iter().for_each(|k| s.warm_stage(key_hash(k), 1));
-        let keys = group(0);
-        self.start = i;
-        self.len = keys.len();
-        for ((h, m), k) in self.hash.iter_mut().zip(&mut self.mark).zip(keys) {
-            *h = key_hash(k);
-            *m = s.mark(*h);
-        }
-        if self.sets_too {
-            self.sets.clear();
-            for (j, k) in keys.iter().enumerate() {
-                let set = s.newest(k, self.hash[j], self.mark[j])?;
-                s.will_need_set(&set, true);
-                self.sets.push(set);
-            }
-        }
-        Ok(())
     }
 }
 

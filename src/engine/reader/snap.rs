@@ -233,6 +233,11 @@ impl Snap {
 
     /// The key's delta in the logs, sealed then current, composed.
     pub fn log_delta(&self, key: &Key) -> Res<Option<Delta>> {
+        if self.current.overlay.is_empty()
+            && self.sealed.as_ref().is_none_or(|l| l.overlay.is_empty())
+        {
+            return Ok(None);
+        }
         let mut out: Option<Delta> = None;
         for l in self.sealed.iter().chain([&self.current]) {
             if let Some(d) = l.overlay.delta(key, &l.source(&self.map))? {
