@@ -451,15 +451,30 @@ pub fn find(p: &Page, hash: u64, key: &Key, offset: u64) -> Result<Option<Body>>
 
 /// Where a search of a page stands: tag word `i`, whose entry starts at byte `at` and has
 /// tag-word code `code` (`i` is the entry count and `code` 0 when no tag word from there on
-/// matches).
+/// matches). Kept small (a page's counts and places fit 16 bits), as batches keep one per key
+/// in flight.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Mark {
-    pub i: usize,
-    pub at: usize,
+    i: u16,
+    at: u16,
     pub code: u8,
 }
 
 impl Mark {
+    fn new(i: usize, at: usize, code: u8) -> Mark {
+        debug_assert!(i <= PAGE && at <= PAGE);
+        Mark {
+            i: i as u16,
+            at: at as u16,
+            code,
+        }
+    }
+
+    /// The entry's place in the page.
+    pub fn at(&self) -> usize {
+        usize::from(self.at)
+    }
+
     /// Bytes of the entry it points at (0 at the end).
     pub fn len(&self) -> usize {
         code_len(self.code).unwrap_or(0)
@@ -580,16 +595,13 @@ fn next_tag(
             return Err(bad(offset, "entry beyond page end"));
         }
         if let Some((j, code)) = hit {
-            return Ok(Mark {
-                i: i + j,
-                at: at + sum - code_len(code).expect("measured"),
-                code,
-            });
+            let len = code_len(code).expect("measured");
+            return Ok(Mark::new(i + j, at + sum - len, code));
         }
         at += sum;
         i += m;
     }
-    Ok(Mark { i: n, at, code: 0 })
+    Ok(Mark::new(n, at, 0))
 }
 
 /// Bytes of the entries whose tag words are `words`; None when one has a code no entry has.
@@ -643,23 +655,23 @@ pub fn find_in_from(
         Some(m) => m,
         None => next_tag(read, n, hash, 0, HEADER + 2 * n, offset)?,
     };
-    while m.i < n {
-        let len = m.len();
-        if len == 0 || m.at + len > PAGE {
+    while usize::from(m.i) < n {
+        let (len, at) = (m.len(), m.at());
+        if len == 0 || at + len > PAGE {
             return Err(bad(offset, "search mark outside the page"));
         }
         let mut entry = [0u8; ENTRY_MAX];
         // The common lengths as fixed-size copies (no call to copy a few bytes).
         match len {
-            32 => read(m.at, &mut entry[..32])?,
-            56 => read(m.at, &mut entry[..56])?,
-            _ => read(m.at, &mut entry[..len])?,
+            32 => read(at, &mut entry[..32])?,
+            56 => read(at, &mut entry[..56])?,
+            _ => read(at, &mut entry[..len])?,
         }
         let (k, body) = entry_from(&entry[..len], m.code, offset)?;
         if &k == key {
             return Ok(Some(body));
         }
-        m = next_tag(read, n, hash, m.i + 1, m.at + len, offset)?;
+        m = next_tag(read, n, hash, usize::from(m.i) + 1, at + len, offset)?;
     }
     Ok(None)
 }

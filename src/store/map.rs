@@ -116,7 +116,9 @@ impl Mmap {
             return;
         };
         let end = start.saturating_add(len).min(self.len);
-        for at in (start..end).step_by(64) {
+        // Every line the range touches: a range that starts inside a line may end in the
+        // line after its last 64-byte step.
+        for at in (start & !63..end).step_by(64) {
             super::memory::prefetch_line(base.as_ptr().wrapping_add(at));
         }
     }

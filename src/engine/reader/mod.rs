@@ -318,9 +318,23 @@ const AHEAD_PAGES: usize = 16;
 const AHEAD_MARK: usize = 8;
 const AHEAD_SET: usize = 4;
 
-/// Slots of a batch's ring of keys in flight: at least as many as the furthest stage looks
-/// ahead.
+/// Keys whose pages start loading together, every that many steps: the first touch of a page
+/// walks the page tables, which a prefetch waits for, and walks overlap only when their
+/// prefetches come close together (at 100 M keys, where the page tables miss the caches,
+/// 0.47–0.59 µs a key one at a time, 0.30–0.35 four at a time).
+const PAGES_AT_ONCE: usize = 4;
+
+/// Slots of a batch's ring of keys in flight: more than the furthest stage looks ahead.
 const RING: usize = 32;
+
+// Each stage runs for a key after the one before it (its hash first), and a key's slot is not
+// reused while it is in flight.
+const _: () = assert!(
+    AHEAD_SET < AHEAD_MARK
+        && AHEAD_MARK < AHEAD_PAGES
+        && AHEAD_PAGES + PAGES_AT_ONCE <= AHEAD_ITEMS
+        && AHEAD_ITEMS <= RING
+);
 
 /// Keys of a batch per page-cache sample: a batch asks the kernel for all its pages at once
 /// when one sampled page is not in the page cache.
@@ -359,28 +373,33 @@ impl<'k> Batch<'k> {
     /// The ring slot of key `i`, once the stages due at its step have run: every stage for
     /// the keys it looks ahead to when `i` is where the steps in snapshot `s` began (`from`:
     /// what was learned in an earlier snapshot does not hold in this one), else each stage
-    /// for the one key that comes into its reach.
+    /// for the keys that come into its reach.
     fn at(&mut self, s: &Snap, i: usize, from: usize) -> Res<usize> {
         if i == from {
             self.fetch(s, i);
         }
         let n = self.keys.len();
-        let due = |ahead: usize| {
-            let first = if i == from { i } else { i + ahead - 1 };
-            first..(i + ahead).min(n)
+        // A stage `ahead` keys ahead, for `bunch` keys every `bunch` steps: the keys from
+        // `ahead - 1` past the step on, up to `ahead + bunch - 1` past the first step.
+        let due = |ahead: usize, bunch: usize| match i == from {
+            true => i..(i + ahead + bunch - 1).min(n),
+            false if (i - from) % bunch == 0 => {
+                (i + ahead - 1).min(n)..(i + ahead + bunch - 1).min(n)
+            }
+            false => 0..0,
         };
-        for k in due(AHEAD_ITEMS) {
+        for k in due(AHEAD_ITEMS, 1) {
             self.hash[k % RING] = key_hash(&self.keys[k]);
             s.warm_stage(self.hash[k % RING], 0);
         }
-        for k in due(AHEAD_PAGES) {
+        for k in due(AHEAD_PAGES, PAGES_AT_ONCE) {
             s.warm_stage(self.hash[k % RING], 1);
         }
-        for k in due(AHEAD_MARK) {
+        for k in due(AHEAD_MARK, 1) {
             self.mark[k % RING] = s.mark(self.hash[k % RING]);
         }
         if self.sets_too {
-            for k in due(AHEAD_SET) {
+            for k in due(AHEAD_SET, 1) {
                 let j = k % RING;
                 let set = s.newest(&self.keys[k], self.hash[j], self.mark[j])?;
                 s.will_need_set(&set, true);

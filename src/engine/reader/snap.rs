@@ -249,11 +249,16 @@ impl Snap {
 
     /// Tables consulted for hash `h`, newest first, ending with the base (or merging) table.
     fn chain(&self, h: u64) -> impl Iterator<Item = &TableView> {
+        self.changes(h).chain(self.last(h))
+    }
+
+    /// [`Snap::chain`] without its last table: the delta tables for hash `h`, newest first.
+    fn changes(&self, h: u64) -> impl Iterator<Item = &TableView> {
         let merged = self.root.merged as usize;
         let below = self.merging.as_ref().is_some_and(|(_, c)| h < *c);
         let newer = self.deltas[merged..].iter().rev();
         let in_merge = self.deltas[..merged].iter().rev().filter(move |_| !below);
-        newer.chain(in_merge).map(|v| &**v).chain(self.last(h))
+        newer.chain(in_merge).map(|v| &**v)
     }
 
     /// The last table of [`Snap::chain`]: the base table, or the merge's below its cursor.
@@ -358,14 +363,10 @@ impl Snap {
         // The last table first: its page needs no filter's answer, so its misses start
         // while the filters' lines may still be arriving.
         let cx = self.ctx();
-        let last = self.last(h);
-        if let Some(l) = last {
+        if let Some(l) = self.last(h) {
             l.warm(&cx, h);
         }
-        let newer = self
-            .chain(h)
-            .filter(|v| !last.is_some_and(|l| std::ptr::eq(l, *v)));
-        newer.for_each(|v| v.warm(&cx, h));
+        self.changes(h).for_each(|v| v.warm(&cx, h));
     }
 
     /// Where the search for hash `h` starts in the page of the last table of its chain (the

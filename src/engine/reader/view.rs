@@ -210,7 +210,7 @@ impl TableView {
         }
         let mut read = |at: usize, out: &mut [u8]| cx.map.read(off + at as u64, out);
         let m = bucket::mark_in(&mut read, h, off).ok()?;
-        cx.map.prefetch(off + m.at as u64, m.len());
+        cx.map.prefetch(off + m.at() as u64, m.len());
         Some(m)
     }
 
