@@ -569,24 +569,26 @@ fn next_tag(
             false => read(from, &mut words[..2 * m])?,
         }
         let first = u64::from(words[0] & 0xF);
-        let (mut counted, mut unlike, mut hit) = (0, 0, None);
+        // The last four-word group filled up with words that match nothing and have the
+        // first word's code, so that every group is scanned alike.
+        let filler = (!(hash as u16) & TAG_BITS | first as u16).to_le_bytes();
+        for k in m..m.next_multiple_of(4) {
+            words[2 * k..2 * k + 2].copy_from_slice(&filler);
+        }
+        let codes = first * LANES;
+        let (mut unlike, mut hit) = (0, None);
         for (g, q) in words.chunks_exact(8).take(m.div_ceil(4)).enumerate() {
             let q = u64::from_le_bytes(q.try_into().expect("8 bytes"));
-            let lanes = (m - 4 * g).min(4);
-            let valid = u64::MAX >> (64 - 16 * lanes);
-            let hits = lane_hits(q, tags) & valid;
-            let lane = hits.trailing_zeros() as usize / 16;
-            let keep = match hits {
-                0 => valid,
-                _ => u64::MAX >> (48 - 16 * lane),
-            };
-            unlike |= (q ^ first * LANES) & keep & (0xF * LANES);
-            counted = 4 * g + lanes.min(lane + 1);
+            let hits = lane_hits(q, tags);
             if hits != 0 {
+                let lane = hits.trailing_zeros() as usize / 16;
+                unlike |= (q ^ codes) & (u64::MAX >> (48 - 16 * lane)) & (0xF * LANES);
                 hit = Some((4 * g + lane, (q >> (16 * lane)) as u8 & 0xF));
                 break;
             }
+            unlike |= (q ^ codes) & (0xF * LANES);
         }
+        let counted = hit.map_or(m, |(j, _)| j + 1);
         let sum = match (unlike, code_len(first as u8)) {
             (0, Some(len)) => counted * len,
             _ => measure(&words[..2 * counted]).ok_or_else(|| bad(offset, "bad entry code"))?,
