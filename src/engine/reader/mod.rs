@@ -16,14 +16,13 @@ mod view;
 use super::options::{Options, Stats};
 use super::source::{Fault, Res};
 use crate::error::{Error, Result};
-use crate::format::bucket::Mark;
 use crate::format::hash::key_hash;
 use crate::store::{ReadFile, ReaderTable};
 use crate::{Key, Value};
 pub use copy::CopyProgress;
 use hold::Hold;
 use parking_lot::{Mutex, RwLock};
-use snap::{Newest, Snap};
+use snap::{Learned, Newest, Snap};
 use std::cell::RefCell;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -224,7 +223,7 @@ impl Reader {
                 None => s.first(&keys[i])?,
                 Some(b) => {
                     let j = b.at(s, i, from)?;
-                    s.first_from(&keys[i], b.hash[j], b.mark[j])?
+                    s.first_from(&keys[i], b.hash[j], b.learned[j])?
                 }
             };
             found[i] = u8::from(v.is_some());
@@ -351,9 +350,10 @@ struct Batch<'k> {
     keys: &'k [Key],
     /// Whether whole sets are wanted (their extents are loaded too).
     sets_too: bool,
-    /// Per key in flight, at `i % RING`: its hash, its mark, and (for `get`) what settles it.
+    /// Per key in flight, at `i % RING`: its hash, what its stages learned (its mark, its
+    /// filters' answers), and (for `get`) what settles it.
     hash: [u64; RING],
-    mark: [Option<Mark>; RING],
+    learned: [Learned; RING],
     sets: Vec<Newest>,
 }
 
@@ -365,7 +365,7 @@ impl<'k> Batch<'k> {
             keys,
             sets_too,
             hash: [0; RING],
-            mark: [None; RING],
+            learned: [Learned::default(); RING],
             sets: (0..sets).map(|_| Newest::None).collect(),
         })
     }
@@ -390,18 +390,22 @@ impl<'k> Batch<'k> {
         };
         for k in due(AHEAD_ITEMS, 1) {
             self.hash[k % RING] = key_hash(&self.keys[k]);
-            s.warm_stage(self.hash[k % RING], 0);
+            s.warm_first(self.hash[k % RING]);
         }
         for k in due(AHEAD_PAGES, PAGES_AT_ONCE) {
-            s.warm_stage(self.hash[k % RING], 1);
+            let ruled = s.warm_pages(self.hash[k % RING]);
+            self.learned[k % RING] = Learned {
+                mark: None,
+                ruled: Some(ruled),
+            };
         }
         for k in due(AHEAD_MARK, 1) {
-            self.mark[k % RING] = s.mark(self.hash[k % RING]);
+            self.learned[k % RING].mark = s.mark(self.hash[k % RING]);
         }
         if self.sets_too {
             for k in due(AHEAD_SET, 1) {
                 let j = k % RING;
-                let set = s.newest(&self.keys[k], self.hash[j], self.mark[j])?;
+                let set = s.newest(&self.keys[k], self.hash[j], self.learned[j])?;
                 s.will_need_set(&set, true);
                 self.sets[j] = set;
             }
@@ -422,7 +426,7 @@ impl<'k> Batch<'k> {
         if self.sets_too {
             // The pages were asked for all at once; finding the extents waits for them in turn.
             for k in keys {
-                if let Ok(set) = s.newest(k, key_hash(k), None) {
+                if let Ok(set) = s.newest(k, key_hash(k), Learned::default()) {
                     s.will_need_set(&set, false);
                 }
             }

@@ -30,6 +30,29 @@ use std::sync::Arc;
 /// streams in behind the copy.
 const SET_LINES: usize = 4096;
 
+/// What the stages of a batch learned of a key before its search, in the same snapshot.
+#[derive(Clone, Copy, Default)]
+pub struct Learned {
+    /// Where the search starts in the last table's page.
+    pub mark: Option<Mark>,
+    /// The tables of the key's chain whose key filters ruled it out ([`filter_bit`]), when
+    /// the filters were consulted: the search reads none of them again.
+    pub ruled: Option<u64>,
+}
+
+/// The bit of [`Learned::ruled`] for the last table of a chain.
+const LAST: u64 = 1 << 63;
+
+/// The bit of [`Learned::ruled`] for the `j`-th delta table of a chain, newest first (none
+/// past the 63rd: those are searched whatever their filter says).
+fn filter_bit(j: usize) -> u64 {
+    if j < 63 {
+        1 << j
+    } else {
+        0
+    }
+}
+
 /// What settles a key's set.
 pub enum Newest {
     /// No entry and no logged change: no values.
@@ -269,27 +292,37 @@ impl Snap {
         }
     }
 
-    /// `v.find`, from `mark` when `v` is the table it was taken in (the last of the chain).
+    /// The tables of [`Snap::chain`], each with its bit of [`Learned::ruled`].
+    fn tables_for(&self, h: u64) -> impl Iterator<Item = (u64, &TableView)> {
+        let changes = self.changes(h).enumerate().map(|(j, v)| (filter_bit(j), v));
+        changes.chain(self.last(h).map(|v| (LAST, v)))
+    }
+
+    /// `v.find` (`bit` its place in the chain), from the mark when `v` is the last table,
+    /// the table the mark was taken in; None at once when its filter ruled the key out.
     fn find(
         &self,
         cx: &Ctx,
-        v: &TableView,
+        (bit, v): (u64, &TableView),
         h: u64,
         key: &Key,
-        mark: Option<Mark>,
+        learned: Learned,
     ) -> Res<Option<Body>> {
-        let m = mark.filter(|_| self.last(h).is_some_and(|l| std::ptr::eq(l, v)));
-        v.find(cx, h, key, m)
+        if learned.ruled.is_some_and(|r| r & bit != 0) {
+            return Ok(None);
+        }
+        let mark = learned.mark.filter(|_| bit == LAST);
+        v.find(cx, h, key, mark, learned.ruled.is_some())
     }
 
     /// The key's entries in the tables for it, newest first, up to one that drops the
     /// earlier values (a base entry does).
-    fn entries(&self, h: u64, key: &Key) -> Res<Vec<(Body, bool)>> {
+    fn entries(&self, h: u64, key: &Key, learned: Learned) -> Res<Vec<(Body, bool)>> {
         let cx = self.ctx();
         let mut out = Vec::new();
-        for v in self.chain(h) {
-            let base = v.t.kind == Kind::Base;
-            if let Some(b) = v.find(&cx, h, key, None)? {
+        for t in self.tables_for(h) {
+            let base = t.1.t.kind == Kind::Base;
+            if let Some(b) = self.find(&cx, t, h, key, learned)? {
                 let stops = base || matches!(b, Body::Delta(d) if d.cleared);
                 out.push((b, base));
                 if stops {
@@ -304,28 +337,31 @@ impl Snap {
     /// delta tables, those of its page in every table, all at once, in the stages of a
     /// batch's search: a search that reads a page of each table then waits for one miss, not
     /// one per table.
-    fn warm(&self, h: u64) {
+    fn warm(&self, h: u64) -> Learned {
         if self.chain(h).nth(1).is_some() {
-            self.warm_stage(h, 0);
-            self.warm_stage(h, 1);
-            return;
+            self.warm_first(h);
+            return Learned {
+                mark: None,
+                ruled: Some(self.warm_pages(h)),
+            };
         }
-        if !self.current.overlay.large() {
-            return;
-        }
-        if let Some(v) = self.chain(h).last() {
-            v.warm(&self.ctx(), h);
+        match self.last(h) {
+            Some(v) if self.current.overlay.large() => Learned {
+                mark: None,
+                ruled: Some(if v.warm(&self.ctx(), h) { 0 } else { LAST }),
+            },
+            _ => Learned::default(),
         }
     }
 
     pub fn all(&self, key: &Key) -> Res<Vec<Value>> {
         let h = key_hash(key);
-        self.warm(h);
+        let learned = self.warm(h);
         let d = self.log_delta(key)?;
         if d.as_ref().is_some_and(|d| d.cleared) {
             return Ok(Change::of(d.as_ref().expect("checked")).adds);
         }
-        let entries = self.entries(h, key)?;
+        let entries = self.entries(h, key, learned)?;
         // Every entry's extent starts loading before the first is read: their misses overlap
         // instead of following one another.
         for (off, n) in entries.iter().filter_map(|(b, _)| b.extent()) {
@@ -351,22 +387,30 @@ impl Snap {
         })
     }
 
-    /// Starts loading what a search for hash `h` reads first, in the stages of a batch's
-    /// pipeline: 0, the key-filter blocks of its tables (the directory items of those without
-    /// one); 1, the first lines of their pages (of the tables whose filter does not rule `h`
-    /// out).
-    pub fn warm_stage(&self, h: u64, stage: u8) {
-        if stage == 0 {
-            self.chain(h).for_each(|v| v.warm_first(&self.map, h));
-            return;
-        }
+    /// Starts loading what a search for hash `h` reads first, the first stage of a batch's
+    /// pipeline: the key-filter blocks of its tables (the directory items of those without
+    /// one).
+    pub fn warm_first(&self, h: u64) {
+        self.chain(h).for_each(|v| v.warm_first(&self.map, h));
+    }
+
+    /// The second stage: starts loading the first lines of the pages for hash `h` of the
+    /// tables whose filter does not rule `h` out; returns those that it does rule out, as
+    /// [`Learned::ruled`].
+    pub fn warm_pages(&self, h: u64) -> u64 {
         // The last table first: its page needs no filter's answer, so its misses start
         // while the filters' lines may still be arriving.
         let cx = self.ctx();
-        if let Some(l) = self.last(h) {
-            l.warm(&cx, h);
+        let mut ruled = 0;
+        if self.last(h).is_some_and(|l| !l.warm(&cx, h)) {
+            ruled |= LAST;
         }
-        self.changes(h).for_each(|v| v.warm(&cx, h));
+        for (j, v) in self.changes(h).enumerate() {
+            if !v.warm(&cx, h) {
+                ruled |= filter_bit(j);
+            }
+        }
+        ruled
     }
 
     /// Where the search for hash `h` starts in the page of the last table of its chain (the
@@ -402,16 +446,16 @@ impl Snap {
         }
     }
 
-    /// What settles the key's set (hash `h`, search from `mark` in the last table).
-    pub fn newest(&self, key: &Key, h: u64, mark: Option<Mark>) -> Res<Newest> {
+    /// What settles the key's set (hash `h`, with what the stages before learned of it).
+    pub fn newest(&self, key: &Key, h: u64, learned: Learned) -> Res<Newest> {
         if self.log_delta(key)?.is_some() {
             return Ok(Newest::Fold);
         }
         let cx = self.ctx();
-        for v in self.chain(h) {
-            match self.find(&cx, v, h, key, mark)? {
+        for t in self.tables_for(h) {
+            match self.find(&cx, t, h, key, learned)? {
                 None => continue,
-                Some(b) if v.t.kind == Kind::Base => return Ok(Newest::Base(b)),
+                Some(b) if t.1.t.kind == Kind::Base => return Ok(Newest::Base(b)),
                 Some(_) => return Ok(Newest::Fold),
             }
         }
@@ -422,8 +466,8 @@ impl Snap {
     /// unspecified); returns how many values it has.
     pub fn all_into(&self, key: &Key, out: &mut [Value]) -> Res<usize> {
         let h = key_hash(key);
-        self.warm(h);
-        let set = self.newest(key, h, None)?;
+        let learned = self.warm(h);
+        let set = self.newest(key, h, learned)?;
         self.set_into(key, set, out)
     }
 
@@ -467,14 +511,14 @@ impl Snap {
     /// One value of the key, or None.
     pub fn first(&self, key: &Key) -> Res<Option<Value>> {
         let h = key_hash(key);
-        self.warm(h);
-        self.first_from(key, h, None)
+        let learned = self.warm(h);
+        self.first_from(key, h, learned)
     }
 
-    /// [`Snap::first`] of a key of hash `h`, searching the last table from `mark`. The newest
-    /// change that adds values settles it without reading older tables: nothing newer removed
-    /// what it added.
-    pub fn first_from(&self, key: &Key, h: u64, mark: Option<Mark>) -> Res<Option<Value>> {
+    /// [`Snap::first`] of a key of hash `h`, with what the stages before learned of it. The
+    /// newest change that adds values settles it without reading older tables: nothing newer
+    /// removed what it added.
+    pub fn first_from(&self, key: &Key, h: u64, learned: Learned) -> Res<Option<Value>> {
         match self.log_delta(key)? {
             Some(d) if d.adds.iter().next().is_some() => return Ok(d.adds.iter().next().copied()),
             Some(d) if d.cleared => return Ok(None),
@@ -482,8 +526,8 @@ impl Snap {
             None => {}
         }
         let cx = self.ctx();
-        for v in self.chain(h) {
-            match self.find(&cx, v, h, key, mark)? {
+        for t in self.tables_for(h) {
+            match self.find(&cx, t, h, key, learned)? {
                 None => continue,
                 Some(Body::Delta(d)) if d.adds == 0 && d.cleared => return Ok(None),
                 Some(Body::Delta(_)) => return Ok(self.all(key)?.first().copied()),

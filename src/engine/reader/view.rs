@@ -173,15 +173,17 @@ impl TableView {
     }
 
     /// Starts loading the first lines of the page for hash `h`, so that its cache misses
-    /// overlap others instead of following them (not when the key filter rules `h` out).
-    pub fn warm(&self, cx: &Ctx, h: u64) {
+    /// overlap others instead of following them; returns false, loading nothing, when the key
+    /// filter rules `h` out.
+    pub fn warm(&self, cx: &Ctx, h: u64) -> bool {
         if !self.may_hold(cx, h) {
-            return;
+            return false;
         }
         let (off, _, _) = self.slot(dir_index(h, self.t.depth));
         if off != 0 {
             cx.map.prefetch(off, SEARCH_LINES);
         }
+        true
     }
 
     /// Starts loading what the first stage of a search for hash `h` reads: the key filter's
@@ -242,9 +244,17 @@ impl TableView {
     }
 
     /// The entry of `key` (hash `h`), if the table has one; the search starts at `from`, this
-    /// table's [`TableView::mark`] for `h` in the same snapshot, when given.
-    pub fn find(&self, cx: &Ctx, h: u64, key: &Key, from: Option<Mark>) -> Res<Option<Body>> {
-        if !self.may_hold(cx, h) {
+    /// table's [`TableView::mark`] for `h` in the same snapshot, when given, and does not
+    /// consult the key filter again when `filtered` (it let `h` through already).
+    pub fn find(
+        &self,
+        cx: &Ctx,
+        h: u64,
+        key: &Key,
+        from: Option<Mark>,
+        filtered: bool,
+    ) -> Res<Option<Body>> {
+        if !filtered && !self.may_hold(cx, h) {
             return Ok(None);
         }
         let (off, leaf, i) = self.slot(dir_index(h, self.t.depth));
