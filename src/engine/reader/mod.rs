@@ -383,7 +383,7 @@ impl<'k> Batch<'k> {
         // `ahead - 1` past the step on, up to `ahead + bunch - 1` past the first step.
         let due = |ahead: usize, bunch: usize| match i == from {
             true => i..(i + ahead + bunch - 1).min(n),
-            false if (i - from) % bunch == 0 => {
+            false if (i - from).is_multiple_of(bunch) => {
                 (i + ahead - 1).min(n)..(i + ahead + bunch - 1).min(n)
             }
             false => 0..0,
