@@ -652,12 +652,18 @@ pub fn find_in_from(
     offset: u64,
     from: Option<Mark>,
 ) -> Result<Option<Body>> {
-    let n = count_in(read, offset)?;
+    // The entry count is needed to go on past a colliding tag: a search from a mark reads the
+    // mark's entry first, and the count only after a collision.
+    let mut n = None;
     let mut m = match from {
         Some(m) => m,
-        None => next_tag(read, n, hash, 0, HEADER + 2 * n, offset)?,
+        None => {
+            let count = *n.insert(count_in(read, offset)?);
+            next_tag(read, count, hash, 0, HEADER + 2 * count, offset)?
+        }
     };
-    while usize::from(m.i) < n {
+    // Code 0 marks the end: a match has the code of an entry (`next_tag` checks it).
+    while m.code != 0 {
         let (len, at) = (m.len(), m.at());
         if len == 0 || at + len > PAGE {
             return Err(bad(offset, "search mark outside the page"));
@@ -673,7 +679,11 @@ pub fn find_in_from(
         if &k == key {
             return Ok(Some(body));
         }
-        m = next_tag(read, n, hash, usize::from(m.i) + 1, at + len, offset)?;
+        let count = match n {
+            Some(count) => count,
+            None => *n.insert(count_in(read, offset)?),
+        };
+        m = next_tag(read, count, hash, usize::from(m.i) + 1, at + len, offset)?;
     }
     Ok(None)
 }
