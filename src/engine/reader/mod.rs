@@ -323,7 +323,8 @@ const AHEAD_SET: usize = 4;
 /// 0.47–0.59 µs a key one at a time, 0.30–0.35 four at a time).
 const PAGES_AT_ONCE: usize = 4;
 
-/// Slots of a batch's ring of keys in flight: more than the furthest stage looks ahead.
+/// Slots of a batch's ring of keys in flight: at least as many as the furthest stage looks
+/// ahead.
 const RING: usize = 32;
 
 // Each stage runs for a key after the one before it (its hash first), and a key's slot is not

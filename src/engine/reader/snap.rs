@@ -336,7 +336,7 @@ impl Snap {
     /// Starts loading the lines of the key's page in the table most likely to hold it; with
     /// delta tables, those of its page in every table, all at once, in the stages of a
     /// batch's search: a search that reads a page of each table then waits for one miss, not
-    /// one per table.
+    /// one per table. Returns what the key filters said, for the search.
     fn warm(&self, h: u64) -> Learned {
         if self.chain(h).nth(1).is_some() {
             self.warm_first(h);
