@@ -320,9 +320,14 @@ impl Space {
     /// Whether free segments whose blocks the file still holds exceed an eighth of the
     /// segments in use (at least `floor`): the trim thread then punches some.
     pub fn unpunched_over(&self, floor: u64) -> bool {
+        // The trim thread asks at every wake-up, under the state lock: the free runs are
+        // summed only once the floor is passed.
+        if self.unpunched_segments <= floor {
+            return false;
+        }
         let free: u64 = self.free.values().sum();
         let live = self.used.saturating_sub(free);
-        self.unpunched_segments > floor.max(live / 8)
+        self.unpunched_segments > live / 8
     }
 
     /// Up to `max` free segments to punch, the highest first (allocations take the lowest):
