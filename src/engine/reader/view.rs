@@ -26,25 +26,32 @@ pub struct Leaf {
     /// The leaf page (offset, epoch); (0, 0) for a leaf of empty slots.
     pub id: (u64, u64),
     /// Page numbers (file offset / PAGE; 0 = no page): a page starts on a page boundary, so
-    /// four bytes reach 16 TiB and the directory takes half the memory of its 8-byte items.
-    /// Held in the leaf itself, so a search follows one pointer to them, not two.
+    /// four bytes reach 16 TiB. Held in the leaf itself, so a search follows one pointer to
+    /// them, not two.
     pages: [u32; LEAF],
+    /// The items' top halves: the epoch each page was written at (its low 32 bits), which a
+    /// page read for the first time under a pin must carry. Kept apart from `pages`, so a
+    /// search's hot loads stay four bytes an item, and in memory, so that first read needs
+    /// neither the leaf page nor a system call to ask whether it is cached.
+    stamps: [u32; LEAF],
 }
 
 impl Leaf {
     /// The leaf of directory items `items`, read from the array leaf page `id`.
     pub fn new(id: (u64, u64), items: &[u64]) -> Leaf {
-        let mut pages = [0; LEAF];
-        for (p, &i) in pages.iter_mut().zip(items) {
-            *p = i as u32;
+        let mut leaf = Leaf::zero();
+        leaf.id = id;
+        for ((p, s), &i) in leaf.pages.iter_mut().zip(&mut leaf.stamps).zip(items) {
+            (*p, *s) = (i as u32, (i >> 32) as u32);
         }
-        Leaf { id, pages }
+        leaf
     }
 
     fn zero() -> Leaf {
         Leaf {
             id: (0, 0),
             pages: [0; LEAF],
+            stamps: [0; LEAF],
         }
     }
 }
@@ -218,9 +225,9 @@ impl TableView {
 
     /// Asks the kernel to read what a search for hash `h` will read, without waiting: its
     /// page (unless the key filter, when in memory, rules `h` out; else the filter's page
-    /// too), and the directory leaf page when the page is still to be validated.
+    /// too).
     pub fn will_need(&self, cx: &Ctx, h: u64) {
-        let (off, leaf, _) = self.slot(dir_index(h, self.t.depth));
+        let (off, _, _) = self.slot(dir_index(h, self.t.depth));
         if off == 0 {
             return;
         }
@@ -232,9 +239,6 @@ impl TableView {
             _ => {}
         }
         cx.map.will_need(off, PAGE);
-        if !cx.hold.is_some_and(|hd| hd.verified(off)) {
-            cx.map.will_need(leaf.id.0, PAGE);
-        }
     }
 
     /// Whether the page for hash `h` is in the page cache (true when there is none).
@@ -269,23 +273,11 @@ impl TableView {
             let mut read = |at: usize, out: &mut [u8]| cx.map.read(off + at as u64, out);
             return Ok(bucket::find_in_from(&mut read, h, key, off, from)?);
         }
-        // The page is checked against its item's stamp, in the leaf page: when the page must
-        // come from the device, the leaf page is asked for first, so the two reads overlap
-        // instead of following each other.
-        if !cx.map.resident(off) {
-            cx.map.will_need(leaf.id.0, PAGE);
-        }
         let mut page = [0u8; PAGE];
         cx.map
             .page_into(off, MAGIC_BUCKET, cx.epoch, "table page", &mut page)?;
-        // The page must be the one the directory item names: its epoch is in the item's top
-        // half (read from the leaf page, which the root's view validated).
-        let mut stamp = [0u8; 4];
-        cx.map
-            .read(leaf.id.0 + (HEADER + 8 * i + 4) as u64, &mut stamp)?;
-        if page_epoch(&page) as u32 != u32::from_le_bytes(stamp)
-            || !bucket::header(&page).1.contains(h)
-        {
+        // The page must be the one the directory item names: its epoch is the item's stamp.
+        if page_epoch(&page) as u32 != leaf.stamps[i] || !bucket::header(&page).1.contains(h) {
             return Err(Fault::Stale);
         }
         let found = bucket::find(&page, h, key, off)?;
