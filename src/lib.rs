@@ -66,7 +66,7 @@ pub fn reader_table_path(path: &Path) -> PathBuf {
 #[cfg(feature = "testing")]
 #[doc(hidden)]
 pub mod testing {
-    pub use crate::engine::{failpoint, fuzz};
+    pub use crate::engine::{failpoint, fuzz, FILTERS_IN_PLACE};
     pub use crate::format::{layout, root};
     pub use crate::store::{
         drop_cache, table_path, trace, Create, Mmap, Positional, ReadFile, ReaderTable, WriterFile,

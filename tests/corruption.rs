@@ -224,47 +224,68 @@ fn key_filters_skip_tables_and_their_damage_is_caught() {
         let (ok, errors) = check_reads(&path, &model, &keys);
         assert_eq!((ok, errors), (keys.len(), 0), "{what}");
     };
-    reads("filters as written");
-    assert!(hashdir::verify(&path).unwrap().is_ok());
+    // Readers copy small filters into memory; larger ones they read in place, leaf by leaf:
+    // both ways, the same answers and the same damage caught.
+    for in_place in [false, true] {
+        hashdir::testing::FILTERS_IN_PLACE.store(in_place, std::sync::atomic::Ordering::Relaxed);
+        reads("filters as written");
+        assert!(hashdir::verify(&path).unwrap().is_ok());
 
-    // The directory array is one leaf page: the filter is its items past the slots.
-    let leaf = table.dir.top;
-    let words = table.filter_words() as usize;
-    let at = 32 + 8 * table.slots() as usize;
-    let mut page = head(&path)[leaf as usize..leaf as usize + 4096].to_vec();
-    let good = page.clone();
+        // The directory array is one leaf page: the filter is its items past the slots.
+        let leaf = table.dir.top;
+        let words = table.filter_words() as usize;
+        let at = 32 + 8 * table.slots() as usize;
+        let mut page = head(&path)[leaf as usize..leaf as usize + 4096].to_vec();
+        let good = page.clone();
 
-    // A checksum that fails (the leaf also holds the directory items): errors or right data.
-    page[at] ^= 0xff;
-    patch(&path, leaf, &page);
-    check_reads(&path, &model, &keys);
-    assert!(!hashdir::verify(&path).unwrap().is_ok());
+        // A checksum that fails (the leaf also holds the directory items): errors or right data.
+        page[at] ^= 0xff;
+        patch(&path, leaf, &page);
+        check_reads(&path, &model, &keys);
+        assert!(!hashdir::verify(&path).unwrap().is_ok());
 
-    // A filter of zeros, checksummed: it rules out every key of the table.
-    page[at..at + 8 * words].fill(0);
-    let crc = crc32c::crc32c(&page[8..]);
-    page[4..8].copy_from_slice(&crc.to_le_bytes());
-    patch(&path, leaf, &page);
-    let report = hashdir::verify(&path).unwrap();
-    assert!(
-        report
-            .problems
-            .iter()
-            .any(|p| p.contains("key filter rules out")),
-        "{:?}",
-        report.problems
-    );
-    // Readers trust a checksummed filter: the keys only that table holds are not searched
-    // for there (what shows that reads consult the filter at all).
-    let r = Reader::open(&path, &opts()).unwrap();
-    let mut found = vec![0u8; keys.len()];
-    r.lookup(&keys, &mut vec![[0u8; 16]; keys.len()], &mut found)
-        .unwrap();
-    let missed = (0..keys.len()).filter(|&i| found[i] == 0 && model.contains_key(&keys[i]));
-    assert!(missed.count() > 0, "a zeroed filter changed nothing");
-    drop(r);
-    patch(&path, leaf, &good);
-    reads("the filter restored");
+        // A filter of zeros, checksummed: it rules out every key of the table.
+        page[at..at + 8 * words].fill(0);
+        let crc = crc32c::crc32c(&page[8..]);
+        page[4..8].copy_from_slice(&crc.to_le_bytes());
+        patch(&path, leaf, &page);
+        let report = hashdir::verify(&path).unwrap();
+        assert!(
+            report
+                .problems
+                .iter()
+                .any(|p| p.contains("key filter rules out")),
+            "{:?}",
+            report.problems
+        );
+        // Readers trust a checksummed filter: the keys only that table holds are not searched
+        // for there (what shows that reads consult the filter at all).
+        let r = Reader::open(&path, &opts()).unwrap();
+        let mut found = vec![0u8; keys.len()];
+        r.lookup(&keys, &mut vec![[0u8; 16]; keys.len()], &mut found)
+            .unwrap();
+        let missed = (0..keys.len()).filter(|&i| found[i] == 0 && model.contains_key(&keys[i]));
+        assert!(missed.count() > 0, "a zeroed filter changed nothing");
+        drop(r);
+        patch(&path, leaf, &good);
+        reads("the filter restored");
+
+        // A reader copies the filter when it opens: zeros written under it afterwards change
+        // its answers only when it reads the filter in place.
+        let r = Reader::open(&path, &opts()).unwrap();
+        patch(&path, leaf, &page);
+        r.lookup(&keys, &mut vec![[0u8; 16]; keys.len()], &mut found)
+            .unwrap();
+        let missed = (0..keys.len()).filter(|&i| found[i] == 0 && model.contains_key(&keys[i]));
+        assert_eq!(
+            missed.count() > 0,
+            in_place,
+            "filter read in place: {in_place}"
+        );
+        drop(r);
+        patch(&path, leaf, &good);
+    }
+    hashdir::testing::FILTERS_IN_PLACE.store(false, std::sync::atomic::Ordering::Relaxed);
 }
 
 /// A directory item carries the epoch its page was written at (docs/FORMAT.md): a reader

@@ -36,6 +36,8 @@ mod writer;
 
 pub use gc::GcReport;
 pub use options::{Options, Stats, MAX_CHECKPOINT_BYTES};
+#[cfg(feature = "testing")]
+pub use reader::FILTERS_IN_PLACE;
 pub use reader::{CopyProgress, Reader};
 pub use recovery::RecoveryReport;
 pub use sharded::{Alone, Collective, ShardedWriter};

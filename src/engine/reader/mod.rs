@@ -28,6 +28,8 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Instant;
+#[cfg(feature = "testing")]
+pub use view::FILTERS_IN_PLACE;
 
 /// Tries per key before a page that keeps failing validation is reported as corrupt.
 const RETRIES: usize = 4;

@@ -66,11 +66,63 @@ pub struct TableView {
 }
 
 /// Where a table's key filter is: its blocks, and every leaf of the directory array (the
-/// filter's words follow the directory items). Read in place through the mapping, shared
-/// with other readers in the page cache; each leaf page is validated once under a hold.
+/// filter's words follow the directory items); and the words themselves, when the filter is
+/// small enough to copy into memory. In memory, a probe is one load from the reader's heap,
+/// with no page of the file to walk to and no leaf to validate first; else the words are read
+/// in place through the mapping, shared with other readers in the page cache, each leaf page
+/// validated once under a hold.
 struct Filter {
     blocks: u64,
     leaves: Box<[(u64, u64)]>,
+    words: Option<Box<[u64]>>,
+}
+
+/// Key filters up to this size (about 6.7 M keys) are copied into a reader's memory when it
+/// loads the table's view; the views of unchanged tables are shared by later snapshots, so
+/// each is copied once. A root lists at most 28 tables: at most 224 MiB of filters a reader.
+pub const FILTER_IN_MEMORY: u64 = 8 << 20;
+
+/// Set by tests to have every filter read in place, as those too large to copy are.
+#[cfg(feature = "testing")]
+pub static FILTERS_IN_PLACE: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
+
+fn copies_filters() -> bool {
+    #[cfg(feature = "testing")]
+    return !FILTERS_IN_PLACE.load(std::sync::atomic::Ordering::Relaxed);
+    #[cfg(not(feature = "testing"))]
+    true
+}
+
+impl Filter {
+    /// The filter of table `t`, whose directory array has `leaves`; its words copied out of
+    /// the leaf pages (each validated) when small enough and every leaf reads back valid.
+    fn load(map: &Mmap, t: &TableRef, leaves: Box<[(u64, u64)]>, epoch: u64) -> Filter {
+        let n = t.filter_words();
+        let words = (8 * n <= FILTER_IN_MEMORY && copies_filters())
+            .then(|| Filter::copy(map, t, &leaves, epoch))
+            .flatten();
+        Filter {
+            blocks: n / BLOCK_WORDS,
+            leaves,
+            words,
+        }
+    }
+
+    /// The filter's words, read from the leaf pages that hold them; None when one fails
+    /// validation (the filter is then read in place, leaf by leaf).
+    fn copy(map: &Mmap, t: &TableRef, leaves: &[(u64, u64)], epoch: u64) -> Option<Box<[u64]>> {
+        let start = t.slots() as usize;
+        let end = start + t.filter_words() as usize;
+        let mut words = Vec::with_capacity(end - start);
+        for i in start / LEAF..end.div_ceil(LEAF) {
+            let items = array::read_leaf(map, t.dir.len, i, *leaves.get(i)?, epoch).ok()?;
+            let lo = start.saturating_sub(i * LEAF);
+            let hi = (end - i * LEAF).min(items.len());
+            words.extend_from_slice(items.get(lo..hi)?);
+        }
+        (words.len() == end - start).then(|| words.into())
+    }
 }
 
 /// What a search reads with.
@@ -97,10 +149,8 @@ impl TableView {
                 leaves.push(Arc::new(Leaf::new(*id, &items)));
             }
         }
-        let filter = (t.filter_words() > 0).then(|| Filter {
-            blocks: t.filter_words() / BLOCK_WORDS,
-            leaves: shape.leaves.into(),
-        });
+        let filter =
+            (t.filter_words() > 0).then(|| Filter::load(map, &t, shape.leaves.into(), epoch));
         Ok(TableView {
             t,
             leaves: leaves.into(),
@@ -117,9 +167,13 @@ impl TableView {
     }
 
     /// Whether the table may hold a key of hash `h`: false only when its key filter rules
-    /// the hash out. Without a filter, or a hold to remember a validated leaf by, or with a
-    /// leaf that does not read back as valid, the table is searched.
+    /// the hash out. Without a filter, or, for a filter read in place, without a hold to
+    /// remember a validated leaf by or with a leaf that does not read back as valid, the table
+    /// is searched.
     pub fn may_hold(&self, cx: &Ctx, h: u64) -> bool {
+        if let Some(words) = self.filter.as_ref().and_then(|f| f.words.as_deref()) {
+            return filter::holds(words, h);
+        }
         let (Some(f), Some(hold)) = (&self.filter, cx.hold) else {
             return true;
         };
@@ -146,6 +200,10 @@ impl TableView {
     /// Starts loading the filter block for hash `h` (when the table has a filter).
     fn warm_filter(&self, map: &Mmap, h: u64) {
         if let Some(f) = &self.filter {
+            if let Some(words) = &f.words {
+                prefetch(&words[(block_of(h, f.blocks) * BLOCK_WORDS) as usize]);
+                return;
+            }
             let (_, leaf, at) = self.block(f, h);
             if leaf.0 != 0 {
                 map.prefetch(at, 8 * BLOCK_WORDS as usize);
@@ -156,6 +214,9 @@ impl TableView {
     /// Whether the filter block for hash `h` can be read without waiting for the device.
     fn filter_resident(&self, map: &Mmap, h: u64) -> bool {
         self.filter.as_ref().is_none_or(|f| {
+            if f.words.is_some() {
+                return true;
+            }
             let (_, leaf, _) = self.block(f, h);
             leaf.0 == 0 || map.resident(leaf.0)
         })
