@@ -113,6 +113,21 @@ fn check_reads(path: &Path, model: &Model, keys: &[Key]) -> (usize, usize) {
     (ok, errors)
 }
 
+/// The newest root of the file at `path`, read from its two root slots.
+fn newest(path: &Path) -> hashdir::testing::root::Root {
+    use hashdir::testing::{layout::ROOT_SLOT, root};
+    let b = common::engine::head(path);
+    let at = b
+        .windows(8)
+        .position(|w| w == root::MAGIC)
+        .expect("a root slot");
+    root::newest(
+        &b[at..at + ROOT_SLOT],
+        &b[at + ROOT_SLOT..at + 2 * ROOT_SLOT],
+    )
+    .unwrap()
+}
+
 #[test]
 fn damaged_files_give_errors_or_correct_data() {
     let mut rng = Rng::seeded("damaged_files_give_errors_or_correct_data");
@@ -175,7 +190,6 @@ fn damaged_files_give_errors_or_correct_data() {
 #[test]
 fn key_filters_skip_tables_and_their_damage_is_caught() {
     use common::engine::{head, patch, small_log};
-    use hashdir::testing::{layout::ROOT_SLOT, root};
     let d = TempDir::new("filters");
     let path = d.file("t.h5");
     let mut w = Writer::open(&path, &small_log()).unwrap();
@@ -193,18 +207,6 @@ fn key_filters_skip_tables_and_their_damage_is_caught() {
     w.checkpoint().unwrap();
     // New keys in small commits until delta tables with filters hold some of them.
     let mut next = 20_000;
-    let newest = |path: &Path| {
-        let b = head(path);
-        let at = b
-            .windows(8)
-            .position(|w| w == root::MAGIC)
-            .expect("a root slot");
-        root::newest(
-            &b[at..at + ROOT_SLOT],
-            &b[at + ROOT_SLOT..at + 2 * ROOT_SLOT],
-        )
-        .unwrap()
-    };
     let table = loop {
         add(&mut w, next..next + 500);
         next += 500;
@@ -295,20 +297,11 @@ fn key_filters_skip_tables_and_their_damage_is_caught() {
 #[test]
 fn an_item_naming_another_epoch_of_its_page_is_caught() {
     use common::engine::{head, patch};
-    use hashdir::testing::{layout::ROOT_SLOT, root};
     let d = TempDir::new("stamp");
     let path = d.file("t.h5");
     let model = build(&path);
     let b = head(&path);
-    let at = b
-        .windows(8)
-        .position(|w| w == root::MAGIC)
-        .expect("a root slot");
-    let r = root::newest(
-        &b[at..at + ROOT_SLOT],
-        &b[at + ROOT_SLOT..at + 2 * ROOT_SLOT],
-    )
-    .unwrap();
+    let r = newest(&path);
     let t = r.base;
     assert!(t.is_some() && t.dir.levels == 1, "one leaf page: {r:?}");
     let leaf = t.dir.top as usize;
