@@ -152,12 +152,34 @@ pub fn read_leaf(
 /// A whole array and its shape.
 pub fn load(src: &dyn Source, aref: ArrayRef, max_epoch: u64) -> Res<(Vec<u64>, Shape)> {
     let s = shape(src, aref, max_epoch)?;
-    // The leaves were all found, so the length is backed by a tree that exists.
-    let mut items = Vec::with_capacity(aref.len.min((s.leaves.len() * LEAF) as u64) as usize);
-    for (i, leaf) in s.leaves.iter().enumerate() {
-        items.extend(read_leaf(src, aref.len, i, *leaf, max_epoch)?);
-    }
+    let items = read_items(src, aref.len, &s.leaves, 0..aref.len as usize, max_epoch)?;
     Ok((items, s))
+}
+
+/// Items `range` of an array of `len` items whose leaves are `leaves` (its shape's), read
+/// from the leaves that hold them only.
+pub fn read_items(
+    src: &dyn Source,
+    len: u64,
+    leaves: &[(u64, u64)],
+    range: std::ops::Range<usize>,
+    max_epoch: u64,
+) -> Res<Vec<u64>> {
+    // Only leaves that exist are read, so the capacity is backed by a tree that exists.
+    let mut items = Vec::with_capacity(range.len().min(leaves.len() * LEAF));
+    for i in range.start / LEAF..range.end.div_ceil(LEAF) {
+        let leaf = leaves.get(i).ok_or_else(|| {
+            Fault::Fail(Error::corrupt(
+                "array",
+                0,
+                "fewer leaves than its length needs",
+            ))
+        })?;
+        let got = read_leaf(src, len, i, *leaf, max_epoch)?;
+        let hi = (range.end - i * LEAF).min(got.len());
+        items.extend_from_slice(&got[range.start.saturating_sub(i * LEAF).min(hi)..hi]);
+    }
+    Ok(items)
 }
 
 /// Where array pages go: `alloc` gives a page's offset and the epoch to write it with; written

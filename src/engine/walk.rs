@@ -188,8 +188,17 @@ fn table(
     };
     let filter = match t.filter_words() {
         0 => None,
-        n => match array::load(src, t.dir, epoch) {
-            Ok((items, _)) => Some(items[items.len() - n as usize..].to_vec()),
+        n => match array::shape(src, t.dir, epoch).and_then(|s| {
+            let len = t.dir.len as usize;
+            array::read_items(
+                src,
+                t.dir.len,
+                &s.leaves,
+                len.saturating_sub(n as usize)..len,
+                epoch,
+            )
+        }) {
+            Ok(words) => Some(words),
             Err(f) => {
                 live.fault(&format!("{name} key filter"), f);
                 None

@@ -113,15 +113,11 @@ impl Filter {
     /// validation (the filter is then read in place, leaf by leaf).
     fn copy(map: &Mmap, t: &TableRef, leaves: &[(u64, u64)], epoch: u64) -> Option<Box<[u64]>> {
         let start = t.slots() as usize;
-        let end = start + t.filter_words() as usize;
-        let mut words = Vec::with_capacity(end - start);
-        for i in start / LEAF..end.div_ceil(LEAF) {
-            let items = array::read_leaf(map, t.dir.len, i, *leaves.get(i)?, epoch).ok()?;
-            let lo = start.saturating_sub(i * LEAF);
-            let hi = (end - i * LEAF).min(items.len());
-            words.extend_from_slice(items.get(lo..hi)?);
-        }
-        (words.len() == end - start).then(|| words.into())
+        let range = start..start + t.filter_words() as usize;
+        let n = range.len();
+        let words = array::read_items(map, t.dir.len, leaves, range, epoch).ok()?;
+        // A filter running past the array's end is read in place, where each probe is checked.
+        (words.len() == n).then(|| words.into())
     }
 }
 
