@@ -38,6 +38,9 @@ pub trait Source {
     /// Bytes readable: reads that would end past it are refused before anything is allocated.
     fn size(&self) -> u64;
 
+    /// Says that `[off, off + len)` will be read soon (the source may start reading it).
+    fn will_need(&self, _off: u64, _len: u64) {}
+
     /// Reads the page at `off` into `p`, checked against `magic` and `max_epoch`.
     fn page_into(
         &self,
@@ -71,6 +74,10 @@ impl<T: Positional> Source for T {
     fn size(&self) -> u64 {
         self.data_end()
     }
+
+    fn will_need(&self, off: u64, len: u64) {
+        Positional::will_need(self, off, len);
+    }
 }
 
 impl Source for Mmap {
@@ -87,6 +94,10 @@ impl Source for Mmap {
 
     fn size(&self) -> u64 {
         self.len() as u64
+    }
+
+    fn will_need(&self, off: u64, len: u64) {
+        Mmap::will_need(self, off, usize::try_from(len).unwrap_or(usize::MAX));
     }
 }
 

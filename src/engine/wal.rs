@@ -176,7 +176,9 @@ pub fn scan_frames_below(
     let cap = capacity(chunks);
     let mut hdr = [0u8; HEADER];
     let mut frame = Vec::new();
+    let mut ahead = ReadAhead::new(cur.pos, until.min(cap));
     while cur.pos < until && cur.lsn < below && cur.pos + HEADER as u64 <= cap {
+        ahead.at(src, chunks, cur.pos);
         if !read(src, chunks, cur.pos, &mut hdr)? {
             break;
         }
@@ -200,6 +202,49 @@ pub fn scan_frames_below(
         cur.prev = crc;
     }
     Ok(cur)
+}
+
+/// Log bytes a long scan asks the source to read ahead of it.
+const AHEAD: u64 = 32 << 20;
+/// Log bytes a scan reads before it asks for any ahead: a reader following the log reads a
+/// few frames at a time, and advice for bytes not written yet would only cost it.
+const AHEAD_AFTER: u64 = 4 << 20;
+
+/// The read-ahead of a scan: when a log is not in memory (recovery after a restart, a
+/// reader opened on a cold file), its frames are read one after another, each waiting for
+/// the device; the advice has the device read the next `AHEAD` bytes meanwhile.
+struct ReadAhead {
+    start: u64,
+    end: u64,
+    /// Log position up to which the source was advised.
+    advised: u64,
+}
+
+impl ReadAhead {
+    fn new(start: u64, end: u64) -> ReadAhead {
+        ReadAhead {
+            start,
+            end,
+            advised: start,
+        }
+    }
+
+    /// The scan is at `pos`: advises the next `AHEAD` bytes once less than half of them are
+    /// left advised.
+    fn at(&mut self, src: &dyn Source, chunks: &[u64], pos: u64) {
+        if pos - self.start < AHEAD_AFTER || self.advised >= (pos + AHEAD / 2).min(self.end) {
+            return;
+        }
+        let from = self.advised.max(pos);
+        let to = (pos + AHEAD).min(self.end);
+        if to > from {
+            let _ = pieces(chunks, from, (to - from) as usize, |off, _, n| {
+                src.will_need(off, n as u64);
+                Ok(())
+            });
+        }
+        self.advised = to;
+    }
 }
 
 /// The op at log position `pos`, which a scan found in a whole frame.

@@ -361,21 +361,6 @@ impl WriterFile {
             );
         }
     }
-
-    /// Asks the kernel to start reading `[off, off + len)` into the page cache now, so that
-    /// reads that follow find it there instead of waiting for the device one at a time.
-    pub fn will_need(&self, off: u64, len: u64) {
-        // SAFETY: a valid descriptor for the call; posix_fadvise only advises the kernel.
-        // Failure only loses the hint.
-        unsafe {
-            libc::posix_fadvise(
-                self.fd.as_raw_fd(),
-                off as libc::off_t,
-                len as libc::off_t,
-                libc::POSIX_FADV_WILLNEED,
-            );
-        }
-    }
 }
 
 /// The filesystem block a punch gives back whole.
@@ -420,6 +405,19 @@ impl Positional for WriterFile {
 
     fn data_end(&self) -> u64 {
         self.layout.data + self.layout.capacity
+    }
+
+    fn will_need(&self, off: u64, len: u64) {
+        // SAFETY: a valid descriptor for the call; posix_fadvise only advises the kernel.
+        // Failure only loses the hint.
+        unsafe {
+            libc::posix_fadvise(
+                self.fd.as_raw_fd(),
+                off as libc::off_t,
+                len as libc::off_t,
+                libc::POSIX_FADV_WILLNEED,
+            );
+        }
     }
 }
 

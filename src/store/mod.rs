@@ -46,4 +46,8 @@ pub trait Positional {
     /// Says that `[off, off + len)` will hold nothing: a file may give its blocks back (they
     /// may hold what the space held before it was freed, which nothing reads).
     fn unused(&self, _off: u64, _len: u64) {}
+
+    /// Says that `[off, off + len)` will be read soon: a file may start reading it from the
+    /// device now, so that the reads find it in memory instead of waiting one after another.
+    fn will_need(&self, _off: u64, _len: u64) {}
 }

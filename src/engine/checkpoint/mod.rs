@@ -150,7 +150,7 @@ fn run_merge(core: &Core, plan: policy::Plan) -> Result<()> {
         return merge::adopt(core);
     }
     let root = core.st.lock().root.clone();
-    let hint = |off: u64, len: u64| core.file.will_need(off, len);
+    let hint = |off: u64, len: u64| crate::store::Positional::will_need(&core.file, off, len);
     let mut m = merge::Merge::open(core, &root, plan, &hint)?;
     loop {
         if core.st.lock().stop {
