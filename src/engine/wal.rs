@@ -272,3 +272,65 @@ pub fn torn_tail(src: &dyn Source, chunks: &[u64], cur: Cursor) -> Result<Option
     }
     Ok(header_len(&hdr, cur.gen, cur.lsn))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::RefCell;
+
+    /// A source that only records the advice it gets.
+    #[derive(Default)]
+    struct Advised(RefCell<Vec<(u64, u64)>>);
+
+    impl Source for Advised {
+        fn read(&self, _off: u64, _buf: &mut [u8]) -> Res<()> {
+            Ok(())
+        }
+
+        fn size(&self) -> u64 {
+            u64::MAX
+        }
+
+        fn will_need(&self, off: u64, len: u64) {
+            self.0.borrow_mut().push((off, len));
+        }
+    }
+
+    /// A long scan is advised ahead of it, each log byte once, across segments and never past
+    /// the log's end; a short one is not advised at all.
+    #[test]
+    fn a_long_scan_reads_ahead_and_a_short_one_does_not() {
+        let chunks: Vec<u64> = (0..100).map(|i| (1000 - i) * SEGMENT).collect();
+        let end = capacity(&chunks) - 123;
+        let src = Advised::default();
+        let mut ahead = ReadAhead::new(0, end);
+        for pos in (0..AHEAD_AFTER).step_by(4096) {
+            ahead.at(&src, &chunks, pos);
+        }
+        assert!(src.0.borrow().is_empty(), "advice within the first bytes");
+        let mut pos = AHEAD_AFTER;
+        while pos < end {
+            ahead.at(&src, &chunks, pos);
+            let advised: u64 = src.0.borrow().iter().map(|a| a.1).sum();
+            assert!(
+                AHEAD_AFTER + advised >= (pos + AHEAD / 2).min(end),
+                "at {pos} only {advised} bytes advised"
+            );
+            pos += 3 << 20;
+        }
+        // Every piece lies in one segment; together they are the log from AHEAD_AFTER to its
+        // end, once.
+        let mut logical = Vec::new();
+        for &(off, len) in src.0.borrow().iter() {
+            let i = chunks.iter().position(|c| (*c..*c + SEGMENT).contains(&off));
+            let i = i.expect("advice outside the log") as u64;
+            let at = i * SEGMENT + off % SEGMENT;
+            assert!(off % SEGMENT + len <= SEGMENT, "a piece across segments");
+            logical.push((at, at + len));
+        }
+        logical.sort_unstable();
+        assert_eq!(logical[0].0, AHEAD_AFTER);
+        assert_eq!(logical.last().unwrap().1, end);
+        assert!(logical.windows(2).all(|w| w[0].1 == w[1].0), "gaps or overlaps");
+    }
+}
