@@ -322,7 +322,9 @@ mod tests {
         // end, once.
         let mut logical = Vec::new();
         for &(off, len) in src.0.borrow().iter() {
-            let i = chunks.iter().position(|c| (*c..*c + SEGMENT).contains(&off));
+            let i = chunks
+                .iter()
+                .position(|c| (*c..*c + SEGMENT).contains(&off));
             let i = i.expect("advice outside the log") as u64;
             let at = i * SEGMENT + off % SEGMENT;
             assert!(off % SEGMENT + len <= SEGMENT, "a piece across segments");
@@ -331,6 +333,9 @@ mod tests {
         logical.sort_unstable();
         assert_eq!(logical[0].0, AHEAD_AFTER);
         assert_eq!(logical.last().unwrap().1, end);
-        assert!(logical.windows(2).all(|w| w[0].1 == w[1].0), "gaps or overlaps");
+        assert!(
+            logical.windows(2).all(|w| w[0].1 == w[1].0),
+            "gaps or overlaps"
+        );
     }
 }
