@@ -188,16 +188,9 @@ fn table(
     };
     let filter = match t.filter_words() {
         0 => None,
-        n => match array::shape(src, t.dir, epoch).and_then(|s| {
-            let len = t.dir.len as usize;
-            array::read_items(
-                src,
-                t.dir.len,
-                &s.leaves,
-                len.saturating_sub(n as usize)..len,
-                epoch,
-            )
-        }) {
+        _ => match array::shape(src, t.dir, epoch)
+            .and_then(|s| array::read_items(src, t.dir.len, &s.leaves, t.filter_items(), epoch))
+        {
             Ok(words) => Some(words),
             Err(f) => {
                 live.fault(&format!("{name} key filter"), f);

@@ -65,6 +65,11 @@ impl TableRef {
         self.dir.len.saturating_sub(self.slots())
     }
 
+    /// The items of the directory array that are the key filter's words.
+    pub fn filter_items(&self) -> std::ops::Range<usize> {
+        self.slots().min(self.dir.len) as usize..self.dir.len as usize
+    }
+
     pub fn put(&self, b: &mut [u8], at: usize) {
         b[at..at + TABLE_BYTES].fill(0);
         if !self.is_some() {
@@ -178,6 +183,7 @@ mod tests {
         assert!(TableRef::get(&b, 64).is_err());
         b[64 + 12] = 2; // 4 slots, then a filter of one block
         assert_eq!(TableRef::get(&b, 64).map(|t| t.filter_words()), Ok(4));
+        assert_eq!(TableRef::get(&b, 64).map(|t| t.filter_items()), Ok(4..8));
         b[64 + 12] = 1; // 2 slots: too few for a filter
         assert!(TableRef::get(&b, 64).is_err());
         b[64 + 12] = 3;

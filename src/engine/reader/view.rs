@@ -112,8 +112,7 @@ impl Filter {
     /// The filter's words, read from the leaf pages that hold them; None when one fails
     /// validation (the filter is then read in place, leaf by leaf).
     fn copy(map: &Mmap, t: &TableRef, leaves: &[(u64, u64)], epoch: u64) -> Option<Box<[u64]>> {
-        let start = t.slots() as usize;
-        let range = start..start + t.filter_words() as usize;
+        let range = t.filter_items();
         let n = range.len();
         let words = array::read_items(map, t.dir.len, leaves, range, epoch).ok()?;
         // A filter running past the array's end is read in place, where each probe is checked.
